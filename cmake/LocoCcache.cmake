@@ -1,0 +1,10 @@
+# Use ccache when it is installed. The sloppiness settings let ccache cache
+# translation units that use a precompiled header.
+find_program(LOCO_CCACHE ccache)
+if(LOCO_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
+  set(CMAKE_CXX_COMPILER_LAUNCHER
+      ${CMAKE_COMMAND} -E env
+      "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime"
+      ${LOCO_CCACHE})
+  message(STATUS "loco: using ccache (${LOCO_CCACHE})")
+endif()

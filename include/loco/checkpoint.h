@@ -1,0 +1,49 @@
+// Checkpoints: everything needed to resume a run exactly, written atomically.
+//
+// A checkpoint is one file, `checkpoints/step_NNNNNNNN.pt` (a LibTorch archive) holding the
+// resolved config, the step, the data cursor, the tokens seen, the RNG state, the flat
+// parameters and every optimizer state tensor, plus a checksum over all of it. It is written to a
+// temporary file, fsynced and renamed, so a crash leaves either the old set or the new one.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "loco/loader.h"
+
+namespace loco {
+
+struct CheckpointError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Checkpoint {
+  int64_t step = 0;               // optimizer steps completed
+  int64_t tokens = 0;             // training tokens consumed
+  double wall_s = 0;              // training wall-clock so far
+  std::string config_yaml;        // the resolved config of the run
+  LoaderCursor cursor;            // where the training stream continues
+  std::map<std::string, torch::Tensor> tensors;  // "params", "rng", optimizer state, ...
+};
+
+// Writes `ckpt` to `path` atomically. Throws CheckpointError naming the path.
+void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
+
+// Reads and verifies a checkpoint (tensors on CPU). Throws CheckpointError naming the path.
+Checkpoint load_checkpoint(const std::string& path);
+
+// "DIR/step_00000100.pt" for step 100.
+std::string checkpoint_path(const std::string& dir, int64_t step);
+
+// Checkpoint files in `dir`, oldest first (by step). Empty when there are none.
+std::vector<std::string> list_checkpoints(const std::string& dir);
+
+// Removes all but the newest `keep` checkpoints in `dir`.
+void prune_checkpoints(const std::string& dir, int64_t keep);
+
+}  // namespace loco

@@ -1,0 +1,136 @@
+// loco's configuration: typed structs with defaults, filled from YAML and --set overrides.
+//
+// Flow (one way): struct defaults -> YAML file -> `--set a.b=c` overrides. Unknown keys are
+// errors that name the key path and the closest valid key; wrong types name the key, the value
+// and the expected type. The resolved config is written to the run directory and into every
+// checkpoint (see to_yaml()).
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace loco {
+
+// Thrown for any configuration problem; the message is meant for the user as is.
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct RunConfig {
+  std::string name = "tiny";       // label used in logs and comparisons
+  std::string dir = "runs/tiny";   // where config.yaml, metrics.jsonl, checkpoints/ go
+  int64_t seed = 1337;             // seeds model init and data order
+};
+
+struct DataConfig {
+  std::string train = "data/train.bin";            // token shard written by `loco data prepare`
+  std::string val = "data/val.bin";                // held-out shard
+  std::string tokenizer = "data/tokenizer.model";  // SentencePiece model
+};
+
+struct ModelConfig {
+  int64_t n_layer = 4;        // transformer blocks
+  int64_t n_head = 4;         // attention heads; n_embd must divide by it, head dim must be even
+  int64_t n_embd = 256;       // width
+  int64_t seq_len = 256;      // context length in tokens
+  int64_t vocab_size = 4096;  // must equal the tokenizer's vocabulary
+  double softcap = 15.0;      // logit soft-cap: logits = c * tanh(logits / c); 0 disables
+};
+
+struct OptimizerConfig {
+  std::string name = "adamw";  // adamw | muon (Muon for block matrices, AdamW for the rest)
+  double lr = 3e-3;            // AdamW peak learning rate (all parameters, name: adamw)
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;   // decoupled, applied by AdamW
+  double grad_clip = 1.0;      // global L2 norm; 0 disables
+  double matrix_lr = 0.02;     // Muon learning rate for the 2-D block matrices
+  double momentum = 0.95;      // Muon momentum (Nesterov)
+  int64_t ns_steps = 5;        // Newton-Schulz iterations
+  double embedding_lr = 0.2;   // AdamW lr for the token embedding under Muon
+  double head_lr = 0.004;      // AdamW lr for the output head under Muon
+};
+
+struct ScheduleConfig {
+  std::string kind = "cosine";  // cosine | linear (constant, then linear warm-down)
+  int64_t warmup_steps = 20;    // linear warm-up from 0 to the peak
+  double warmdown_frac = 0.2;   // linear: fraction of max_steps spent warming down
+  double min_lr_frac = 0.1;     // final lr as a fraction of the peak
+};
+
+struct TrainConfig {
+  std::string device = "cpu";    // cpu | cuda | cuda:N
+  int64_t threads = 1;           // intra-op threads (0: LibTorch's default)
+  int64_t batch_size = 8;        // sequences per micro-batch
+  int64_t grad_accum = 1;        // micro-batches per optimizer step
+  int64_t max_steps = 600;       // optimizer steps
+  int64_t eval_every = 100;      // steps between evaluations (0: only at the end)
+  int64_t eval_batches = 8;      // validation batches per evaluation
+  int64_t checkpoint_every = 200;  // steps between checkpoints (0: only at the end)
+  int64_t keep_checkpoints = 2;  // newest checkpoints kept on disk
+  int64_t log_every = 10;        // steps between progress lines
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+};
+
+struct OuterConfig {
+  double lr = 0.7;        // outer Nesterov learning rate (eta)
+  double momentum = 0.9;  // outer momentum (mu)
+};
+
+struct CodecConfig {
+  std::string type = "none";  // none | fp16 | bf16 | int8 | dct
+  int64_t chunk = 64;
+  int64_t topk = 32;
+  std::string values = "int8";
+  std::string select = "topk";
+  bool error_feedback = true;
+};
+
+struct CoordinatorConfig {
+  std::string address = "127.0.0.1:50051";
+  std::string secret_file;  // shared secret; when set every RPC must carry it
+  std::string tls_cert, tls_key, tls_ca;
+  double round_timeout_s = 600.0;
+  int64_t min_workers = 1;
+};
+
+struct SyncConfig {
+  std::string mode = "single";  // single (this issue); ddp | diloco | demo come with later work
+  int64_t workers = 1;
+  int64_t inner_steps = 50;
+  OuterConfig outer;
+  CodecConfig codec;
+  CoordinatorConfig coordinator;
+};
+
+struct Config {
+  RunConfig run;
+  DataConfig data;
+  ModelConfig model;
+  TrainConfig train;
+  SyncConfig sync;
+};
+
+// Reads `path` (YAML) over the defaults. Throws ConfigError naming the file and key.
+Config load_config(const std::string& path);
+
+// Applies one `key.path=value` override (as from `--set`). Throws ConfigError.
+void apply_override(Config& config, const std::string& assignment);
+
+// Parses YAML text over `config` (used by load_config and for checkpoint configs).
+void merge_yaml(Config& config, const std::string& yaml_text, const std::string& origin);
+
+// Checks cross-field constraints (positive sizes, known enums, divisibility). Throws ConfigError.
+void validate(const Config& config);
+
+// The resolved config as YAML, every key present.
+std::string to_yaml(const Config& config);
+
+// All valid key paths ("model.n_layer", ...), for help text and suggestions.
+std::vector<std::string> config_keys();
+
+}  // namespace loco

@@ -1,0 +1,88 @@
+// The inner training loop of one worker: steps, evaluation, checkpoints, metrics, resume.
+//
+// A Trainer owns the model, its flat parameters, the optimizer and the data streams of one
+// process. run() trains to train.max_steps, logging progress, evaluating every eval_every steps
+// (val loss and bits per byte), checkpointing every checkpoint_every steps and writing
+// metrics.jsonl and config.yaml into run.dir. Constructed with resume = true it continues from the
+// newest checkpoint in run.dir/checkpoints exactly where the interrupted run stood.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "loco/config.h"
+#include "loco/loader.h"
+#include "loco/model.h"
+#include "loco/optim.h"
+
+namespace loco {
+
+class MetricsWriter;
+
+// A run that cannot go on (a non-finite loss); the message says at which step and what is kept.
+struct TrainingError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct StepStats {
+  int64_t step = 0;     // steps completed after this one
+  double loss = 0;      // mean training loss of the step's micro-batches
+  double lr = 0;        // AdamW peak lr times the schedule multiplier
+  double grad_norm = 0;
+  double seconds = 0;
+};
+
+struct EvalStats {
+  double loss = 0;  // mean cross-entropy in nats per token
+  double bpb = 0;   // bits per UTF-8 byte of the val text
+};
+
+struct TrainSummary {
+  int64_t steps = 0, tokens = 0;
+  double final_loss = 0, wall_s = 0;
+  EvalStats final_eval;
+  std::string run_dir, metrics_path, checkpoint_path;
+};
+
+class Trainer {
+ public:
+  // `rank`/`world_size` choose this worker's share of the training stream.
+  Trainer(const Config& config, bool resume, int64_t rank = 0, int64_t world_size = 1);
+  ~Trainer();
+
+  TrainSummary run();
+  StepStats train_step();
+  EvalStats evaluate();
+  std::string save_checkpoint();  // returns the path written
+
+  int64_t step() const { return step_; }
+  int64_t tokens() const { return tokens_; }
+  const Config& config() const { return config_; }
+  GPT& model() { return model_; }
+  FlatParams& params() { return *params_; }
+
+ private:
+  void restore(const std::string& path);
+  double current_lr() const;
+
+  Config config_;
+  torch::Device device_;
+  GPT model_{nullptr};
+  std::unique_ptr<FlatParams> params_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<DataLoader> loader_;
+  torch::Tensor val_tokens_, token_bytes_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  int64_t step_ = 0, tokens_ = 0;
+  double wall_offset_s_ = 0;  // training time before this process (from the checkpoint)
+  std::string last_checkpoint_;
+};
+
+// Device from train.device, checked against what this LibTorch was built with.
+torch::Device resolve_device(const std::string& name);
+
+// Builds a model from a checkpoint's config and parameters (for sample and eval).
+GPT load_model(const std::string& checkpoint_path, const torch::Device& device, Config* config);
+
+}  // namespace loco

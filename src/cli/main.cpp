@@ -1,0 +1,143 @@
+// `loco`: the one binary. Subcommands: data prepare, train, sample, bench train.
+// Every user-facing error is caught here, printed as one line, and turned into exit code 1.
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iostream>
+
+#include "loco/bench.h"
+#include "loco/config.h"
+#include "loco/prepare.h"
+#include "loco/sample.h"
+#include "loco/trainer.h"
+
+namespace {
+
+loco::Config resolve_config(const std::string& path, const std::vector<std::string>& overrides) {
+  loco::Config config = loco::load_config(path);
+  for (const auto& o : overrides) loco::apply_override(config, o);
+  loco::validate(config);
+  return config;
+}
+
+int run_prepare(const loco::PrepareOptions& options) {
+  auto r = loco::prepare_data(options);
+  std::cout << "prepared " << options.out_dir << ": " << r.train_tokens << " train tokens ("
+            << r.train_docs << " docs), " << r.val_tokens << " val tokens (" << r.val_docs
+            << " docs)\n";
+  return 0;
+}
+
+int run_train(const std::string& config_path, const std::vector<std::string>& overrides,
+              bool resume) {
+  loco::Trainer trainer(resolve_config(config_path, overrides), resume);
+  auto s = trainer.run();
+  std::cout << "done: " << s.steps << " steps, " << s.tokens << " tokens in "
+            << std::lround(s.wall_s) << " s; final val loss " << s.final_eval.loss
+            << ", val bpb " << s.final_eval.bpb << "\n"
+            << "metrics:    " << s.metrics_path << "\n"
+            << "checkpoint: " << s.checkpoint_path << "\n";
+  return 0;
+}
+
+int run_bench(const std::string& config_path, const std::vector<std::string>& overrides,
+              int64_t steps, int64_t warmup, bool json) {
+  auto config = resolve_config(config_path, overrides);
+  auto r = loco::bench_train(config, steps, warmup);
+  if (json) {
+    nlohmann::json out = {{"impl", "loco"},
+                          {"tokens_per_s", r.tokens_per_s},
+                          {"ms_per_step", r.ms_per_step},
+                          {"peak_mem_mb", r.peak_mem_mb},
+                          {"mfu", r.mfu},
+                          {"flops_per_token", r.flops_per_token},
+                          {"achieved_gflops", r.achieved_gflops},
+                          {"matmul_peak_gflops", r.matmul_peak_gflops},
+                          {"params", r.params},
+                          {"threads", config.train.threads},
+                          {"steps", steps}};
+    std::cout << out.dump() << "\n";
+  } else {
+    std::printf("params         %.2fM\ntokens/s       %.0f\nms/step        %.1f\n"
+                "peak memory    %.0f MB\nachieved       %.1f GFLOP/s\nmatmul peak    %.1f "
+                "GFLOP/s\nMFU            %.1f%%\n",
+                r.params / 1e6, r.tokens_per_s, r.ms_per_step, r.peak_mem_mb, r.achieved_gflops,
+                r.matmul_peak_gflops, 100.0 * r.mfu);
+  }
+  return 0;
+}
+
+// First line of an exception message (c10::Error appends a backtrace).
+std::string first_line(const std::exception& e) {
+  if (auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
+    std::string msg = c10->what_without_backtrace();
+    return msg.substr(0, msg.find('\n'));
+  }
+  std::string msg = e.what();
+  return msg.substr(0, msg.find('\n'));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("[%H:%M:%S] %v");
+  CLI::App app{"loco: low-communication (DiLoCo-style) language-model pretraining"};
+  app.require_subcommand(1);
+
+  auto* data = app.add_subcommand("data", "data preparation");
+  data->require_subcommand(1);
+  loco::PrepareOptions prep;
+  auto* prepare = data->add_subcommand("prepare", "text/JSONL/JSON -> tokenizer + token shards");
+  prepare->add_option("--input", prep.inputs, "input files or directories")->required()->check(CLI::ExistingPath);
+  prepare->add_option("--out", prep.out_dir, "output directory")->required();
+  prepare->add_option("--vocab-size", prep.vocab_size, "tokenizer vocabulary size")->capture_default_str();
+  prepare->add_option("--val-permille", prep.val_permille, "documents per 1000 held out for validation")->capture_default_str();
+  prepare->add_option("--threads", prep.num_threads, "tokenizer training threads")->capture_default_str();
+
+  std::string config_path;
+  std::vector<std::string> overrides;
+  bool resume = false;
+  auto* train = app.add_subcommand("train", "train one worker");
+  train->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  train->add_option("--set", overrides, "override: key.path=value (repeatable)");
+  train->add_flag("--resume", resume, "continue from the newest checkpoint in run.dir");
+
+  loco::SampleOptions sample_opts;
+  auto* sample = app.add_subcommand("sample", "continue a prompt with a checkpoint");
+  sample->add_option("--checkpoint", sample_opts.checkpoint, "checkpoint file")->required()->check(CLI::ExistingFile);
+  sample->add_option("--prompt", sample_opts.prompt, "text to continue")->required();
+  sample->add_option("--tokenizer", sample_opts.tokenizer, "tokenizer model (default: the run's)");
+  sample->add_option("--max-tokens", sample_opts.max_tokens)->capture_default_str();
+  sample->add_option("--temperature", sample_opts.temperature, "0 = greedy")->capture_default_str();
+  sample->add_option("--top-k", sample_opts.top_k, "0 = all")->capture_default_str();
+  sample->add_option("--seed", sample_opts.seed)->capture_default_str();
+  sample->add_option("--device", sample_opts.device)->capture_default_str();
+
+  auto* bench = app.add_subcommand("bench", "benchmarks");
+  bench->require_subcommand(1);
+  int64_t bench_steps = 10, bench_warmup = 2;
+  bool bench_json = false;
+  auto* bench_train = bench->add_subcommand("train", "training throughput and MFU");
+  bench_train->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  bench_train->add_option("--set", overrides, "override: key.path=value (repeatable)");
+  bench_train->add_option("--steps", bench_steps, "timed steps")->capture_default_str();
+  bench_train->add_option("--warmup", bench_warmup, "untimed steps first")->capture_default_str();
+  bench_train->add_flag("--json", bench_json, "print one JSON line");
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (prepare->parsed()) return run_prepare(prep);
+    if (train->parsed()) return run_train(config_path, overrides, resume);
+    if (sample->parsed()) {
+      std::cout << sample_opts.prompt << loco::sample(sample_opts) << "\n";
+      return 0;
+    }
+    if (bench_train->parsed()) return run_bench(config_path, overrides, bench_steps, bench_warmup, bench_json);
+  } catch (const std::exception& e) {
+    spdlog::error("error: {}", first_line(e));
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,319 @@
+// YAML <-> Config: one table of fields drives parsing, overrides, validation messages and output.
+#include "loco/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace loco {
+namespace {
+
+// A typed view of one config field: parse a scalar into it, print it back.
+struct Field {
+  std::string type;  // "int", "float", "bool", "string" (for messages)
+  std::function<void(const std::string&)> set;
+  std::function<std::string()> get;
+};
+
+Field make_field(int64_t& v) {
+  return {"int",
+          [&v](const std::string& s) {
+            size_t used = 0;
+            long long x = std::stoll(s, &used);
+            if (used != s.size()) throw std::invalid_argument(s);
+            v = x;
+          },
+          [&v] { return std::to_string(v); }};
+}
+Field make_field(double& v) {
+  return {"float",
+          [&v](const std::string& s) {
+            size_t used = 0;
+            double x = std::stod(s, &used);
+            if (used != s.size()) throw std::invalid_argument(s);
+            v = x;
+          },
+          [&v] {
+            std::ostringstream os;
+            os.precision(10);
+            os << v;
+            return os.str();
+          }};
+}
+Field make_field(bool& v) {
+  return {"bool",
+          [&v](const std::string& s) {
+            if (s == "true" || s == "yes" || s == "on" || s == "1") v = true;
+            else if (s == "false" || s == "no" || s == "off" || s == "0") v = false;
+            else throw std::invalid_argument(s);
+          },
+          [&v] { return std::string(v ? "true" : "false"); }};
+}
+Field make_field(std::string& v) {
+  return {"string", [&v](const std::string& s) { v = s; }, [&v] { return v; }};
+}
+
+// Every field of Config, in output order. Adding a config field means adding one line here.
+std::vector<std::pair<std::string, Field>> fields(Config& c) {
+  std::vector<std::pair<std::string, Field>> f;
+  auto add = [&f](const char* key, auto& member) { f.emplace_back(key, make_field(member)); };
+  add("run.name", c.run.name);
+  add("run.dir", c.run.dir);
+  add("run.seed", c.run.seed);
+  add("data.train", c.data.train);
+  add("data.val", c.data.val);
+  add("data.tokenizer", c.data.tokenizer);
+  add("model.n_layer", c.model.n_layer);
+  add("model.n_head", c.model.n_head);
+  add("model.n_embd", c.model.n_embd);
+  add("model.seq_len", c.model.seq_len);
+  add("model.vocab_size", c.model.vocab_size);
+  add("model.softcap", c.model.softcap);
+  add("train.device", c.train.device);
+  add("train.threads", c.train.threads);
+  add("train.batch_size", c.train.batch_size);
+  add("train.grad_accum", c.train.grad_accum);
+  add("train.max_steps", c.train.max_steps);
+  add("train.eval_every", c.train.eval_every);
+  add("train.eval_batches", c.train.eval_batches);
+  add("train.checkpoint_every", c.train.checkpoint_every);
+  add("train.keep_checkpoints", c.train.keep_checkpoints);
+  add("train.log_every", c.train.log_every);
+  add("train.optimizer.name", c.train.optimizer.name);
+  add("train.optimizer.lr", c.train.optimizer.lr);
+  add("train.optimizer.beta1", c.train.optimizer.beta1);
+  add("train.optimizer.beta2", c.train.optimizer.beta2);
+  add("train.optimizer.eps", c.train.optimizer.eps);
+  add("train.optimizer.weight_decay", c.train.optimizer.weight_decay);
+  add("train.optimizer.grad_clip", c.train.optimizer.grad_clip);
+  add("train.optimizer.matrix_lr", c.train.optimizer.matrix_lr);
+  add("train.optimizer.momentum", c.train.optimizer.momentum);
+  add("train.optimizer.ns_steps", c.train.optimizer.ns_steps);
+  add("train.optimizer.embedding_lr", c.train.optimizer.embedding_lr);
+  add("train.optimizer.head_lr", c.train.optimizer.head_lr);
+  add("train.schedule.kind", c.train.schedule.kind);
+  add("train.schedule.warmup_steps", c.train.schedule.warmup_steps);
+  add("train.schedule.warmdown_frac", c.train.schedule.warmdown_frac);
+  add("train.schedule.min_lr_frac", c.train.schedule.min_lr_frac);
+  add("sync.mode", c.sync.mode);
+  add("sync.workers", c.sync.workers);
+  add("sync.inner_steps", c.sync.inner_steps);
+  add("sync.outer.lr", c.sync.outer.lr);
+  add("sync.outer.momentum", c.sync.outer.momentum);
+  add("sync.codec.type", c.sync.codec.type);
+  add("sync.codec.chunk", c.sync.codec.chunk);
+  add("sync.codec.topk", c.sync.codec.topk);
+  add("sync.codec.values", c.sync.codec.values);
+  add("sync.codec.select", c.sync.codec.select);
+  add("sync.codec.error_feedback", c.sync.codec.error_feedback);
+  add("sync.coordinator.address", c.sync.coordinator.address);
+  add("sync.coordinator.secret_file", c.sync.coordinator.secret_file);
+  add("sync.coordinator.tls.cert", c.sync.coordinator.tls_cert);
+  add("sync.coordinator.tls.key", c.sync.coordinator.tls_key);
+  add("sync.coordinator.tls.ca", c.sync.coordinator.tls_ca);
+  add("sync.coordinator.round_timeout_s", c.sync.coordinator.round_timeout_s);
+  add("sync.coordinator.min_workers", c.sync.coordinator.min_workers);
+  return f;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// Valid keys and section prefixes ("train", "train.optimizer", ...).
+std::set<std::string> sections(const std::vector<std::string>& keys) {
+  std::set<std::string> out;
+  for (const auto& k : keys)
+    for (size_t p = k.find('.'); p != std::string::npos; p = k.find('.', p + 1))
+      out.insert(k.substr(0, p));
+  return out;
+}
+
+std::string closest(const std::string& key, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = std::string::npos;
+  for (const auto& c : candidates) {
+    size_t d = edit_distance(key, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  return best;
+}
+
+[[noreturn]] void unknown_key(const std::string& origin, const std::string& key) {
+  auto keys = config_keys();
+  auto secs = sections(keys);
+  keys.insert(keys.end(), secs.begin(), secs.end());
+  throw ConfigError(origin + ": unknown config key '" + key + "' (did you mean '" +
+                    closest(key, keys) + "'?)");
+}
+
+void set_field(Field& field, const std::string& key, const std::string& value,
+               const std::string& origin) {
+  try {
+    field.set(value);
+  } catch (const std::exception&) {
+    throw ConfigError(origin + ": " + key + ": expected " + field.type + ", got '" + value + "'");
+  }
+}
+
+void merge_node(std::map<std::string, Field>& table, const YAML::Node& node,
+                const std::string& prefix, const std::string& origin) {
+  if (!node.IsMap())
+    throw ConfigError(origin + ": " + (prefix.empty() ? "top level" : prefix) +
+                      ": expected a mapping of keys");
+  for (const auto& kv : node) {
+    std::string key = (prefix.empty() ? "" : prefix + ".") + kv.first.as<std::string>();
+    const YAML::Node& value = kv.second;
+    auto it = table.find(key);
+    if (it == table.end()) {
+      auto secs = sections(config_keys());
+      if (!secs.count(key)) unknown_key(origin, key);
+      if (value.IsNull()) continue;  // an empty section keeps its defaults
+      merge_node(table, value, key, origin);
+      continue;
+    }
+    if (!value.IsScalar())
+      throw ConfigError(origin + ": " + key + ": expected " + it->second.type +
+                        ", got a " + (value.IsMap() ? "mapping" : "list"));
+    set_field(it->second, key, value.Scalar(), origin);
+  }
+}
+
+std::map<std::string, Field> table_of(Config& config) {
+  auto list = fields(config);
+  return {list.begin(), list.end()};
+}
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw ConfigError(message);
+}
+
+void require_one_of(const std::string& key, const std::string& value,
+                    const std::vector<std::string>& allowed) {
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
+  std::string list;
+  for (const auto& a : allowed) list += (list.empty() ? "" : " | ") + a;
+  throw ConfigError(key + ": '" + value + "' is not one of " + list);
+}
+
+}  // namespace
+
+std::vector<std::string> config_keys() {
+  Config scratch;
+  std::vector<std::string> keys;
+  for (auto& [k, f] : fields(scratch)) keys.push_back(k);
+  return keys;
+}
+
+void merge_yaml(Config& config, const std::string& yaml_text, const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(origin + ": invalid YAML: " + e.what());
+  }
+  if (root.IsNull()) return;
+  auto table = table_of(config);
+  merge_node(table, root, "", origin);
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path + ": cannot open config file");
+  std::stringstream text;
+  text << in.rdbuf();
+  Config config;
+  merge_yaml(config, text.str(), path);
+  return config;
+}
+
+void apply_override(Config& config, const std::string& assignment) {
+  auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError("--set " + assignment + ": expected key.path=value");
+  std::string key = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+  auto table = table_of(config);
+  auto it = table.find(key);
+  if (it == table.end()) unknown_key("--set", key);
+  set_field(it->second, key, value, "--set");
+}
+
+void validate(const Config& c) {
+  const auto& m = c.model;
+  const auto& t = c.train;
+  require(m.n_layer > 0 && m.n_head > 0 && m.n_embd > 0 && m.seq_len > 0 && m.vocab_size > 1,
+          "model: n_layer, n_head, n_embd, seq_len must be positive and vocab_size > 1");
+  require(m.n_embd % m.n_head == 0, "model.n_embd (" + std::to_string(m.n_embd) +
+                                        ") must be divisible by model.n_head (" +
+                                        std::to_string(m.n_head) + ")");
+  require((m.n_embd / m.n_head) % 2 == 0, "model: head dim n_embd/n_head must be even (rotary)");
+  require(m.softcap >= 0, "model.softcap must be >= 0 (0 disables it)");
+  require(t.batch_size > 0, "train.batch_size must be positive");
+  require(t.grad_accum > 0, "train.grad_accum must be positive");
+  require(t.max_steps > 0, "train.max_steps must be positive");
+  require(t.threads >= 0, "train.threads must be >= 0 (0: LibTorch's default)");
+  require(t.eval_every >= 0 && t.checkpoint_every >= 0 && t.log_every >= 0,
+          "train: eval_every, checkpoint_every and log_every must be >= 0");
+  require(t.eval_batches > 0, "train.eval_batches must be positive");
+  require(t.keep_checkpoints > 0, "train.keep_checkpoints must be positive");
+  require(t.device == "cpu" || t.device.rfind("cuda", 0) == 0,
+          "train.device: '" + t.device + "' is not one of cpu | cuda | cuda:N");
+  require_one_of("train.optimizer.name", t.optimizer.name, {"adamw", "muon"});
+  require(t.optimizer.lr > 0, "train.optimizer.lr must be positive");
+  require(t.optimizer.grad_clip >= 0, "train.optimizer.grad_clip must be >= 0 (0 disables it)");
+  require(t.optimizer.ns_steps > 0, "train.optimizer.ns_steps must be positive");
+  require_one_of("train.schedule.kind", t.schedule.kind, {"cosine", "linear"});
+  require(t.schedule.warmup_steps >= 0, "train.schedule.warmup_steps must be >= 0");
+  require(t.schedule.warmdown_frac >= 0 && t.schedule.warmdown_frac <= 1,
+          "train.schedule.warmdown_frac must be in [0, 1]");
+  require(t.schedule.min_lr_frac >= 0 && t.schedule.min_lr_frac <= 1,
+          "train.schedule.min_lr_frac must be in [0, 1]");
+  require_one_of("sync.mode", c.sync.mode, {"single", "ddp", "diloco", "demo"});
+  require(c.sync.workers > 0, "sync.workers must be positive");
+  require(c.sync.inner_steps > 0, "sync.inner_steps must be positive");
+  require_one_of("sync.codec.type", c.sync.codec.type, {"none", "fp16", "bf16", "int8", "dct"});
+  require(!c.run.dir.empty(), "run.dir must not be empty");
+}
+
+std::string to_yaml(const Config& config) {
+  Config copy = config;
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::vector<std::string> open;  // the section path currently open in the emitter
+  for (auto& [key, field] : fields(copy)) {
+    std::vector<std::string> parts;
+    std::stringstream ss(key);
+    for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+    std::vector<std::string> section(parts.begin(), parts.end() - 1);
+    size_t common = 0;
+    while (common < open.size() && common < section.size() && open[common] == section[common])
+      ++common;
+    for (size_t i = open.size(); i > common; --i) out << YAML::EndMap;
+    for (size_t i = common; i < section.size(); ++i) out << YAML::Key << section[i] << YAML::Value << YAML::BeginMap;
+    open = section;
+    out << YAML::Key << parts.back() << YAML::Value;
+    if (field.type == "string") out << YAML::DoubleQuoted << field.get();
+    else out << field.get();
+  }
+  for (size_t i = 0; i < open.size(); ++i) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace loco

@@ -1,0 +1,279 @@
+// The single-worker training loop (see include/loco/trainer.h).
+#include "loco/trainer.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "loco/checkpoint.h"
+#include "loco/metrics.h"
+#include "loco/progress.h"
+#include "loco/shard.h"
+#include "loco/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace loco {
+namespace {
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+// Loads a shard for `key`, checking it against the model's vocabulary and context length.
+torch::Tensor load_checked(const std::string& key, const std::string& path,
+                           const ModelConfig& model) {
+  if (!fs::exists(path))
+    throw ConfigError(key + ": " + path + ": no such file (run `loco data prepare` first)");
+  ShardInfo info = read_shard_info(path);
+  if (int64_t(info.vocab_size) != model.vocab_size)
+    throw ConfigError(key + ": " + path + " was tokenized with a vocabulary of " +
+                      std::to_string(info.vocab_size) + " but model.vocab_size is " +
+                      std::to_string(model.vocab_size));
+  if (int64_t(info.count) < model.seq_len + 1)
+    throw ConfigError("model.seq_len " + std::to_string(model.seq_len) + " is longer than " +
+                      key + " (" + path + " holds " + std::to_string(info.count) + " tokens)");
+  return load_tokens(path);
+}
+
+// Bytes per token id, from the tokenizer (0 for control tokens), as an int64 tensor.
+torch::Tensor load_token_bytes(const Config& config) {
+  const std::string& path = config.data.tokenizer;
+  if (!fs::exists(path)) throw ConfigError("data.tokenizer: " + path + ": no such file");
+  Tokenizer tok = Tokenizer::load(path);
+  if (tok.vocab_size() != config.model.vocab_size)
+    throw ConfigError("model.vocab_size is " + std::to_string(config.model.vocab_size) +
+                      " but data.tokenizer (" + path + ") has " +
+                      std::to_string(tok.vocab_size()) + " tokens; set model.vocab_size=" +
+                      std::to_string(tok.vocab_size()));
+  auto bytes = tok.token_bytes();
+  return torch::tensor(std::vector<int64_t>(bytes.begin(), bytes.end()), torch::kInt64);
+}
+
+// Test hook for the divergence path: LOCO_INJECT_NAN_STEP=N makes step N's loss NaN.
+int64_t injected_nan_step() {
+  const char* v = std::getenv("LOCO_INJECT_NAN_STEP");
+  return v ? std::atoll(v) : -1;
+}
+
+}  // namespace
+
+torch::Device resolve_device(const std::string& name) {
+  torch::Device device(torch::kCPU);
+  try {
+    device = torch::Device(name);
+  } catch (const std::exception&) {
+    throw ConfigError("train.device: '" + name + "' is not a device (cpu | cuda | cuda:N)");
+  }
+  if (device.is_cuda() && !torch::cuda::is_available())
+    throw ConfigError("train.device: '" + name +
+                      "' but this LibTorch has no usable CUDA device (set train.device=cpu, or "
+                      "build against a CUDA LibTorch with -DTorch_DIR=...)");
+  return device;
+}
+
+Trainer::Trainer(const Config& config, bool resume, int64_t rank, int64_t world_size)
+    : config_(config), device_(resolve_device(config.train.device)) {
+  validate(config_);
+  if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
+  const auto& m = config_.model;
+  auto train_tokens = load_checked("data.train", config_.data.train, m);
+  val_tokens_ = load_checked("data.val", config_.data.val, m);
+  token_bytes_ = load_token_bytes(config_).to(device_);
+
+  model_ = GPT(m);
+  model_->init_weights(config_.run.seed);
+  model_->to(device_);
+  params_ = std::make_unique<FlatParams>(*model_);
+  optimizer_ = make_optimizer(config_.train.optimizer, *params_);
+  try {
+    loader_ = std::make_unique<DataLoader>(train_tokens, config_.train.batch_size, m.seq_len,
+                                           config_.run.seed, rank, world_size);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError("data.train (" + config_.data.train + "): " + e.what());
+  }
+
+  fs::create_directories(config_.run.dir);
+  std::string ckpt_dir = (fs::path(config_.run.dir) / "checkpoints").string();
+  int64_t keep_metrics_up_to = -1;
+  if (resume) {
+    auto found = list_checkpoints(ckpt_dir);
+    if (found.empty()) throw ConfigError("--resume: no checkpoint in " + ckpt_dir);
+    restore(found.back());
+    keep_metrics_up_to = step_;
+  } else if (!list_checkpoints(ckpt_dir).empty()) {
+    throw ConfigError("run.dir " + config_.run.dir +
+                      " already holds checkpoints; pass --resume to continue it, or choose "
+                      "another run.dir (--set run.dir=...)");
+  }
+  std::ofstream(fs::path(config_.run.dir) / "config.yaml") << to_yaml(config_);
+  metrics_ = std::make_unique<MetricsWriter>(
+      (fs::path(config_.run.dir) / "metrics.jsonl").string(), keep_metrics_up_to);
+  spdlog::info("model: {} layers, width {}, {} heads, {:.2f}M parameters, {:.1f} MFLOP/token",
+               m.n_layer, m.n_embd, m.n_head, model_->num_params() / 1e6,
+               model_->flops_per_token() / 1e6);
+}
+
+Trainer::~Trainer() = default;
+
+double Trainer::current_lr() const {
+  const auto& opt = config_.train.optimizer;
+  double peak = opt.name == "muon" ? opt.matrix_lr : opt.lr;
+  return peak * lr_multiplier(config_.train.schedule, step_, config_.train.max_steps);
+}
+
+StepStats Trainer::train_step() {
+  model_->train();
+  double start = now_s();
+  params_->zero_grad();
+  const int64_t accum = config_.train.grad_accum;
+  double loss_sum = 0;
+  for (int64_t i = 0; i < accum; ++i) {
+    Batch batch = loader_->next();
+    auto loss = model_->loss(batch.input.to(device_), batch.target.to(device_));
+    (loss / double(accum)).backward();
+    loss_sum += loss.item<double>();
+    tokens_ += batch.input.numel();
+  }
+  StepStats stats;
+  stats.loss = loss_sum / double(accum);
+  if (step_ + 1 == injected_nan_step()) stats.loss = std::nan("");
+  if (!std::isfinite(stats.loss)) {
+    std::string kept = last_checkpoint_.empty() ? "no checkpoint was written yet"
+                                                : "the last good checkpoint is " + last_checkpoint_;
+    throw TrainingError("loss became " + std::to_string(stats.loss) + " at step " +
+                        std::to_string(step_ + 1) + "; stopped without applying it, " + kept);
+  }
+  stats.grad_norm = params_->clip_grad_norm(config_.train.optimizer.grad_clip);
+  stats.lr = current_lr();
+  optimizer_->step(lr_multiplier(config_.train.schedule, step_, config_.train.max_steps));
+  stats.step = ++step_;
+  stats.seconds = now_s() - start;
+  return stats;
+}
+
+EvalStats Trainer::evaluate() {
+  torch::NoGradGuard no_grad;
+  model_->eval();
+  double nats = 0, bpb_nats = 0;
+  int64_t count = 0, bytes = 0;
+  for (int64_t i = 0; i < config_.train.eval_batches; ++i) {
+    Batch batch = eval_batch(val_tokens_, i, config_.train.batch_size, config_.model.seq_len);
+    auto target = batch.target.to(device_);
+    auto losses = model_->token_losses(batch.input.to(device_), target);
+    auto token_bytes = token_bytes_.index({target});
+    nats += losses.sum().item<double>();
+    bpb_nats += (losses * (token_bytes > 0)).sum().item<double>();
+    count += losses.numel();
+    bytes += token_bytes.sum().item<int64_t>();
+  }
+  return {nats / double(count), bpb_nats / (std::log(2.0) * double(std::max<int64_t>(bytes, 1)))};
+}
+
+std::string Trainer::save_checkpoint() {
+  Checkpoint c;
+  c.step = step_;
+  c.tokens = tokens_;
+  c.wall_s = wall_offset_s_;
+  c.config_yaml = to_yaml(config_);
+  c.cursor = loader_->cursor();
+  c.tensors["params"] = params_->data();
+  c.tensors["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+  for (auto& [name, tensor] : optimizer_->state()) c.tensors["optim." + name] = tensor;
+  std::string dir = (fs::path(config_.run.dir) / "checkpoints").string();
+  last_checkpoint_ = checkpoint_path(dir, step_);
+  loco::save_checkpoint(last_checkpoint_, c);
+  prune_checkpoints(dir, config_.train.keep_checkpoints);
+  return last_checkpoint_;
+}
+
+void Trainer::restore(const std::string& path) {
+  Checkpoint c = load_checkpoint(path);
+  auto params = c.tensors.at("params");
+  TORCH_CHECK(params.numel() == params_->numel(), path, ": checkpoint holds ", params.numel(),
+              " parameters, this model has ", params_->numel(), " (model config changed?)");
+  torch::NoGradGuard no_grad;
+  params_->data().copy_(params);
+  std::map<std::string, torch::Tensor> optim;
+  for (auto& [name, tensor] : c.tensors)
+    if (name.rfind("optim.", 0) == 0) optim[name.substr(6)] = tensor.to(device_);
+  optimizer_->load_state(optim);
+  at::Generator rng = at::detail::getDefaultCPUGenerator();
+  rng.set_state(c.tensors.at("rng"));
+  loader_->set_cursor(c.cursor);
+  step_ = c.step;
+  tokens_ = c.tokens;
+  wall_offset_s_ = c.wall_s;
+  last_checkpoint_ = path;
+  spdlog::info("resumed from {} (step {}, {} tokens)", path, step_, tokens_);
+}
+
+TrainSummary Trainer::run() {
+  const auto& t = config_.train;
+  spdlog::info("training {} steps of {} tokens into {}", t.max_steps,
+               t.batch_size * t.grad_accum * config_.model.seq_len, config_.run.dir);
+  double start = now_s(), last_log = start;
+  int64_t last_log_tokens = tokens_, first_step = step_;
+  TrainSummary summary;
+  while (step_ < t.max_steps) {
+    StepStats s = train_step();
+    double wall = wall_offset_s_ + (now_s() - start);
+    nlohmann::json record = {{"step", s.step},     {"tokens", tokens_},  {"loss", s.loss},
+                             {"lr", s.lr},         {"wall_s", wall},     {"grad_norm", s.grad_norm},
+                             {"step_ms", s.seconds * 1e3}};
+    bool last = s.step == t.max_steps;
+    if (last || (t.eval_every > 0 && s.step % t.eval_every == 0)) {
+      EvalStats e = evaluate();
+      record["val_loss"] = e.loss;
+      record["val_bpb"] = e.bpb;
+      summary.final_eval = e;
+      spdlog::info("step {}/{} | val loss {:.4f} | val bpb {:.4f}", s.step, t.max_steps, e.loss, e.bpb);
+    }
+    metrics_->write(record);
+    if (last || (t.log_every > 0 && s.step % t.log_every == 0)) {
+      double now = now_s();
+      double tok_s = double(tokens_ - last_log_tokens) / std::max(now - last_log, 1e-9);
+      double per_step = (now - start) / double(s.step - first_step);
+      spdlog::info("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | eta {}", s.step,
+                   t.max_steps, s.loss, s.lr, tok_s,
+                   format_duration(per_step * double(t.max_steps - s.step)));
+      last_log = now, last_log_tokens = tokens_;
+    }
+    if (last || (t.checkpoint_every > 0 && s.step % t.checkpoint_every == 0)) {
+      wall_offset_s_ = wall;
+      start = now_s();
+      save_checkpoint();
+    }
+    summary.final_loss = s.loss;
+  }
+  summary.steps = step_;
+  summary.tokens = tokens_;
+  summary.wall_s = wall_offset_s_;
+  summary.run_dir = config_.run.dir;
+  summary.metrics_path = metrics_->path();
+  summary.checkpoint_path = last_checkpoint_;
+  return summary;
+}
+
+GPT load_model(const std::string& checkpoint_path, const torch::Device& device, Config* config) {
+  Checkpoint c = load_checkpoint(checkpoint_path);
+  Config loaded;
+  merge_yaml(loaded, c.config_yaml, checkpoint_path);
+  GPT model(loaded.model);
+  model->to(device);
+  FlatParams flat(*model);
+  torch::NoGradGuard no_grad;
+  auto params = c.tensors.at("params");
+  TORCH_CHECK(params.numel() == flat.numel(), checkpoint_path, ": parameter count mismatch");
+  flat.data().copy_(params);
+  if (config) *config = loaded;
+  return model;
+}
+
+}  // namespace loco
