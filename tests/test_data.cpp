@@ -23,12 +23,21 @@ using loco::DataLoader;
 
 namespace {
 
-// A fresh directory per test, removed afterwards.
+fs::path temp_root() {
+  return fs::path(::testing::TempDir()) / ("loco_test_data_" + std::to_string(::getpid()));
+}
+
+// Removes every test's directory when the run ends.
+struct RemoveTempRoot : ::testing::Environment {
+  void TearDown() override { fs::remove_all(temp_root()); }
+};
+const auto* const kRemoveTempRoot = ::testing::AddGlobalTestEnvironment(new RemoveTempRoot);
+
+// A fresh directory per test (or per suite, outside a test).
 fs::path make_temp_dir() {
   const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = test ? std::string(test->test_suite_name()) + "_" + test->name() : "suite";
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 ("loco_test_data_" + std::to_string(::getpid())) / name;
+  fs::path dir = temp_root() / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
@@ -88,7 +97,9 @@ std::string synthetic_corpus(int sentences, unsigned seed) {
   std::string text;
   for (int s = 0; s < sentences; ++s) {
     std::string sentence;
-    for (int w = length(rng); w > 0; --w) sentence += (sentence.empty() ? "" : " ") + kWords[word(rng)];
+    for (int w = length(rng); w > 0; --w) {
+      sentence += (sentence.empty() ? "" : " ") + kWords[word(rng)];
+    }
     sentence[0] = static_cast<char>(std::toupper(sentence[0]));
     text += sentence + ".\n";
   }
@@ -209,14 +220,17 @@ TEST(Loader, WorkersTogetherMatchOneWorkerWithTheWholeBatch) {
   auto tokens = counting_stream(32 * seq_len + 1);  // 32 windows: 4 steps per epoch
   DataLoader single(tokens, world * batch, seq_len, 5);
   std::vector<DataLoader> workers;
-  for (int64_t rank = 0; rank < world; ++rank) workers.emplace_back(tokens, batch, seq_len, 5, rank, world);
+  for (int64_t rank = 0; rank < world; ++rank) {
+    workers.emplace_back(tokens, batch, seq_len, 5, rank, world);
+  }
   for (int step = 0; step < 10; ++step) {  // crosses two epoch boundaries
     auto expected = window_starts(single.next());
     std::multiset<int64_t> together;
     for (auto& worker : workers) {
       for (int64_t start : window_starts(worker.next())) together.insert(start);
     }
-    EXPECT_EQ(together, std::multiset<int64_t>(expected.begin(), expected.end())) << "step " << step;
+    EXPECT_EQ(together, std::multiset<int64_t>(expected.begin(), expected.end()))
+        << "step " << step;
   }
 }
 
@@ -244,7 +258,8 @@ TEST(Loader, WrapsIntoTheNextEpoch) {
   }
   EXPECT_EQ(loader.cursor().epoch, 1);
   EXPECT_EQ(loader.cursor().position, 6);
-  std::set<int64_t> epoch0(starts.begin(), starts.begin() + 6), epoch1(starts.begin() + 6, starts.end());
+  std::set<int64_t> epoch0(starts.begin(), starts.begin() + 6);
+  std::set<int64_t> epoch1(starts.begin() + 6, starts.end());
   EXPECT_EQ(epoch0, (std::set<int64_t>{0, 10, 20, 30, 40, 50}));
   EXPECT_EQ(epoch1, epoch0);
   loader.next();
@@ -291,12 +306,15 @@ TEST(ReadDocuments, PlainTextSkipsBlankLines) {
 TEST(ReadDocuments, Jsonl) {
   fs::path dir = make_temp_dir();
   std::string good = (dir / "good.jsonl").string();
-  write_file(good, "{\"text\": \"one\\ntwo\", \"id\": 1}\n\n{\"text\": \"three\"}\r\n{\"text\": \" \"}\n");
+  write_file(good, R"({"text": "one\ntwo", "id": 1})" "\n\n"
+                   R"({"text": "three"})" "\r\n"
+                   R"({"text": " "})" "\n");
   EXPECT_EQ(loco::read_documents({good}), (std::vector<std::string>{"one\ntwo", "three"}));
 
   std::string bad = (dir / "bad.jsonl").string();
   write_file(bad, "{\"text\": \"ok\"}\n{\"text\": \"ok\"}\n{\"text\": \n");
-  expect_error<std::runtime_error>([&] { loco::read_documents({bad}); }, {bad + ":3", "invalid JSON"});
+  expect_error<std::runtime_error>([&] { loco::read_documents({bad}); },
+                                   {bad + ":3", "invalid JSON"});
   std::string missing = (dir / "missing.jsonl").string();
   write_file(missing, "{\"text\": \"ok\"}\n{\"body\": \"no text\"}\n");
   expect_error<std::runtime_error>([&] { loco::read_documents({missing}); },

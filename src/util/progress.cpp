@@ -1,8 +1,8 @@
 // Progress lines for long work: "tokenize: 45% 1,234,000/2,600,000 docs | 52,300 docs/s | eta 26s".
 #include "loco/progress.h"
 
-#include <spdlog/spdlog.h>
 #include <spdlog/fmt/fmt.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
@@ -65,8 +65,8 @@ void Progress::finish() {
   finished_ = true;
   double elapsed = elapsed_s();
   spdlog::info("{}: {} {} in {} ({} {}/s)", what_, group_digits(done_), unit_,
-               format_duration(elapsed), group_digits(std::llround(done_ / std::max(elapsed, 1e-9))),
-               unit_);
+               format_duration(elapsed),
+               group_digits(std::llround(done_ / std::max(elapsed, 1e-9))), unit_);
 }
 
 double Progress::elapsed_s() const {
