@@ -1,0 +1,188 @@
+// Token shards (train.bin / val.bin): atomic writing, and reading with every field verified.
+#include "loco/shard.h"
+
+#include <fcntl.h>
+#include <spdlog/fmt/fmt.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "shards are little-endian");
+
+namespace loco {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kMagic[8] = {'L', 'O', 'C', 'O', 'T', 'O', 'K', '1'};
+constexpr size_t kHeaderSize = 64;
+constexpr uint32_t kVersion = 1;
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw ShardError(path + ": " + what);
+}
+
+std::vector<char> encode_header(const ShardInfo& info) {
+  std::vector<char> header(kHeaderSize, 0);
+  std::memcpy(header.data(), kMagic, sizeof kMagic);
+  std::memcpy(header.data() + 8, &info.version, 4);
+  std::memcpy(header.data() + 12, &info.token_bytes, 4);
+  std::memcpy(header.data() + 16, &info.count, 8);
+  std::memcpy(header.data() + 24, &info.checksum, 8);
+  std::memcpy(header.data() + 32, &info.vocab_size, 4);
+  return header;
+}
+
+// Packs tokens into `token_bytes`-wide little-endian integers, checking each against the vocab.
+std::vector<char> pack_tokens(const std::string& path, const std::vector<int32_t>& tokens,
+                              uint32_t token_bytes, uint32_t vocab_size) {
+  std::vector<char> data(tokens.size() * token_bytes);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    int32_t t = tokens[i];
+    if (t < 0 || static_cast<uint32_t>(t) >= vocab_size) {
+      fail(path, fmt::format("token {} at index {} is outside the vocabulary (size {})", t, i,
+                             vocab_size));
+    }
+    if (token_bytes == 2) {
+      auto v = static_cast<uint16_t>(t);
+      std::memcpy(data.data() + 2 * i, &v, 2);
+    } else {
+      std::memcpy(data.data() + 4 * i, &t, 4);
+    }
+  }
+  return data;
+}
+
+void write_all(int fd, const std::string& path, const std::vector<char>& bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail(path, std::string("write failed: ") + std::strerror(errno));
+    done += static_cast<size_t>(n);
+  }
+}
+
+// Flushes the directory entry so that a rename survives a crash.
+void fsync_dir(const fs::path& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+// Reads the header and checks it against the file's size; `file` is left after the header.
+ShardInfo read_header(const std::string& path, std::ifstream& file) {
+  std::error_code ec;
+  uint64_t size = fs::file_size(path, ec);
+  if (ec) fail(path, "cannot open: " + ec.message());
+  if (!file) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  char header[kHeaderSize] = {};
+  file.read(header, kHeaderSize);
+  if (size < sizeof kMagic || std::memcmp(header, kMagic, sizeof kMagic) != 0) {
+    fail(path, "not a loco token shard (bad magic)");
+  }
+  if (size < kHeaderSize) {
+    fail(path,
+         fmt::format("truncated: {} bytes, shorter than the {}-byte header", size, kHeaderSize));
+  }
+  ShardInfo info;
+  std::memcpy(&info.version, header + 8, 4);
+  std::memcpy(&info.token_bytes, header + 12, 4);
+  std::memcpy(&info.count, header + 16, 8);
+  std::memcpy(&info.checksum, header + 24, 8);
+  std::memcpy(&info.vocab_size, header + 32, 4);
+  if (info.version != kVersion) {
+    fail(path, fmt::format("unsupported version {} (expected {})", info.version, kVersion));
+  }
+  if (info.token_bytes != 2 && info.token_bytes != 4) {
+    fail(path, fmt::format("bad bytes per token {} (expected 2 or 4)", info.token_bytes));
+  }
+  uint64_t payload = size - kHeaderSize;
+  uint64_t held = payload / info.token_bytes;
+  if (held < info.count) {
+    fail(path, fmt::format("truncated: header says {} tokens, file holds {}", info.count, held));
+  }
+  if (payload != info.count * info.token_bytes) {
+    fail(path, fmt::format("{} bytes of trailing data after the {} tokens the header declares",
+                           payload - info.count * info.token_bytes, info.count));
+  }
+  return info;
+}
+
+}  // namespace
+
+uint64_t fnv1a64(const void* data, size_t size, uint64_t seed) {
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  uint64_t hash = seed;
+  for (size_t i = 0; i < size; ++i) {
+    hash ^= bytes[i];
+    hash *= 0x100000001b3ULL;
+  }
+  return hash;
+}
+
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens, uint32_t vocab_size) {
+  ShardInfo info;
+  info.token_bytes = vocab_size <= 65536 ? 2 : 4;
+  info.count = tokens.size();
+  info.vocab_size = vocab_size;
+  std::vector<char> data = pack_tokens(path, tokens, info.token_bytes, vocab_size);
+  info.checksum = fnv1a64(data.data(), data.size());
+
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail(path, "cannot create " + tmp + ": " + std::strerror(errno));
+  try {
+    write_all(fd, tmp, encode_header(info));
+    write_all(fd, tmp, data);
+    if (::fsync(fd) != 0) fail(tmp, std::string("fsync failed: ") + std::strerror(errno));
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  ::close(fd);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    fail(path, std::string("cannot rename from ") + tmp + ": " + std::strerror(err));
+  }
+  fsync_dir(fs::path(path).parent_path());
+}
+
+std::vector<int32_t> read_shard(const std::string& path, ShardInfo* info_out) {
+  std::ifstream file(path, std::ios::binary);
+  ShardInfo info = read_header(path, file);
+  std::vector<char> data(info.count * info.token_bytes);
+  if (!file.read(data.data(), static_cast<std::streamsize>(data.size()))) {
+    fail(path, "read failed");
+  }
+  uint64_t checksum = fnv1a64(data.data(), data.size());
+  if (checksum != info.checksum) {
+    fail(path, fmt::format("checksum mismatch (header {:#018x}, data {:#018x})", info.checksum,
+                           checksum));
+  }
+  std::vector<int32_t> tokens(info.count);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (info.token_bytes == 2) {
+      uint16_t v;
+      std::memcpy(&v, data.data() + 2 * i, 2);
+      tokens[i] = v;
+    } else {
+      std::memcpy(&tokens[i], data.data() + 4 * i, 4);
+    }
+  }
+  if (info_out) *info_out = info;
+  return tokens;
+}
+
+ShardInfo read_shard_info(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  return read_header(path, file);
+}
+
+}  // namespace loco
