@@ -5,7 +5,8 @@
 # prints a table with the ratio and writes bench/results/speed.json.
 #
 #   bench/speed.sh          environment: LOCO (build/loco), CONFIG (configs/tiny.yaml),
-#                           STEPS (10), WARMUP (2), PYTHON (/usr/bin/python3, needs torch + yaml)
+#                           STEPS (10), WARMUP (2), PYTHON (/usr/bin/python3, needs torch + yaml),
+#                           OPENBLAS_NUM_THREADS / OMP_NUM_THREADS (default: the config's threads)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,16 @@ print(" ".join(f"--{k} {v}" for k, v in args.items()))
 EOF
 )
 echo "speed.sh: shape $pytorch_args"
+
+# torch::set_num_threads / torch.set_num_threads do not reach OpenBLAS's own pthread pool (Debian's
+# libopenblas0-pthread starts one thread per core), so both sides would run their matmuls on more
+# threads than configured. Pin BLAS and OpenMP to the configured count, the same for both; a value
+# already in the environment wins (threads: 0 leaves the libraries' defaults).
+threads=$(sed -n 's/.*--threads \([0-9]*\).*/\1/p' <<<"$pytorch_args")
+if [[ ${threads:-0} -gt 0 ]]; then
+  export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$threads} OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
+fi
+echo "speed.sh: OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-unset} OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"
 
 echo "speed.sh: running loco ($LOCO bench train, $WARMUP warm-up + $STEPS timed steps)"
 loco_json=$("$LOCO" bench train --config "$CONFIG" --steps "$STEPS" --warmup "$WARMUP" --json | tail -n 1)

@@ -4,7 +4,7 @@ find_program(LOCO_CCACHE ccache)
 if(LOCO_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
   set(CMAKE_CXX_COMPILER_LAUNCHER
       ${CMAKE_COMMAND} -E env
-      "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime"
+      "CCACHE_SLOPPINESS=pch_defines,time_macros"
       ${LOCO_CCACHE})
   message(STATUS "loco: using ccache (${LOCO_CCACHE})")
 endif()

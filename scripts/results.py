@@ -30,6 +30,8 @@ def read_config_value(path, section, key):
 
 
 def summarise(run_dir):
+    if os.path.isdir(os.path.join(run_dir, "coordinator")):
+        return summarise_diloco(run_dir)
     metrics = os.path.join(run_dir, "metrics.jsonl")
     config = os.path.join(run_dir, "config.yaml")
     if not os.path.exists(metrics):
@@ -59,15 +61,35 @@ def summarise(run_dir):
     }
 
 
+def summarise_diloco(run_dir):
+    """A DiLoCo run: the coordinator's metrics are the global model's; steps are per worker."""
+    row = summarise(os.path.join(run_dir, "coordinator"))
+    config = os.path.join(run_dir, "coordinator", "config.yaml")
+    row["mode"] = "diloco x%s, H=%s" % (read_config_value(config, "sync", "workers"),
+                                       read_config_value(config, "sync", "inner_steps"))
+    up = down = 0
+    with open(os.path.join(run_dir, "coordinator", "metrics.jsonl")) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            up += r.get("bytes_up", 0)
+            down += r.get("bytes_down", 0)
+    row["bytes"] = up + down
+    return row
+
+
 def table(rows):
     lines = [
-        "| run | mode | steps | tokens | val loss (uniform) | val bpb | wall time | tokens/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| run | mode | steps | tokens | val loss (uniform) | val bpb | bytes exchanged | wall time | tokens/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['mode']} | {r['steps']} | {r['tokens']:,} | "
             f"{r['val_loss']:.3f} ({r['uniform']:.3f}) | {r['val_bpb']:.3f} | "
+            f"{r.get('bytes', 0) / 1e6:,.1f} MB | "
             f"{r['wall_s'] / 60:.1f} min | {r['tok_s']:,.0f} |"
         )
     return "\n".join(lines) + "\n"

@@ -10,7 +10,6 @@
 #include "loco/checkpoint.h"
 #include "loco/config.h"
 #include "loco/metrics.h"
-#include "loco/prepare.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -18,37 +17,17 @@ using loco::testing::run_loco;
 
 namespace {
 
-// Tokenizer and shards prepared once from the shipped corpus sample (tests/data/sample.json).
+// Small runs over the shipped corpus sample (see test_util.h).
 class TrainTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    data_dir_ = (fs::temp_directory_path() / "loco_train_test_data").string();
-    fs::remove_all(data_dir_);
-    loco::PrepareOptions opts;
-    opts.inputs = {std::string(LOCO_SOURCE_DIR) + "/tests/data/sample.json"};
-    opts.out_dir = data_dir_;
-    opts.vocab_size = 512;
-    opts.val_permille = 50;
-    loco::prepare_data(opts);
-  }
-
   // A config file for a small, fast model over the prepared sample, in a fresh directory.
   std::string write_config(const std::string& dir, const std::string& extra = "") {
     std::string path = dir + "/config.yaml";
-    std::ofstream(path) << "run: {name: test, dir: " << dir << "/run, seed: 3}\n"
-                        << "data: {train: " << data_dir_ << "/train.bin, val: " << data_dir_
-                        << "/val.bin, tokenizer: " << data_dir_ << "/tokenizer.model}\n"
-                        << "model: {n_layer: 2, n_head: 2, n_embd: 64, seq_len: 32, vocab_size: 512}\n"
-                        << "train: {batch_size: 4, max_steps: 8, eval_every: 4, eval_batches: 2,\n"
-                        << "        checkpoint_every: 4, log_every: 2, threads: 1,\n"
-                        << "        schedule: {warmup_steps: 2}}\n"
-                        << extra;
+    std::ofstream(path) << loco::testing::small_run_yaml(dir + "/run") << extra;
     return path;
   }
-
-  static std::string data_dir_;
+  const std::string data_dir_ = loco::testing::prepared_sample();
 };
-std::string TrainTest::data_dir_;
 
 std::vector<double> losses(const std::string& metrics_path) {
   std::vector<double> out;

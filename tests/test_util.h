@@ -10,7 +10,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <unistd.h>
+
 #include <string>
+
+#include "loco/launch.h"
+#include "loco/prepare.h"
 
 namespace loco::testing {
 
@@ -66,5 +71,37 @@ inline void save_dump(const std::string& path, const c10::impl::GenericDict& dic
   auto bytes = torch::pickle_save(c10::IValue(dict));
   std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
 }
+
+// Tokenizer (vocab 512) and shards prepared once per test process from the shipped corpus
+// sample (tests/data/sample.json), in a directory of this process's own.
+inline const std::string& prepared_sample() {
+  static const std::string dir = [] {
+    auto d = std::filesystem::temp_directory_path() / ("loco_sample_" + std::to_string(::getpid()));
+    std::filesystem::remove_all(d);
+    loco::PrepareOptions opts;
+    opts.inputs = {std::string(LOCO_SOURCE_DIR) + "/tests/data/sample.json"};
+    opts.out_dir = d.string();
+    opts.vocab_size = 512;
+    opts.val_permille = 50;
+    loco::prepare_data(opts);
+    return d.string();
+  }();
+  return dir;
+}
+
+// YAML for a small, fast model over prepared_sample(), writing into `run_dir`.
+inline std::string small_run_yaml(const std::string& run_dir) {
+  const std::string& d = prepared_sample();
+  return "run: {name: test, dir: " + run_dir + ", seed: 3}\n" +
+         "data: {train: " + d + "/train.bin, val: " + d + "/val.bin, tokenizer: " + d +
+         "/tokenizer.model}\n" +
+         "model: {n_layer: 2, n_head: 2, n_embd: 64, seq_len: 32, vocab_size: 512}\n" +
+         "train: {batch_size: 4, max_steps: 8, eval_every: 4, eval_batches: 2,\n" +
+         "        checkpoint_every: 4, log_every: 2, threads: 1,\n" +
+         "        schedule: {warmup_steps: 2}}\n";
+}
+
+// A TCP port on loopback that is free right now.
+inline int free_port() { return loco::free_port(); }
 
 }  // namespace loco::testing

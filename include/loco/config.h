@@ -94,14 +94,22 @@ struct CoordinatorConfig {
   std::string address = "127.0.0.1:50051";
   std::string secret_file;  // shared secret; when set every RPC must carry it
   std::string tls_cert, tls_key, tls_ca;
-  double round_timeout_s = 600.0;
-  int64_t min_workers = 1;
+  double round_timeout_s = 600.0;  // a round closes this long after its first report
+  int64_t min_workers = 1;         // ... if at least this many workers reported
+  double heartbeat_s = 2.0;        // how often workers renew their lease
+  double lease_s = 30.0;           // a worker not heard from for this long leaves the round
+  int64_t max_update_mb = 4096;    // larger pushes are refused (RESOURCE_EXHAUSTED)
+  int64_t checkpoint_every = 10;   // rounds between coordinator checkpoints (and at the end)
+  double connect_timeout_s = 120;  // how long a worker keeps retrying an unreachable coordinator
 };
 
 struct SyncConfig {
   std::string mode = "single";  // single (this issue); ddp | diloco | demo come with later work
   int64_t workers = 1;
   int64_t inner_steps = 50;
+  double bucket_mb = 25.0;      // ddp: gradient all-reduce bucket size in MiB (> 0)
+  double timeout_s = 60.0;      // ddp: rendezvous and collective timeout; a dead rank fails the
+                                // others after this long (must exceed rank 0's eval/checkpoint)
   OuterConfig outer;
   CodecConfig codec;
   CoordinatorConfig coordinator;

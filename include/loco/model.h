@@ -17,11 +17,9 @@
 #include <torch/nn/pimpl.h>
 
 #include "loco/config.h"
+#include "loco/kernels.h"  // rms_norm
 
 namespace loco {
-
-// x * rsqrt(mean(x², -1) + 1e-6): RMSNorm without a learned scale.
-torch::Tensor rms_norm(const torch::Tensor& x);
 
 class AttentionImpl : public torch::nn::Module {
  public:
@@ -59,13 +57,16 @@ TORCH_MODULE(Block);
 
 class GPTImpl : public torch::nn::Module {
  public:
+  // The first GPT of a process also raises glibc's mmap and trim thresholds, so that the
+  // activations a step frees are reused by the next rather than page-faulted in again.
   explicit GPTImpl(const ModelConfig& config);
 
   // idx: [B, T] int64 with T <= seq_len. Returns soft-capped logits [B, T, V] in float32.
   torch::Tensor forward(const torch::Tensor& idx);
   // Cross-entropy of each position: [B, T].
   torch::Tensor token_losses(const torch::Tensor& idx, const torch::Tensor& target);
-  // Mean cross-entropy over the batch (the training loss).
+  // Mean cross-entropy over the batch (the training loss), fused with the head (head_loss in
+  // kernels.h): it never materialises the logits.
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& target);
 
   // nanochat's init: Linear ~ N(0, 1/sqrt(fan_in) * min(1, sqrt(fan_out/fan_in))), embedding
@@ -82,6 +83,9 @@ class GPTImpl : public torch::nn::Module {
   torch::nn::ModuleList blocks{nullptr};
 
  private:
+  // Final normalised hidden states [B, T, C], the input of the head.
+  torch::Tensor features(const torch::Tensor& idx);
+
   ModelConfig config_;
   torch::Tensor cos_, sin_, mask_;  // rotary tables and causal mask for seq_len positions
 };

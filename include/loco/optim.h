@@ -100,6 +100,21 @@ class Muon : public Optimizer {
 // The optimizer named by config.name ("adamw" | "muon").
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, FlatParams& params);
 
+// The outer optimizer of DiLoCo: SGD with Nesterov momentum in PyTorch's convention, applied to
+// the averaged pseudo-gradient delta (= theta_start - theta_worker):
+//   v <- mu * v + delta;   theta <- theta - lr * (delta + mu * v)
+// (torch.optim.SGD(nesterov=True) with dampening 0 and the pseudo-gradient as the gradient).
+class OuterNesterov {
+ public:
+  OuterNesterov(double lr, double momentum, const torch::Tensor& like);
+  void step(torch::Tensor& theta, const torch::Tensor& delta);
+  torch::Tensor& velocity() { return velocity_; }
+
+ private:
+  double lr_, momentum_;
+  torch::Tensor velocity_;
+};
+
 // LR multiplier in [0, 1] at step (0-based) of max_steps: linear warm-up, then cosine decay to
 // min_lr_frac, or constant and a linear warm-down over the last warmdown_frac of the run.
 double lr_multiplier(const ScheduleConfig& schedule, int64_t step, int64_t max_steps);

@@ -28,6 +28,11 @@ class Progress {
   std::chrono::steady_clock::time_point start_, last_;
 };
 
+// Seconds on the monotonic clock (for measuring durations).
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 // "1m23s", "4.5s": a duration for humans.
 std::string format_duration(double seconds);
 

@@ -15,6 +15,7 @@
 #include "loco/loader.h"
 #include "loco/model.h"
 #include "loco/optim.h"
+#include "loco/sync.h"
 
 namespace loco {
 
@@ -47,8 +48,10 @@ struct TrainSummary {
 
 class Trainer {
  public:
-  // `rank`/`world_size` choose this worker's share of the training stream.
-  Trainer(const Config& config, bool resume, int64_t rank = 0, int64_t world_size = 1);
+  // `rank`/`world_size` choose this worker's share of the training stream. `sync` (optional)
+  // joins this trainer to others (see sync.h); without one the trainer runs alone.
+  Trainer(const Config& config, bool resume, int64_t rank = 0, int64_t world_size = 1,
+          std::unique_ptr<Sync> sync = nullptr);
   ~Trainer();
 
   TrainSummary run();
@@ -61,6 +64,10 @@ class Trainer {
   const Config& config() const { return config_; }
   GPT& model() { return model_; }
   FlatParams& params() { return *params_; }
+  Optimizer& optimizer() { return *optimizer_; }
+  DataLoader& loader() { return *loader_; }
+  const torch::Device& device() const { return device_; }
+  const std::string& last_checkpoint() const { return last_checkpoint_; }
 
  private:
   void restore(const std::string& path);
@@ -74,10 +81,25 @@ class Trainer {
   std::unique_ptr<DataLoader> loader_;
   torch::Tensor val_tokens_, token_bytes_;
   std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<Sync> sync_;
   int64_t step_ = 0, tokens_ = 0;
   double wall_offset_s_ = 0;  // training time before this process (from the checkpoint)
   std::string last_checkpoint_;
 };
+
+// Mean loss and bits per byte of `model` over `batches` fixed validation batches.
+EvalStats evaluate_model(GPT& model, const torch::Tensor& val_tokens,
+                         const torch::Tensor& token_bytes, int64_t batch_size, int64_t seq_len,
+                         int64_t batches, const torch::Device& device);
+
+// Bytes per token id, from data.tokenizer (0 for control tokens); checks the vocabulary size
+// against model.vocab_size.
+torch::Tensor load_token_bytes(const Config& config);
+
+// Loads the shard named by config key `key` ("data.train", "data.val"), checking its vocabulary
+// and that it holds at least one window of model.seq_len + 1 tokens.
+torch::Tensor load_checked_tokens(const std::string& key, const std::string& path,
+                                  const ModelConfig& model);
 
 // Device from train.device, checked against what this LibTorch was built with.
 torch::Device resolve_device(const std::string& name);

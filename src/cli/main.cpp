@@ -7,8 +7,17 @@
 #include <filesystem>
 #include <iostream>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include "loco/bench.h"
+#include "loco/coord_client.h"
+#include "loco/coord_service.h"
+#include "loco/diloco.h"
+#include "loco/launch.h"
 #include "loco/config.h"
+#include "loco/ddp.h"
+#include "loco/dist_env.h"
 #include "loco/prepare.h"
 #include "loco/sample.h"
 #include "loco/trainer.h"
@@ -32,13 +41,25 @@ int run_prepare(const loco::PrepareOptions& options) {
 
 int run_train(const std::string& config_path, const std::vector<std::string>& overrides,
               bool resume) {
-  loco::Trainer trainer(resolve_config(config_path, overrides), resume);
+  loco::Config config = resolve_config(config_path, overrides);
+  loco::DistEnv env;
+  std::unique_ptr<loco::Sync> sync;
+  if (config.sync.mode == "ddp") {
+    env = loco::read_dist_env(config.sync.workers);
+    sync = loco::make_ddp_sync(config, env);
+    config = loco::ddp_rank_config(config, env);
+  }
+  loco::Trainer trainer(config, resume, env.rank, env.world_size, std::move(sync));
   auto s = trainer.run();
   std::cout << "done: " << s.steps << " steps, " << s.tokens << " tokens in "
-            << std::lround(s.wall_s) << " s; final val loss " << s.final_eval.loss
-            << ", val bpb " << s.final_eval.bpb << "\n"
-            << "metrics:    " << s.metrics_path << "\n"
-            << "checkpoint: " << s.checkpoint_path << "\n";
+            << std::lround(s.wall_s) << " s";
+  if (env.rank == 0)
+    std::cout << "; final val loss " << s.final_eval.loss << ", val bpb " << s.final_eval.bpb;
+  else
+    std::cout << " (rank " << env.rank << " of " << env.world_size
+              << "; rank 0 evaluates and writes the checkpoints)";
+  std::cout << "\nmetrics:    " << s.metrics_path << "\n";
+  if (env.rank == 0) std::cout << "checkpoint: " << s.checkpoint_path << "\n";
   return 0;
 }
 
@@ -66,6 +87,43 @@ int run_bench(const std::string& config_path, const std::vector<std::string>& ov
                 r.params / 1e6, r.tokens_per_s, r.ms_per_step, r.peak_mem_mb, r.achieved_gflops,
                 r.matmul_peak_gflops, 100.0 * r.mfu);
   }
+  return 0;
+}
+
+std::atomic<bool> g_stop{false};
+void request_stop(int) { g_stop = true; }
+
+int run_coordinator_cmd(const std::string& config_path, const std::vector<std::string>& overrides,
+                        bool resume) {
+  auto config = resolve_config(config_path, overrides);
+  struct sigaction sa {};
+  sa.sa_handler = request_stop;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  return loco::run_coordinator(config, resume, g_stop);
+}
+
+int run_worker(const std::string& config_path, std::vector<std::string> overrides,
+               const std::string& address) {
+  if (!address.empty()) overrides.push_back("sync.coordinator.address=" + address);
+  auto config = resolve_config(config_path, overrides);
+  if (config.sync.mode != "diloco")
+    throw loco::ConfigError("sync.mode is '" + config.sync.mode +
+                            "'; `loco worker` runs sync.mode diloco (use `loco train` otherwise)");
+  auto client = std::make_shared<loco::CoordinatorClient>(config.sync.coordinator.address,
+                                                          config.sync.coordinator);
+  char host[256] = "host";
+  ::gethostname(host, sizeof(host) - 1);
+  int64_t num_params = loco::GPT(config.model)->num_params();
+  auto join = client->join(std::string(host) + ":" + std::to_string(::getpid()), num_params);
+  spdlog::info("worker {}: joined at round {}, data shard {} of {}", join.worker_id, join.round,
+               join.shard, join.num_shards);
+  loco::Trainer trainer(config, /*resume=*/false, join.shard, join.num_shards,
+                        loco::make_diloco_sync(config, client, join));
+  auto s = trainer.run();
+  std::cout << "done: worker " << join.worker_id << ", " << s.steps << " steps, " << s.tokens
+            << " tokens; final val loss " << s.final_eval.loss << "\nmetrics:    "
+            << s.metrics_path << "\n";
   return 0;
 }
 
@@ -126,6 +184,23 @@ int main(int argc, char** argv) {
   bench_train->add_option("--warmup", bench_warmup, "untimed steps first")->capture_default_str();
   bench_train->add_flag("--json", bench_json, "print one JSON line");
 
+  auto* coordinator = app.add_subcommand("coordinator", "serve a DiLoCo run's coordinator (gRPC)");
+  coordinator->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  coordinator->add_option("--set", overrides, "override: key.path=value (repeatable)");
+  coordinator->add_flag("--resume", resume, "continue from the newest coordinator checkpoint");
+
+  std::string coordinator_address;
+  auto* worker = app.add_subcommand("worker", "train as one DiLoCo worker of a coordinator");
+  worker->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  worker->add_option("--set", overrides, "override: key.path=value (repeatable)");
+  worker->add_option("--coordinator", coordinator_address, "HOST:PORT (default: sync.coordinator.address)");
+
+  loco::LaunchOptions launch_opts;
+  auto* launch = app.add_subcommand("launch", "run a whole experiment as local processes");
+  launch->add_option("--config", launch_opts.config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  launch->add_option("--set", launch_opts.overrides, "override: key.path=value (repeatable)");
+  launch->add_flag("--dry-run", launch_opts.dry_run, "print the per-process (per-host) commands");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (prepare->parsed()) return run_prepare(prep);
@@ -134,6 +209,9 @@ int main(int argc, char** argv) {
       std::cout << sample_opts.prompt << loco::sample(sample_opts) << "\n";
       return 0;
     }
+    if (coordinator->parsed()) return run_coordinator_cmd(config_path, overrides, resume);
+    if (worker->parsed()) return run_worker(config_path, overrides, coordinator_address);
+    if (launch->parsed()) return loco::launch(launch_opts);
     if (bench_train->parsed()) return run_bench(config_path, overrides, bench_steps, bench_warmup, bench_json);
   } catch (const std::exception& e) {
     spdlog::error("error: {}", first_line(e));

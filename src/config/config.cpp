@@ -103,6 +103,8 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.mode", c.sync.mode);
   add("sync.workers", c.sync.workers);
   add("sync.inner_steps", c.sync.inner_steps);
+  add("sync.bucket_mb", c.sync.bucket_mb);
+  add("sync.timeout_s", c.sync.timeout_s);
   add("sync.outer.lr", c.sync.outer.lr);
   add("sync.outer.momentum", c.sync.outer.momentum);
   add("sync.codec.type", c.sync.codec.type);
@@ -118,6 +120,11 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.coordinator.tls.ca", c.sync.coordinator.tls_ca);
   add("sync.coordinator.round_timeout_s", c.sync.coordinator.round_timeout_s);
   add("sync.coordinator.min_workers", c.sync.coordinator.min_workers);
+  add("sync.coordinator.heartbeat_s", c.sync.coordinator.heartbeat_s);
+  add("sync.coordinator.lease_s", c.sync.coordinator.lease_s);
+  add("sync.coordinator.max_update_mb", c.sync.coordinator.max_update_mb);
+  add("sync.coordinator.checkpoint_every", c.sync.coordinator.checkpoint_every);
+  add("sync.coordinator.connect_timeout_s", c.sync.coordinator.connect_timeout_s);
   return f;
 }
 
@@ -287,8 +294,26 @@ void validate(const Config& c) {
   require_one_of("sync.mode", c.sync.mode, {"single", "ddp", "diloco", "demo"});
   require(c.sync.workers > 0, "sync.workers must be positive");
   require(c.sync.inner_steps > 0, "sync.inner_steps must be positive");
+  require(c.sync.bucket_mb > 0, "sync.bucket_mb must be positive (MiB per all-reduce bucket)");
+  require(c.sync.timeout_s > 0, "sync.timeout_s must be positive (seconds)");
   require_one_of("sync.codec.type", c.sync.codec.type, {"none", "fp16", "bf16", "int8", "dct"});
   require(!c.run.dir.empty(), "run.dir must not be empty");
+  const auto& co = c.sync.coordinator;
+  require(co.round_timeout_s > 0 && co.heartbeat_s > 0 && co.lease_s > co.heartbeat_s,
+          "sync.coordinator: round_timeout_s and heartbeat_s must be positive and lease_s > "
+          "heartbeat_s");
+  require(co.min_workers >= 1 && co.min_workers <= c.sync.workers,
+          "sync.coordinator.min_workers must be between 1 and sync.workers");
+  require(co.max_update_mb > 0 && co.checkpoint_every > 0,
+          "sync.coordinator: max_update_mb and checkpoint_every must be positive");
+  if (c.sync.mode == "diloco" || c.sync.mode == "demo")
+    require(t.max_steps % c.sync.inner_steps == 0,
+            "train.max_steps (" + std::to_string(t.max_steps) +
+                ") must be a multiple of sync.inner_steps (" + std::to_string(c.sync.inner_steps) +
+                ") so that every round is whole");
+  require(co.secret_file.empty() && co.tls_cert.empty() && co.tls_key.empty() && co.tls_ca.empty(),
+          "sync.coordinator: secret_file and tls are not supported yet (planned with the "
+          "security work); remove them");
 }
 
 std::string to_yaml(const Config& config) {

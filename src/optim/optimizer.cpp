@@ -76,7 +76,7 @@ void AdamW::step(double lr_scale) {
     p.mul_(1.0 - lr * weight_decay_);
     m.lerp_(grad, 1.0 - beta1_);
     v.mul_(beta2_).addcmul_(grad, grad, 1.0 - beta2_);
-    auto denom = (v.sqrt() / bias2_sqrt).add_(eps_);
+    auto denom = v.sqrt().div_(bias2_sqrt).add_(eps_);
     p.addcdiv_(m, denom, -lr / bias1);
   }
 }
@@ -142,6 +142,15 @@ std::map<std::string, torch::Tensor> Muon::state() const {
   auto out = adamw_->state();
   for (const auto& [name, buf] : momentum_) out["muon." + name] = buf;
   return out;
+}
+
+OuterNesterov::OuterNesterov(double lr, double momentum, const torch::Tensor& like)
+    : lr_(lr), momentum_(momentum), velocity_(torch::zeros_like(like)) {}
+
+void OuterNesterov::step(torch::Tensor& theta, const torch::Tensor& delta) {
+  torch::NoGradGuard no_grad;
+  velocity_.mul_(momentum_).add_(delta);  // v starts at zero, so the first step gives v = delta
+  theta.add_(delta + momentum_ * velocity_, -lr_);
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, FlatParams& params) {

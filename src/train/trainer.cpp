@@ -21,13 +21,15 @@ namespace fs = std::filesystem;
 namespace loco {
 namespace {
 
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
+// Test hook for the divergence path: LOCO_INJECT_NAN_STEP=N makes step N's loss NaN.
+int64_t injected_nan_step() {
+  const char* v = std::getenv("LOCO_INJECT_NAN_STEP");
+  return v ? std::atoll(v) : -1;
 }
 
-// Loads a shard for `key`, checking it against the model's vocabulary and context length.
-torch::Tensor load_checked(const std::string& key, const std::string& path,
+}  // namespace
+
+torch::Tensor load_checked_tokens(const std::string& key, const std::string& path,
                            const ModelConfig& model) {
   if (!fs::exists(path))
     throw ConfigError(key + ": " + path + ": no such file (run `loco data prepare` first)");
@@ -42,7 +44,6 @@ torch::Tensor load_checked(const std::string& key, const std::string& path,
   return load_tokens(path);
 }
 
-// Bytes per token id, from the tokenizer (0 for control tokens), as an int64 tensor.
 torch::Tensor load_token_bytes(const Config& config) {
   const std::string& path = config.data.tokenizer;
   if (!fs::exists(path)) throw ConfigError("data.tokenizer: " + path + ": no such file");
@@ -55,14 +56,6 @@ torch::Tensor load_token_bytes(const Config& config) {
   auto bytes = tok.token_bytes();
   return torch::tensor(std::vector<int64_t>(bytes.begin(), bytes.end()), torch::kInt64);
 }
-
-// Test hook for the divergence path: LOCO_INJECT_NAN_STEP=N makes step N's loss NaN.
-int64_t injected_nan_step() {
-  const char* v = std::getenv("LOCO_INJECT_NAN_STEP");
-  return v ? std::atoll(v) : -1;
-}
-
-}  // namespace
 
 torch::Device resolve_device(const std::string& name) {
   torch::Device device(torch::kCPU);
@@ -78,13 +71,14 @@ torch::Device resolve_device(const std::string& name) {
   return device;
 }
 
-Trainer::Trainer(const Config& config, bool resume, int64_t rank, int64_t world_size)
-    : config_(config), device_(resolve_device(config.train.device)) {
+Trainer::Trainer(const Config& config, bool resume, int64_t rank, int64_t world_size,
+                 std::unique_ptr<Sync> sync)
+    : config_(config), device_(resolve_device(config.train.device)), sync_(std::move(sync)) {
   validate(config_);
   if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
   const auto& m = config_.model;
-  auto train_tokens = load_checked("data.train", config_.data.train, m);
-  val_tokens_ = load_checked("data.val", config_.data.val, m);
+  auto train_tokens = load_checked_tokens("data.train", config_.data.train, m);
+  val_tokens_ = load_checked_tokens("data.val", config_.data.val, m);
   token_bytes_ = load_token_bytes(config_).to(device_);
 
   model_ = GPT(m);
@@ -141,6 +135,7 @@ StepStats Trainer::train_step() {
     loss_sum += loss.item<double>();
     tokens_ += batch.input.numel();
   }
+  if (sync_) sync_->after_backward(*this);
   StepStats stats;
   stats.loss = loss_sum / double(accum);
   if (step_ + 1 == injected_nan_step()) stats.loss = std::nan("");
@@ -158,22 +153,30 @@ StepStats Trainer::train_step() {
   return stats;
 }
 
-EvalStats Trainer::evaluate() {
+EvalStats evaluate_model(GPT& model, const torch::Tensor& val_tokens,
+                         const torch::Tensor& token_bytes, int64_t batch_size, int64_t seq_len,
+                         int64_t batches, const torch::Device& device) {
   torch::NoGradGuard no_grad;
-  model_->eval();
+  model->eval();
   double nats = 0, bpb_nats = 0;
   int64_t count = 0, bytes = 0;
-  for (int64_t i = 0; i < config_.train.eval_batches; ++i) {
-    Batch batch = eval_batch(val_tokens_, i, config_.train.batch_size, config_.model.seq_len);
-    auto target = batch.target.to(device_);
-    auto losses = model_->token_losses(batch.input.to(device_), target);
-    auto token_bytes = token_bytes_.index({target});
+  for (int64_t i = 0; i < batches; ++i) {
+    Batch batch = eval_batch(val_tokens, i, batch_size, seq_len);
+    auto target = batch.target.to(device);
+    auto losses = model->token_losses(batch.input.to(device), target);
+    auto target_bytes = token_bytes.index({target});
     nats += losses.sum().item<double>();
-    bpb_nats += (losses * (token_bytes > 0)).sum().item<double>();
+    bpb_nats += (losses * (target_bytes > 0)).sum().item<double>();
     count += losses.numel();
-    bytes += token_bytes.sum().item<int64_t>();
+    bytes += target_bytes.sum().item<int64_t>();
   }
+  model->train();
   return {nats / double(count), bpb_nats / (std::log(2.0) * double(std::max<int64_t>(bytes, 1)))};
+}
+
+EvalStats Trainer::evaluate() {
+  return evaluate_model(model_, val_tokens_, token_bytes_, config_.train.batch_size,
+                        config_.model.seq_len, config_.train.eval_batches, device_);
 }
 
 std::string Trainer::save_checkpoint() {
@@ -221,14 +224,17 @@ TrainSummary Trainer::run() {
   double start = now_s(), last_log = start;
   int64_t last_log_tokens = tokens_, first_step = step_;
   TrainSummary summary;
+  if (sync_) sync_->start(*this);
+  bool primary = !sync_ || sync_->is_primary();
   while (step_ < t.max_steps) {
     StepStats s = train_step();
     double wall = wall_offset_s_ + (now_s() - start);
     nlohmann::json record = {{"step", s.step},     {"tokens", tokens_},  {"loss", s.loss},
                              {"lr", s.lr},         {"wall_s", wall},     {"grad_norm", s.grad_norm},
                              {"step_ms", s.seconds * 1e3}};
+    if (sync_) sync_->after_step(*this, record);
     bool last = s.step == t.max_steps;
-    if (last || (t.eval_every > 0 && s.step % t.eval_every == 0)) {
+    if (primary && (last || (t.eval_every > 0 && s.step % t.eval_every == 0))) {
       EvalStats e = evaluate();
       record["val_loss"] = e.loss;
       record["val_bpb"] = e.bpb;
@@ -248,10 +254,11 @@ TrainSummary Trainer::run() {
     if (last || (t.checkpoint_every > 0 && s.step % t.checkpoint_every == 0)) {
       wall_offset_s_ = wall;
       start = now_s();
-      save_checkpoint();
+      if (primary) save_checkpoint();
     }
     summary.final_loss = s.loss;
   }
+  if (sync_) sync_->finish(*this);
   summary.steps = step_;
   summary.tokens = tokens_;
   summary.wall_s = wall_offset_s_;

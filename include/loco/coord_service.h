@@ -1,0 +1,19 @@
+// `loco coordinator`: the CoordinatorCore behind a real gRPC server, with the standard health
+// service and server reflection (so grpcurl / grpc_cli can talk to it).
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "loco/config.h"
+
+namespace loco {
+
+// Serves until the last round is done and every worker left, or `stop` becomes true.
+// Returns the process exit code.
+int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& stop);
+
+// Bytes per DataChunk of a streamed update or state.
+constexpr size_t kChunkBytes = 1 << 20;
+
+}  // namespace loco

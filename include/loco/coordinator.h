@@ -1,0 +1,141 @@
+// The DiLoCo coordinator's state machine, free of any networking: membership and leases, the
+// round's pseudo-gradients, the token-weighted average, the outer Nesterov step, evaluation,
+// metrics and checkpoints. src/coord/service.cpp puts it behind gRPC; tests drive it directly.
+//
+// Round r: members push (round r, tokens, encoded pseudo-gradient per parameter tensor). An
+// update is validated whole (worker, round, names, shapes, dtypes, codec, sizes) and decoded
+// into a staging buffer before anything touches the round's sum, so a bad push changes nothing.
+// The round closes when every live member has reported and at least sync.workers members are
+// live, or when sync.coordinator.round_timeout_s has passed since its first report and at least
+// min_workers have reported. Closing: delta = sum(tokens_i * delta_i) / sum(tokens_i), then
+// the outer step (see OuterNesterov), round + 1, and waiting pulls are released.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "loco/codec.h"
+#include "loco/config.h"
+#include "loco/optim.h"
+
+namespace loco {
+
+class MetricsWriter;
+
+// A refused request. `code` maps onto gRPC's status codes in the service.
+struct CoordError : std::runtime_error {
+  enum Code { kInvalidArgument, kFailedPrecondition, kNotFound, kResourceExhausted, kUnavailable };
+  CoordError(Code c, const std::string& message) : std::runtime_error(message), code(c) {}
+  Code code;
+};
+
+struct TensorPayload {
+  std::string name;
+  std::string dtype = "float32";
+  Encoded encoded;  // codec, shape, payload
+};
+
+struct Update {
+  std::string worker_id;
+  int64_t round = 0;
+  int64_t tokens = 0;
+  double loss = 0;
+  std::vector<TensorPayload> tensors;
+};
+
+struct JoinInfo {
+  std::string worker_id;
+  int64_t round = 0;
+  int32_t shard = 0, num_shards = 1;
+};
+
+struct MemberInfo {
+  std::string worker_id, name;
+  int32_t shard = 0;
+  bool reported = false;
+  double last_loss = 0;
+  uint64_t bytes_up = 0, bytes_down = 0;
+};
+
+struct CoordinatorStatus {
+  int64_t round = 0, total_rounds = 0;
+  std::vector<MemberInfo> members;
+  uint64_t bytes_up = 0, bytes_down = 0;
+  double last_val_loss = 0;
+};
+
+// One parameter tensor of the global model: name and shape, and where it sits in the flat buffer.
+struct TensorLayout {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0, numel = 0;
+};
+
+class CoordinatorCore {
+ public:
+  // Builds the global model from config (same init as a single worker with run.seed), or
+  // restores it from the newest checkpoint in run.dir/checkpoints when `resume`.
+  CoordinatorCore(const Config& config, bool resume);
+  ~CoordinatorCore();
+
+  JoinInfo join(const std::string& name, int64_t num_params);
+  void heartbeat(const std::string& worker_id);
+  void leave(const std::string& worker_id);
+
+  // Checks an update's header before its payload arrives (size limit, round, worker).
+  void check_header(const Update& header, uint64_t payload_bytes) const;
+  // Validates, decodes and adds one update; may close the round. Throws CoordError.
+  void push(const Update& update, uint64_t wire_bytes);
+
+  // Blocks until the global round reaches `round` (or the timeout passes: kUnavailable).
+  // Returns the round reached and a copy of the parameters; `wait_s` gets the time waited.
+  std::pair<int64_t, torch::Tensor> wait_state(const std::string& worker_id, int64_t round,
+                                               double timeout_s, double* wait_s);
+  void count_download(const std::string& worker_id, uint64_t wire_bytes);
+
+  // Periodic housekeeping: expires leases, closes rounds whose deadline passed.
+  void tick();
+  // True once the last round closed and every member left (or its lease lapsed).
+  bool finished() const;
+  CoordinatorStatus status() const;
+  const std::vector<TensorLayout>& layout() const { return layout_; }
+  int64_t round() const;
+  void save_checkpoint();
+
+ private:
+  struct Member {
+    MemberInfo info;
+    double last_seen = 0;
+  };
+  void close_round_locked(std::unique_lock<std::mutex>& lock);
+  void evaluate_and_log(int64_t round, double loss, int64_t tokens, uint64_t up, uint64_t down,
+                        int workers, double round_s);
+  Member& member_locked(const std::string& worker_id);
+
+  Config config_;
+  std::vector<TensorLayout> layout_;
+  std::unique_ptr<Codec> codec_;
+  mutable std::mutex mu_;
+  std::condition_variable round_closed_;
+  torch::Tensor theta_, sum_;  // global parameters; token-weighted sum of this round's deltas
+  std::unique_ptr<OuterNesterov> outer_;
+  std::map<std::string, Member> members_;
+  int64_t round_ = 0, total_rounds_ = 0, tokens_total_ = 0, round_tokens_ = 0, next_id_ = 0;
+  double round_loss_sum_ = 0, round_first_report_ = -1, round_started_ = 0;
+  uint64_t bytes_up_ = 0, bytes_down_ = 0, round_up_ = 0, round_down_ = 0;
+  double last_val_loss_ = 0;
+  double start_time_ = 0;
+  std::vector<int32_t> free_shards_;
+  std::mutex eval_mu_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  struct Evaluator;
+  std::unique_ptr<Evaluator> evaluator_;
+};
+
+}  // namespace loco

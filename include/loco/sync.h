@@ -1,0 +1,40 @@
+// How one worker's training meets the others': the hooks the Trainer calls, and the strategies.
+//
+//   single  no synchronisation (one process)
+//   ddp     gradients all-reduced every step through c10d (Gloo on CPU, NCCL on CUDA)
+//   diloco  every sync.inner_steps steps, the pseudo-gradient goes to the coordinator, which
+//           averages it, applies the outer Nesterov step and sends back the new parameters
+//   demo    decoupled DCT momentum (DESIGN.md section 1)
+//
+// A strategy never owns the model; it reads and writes the Trainer's flat parameters and
+// gradients (trainer.params()).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+
+#include "loco/config.h"
+
+namespace loco {
+
+class Trainer;
+
+class Sync {
+ public:
+  virtual ~Sync() = default;
+  // Once, after the model, optimizer and data are ready (and after a resume). May replace the
+  // parameters (a DiLoCo worker pulls the global state here).
+  virtual void start(Trainer& trainer) {}
+  // After backward, before clipping and the optimizer step (DDP all-reduces gradients here).
+  virtual void after_backward(Trainer& trainer) {}
+  // After the optimizer step. May add fields to the step's metrics record (bytes_up,
+  // bytes_down, round, sync_s, ...).
+  virtual void after_step(Trainer& trainer, nlohmann::json& record) {}
+  // Once, when training ends normally.
+  virtual void finish(Trainer& trainer) {}
+  // Whether this process writes checkpoints and the final evaluation (DDP: rank 0 only).
+  virtual bool is_primary() const { return true; }
+};
+
+}  // namespace loco

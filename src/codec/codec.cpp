@@ -1,0 +1,253 @@
+// The simple codecs (none, fp16, bf16, int8), make_codec, error feedback, and the byte helpers of
+// wire.h that every codec shares. The dct codec is in dct.cpp.
+//
+// Layouts (little-endian), after the 4-byte prefix described in wire.h (its own byte is 0):
+//   none        N float32 values                                    4 + 4N bytes
+//   fp16, bf16  N half-precision values                             4 + 2N bytes
+//   int8        u32 chunk | G = ceil(N / chunk) float32 scales | N int8 values
+//               (value i = q_i * scale[i / chunk])                  8 + 4G + N bytes
+// fp16 clamps to +-65504 (its largest finite value). Decoding refuses a payload whose length is
+// not exactly the one its header and shape imply, and non-finite values or scales.
+#include "loco/codec.h"
+
+#include <cmath>
+
+#include "wire.h"
+
+namespace loco {
+namespace wire {
+
+void put_tensor(std::string& out, const torch::Tensor& t) {
+  auto c = t.cpu().contiguous();
+  out.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+}
+
+void put_prefix(std::string& out, CodecId id, uint8_t extra) {
+  put(out, kMagic);
+  put(out, kVersion);
+  put(out, static_cast<uint8_t>(id));
+  put(out, extra);
+}
+
+const char* Reader::take(size_t n) {
+  if (n > data_.size() - pos_)
+    fail("truncated: needs " + std::to_string(n) + " more bytes at offset " + std::to_string(pos_) +
+         ", the payload has " + std::to_string(data_.size()));
+  const char* p = data_.data() + pos_;
+  pos_ += n;
+  return p;
+}
+
+void Reader::expect_remaining(size_t n) const {
+  if (data_.size() - pos_ != n)
+    fail("length " + std::to_string(data_.size()) + " bytes, the header and shape imply " +
+         std::to_string(pos_ + n));
+}
+
+torch::Tensor Reader::floats(int64_t count, torch::ScalarType dtype) {
+  const size_t bytes = size_t(count) * c10::elementSize(dtype);
+  const char* p = take(bytes);
+  auto t = torch::empty({count}, dtype);
+  if (bytes > 0) std::memcpy(t.data_ptr(), p, bytes);  // an empty tensor's data may be null
+  return t.to(torch::kFloat);
+}
+
+void Reader::fail(const std::string& message) const {
+  throw CodecError(what_ + ": " + message);
+}
+
+bool all_finite(const torch::Tensor& x) {
+  return std::isfinite(x.sum().item<float>()) || torch::isfinite(x).all().item<bool>();
+}
+
+torch::Tensor float_input(const torch::Tensor& x, const std::string& codec) {
+  TORCH_CHECK(x.defined() && x.is_floating_point(), codec,
+              " codec: expected a floating-point tensor, got ",
+              x.defined() ? std::string(x.dtype().name()) : "an undefined tensor");
+  auto f = x.detach().to(torch::kFloat).contiguous();
+  TORCH_CHECK(all_finite(f), codec, " codec: the tensor of shape ", x.sizes(), " holds NaN or Inf");
+  return f;
+}
+
+std::pair<torch::Tensor, torch::Tensor> quantize_int8(const torch::Tensor& rows) {
+  auto scales = rows.abs().amax(1) / 127.0;
+  auto divisor = torch::where(scales > 0, scales, torch::ones_like(scales)).unsqueeze(1);
+  auto q = (rows / divisor).round_().clamp_(-127, 127).to(torch::kChar);
+  return {q, scales};
+}
+
+uint8_t read_prefix(Reader& in, const Encoded& e, const std::string& name, CodecId id) {
+  if (e.codec != name) in.fail("written by codec '" + e.codec + "', expected '" + name + "'");
+  auto magic = in.get<uint8_t>(), version = in.get<uint8_t>(), codec = in.get<uint8_t>();
+  if (magic != kMagic) in.fail("bad magic byte " + std::to_string(magic));
+  if (version != kVersion) in.fail("unsupported version " + std::to_string(version));
+  if (codec != static_cast<uint8_t>(id))
+    in.fail("codec id " + std::to_string(codec) + ", expected " +
+            std::to_string(static_cast<int>(id)));
+  return in.get<uint8_t>();
+}
+
+int64_t checked_numel(const std::vector<int64_t>& shape, const Reader& in) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) in.fail("negative dimension " + std::to_string(d) + " in the shape");
+    if (d > 0 && n > kMaxElements / d)
+      in.fail("shape has more than " + std::to_string(kMaxElements) + " elements");
+    n *= d;
+  }
+  return n;
+}
+
+// The position and value of the first element of `bad` that is set, as a message.
+static std::string first_bad(const torch::Tensor& values, const torch::Tensor& bad) {
+  int64_t i = bad.nonzero()[0][0].item<int64_t>();
+  return std::to_string(i) + " is " + std::to_string(values[i].item<float>());
+}
+
+void check_values(const torch::Tensor& values, const Reader& in) {
+  if (all_finite(values)) return;
+  in.fail("value " + first_bad(values, torch::isfinite(values).logical_not()) +
+          " (must be finite)");
+}
+
+void check_scales(const torch::Tensor& scales, const Reader& in) {
+  auto bad = torch::isfinite(scales).logical_not() | (scales < 0);
+  if (bad.any().item<bool>())
+    in.fail("scale " + first_bad(scales, bad) + " (must be finite and >= 0)");
+}
+
+}  // namespace wire
+
+namespace {
+
+constexpr float kHalfMax = 65504.0f;
+
+// none, fp16 and bf16: the values cast to one dtype, as they are.
+class CastCodec : public Codec {
+ public:
+  CastCodec(std::string name, wire::CodecId id, torch::ScalarType dtype)
+      : name_(std::move(name)), id_(id), dtype_(dtype) {}
+
+  std::string name() const override { return name_; }
+
+  Encoded encode(const torch::Tensor& x) override {
+    auto v = wire::float_input(x, name_);
+    if (dtype_ == torch::kHalf) v = v.clamp(-kHalfMax, kHalfMax);
+    Encoded e{name_, x.sizes().vec(), {}};
+    wire::put_prefix(e.payload, id_, 0);
+    wire::put_tensor(e.payload, v.to(dtype_));
+    return e;
+  }
+
+  torch::Tensor decode(const Encoded& e) const override {
+    wire::Reader in(e.payload, name_ + " payload");
+    if (wire::read_prefix(in, e, name_, id_) != 0) in.fail("reserved byte is not 0");
+    const int64_t n = wire::checked_numel(e.shape, in);
+    in.expect_remaining(size_t(n) * c10::elementSize(dtype_));
+    auto values = in.floats(n, dtype_);
+    wire::check_values(values, in);
+    return values.view(e.shape);
+  }
+
+ private:
+  std::string name_;
+  wire::CodecId id_;
+  torch::ScalarType dtype_;
+};
+
+// int8 values with one float32 scale per `chunk` consecutive values of the flattened tensor.
+class Int8Codec : public Codec {
+ public:
+  explicit Int8Codec(int64_t chunk) : chunk_(chunk) {}
+
+  std::string name() const override { return "int8"; }
+
+  Encoded encode(const torch::Tensor& x) override {
+    auto flat = wire::float_input(x, "int8").flatten();
+    const int64_t n = flat.numel(), groups = (n + chunk_ - 1) / chunk_;
+    auto rows = torch::constant_pad_nd(flat, {0, groups * chunk_ - n}).view({groups, chunk_});
+    auto [q, scales] = wire::quantize_int8(rows);
+    Encoded e{"int8", x.sizes().vec(), {}};
+    wire::put_prefix(e.payload, wire::CodecId::kInt8, 0);
+    wire::put(e.payload, static_cast<uint32_t>(chunk_));
+    wire::put_tensor(e.payload, scales);
+    wire::put_tensor(e.payload, q.flatten().narrow(0, 0, n));
+    return e;
+  }
+
+  torch::Tensor decode(const Encoded& e) const override {
+    wire::Reader in(e.payload, "int8 payload");
+    if (wire::read_prefix(in, e, "int8", wire::CodecId::kInt8) != 0)
+      in.fail("reserved byte is not 0");
+    const int64_t chunk = in.get<uint32_t>();
+    if (chunk == 0) in.fail("chunk is 0");
+    const int64_t n = wire::checked_numel(e.shape, in), groups = (n + chunk - 1) / chunk;
+    in.expect_remaining(size_t(groups) * 4 + size_t(n));
+    auto scales = in.floats(groups, torch::kFloat);
+    wire::check_scales(scales, in);
+    auto q = in.floats(n, torch::kChar);
+    auto group = torch::arange(n, torch::kLong).div_(chunk, "floor");
+    auto values = q * scales.index_select(0, group);
+    wire::check_values(values, in);
+    return values.view(e.shape);
+  }
+
+ private:
+  int64_t chunk_;
+};
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw ConfigError(message);
+}
+
+bool one_of(const std::string& value, std::initializer_list<const char*> valid) {
+  for (const char* v : valid)
+    if (value == v) return true;
+  return false;
+}
+
+}  // namespace
+
+std::unique_ptr<Codec> make_codec(const CodecConfig& config) {
+  const std::string& type = config.type;
+  if (type == "none")
+    return std::make_unique<CastCodec>("none", wire::CodecId::kNone, torch::kFloat);
+  if (type == "fp16")
+    return std::make_unique<CastCodec>("fp16", wire::CodecId::kFp16, torch::kHalf);
+  if (type == "bf16")
+    return std::make_unique<CastCodec>("bf16", wire::CodecId::kBf16, torch::kBFloat16);
+  if (type == "int8") {
+    require(config.chunk >= 1 && config.chunk <= 65536,
+            "sync.codec.chunk: " + std::to_string(config.chunk) +
+                " is not a valid int8 group size (1..65536 values per scale)");
+    return std::make_unique<Int8Codec>(config.chunk);
+  }
+  if (type == "dct") {
+    require(config.chunk >= 1 && config.chunk <= 64,
+            "sync.codec.chunk: " + std::to_string(config.chunk) +
+                " is not a valid dct chunk (1..64, so a 2-D chunk has at most 4096 coefficients)");
+    require(config.topk >= 1, "sync.codec.topk: " + std::to_string(config.topk) + " must be >= 1");
+    require(one_of(config.values, {"fp32", "fp16", "bf16", "int8"}),
+            "sync.codec.values: '" + config.values + "' is not one of fp32 | fp16 | bf16 | int8");
+    require(one_of(config.select, {"topk", "band"}),
+            "sync.codec.select: '" + config.select + "' is not one of topk | band");
+    return wire::make_dct_codec(config);
+  }
+  throw ConfigError("sync.codec.type: '" + type +
+                    "' is not one of none | fp16 | bf16 | int8 | dct");
+}
+
+Encoded ErrorFeedback::encode(const std::string& name, const torch::Tensor& x) {
+  auto target = x.detach().to(torch::kFloat);
+  auto it = residuals_.find(name);
+  if (it != residuals_.end()) {
+    TORCH_CHECK(it->second.sizes() == target.sizes(), "error feedback: tensor '", name,
+                "' had shape ", it->second.sizes(), ", now ", target.sizes());
+    target = target + it->second;
+  }
+  Encoded e = codec_.encode(target);
+  residuals_[name] = target - codec_.decode(e).to(target.device());
+  return e;
+}
+
+}  // namespace loco

@@ -1,0 +1,352 @@
+// The coordinator's state machine (see include/loco/coordinator.h).
+#include "loco/progress.h"
+#include "loco/coordinator.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "loco/checkpoint.h"
+#include "loco/metrics.h"
+#include "loco/model.h"
+#include "loco/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace loco {
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+// The global model and validation data, used to evaluate after each round.
+struct CoordinatorCore::Evaluator {
+  GPT model{nullptr};
+  std::unique_ptr<FlatParams> flat;
+  torch::Tensor val_tokens, token_bytes;
+};
+
+CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(config) {
+  validate(config_);
+  if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
+  const auto& sync = config_.sync;
+  total_rounds_ = config_.train.max_steps / sync.inner_steps;
+  codec_ = make_codec(sync.codec);
+
+  evaluator_ = std::make_unique<Evaluator>();
+  evaluator_->val_tokens = load_checked_tokens("data.val", config_.data.val, config_.model);
+  evaluator_->token_bytes = load_token_bytes(config_);
+  evaluator_->model = GPT(config_.model);
+  evaluator_->model->init_weights(config_.run.seed);
+  evaluator_->flat = std::make_unique<FlatParams>(*evaluator_->model);
+  for (const auto& s : evaluator_->flat->slots())
+    layout_.push_back({s.name, s.shape, s.offset, s.numel});
+  theta_ = evaluator_->flat->data().clone();
+  sum_ = torch::zeros_like(theta_);
+  outer_ = std::make_unique<OuterNesterov>(sync.outer.lr, sync.outer.momentum, theta_);
+
+  fs::create_directories(config_.run.dir);
+  std::string ckpt_dir = (fs::path(config_.run.dir) / "checkpoints").string();
+  int64_t keep_metrics = -1;
+  if (resume) {
+    auto found = list_checkpoints(ckpt_dir);
+    if (found.empty()) throw ConfigError("--resume: no checkpoint in " + ckpt_dir);
+    Checkpoint c = load_checkpoint(found.back());
+    TORCH_CHECK(c.tensors.at("params").numel() == theta_.numel(), found.back(),
+                ": parameter count differs from the model config");
+    theta_.copy_(c.tensors.at("params"));
+    outer_->velocity().copy_(c.tensors.at("outer_velocity"));
+    round_ = c.step;
+    tokens_total_ = c.tokens;
+    keep_metrics = round_;
+    spdlog::info("coordinator: resumed from {} at round {}", found.back(), round_);
+  }
+  std::ofstream(fs::path(config_.run.dir) / "config.yaml") << to_yaml(config_);
+  metrics_ = std::make_unique<MetricsWriter>(
+      (fs::path(config_.run.dir) / "metrics.jsonl").string(), keep_metrics);
+  for (int32_t s = int32_t(sync.workers) - 1; s >= 0; --s) free_shards_.push_back(s);
+  start_time_ = now_s();
+  round_started_ = start_time_;
+  spdlog::info("coordinator: {} parameters in {} tensors, {} rounds of {} inner steps, "
+               "outer lr {} momentum {}, codec {}",
+               theta_.numel(), layout_.size(), total_rounds_, sync.inner_steps, sync.outer.lr,
+               sync.outer.momentum, sync.codec.type);
+}
+
+CoordinatorCore::~CoordinatorCore() = default;
+
+CoordinatorCore::Member& CoordinatorCore::member_locked(const std::string& worker_id) {
+  auto it = members_.find(worker_id);
+  if (it == members_.end())
+    throw CoordError(CoordError::kNotFound, "unknown worker '" + worker_id + "' (join first)");
+  it->second.last_seen = now_s();
+  return it->second;
+}
+
+JoinInfo CoordinatorCore::join(const std::string& name, int64_t num_params) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (num_params != theta_.numel())
+    throw CoordError(CoordError::kInvalidArgument,
+                     "model has " + std::to_string(num_params) + " parameters, the coordinator's has " +
+                         std::to_string(theta_.numel()) + " (model config differs)");
+  if (free_shards_.empty())
+    throw CoordError(CoordError::kResourceExhausted,
+                     "all " + std::to_string(config_.sync.workers) + " worker slots are taken");
+  if (round_ >= total_rounds_)
+    throw CoordError(CoordError::kFailedPrecondition, "the run is over (all rounds done)");
+  Member m;
+  m.info.worker_id = "w" + std::to_string(next_id_++);
+  m.info.name = name;
+  m.info.shard = free_shards_.back();
+  free_shards_.pop_back();
+  m.last_seen = now_s();
+  members_[m.info.worker_id] = m;
+  spdlog::info("coordinator: {} joined as {} (shard {}), {} live", name, m.info.worker_id,
+               m.info.shard, members_.size());
+  return {m.info.worker_id, round_, m.info.shard, int32_t(config_.sync.workers)};
+}
+
+void CoordinatorCore::heartbeat(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  member_locked(worker_id);
+}
+
+void CoordinatorCore::leave(const std::string& worker_id) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = members_.find(worker_id);
+  if (it == members_.end()) return;
+  spdlog::info("coordinator: {} left", worker_id);
+  free_shards_.push_back(it->second.info.shard);
+  members_.erase(it);
+  round_closed_.notify_all();
+}
+
+void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) const {
+  uint64_t limit = uint64_t(config_.sync.coordinator.max_update_mb) << 20;
+  if (payload_bytes > limit)
+    throw CoordError(CoordError::kResourceExhausted,
+                     "update of " + std::to_string(payload_bytes) + " bytes exceeds the limit of " +
+                         std::to_string(limit) + " (sync.coordinator.max_update_mb)");
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!members_.count(u.worker_id))
+    throw CoordError(CoordError::kNotFound, "unknown worker '" + u.worker_id + "' (join first)");
+  if (u.round != round_)
+    throw CoordError(CoordError::kFailedPrecondition,
+                     "update for round " + std::to_string(u.round) + " but the coordinator is at round " +
+                         std::to_string(round_) + (u.round < round_ ? " (stale)" : " (future)"));
+  if (members_.at(u.worker_id).info.reported)
+    throw CoordError(CoordError::kFailedPrecondition,
+                     "worker '" + u.worker_id + "' already pushed round " + std::to_string(u.round));
+  if (u.tensors.size() != layout_.size())
+    throw CoordError(CoordError::kInvalidArgument,
+                     "update has " + std::to_string(u.tensors.size()) + " tensors, the model has " +
+                         std::to_string(layout_.size()));
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    const auto& t = u.tensors[i];
+    const auto& l = layout_[i];
+    if (t.name != l.name)
+      throw CoordError(CoordError::kInvalidArgument,
+                       "tensor " + std::to_string(i) + " is '" + t.name + "', expected '" + l.name + "'");
+    if (t.encoded.shape != l.shape)
+      throw CoordError(CoordError::kInvalidArgument, "tensor '" + t.name + "' has shape " +
+                                                         shape_str(t.encoded.shape) + ", expected " +
+                                                         shape_str(l.shape));
+    if (t.dtype != "float32")
+      throw CoordError(CoordError::kInvalidArgument,
+                       "tensor '" + t.name + "' has dtype '" + t.dtype + "', expected float32");
+    if (t.encoded.codec != codec_->name())
+      throw CoordError(CoordError::kInvalidArgument, "tensor '" + t.name + "' is encoded with '" +
+                                                         t.encoded.codec + "', the run uses '" +
+                                                         codec_->name() + "'");
+  }
+  if (u.tokens <= 0)
+    throw CoordError(CoordError::kInvalidArgument,
+                     "update claims " + std::to_string(u.tokens) + " tokens (must be positive)");
+}
+
+void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
+  uint64_t payload = 0;
+  for (const auto& t : u.tensors) payload += t.encoded.payload.size();
+  check_header(u, payload);
+  // Decode everything before touching the round's sum: a bad tensor changes nothing.
+  auto staging = torch::empty_like(theta_);
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    torch::Tensor decoded;
+    try {
+      decoded = codec_->decode(u.tensors[i].encoded);
+    } catch (const CodecError& e) {
+      throw CoordError(CoordError::kInvalidArgument,
+                       "tensor '" + layout_[i].name + "': " + std::string(e.what()));
+    }
+    if (decoded.numel() != layout_[i].numel || !torch::isfinite(decoded).all().item<bool>())
+      throw CoordError(CoordError::kInvalidArgument,
+                       "tensor '" + layout_[i].name + "' decodes to non-finite or missized values");
+    staging.narrow(0, layout_[i].offset, layout_[i].numel).copy_(decoded.reshape({-1}));
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  auto& m = member_locked(u.worker_id);
+  if (u.round != round_ || m.info.reported)  // re-checked: the round may have closed meanwhile
+    throw CoordError(CoordError::kFailedPrecondition,
+                     "round " + std::to_string(u.round) + " closed before this update arrived");
+  sum_.add_(staging, double(u.tokens));
+  m.info.reported = true;
+  m.info.last_loss = u.loss;
+  m.info.bytes_up += wire_bytes;
+  bytes_up_ += wire_bytes;
+  round_up_ += wire_bytes;
+  round_tokens_ += u.tokens;
+  round_loss_sum_ += u.loss * double(u.tokens);
+  if (round_first_report_ < 0) round_first_report_ = now_s();
+  int reported = 0;
+  for (const auto& [id, member] : members_) reported += member.info.reported;
+  if (reported == int(members_.size()) && int64_t(members_.size()) >= config_.sync.workers)
+    close_round_locked(lock);
+}
+
+void CoordinatorCore::close_round_locked(std::unique_lock<std::mutex>& lock) {
+  double round_s = now_s() - round_started_;
+  auto delta = sum_ / double(round_tokens_);
+  outer_->step(theta_, delta);
+  sum_.zero_();
+  double loss = round_loss_sum_ / double(round_tokens_);
+  int64_t tokens = round_tokens_;
+  int workers = 0;
+  for (auto& [id, m] : members_) workers += m.info.reported, m.info.reported = false;
+  tokens_total_ += tokens;
+  uint64_t up = round_up_, down = round_down_;
+  round_tokens_ = 0, round_loss_sum_ = 0, round_first_report_ = -1, round_up_ = 0, round_down_ = 0;
+  int64_t closed = round_++;
+  round_started_ = now_s();
+  auto snapshot = theta_.clone();
+  bool checkpoint = round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_;
+  round_closed_.notify_all();
+  lock.unlock();
+  spdlog::info("coordinator: round {}/{} closed with {} workers, {} tokens, loss {:.4f}", closed + 1,
+               total_rounds_, workers, tokens, loss);
+  {
+    std::lock_guard<std::mutex> eval_lock(eval_mu_);
+    evaluator_->flat->data().copy_(snapshot);
+  }
+  evaluate_and_log(closed + 1, loss, tokens, up, down, workers, round_s);
+  if (checkpoint) save_checkpoint();
+  lock.lock();
+}
+
+void CoordinatorCore::evaluate_and_log(int64_t round, double loss, int64_t tokens, uint64_t up,
+                                       uint64_t down, int workers, double round_s) {
+  std::lock_guard<std::mutex> eval_lock(eval_mu_);
+  const auto& t = config_.train;
+  EvalStats e = evaluate_model(evaluator_->model, evaluator_->val_tokens, evaluator_->token_bytes,
+                               t.batch_size, config_.model.seq_len, t.eval_batches,
+                               torch::Device(torch::kCPU));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_val_loss_ = e.loss;
+  }
+  spdlog::info("coordinator: round {} | val loss {:.4f} | val bpb {:.4f}", round, e.loss, e.bpb);
+  metrics_->write({{"round", round},
+                   {"step", round * config_.sync.inner_steps},
+                   {"tokens", tokens_total_},
+                   {"loss", loss},
+                   {"lr", config_.sync.outer.lr},
+                   {"wall_s", now_s() - start_time_},
+                   {"val_loss", e.loss},
+                   {"val_bpb", e.bpb},
+                   {"bytes_up", up},
+                   {"bytes_down", down},
+                   {"workers", workers},
+                   {"round_tokens", tokens},
+                   {"round_s", round_s}});
+}
+
+std::pair<int64_t, torch::Tensor> CoordinatorCore::wait_state(const std::string& worker_id,
+                                                               int64_t round, double timeout_s,
+                                                               double* wait_s) {
+  double start = now_s();
+  std::unique_lock<std::mutex> lock(mu_);
+  member_locked(worker_id);
+  bool ok = round_closed_.wait_for(lock, std::chrono::duration<double>(timeout_s),
+                                   [&] { return round_ >= round; });
+  if (wait_s) *wait_s = now_s() - start;
+  if (!ok)
+    throw CoordError(CoordError::kUnavailable, "round " + std::to_string(round) +
+                                                   " not reached within " +
+                                                   std::to_string(int(timeout_s)) + " s");
+  return {round_, theta_.clone()};
+}
+
+void CoordinatorCore::count_download(const std::string& worker_id, uint64_t wire_bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  bytes_down_ += wire_bytes;
+  round_down_ += wire_bytes;
+  auto it = members_.find(worker_id);
+  if (it != members_.end()) it->second.info.bytes_down += wire_bytes;
+}
+
+void CoordinatorCore::tick() {
+  std::unique_lock<std::mutex> lock(mu_);
+  double now = now_s();
+  for (auto it = members_.begin(); it != members_.end();) {
+    if (now - it->second.last_seen > config_.sync.coordinator.lease_s) {
+      spdlog::warn("coordinator: {} missed its lease ({} s without a heartbeat); dropped",
+                   it->first, config_.sync.coordinator.lease_s);
+      free_shards_.push_back(it->second.info.shard);
+      it = members_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  int reported = 0;
+  for (const auto& [id, m] : members_) reported += m.info.reported;
+  bool all_in = reported > 0 && reported == int(members_.size()) &&
+                int64_t(members_.size()) >= config_.sync.workers;
+  bool deadline = round_first_report_ >= 0 &&
+                  now - round_first_report_ > config_.sync.coordinator.round_timeout_s &&
+                  reported >= config_.sync.coordinator.min_workers;
+  if (round_ < total_rounds_ && (all_in || deadline)) close_round_locked(lock);
+}
+
+bool CoordinatorCore::finished() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return round_ >= total_rounds_ && members_.empty();
+}
+
+int64_t CoordinatorCore::round() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return round_;
+}
+
+CoordinatorStatus CoordinatorCore::status() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  CoordinatorStatus s;
+  s.round = round_, s.total_rounds = total_rounds_;
+  for (const auto& [id, m] : members_) s.members.push_back(m.info);
+  s.bytes_up = bytes_up_, s.bytes_down = bytes_down_, s.last_val_loss = last_val_loss_;
+  return s;
+}
+
+void CoordinatorCore::save_checkpoint() {
+  Checkpoint c;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    c.step = round_;
+    c.tokens = tokens_total_;
+    c.tensors["params"] = theta_.clone();
+    c.tensors["outer_velocity"] = outer_->velocity().clone();
+  }
+  c.wall_s = now_s() - start_time_;
+  c.config_yaml = to_yaml(config_);
+  std::string dir = (fs::path(config_.run.dir) / "checkpoints").string();
+  loco::save_checkpoint(checkpoint_path(dir, c.step), c);
+  prune_checkpoints(dir, config_.train.keep_checkpoints);
+}
+
+}  // namespace loco

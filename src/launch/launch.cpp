@@ -1,0 +1,239 @@
+// `loco launch`: start, watch and stop the local processes of an experiment
+// (see include/loco/launch.h).
+#include "loco/launch.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <map>
+
+#include "loco/config.h"
+
+namespace fs = std::filesystem;
+
+namespace loco {
+namespace {
+
+struct Part {
+  std::string label;
+  std::vector<std::string> args;                    // after the executable
+  std::vector<std::pair<std::string, std::string>> env;
+  pid_t pid = -1;
+  int fd = -1;                                      // read end of its stdout+stderr
+  std::string pending;                              // a partial line
+  int status = -1;                                  // exit code once it ended
+};
+
+volatile sig_atomic_t g_interrupted = 0;
+void on_signal(int) { g_interrupted = 1; }
+
+std::string self_exe() {
+  return fs::read_symlink("/proc/self/exe").string();
+}
+
+std::vector<std::string> common_args(const std::string& command, const LaunchOptions& o) {
+  std::vector<std::string> args = {command, "--config", o.config_path};
+  for (const auto& s : o.overrides) args.insert(args.end(), {"--set", s});
+  return args;
+}
+
+std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
+  std::vector<Part> parts;
+  const std::string dir = config.run.dir;
+  const int64_t workers = config.sync.workers;
+  if (config.sync.mode == "single") {
+    parts.push_back({"train", common_args("train", o), {}});
+  } else if (config.sync.mode == "diloco") {
+    auto coord = common_args("coordinator", o);
+    coord.insert(coord.end(), {"--set", "run.dir=" + dir + "/coordinator"});
+    parts.push_back({"coord", coord, {}});
+    for (int64_t k = 0; k < workers; ++k) {
+      auto w = common_args("worker", o);
+      w.insert(w.end(), {"--set", "run.dir=" + dir + "/worker-" + std::to_string(k),
+                         "--coordinator", config.sync.coordinator.address});
+      parts.push_back({"w" + std::to_string(k), w, {}});
+    }
+  } else if (config.sync.mode == "ddp") {
+    std::string port = std::to_string(free_port());
+    for (int64_t k = 0; k < workers; ++k) {
+      std::string r = std::to_string(k), w = std::to_string(workers);
+      parts.push_back({"r" + r, common_args("train", o),
+                       {{"RANK", r}, {"WORLD_SIZE", w}, {"LOCAL_RANK", r},
+                        {"LOCAL_WORLD_SIZE", w}, {"MASTER_ADDR", "127.0.0.1"},
+                        {"MASTER_PORT", port}}});
+    }
+  } else {
+    throw ConfigError("sync.mode: '" + config.sync.mode + "' cannot be launched yet");
+  }
+  return parts;
+}
+
+std::string quoted(const std::string& s) {
+  if (s.find_first_of(" '\"$\\") == std::string::npos) return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string command_line(const Part& p) {
+  std::string line;
+  for (const auto& [k, v] : p.env) line += k + "=" + quoted(v) + " ";
+  line += "loco";
+  for (const auto& a : p.args) line += " " + quoted(a);
+  return line;
+}
+
+void print_dry_run(const Config& config, const std::vector<Part>& parts) {
+  std::cout << "# " << parts.size() << " processes for sync.mode " << config.sync.mode << "\n";
+  if (config.sync.mode == "diloco") {
+    std::cout << "# Across hosts: run the coordinator on a host the workers can reach, set "
+                 "sync.coordinator.address to HOST:PORT there and pass --coordinator HOST:PORT "
+                 "to every worker.\n";
+  } else if (config.sync.mode == "ddp") {
+    std::cout << "# Across hosts: MASTER_ADDR is rank 0's host; each host sets its own RANK "
+                 "(and LOCAL_RANK); the same works under torchrun-like launchers, srun or "
+                 "Kubernetes.\n";
+  }
+  for (const auto& p : parts) std::cout << "[" << p.label << "] " << command_line(p) << "\n";
+}
+
+void start(Part& p, const std::string& exe) {
+  int fds[2];
+  if (::pipe(fds) != 0) throw std::runtime_error("launch: pipe failed");
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("launch: fork failed");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive the launcher
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::dup2(fds[1], STDERR_FILENO);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    for (const auto& [k, v] : p.env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> argv = {const_cast<char*>(exe.c_str())};
+    for (auto& a : p.args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(exe.c_str(), argv.data());
+    std::perror("exec");
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  p.pid = pid;
+  p.fd = fds[0];
+}
+
+void print_lines(Part& p, const char* data, size_t n, bool flush) {
+  p.pending.append(data, n);
+  size_t pos;
+  while ((pos = p.pending.find('\n')) != std::string::npos) {
+    std::cout << "[" << p.label << "] " << p.pending.substr(0, pos) << "\n";
+    p.pending.erase(0, pos + 1);
+  }
+  if (flush && !p.pending.empty()) {
+    std::cout << "[" << p.label << "] " << p.pending << "\n";
+    p.pending.clear();
+  }
+  std::cout.flush();
+}
+
+void signal_all(std::vector<Part>& parts, int sig) {
+  for (auto& p : parts)
+    if (p.pid > 0 && p.status < 0) ::kill(p.pid, sig);
+}
+
+}  // namespace
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), len);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+int launch(const LaunchOptions& o) {
+  Config config = load_config(o.config_path);
+  for (const auto& s : o.overrides) apply_override(config, s);
+  validate(config);
+  std::vector<Part> parts = plan(config, o);
+  if (o.dry_run) {
+    print_dry_run(config, parts);
+    return 0;
+  }
+  std::string exe = self_exe();
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  spdlog::info("launch: {} processes for sync.mode {} into {}", parts.size(), config.sync.mode,
+               config.run.dir);
+  for (auto& p : parts) start(p, exe);
+
+  bool stopping = false;
+  auto stop_deadline = std::chrono::steady_clock::time_point::max();
+  std::string first_failure;
+  size_t running = parts.size();
+  while (running > 0) {
+    std::vector<pollfd> fds;
+    for (auto& p : parts)
+      if (p.fd >= 0) fds.push_back({p.fd, POLLIN, 0});
+    if (!fds.empty()) ::poll(fds.data(), fds.size(), 200);
+    else ::usleep(200000);
+    for (auto& p : parts) {
+      if (p.fd < 0) continue;
+      pollfd probe{p.fd, POLLIN, 0};
+      if (::poll(&probe, 1, 0) > 0) {
+        char buf[8192];
+        ssize_t n = ::read(p.fd, buf, sizeof(buf));
+        if (n > 0) print_lines(p, buf, size_t(n), false);
+        else ::close(p.fd), p.fd = -1, print_lines(p, "", 0, true);
+      }
+    }
+    for (auto& p : parts) {
+      if (p.status >= 0 || p.fd >= 0) continue;  // still running, or output not drained yet
+      int status = 0;
+      if (::waitpid(p.pid, &status, WNOHANG) != p.pid) continue;
+      p.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      --running;
+      if (p.status != 0 && !stopping) {
+        first_failure = p.label + " exited with status " + std::to_string(p.status);
+        spdlog::error("launch: {}; stopping the rest", first_failure);
+      }
+    }
+    bool failed = !first_failure.empty();
+    if (!stopping && (failed || g_interrupted)) {
+      if (g_interrupted) spdlog::info("launch: interrupted; stopping every process");
+      stopping = true;
+      signal_all(parts, SIGTERM);
+      stop_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    }
+    if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
+      signal_all(parts, SIGKILL);
+      stop_deadline = std::chrono::steady_clock::time_point::max();
+    }
+  }
+  int worst = 0;
+  for (const auto& p : parts) {
+    if (p.status != 0) worst = 1;
+    spdlog::info("launch: {} exited with status {}", p.label, p.status);
+  }
+  if (g_interrupted) return 130;
+  if (worst) spdlog::error("launch: failed: {}", first_failure.empty() ? "a part was stopped" : first_failure);
+  return worst;
+}
+
+}  // namespace loco

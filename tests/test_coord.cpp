@@ -1,0 +1,271 @@
+// Tests of DiLoCo: the outer step against LibTorch's SGD, the coordinator's rules (weighted
+// average, refusals that change nothing), the real gRPC service, and real multi-process runs.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "loco/checkpoint.h"
+#include "loco/coord_client.h"
+#include "loco/coord_service.h"
+#include "loco/coordinator.h"
+#include "loco/metrics.h"
+#include "loco/model.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using namespace loco;
+
+namespace {
+
+Config small_config(const std::string& dir, int64_t workers, int64_t inner_steps) {
+  Config c;
+  merge_yaml(c, loco::testing::small_run_yaml(dir), "test");
+  c.sync.mode = "diloco";
+  c.sync.workers = workers;
+  c.sync.inner_steps = inner_steps;
+  c.sync.coordinator.address = "127.0.0.1:" + std::to_string(loco::testing::free_port());
+  return c;
+}
+
+// An update with every tensor equal to `value`, encoded with the "none" codec.
+Update constant_update(const CoordinatorCore& core, const std::string& worker, int64_t round,
+                       int64_t tokens, float value) {
+  auto codec = make_codec(CodecConfig{});
+  Update u;
+  u.worker_id = worker, u.round = round, u.tokens = tokens, u.loss = 1.0;
+  for (const auto& l : core.layout()) {
+    TensorPayload t;
+    t.name = l.name;
+    t.encoded = codec->encode(torch::full(l.shape, value));
+    u.tensors.push_back(t);
+  }
+  return u;
+}
+
+CoordError::Code refusal(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const CoordError& e) {
+    return e.code;
+  }
+  ADD_FAILURE() << "expected a refusal";
+  return CoordError::kUnavailable;
+}
+
+std::string write_yaml(const std::string& dir, const Config& c) {
+  std::string path = dir + "/config.yaml";
+  std::ofstream(path) << to_yaml(c);
+  return path;
+}
+
+}  // namespace
+
+TEST(OuterNesterov, MatchesTorchSgdWithNesterov) {
+  torch::manual_seed(0);
+  auto theta = torch::randn({50});
+  auto reference = theta.clone().requires_grad_(true);
+  torch::optim::SGD sgd({reference}, torch::optim::SGDOptions(0.7).momentum(0.9).nesterov(true));
+  OuterNesterov outer(0.7, 0.9, theta);
+  for (int step = 0; step < 5; ++step) {
+    auto delta = torch::randn({50});
+    outer.step(theta, delta);
+    reference.mutable_grad() = delta.clone();
+    sgd.step();
+    ASSERT_TRUE(torch::allclose(theta, reference.detach(), 1e-6, 1e-6)) << "step " << step;
+  }
+}
+
+TEST(CoordinatorCore, AveragesByTokensAndAppliesTheOuterStep) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", 2, 2);
+  c.sync.outer.lr = 0.5, c.sync.outer.momentum = 0.9;
+  CoordinatorCore core(c, false);
+  auto a = core.join("a", 0 + core.layout().back().offset + core.layout().back().numel);
+  auto b = core.join("b", core.layout().back().offset + core.layout().back().numel);
+  EXPECT_NE(a.shard, b.shard);
+  double wait = 0;
+  auto before = core.wait_state(a.worker_id, 0, 1.0, &wait).second;
+  core.push(constant_update(core, a.worker_id, 0, 100, 1.0f), 1);
+  EXPECT_EQ(core.round(), 0);  // b has not reported yet
+  core.push(constant_update(core, b.worker_id, 0, 300, 2.0f), 1);
+  EXPECT_EQ(core.round(), 1);
+  auto after = core.wait_state(a.worker_id, 1, 1.0, &wait).second;
+  // delta = (100 * 1 + 300 * 2) / 400 = 1.75; v = delta; theta -= 0.5 * (delta + 0.9 v)
+  auto expected = before - 0.5 * (1.75 + 0.9 * 1.75);
+  EXPECT_TRUE(torch::allclose(after, expected, 1e-6, 1e-6));
+  auto metrics = read_metrics(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 1u);
+  EXPECT_EQ(metrics[0].at("round_tokens").get<int64_t>(), 400);
+  EXPECT_TRUE(metrics[0].contains("val_loss"));
+}
+
+TEST(CoordinatorCore, RefusesBadUpdatesWithoutTouchingTheRound) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", 1, 2);
+  c.sync.outer.lr = 1.0, c.sync.outer.momentum = 0.0;
+  c.sync.coordinator.max_update_mb = 1;
+  CoordinatorCore core(c, false);
+  int64_t n = core.layout().back().offset + core.layout().back().numel;
+  EXPECT_EQ(refusal([&] { core.join("x", n + 1); }), CoordError::kInvalidArgument);
+  auto w = core.join("w", n);
+  double wait = 0;
+  auto before = core.wait_state(w.worker_id, 0, 1.0, &wait).second;
+
+  EXPECT_EQ(refusal([&] { core.push(constant_update(core, "nobody", 0, 10, 1.0f), 1); }),
+            CoordError::kNotFound);
+  EXPECT_EQ(refusal([&] { core.push(constant_update(core, w.worker_id, 1, 10, 1.0f), 1); }),
+            CoordError::kFailedPrecondition);
+  auto renamed = constant_update(core, w.worker_id, 0, 10, 1.0f);
+  renamed.tensors[1].name = "blocks.9.attn.c_q.weight";
+  EXPECT_EQ(refusal([&] { core.push(renamed, 1); }), CoordError::kInvalidArgument);
+  auto reshaped = constant_update(core, w.worker_id, 0, 10, 1.0f);
+  reshaped.tensors[0].encoded.shape = {1, 2, 3};
+  EXPECT_EQ(refusal([&] { core.push(reshaped, 1); }), CoordError::kInvalidArgument);
+  auto retyped = constant_update(core, w.worker_id, 0, 10, 1.0f);
+  retyped.tensors[2].dtype = "float16";
+  EXPECT_EQ(refusal([&] { core.push(retyped, 1); }), CoordError::kInvalidArgument);
+  // The last tensor is valid up to its final bytes: nothing of the earlier ones may stick.
+  auto truncated = constant_update(core, w.worker_id, 0, 10, 5.0f);
+  truncated.tensors.back().encoded.payload.resize(7);
+  EXPECT_EQ(refusal([&] { core.push(truncated, 1); }), CoordError::kInvalidArgument);
+  auto poisoned = constant_update(core, w.worker_id, 0, 10, 1.0f);
+  const uint32_t nan_bits = 0x7fc00000u;  // the codec refuses to encode NaN: poison the wire
+  std::memcpy(&poisoned.tensors[3].encoded.payload.back() - 3, &nan_bits, 4);
+  EXPECT_EQ(refusal([&] { core.push(poisoned, 1); }), CoordError::kInvalidArgument);
+  EXPECT_EQ(refusal([&] { core.check_header(constant_update(core, w.worker_id, 0, 10, 0.f), 2u << 20); }),
+            CoordError::kResourceExhausted);
+  EXPECT_EQ(core.round(), 0);
+
+  core.push(constant_update(core, w.worker_id, 0, 10, 0.25f), 1);  // a good one closes it
+  EXPECT_EQ(core.round(), 1);
+  auto after = core.wait_state(w.worker_id, 1, 1.0, &wait).second;
+  EXPECT_TRUE(torch::allclose(after, before - 0.25, 1e-6, 1e-6));
+  EXPECT_EQ(refusal([&] { core.push(constant_update(core, w.worker_id, 0, 10, 1.0f), 1); }),
+            CoordError::kFailedPrecondition);  // stale
+}
+
+TEST(CoordinatorService, RealServerRefusesBadPushesAndKeepsServing) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", 1, 2);
+  c.train.max_steps = 2;  // one round
+  std::atomic<bool> stop{false};
+  std::thread server([&] { run_coordinator(c, false, stop); });
+  CoordinatorClient client(c.sync.coordinator.address, c.sync.coordinator);
+  GPT model(c.model);
+  int64_t n = model->num_params();
+  JoinInfo join = client.join("test", n);
+  std::vector<TensorLayout> layout;
+  FlatParams flat(*model);
+  for (const auto& s : flat.slots()) layout.push_back({s.name, s.shape, s.offset, s.numel});
+
+  auto codec = make_codec(CodecConfig{});
+  auto update = [&](int64_t round) {
+    Update u;
+    u.round = round, u.tokens = 8;
+    for (const auto& l : layout) {
+      TensorPayload t;
+      t.name = l.name;
+      t.encoded = codec->encode(torch::zeros(l.shape));
+      u.tensors.push_back(t);
+    }
+    return u;
+  };
+  auto message_of = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  EXPECT_NE(message_of([&] { client.push(update(3)); }).find("FAILED_PRECONDITION"), std::string::npos);
+  auto bad = update(0);
+  bad.tensors[0].encoded.shape = {7};
+  EXPECT_NE(message_of([&] { client.push(bad); }).find("INVALID_ARGUMENT"), std::string::npos);
+  CoordinatorClient stranger(c.sync.coordinator.address, c.sync.coordinator);
+  EXPECT_NE(message_of([&] { stranger.push(update(0)); }).find("NOT_FOUND"), std::string::npos);
+
+  EXPECT_GT(client.push(update(0)), uint64_t(n) * 4);  // fp32 payload plus framing
+  auto pulled = torch::empty({n});
+  PullResult r = client.pull(1, layout, pulled, 30);
+  EXPECT_EQ(r.round, 1);
+  EXPECT_GT(r.wire_bytes, uint64_t(n) * 4);
+  client.leave();
+  server.join();  // the only round is done and the only worker left: the server stops by itself
+  EXPECT_FALSE(loco::list_checkpoints(dir + "/run/checkpoints").empty());
+}
+
+TEST(Diloco, ThreeRealWorkersTrainOneModel) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", 3, 4);
+  c.train.max_steps = 16;
+  c.train.eval_every = 0;
+  c.train.optimizer.lr = 0.01;
+  auto r = loco::testing::run_loco("launch --config " + write_yaml(dir, c));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("[coord]"), std::string::npos);
+  EXPECT_NE(r.output.find("[w2]"), std::string::npos);
+
+  auto global = read_metrics(dir + "/run/coordinator/metrics.jsonl");
+  ASSERT_EQ(global.size(), 4u);  // 16 steps / H = 4
+  EXPECT_LT(global.back().at("val_loss").get<double>(), global.front().at("val_loss").get<double>());
+  EXPECT_LT(global.back().at("val_loss").get<double>(), std::log(512.0) - 0.1);
+  for (const auto& g : global) EXPECT_EQ(g.at("workers").get<int>(), 3);
+
+  // After every sync all three workers hold exactly the same parameters.
+  std::map<int64_t, std::set<uint64_t>> checksums;
+  for (int k = 0; k < 3; ++k)
+    for (const auto& rec : read_metrics(dir + "/run/worker-" + std::to_string(k) + "/metrics.jsonl"))
+      if (rec.contains("param_checksum"))
+        checksums[rec.at("round").get<int64_t>()].insert(rec.at("param_checksum").get<uint64_t>());
+  ASSERT_EQ(checksums.size(), 4u);
+  for (const auto& [round, set] : checksums) EXPECT_EQ(set.size(), 1u) << "round " << round;
+}
+
+TEST(Diloco, OneWorkerWithPlainOuterStepReproducesSingleTraining) {
+  // H = 1, lr = 1, momentum = 0: theta_new = theta_start - (theta_start - theta) = theta.
+  std::string dir = loco::testing::temp_dir();
+  Config single = small_config(dir + "/single", 1, 1);
+  single.sync.mode = "single";
+  single.train.max_steps = 6;
+  auto a = loco::testing::run_loco("train --config " + write_yaml(dir, single));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+
+  fs::create_directories(dir + "/d");
+  Config diloco = small_config(dir + "/diloco", 1, 1);
+  diloco.train.max_steps = 6;
+  diloco.sync.outer.lr = 1.0, diloco.sync.outer.momentum = 0.0;
+  auto b = loco::testing::run_loco("launch --config " + write_yaml(dir + "/d", diloco));
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+
+  auto la = read_metrics(dir + "/single/metrics.jsonl");
+  auto lb = read_metrics(dir + "/diloco/worker-0/metrics.jsonl");
+  ASSERT_EQ(la.size(), 6u);
+  ASSERT_EQ(lb.size(), 6u);
+  for (size_t i = 0; i < la.size(); ++i)
+    EXPECT_NEAR(la[i].at("loss").get<double>(), lb[i].at("loss").get<double>(), 1e-5) << i;
+  auto ca = load_checkpoint(dir + "/single/checkpoints/step_00000006.pt");
+  auto cb = load_checkpoint(list_checkpoints(dir + "/diloco/coordinator/checkpoints").back());
+  EXPECT_TRUE(torch::allclose(ca.tensors.at("params"), cb.tensors.at("params"), 1e-5, 1e-6));
+}
+
+TEST(Launch, DryRunPrintsTheCommandsAndAFailingPartFailsTheRun) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", 2, 2);
+  std::string path = write_yaml(dir, c);
+  auto dry = loco::testing::run_loco("launch --config " + path + " --dry-run");
+  ASSERT_EQ(dry.exit_code, 0) << dry.output;
+  EXPECT_NE(dry.output.find("loco coordinator --config " + path), std::string::npos) << dry.output;
+  EXPECT_NE(dry.output.find("--coordinator " + c.sync.coordinator.address), std::string::npos);
+  EXPECT_NE(dry.output.find("worker-1"), std::string::npos);
+  // A worker whose model disagrees with the coordinator's is refused and fails the launch.
+  auto bad = loco::testing::run_command(std::string(LOCO_BINARY) + " launch --config " + path +
+                                        " --set data.val=/nonexistent.bin");
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find("launch: failed"), std::string::npos) << bad.output;
+}
