@@ -222,6 +222,7 @@ TrainSummary Trainer::run() {
   spdlog::info("training {} steps of {} tokens into {}", t.max_steps,
                t.batch_size * t.grad_accum * config_.model.seq_len, config_.run.dir);
   double start = now_s(), last_log = start;
+  const double run_start = start;  // `start` moves with each checkpoint (wall-time bookkeeping)
   int64_t last_log_tokens = tokens_, first_step = step_;
   TrainSummary summary;
   if (sync_) sync_->start(*this);
@@ -245,7 +246,7 @@ TrainSummary Trainer::run() {
     if (last || (t.log_every > 0 && s.step % t.log_every == 0)) {
       double now = now_s();
       double tok_s = double(tokens_ - last_log_tokens) / std::max(now - last_log, 1e-9);
-      double per_step = (now - start) / double(s.step - first_step);
+      double per_step = (now - run_start) / double(s.step - first_step);
       spdlog::info("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | eta {}", s.step,
                    t.max_steps, s.loss, s.lr, tok_s,
                    format_duration(per_step * double(t.max_steps - s.step)));
