@@ -43,7 +43,10 @@ std::string num(const std::string& key, double v) {
   std::ostringstream s;
   s.precision(6);
   s << '"' << key << "\":";
-  if (std::isfinite(v)) s << v; else s << "null";
+  if (std::isfinite(v))
+    s << v;
+  else
+    s << "null";
   return s.str();
 }
 std::string str(const std::string& key, const std::string& v) {
@@ -74,7 +77,9 @@ const char* kAttention =
 #endif
 
 // The defaults: 4 layers, 4 heads, width 256, seq 256, vocab 4096.
-ModelConfig tiny_config() { return ModelConfig{}; }
+ModelConfig tiny_config() {
+  return ModelConfig{};
+}
 ModelConfig d20_config() {
   ModelConfig c;
   c.n_layer = 20;
@@ -86,7 +91,10 @@ ModelConfig d20_config() {
 }
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kCPU, torch::kFloat64) - b.to(torch::kCPU, torch::kFloat64)).abs().max().item<double>();
+  return (a.to(torch::kCPU, torch::kFloat64) - b.to(torch::kCPU, torch::kFloat64))
+      .abs()
+      .max()
+      .item<double>();
 }
 
 // Random tokens [B, T + 1] from a seeded CPU generator: (inputs, targets) on `device`.
@@ -102,7 +110,9 @@ void set_tf32(bool on) {
   at::globalContext().setAllowTF32CuDNN(on);
 }
 
-void sync() { torch::cuda::synchronize(); }
+void sync() {
+  torch::cuda::synchronize();
+}
 
 double peak_allocated_mib() {
 #if LOCO_WITH_CUDA
@@ -134,16 +144,20 @@ void reset_memory() {
 void check_attention(const torch::Device& device, torch::Dtype dtype) {
   torch::manual_seed(7);
   const int64_t B = 2, H = 4, T = 256, D = 64;
-  auto q = torch::randn({B, H, T, D}, torch::kFloat64), k = torch::randn({B, H, T, D}, torch::kFloat64),
+  auto q = torch::randn({B, H, T, D}, torch::kFloat64),
+       k = torch::randn({B, H, T, D}, torch::kFloat64),
        v = torch::randn({B, H, T, D}, torch::kFloat64);
-  auto mask = torch::full({T, T}, -std::numeric_limits<double>::infinity(), torch::kFloat64).triu(1);
-  auto ref = torch::matmul(torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D)) + mask, -1), v);
+  auto mask =
+      torch::full({T, T}, -std::numeric_limits<double>::infinity(), torch::kFloat64).triu(1);
+  auto ref = torch::matmul(
+      torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D)) + mask, -1), v);
   auto qd = q.to(device, dtype), kd = k.to(device, dtype), vd = v.to(device, dtype);
 #if TORCH_VERSION_MAJOR >= 2
   auto out = at::scaled_dot_product_attention(qd, kd, vd, {}, 0.0, /*is_causal=*/true);
 #else
   auto md = mask.to(device, dtype);
-  auto out = torch::matmul(torch::softmax(torch::matmul(qd, kd.transpose(-2, -1)) / std::sqrt(double(D)) + md, -1), vd);
+  auto out = torch::matmul(
+      torch::softmax(torch::matmul(qd, kd.transpose(-2, -1)) / std::sqrt(double(D)) + md, -1), vd);
 #endif
   double diff = max_abs_diff(out, ref);
   emit("attention", {str("device", device.str()), str("dtype", c10::toString(dtype)),
@@ -157,7 +171,8 @@ struct Pass {
   torch::Tensor logits, grad;
 };
 
-Pass forward_backward(GPT& model, FlatParams& flat, const torch::Tensor& idx, const torch::Tensor& tgt) {
+Pass forward_backward(GPT& model, FlatParams& flat, const torch::Tensor& idx,
+                      const torch::Tensor& tgt) {
   Pass p;
   {
     torch::NoGradGuard no_grad;
@@ -192,8 +207,8 @@ void compare_cpu_cuda(bool have_cuda) {
   double cpu_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   emit("cpu_pass", {num("loss", pc.loss), num("grad_l2", pc.grad.norm().item<double>()),
                     num("ms", cpu_ms), str("attention", kAttention)});
-  g_summary.push_back(fmt("tiny fp32 CPU: loss %.7f, grad L2 %.4e, forward+backward %.0f ms", pc.loss,
-                          pc.grad.norm().item<double>(), cpu_ms));
+  g_summary.push_back(fmt("tiny fp32 CPU: loss %.7f, grad L2 %.4e, forward+backward %.0f ms",
+                          pc.loss, pc.grad.norm().item<double>(), cpu_ms));
   if (!have_cuda) return;
 
   GPT model_g(cfg);
@@ -217,14 +232,17 @@ void compare_cpu_cuda(bool have_cuda) {
   double loss_diff = std::abs(pg.loss - pc.loss), logit_diff = max_abs_diff(pg.logits, pc.logits);
   double grad_diff = gdiff.max().item<double>(), grad_max = pc.grad.abs().max().item<double>();
   double grad_rel_l2 = ((pg.grad - pc.grad).norm() / pc.grad.norm()).item<double>();
-  emit("cpu_vs_cuda", {num("loss_cpu", pc.loss), num("loss_cuda", pg.loss), num("loss_abs_diff", loss_diff),
-                       num("logits_max_abs_diff", logit_diff), num("grad_max_abs_diff", grad_diff),
-                       num("grad_max_abs", grad_max), num("grad_rel_l2", grad_rel_l2),
-                       str("worst_slot", worst), num("worst_slot_rel", worst_rel), str("tf32", "off")});
-  g_summary.push_back(fmt("tiny fp32 CPU vs CUDA: loss %.7f vs %.7f (|diff| %.1e), logits max |diff| %.1e",
-                          pc.loss, pg.loss, loss_diff, logit_diff));
-  g_summary.push_back(fmt("  flat grads: max |diff| %.2e (max |g| %.2e), rel L2 %.2e", grad_diff, grad_max,
-                          grad_rel_l2) + ", worst slot " + worst + fmt(" (rel %.1e)", worst_rel));
+  emit("cpu_vs_cuda",
+       {num("loss_cpu", pc.loss), num("loss_cuda", pg.loss), num("loss_abs_diff", loss_diff),
+        num("logits_max_abs_diff", logit_diff), num("grad_max_abs_diff", grad_diff),
+        num("grad_max_abs", grad_max), num("grad_rel_l2", grad_rel_l2), str("worst_slot", worst),
+        num("worst_slot_rel", worst_rel), str("tf32", "off")});
+  g_summary.push_back(
+      fmt("tiny fp32 CPU vs CUDA: loss %.7f vs %.7f (|diff| %.1e), logits max |diff| %.1e", pc.loss,
+          pg.loss, loss_diff, logit_diff));
+  g_summary.push_back(fmt("  flat grads: max |diff| %.2e (max |g| %.2e), rel L2 %.2e", grad_diff,
+                          grad_max, grad_rel_l2) +
+                      ", worst slot " + worst + fmt(" (rel %.1e)", worst_rel));
 
   // One Muon step (AdamW on embedding and head) from those gradients, on both devices.
   loco::OptimizerConfig oc;
@@ -236,14 +254,16 @@ void compare_cpu_cuda(bool have_cuda) {
   // ~0 may move opposite ways on the two devices: report the Muon matrices apart from the rest.
   double muon_diff = 0, adamw_diff = 0;
   for (const auto& s : flat_c.slots()) {
-    double d = max_abs_diff(flat_g.data().narrow(0, s.offset, s.numel), flat_c.data().narrow(0, s.offset, s.numel));
+    double d = max_abs_diff(flat_g.data().narrow(0, s.offset, s.numel),
+                            flat_c.data().narrow(0, s.offset, s.numel));
     bool adamw = s.name.rfind("wte.", 0) == 0 || s.name.rfind("lm_head.", 0) == 0;
     (adamw ? adamw_diff : muon_diff) = std::max(adamw ? adamw_diff : muon_diff, d);
   }
   emit("cpu_vs_cuda_muon_step", {num("muon_matrices_max_abs_diff", muon_diff),
                                  num("adamw_params_max_abs_diff", adamw_diff)});
-  g_summary.push_back(fmt("  after one Muon step: block matrices max |diff| %.2e, embedding/head (AdamW) %.2e",
-                          muon_diff, adamw_diff));
+  g_summary.push_back(
+      fmt("  after one Muon step: block matrices max |diff| %.2e, embedding/head (AdamW) %.2e",
+          muon_diff, adamw_diff));
 }
 
 // ---- 2. Matmul ceiling ---------------------------------------------------------------------
@@ -271,7 +291,8 @@ struct Peaks {
 };
 
 void time_training(const std::string& label, const ModelConfig& cfg, const std::string& opt_name,
-                   int64_t B, torch::Dtype dtype, bool tf32, int warmup, int steps, const Peaks& peaks) {
+                   int64_t B, torch::Dtype dtype, bool tf32, int warmup, int steps,
+                   const Peaks& peaks) {
   try {
     reset_memory();
     set_tf32(tf32);
@@ -310,18 +331,20 @@ void time_training(const std::string& label, const ModelConfig& cfg, const std::
     double peak = dtype == torch::kBFloat16 ? peaks.bf16 : (tf32 ? peaks.tf32 : peaks.fp32);
     double mfu = achieved / peak, mfu_bf16 = achieved / peaks.bf16;
     std::string prec = dtype == torch::kBFloat16 ? "bf16" : (tf32 ? "fp32+tf32" : "fp32");
-    emit("train", {str("model", label), str("optimizer", opt_name), num("batch", double(B)),
-                   num("seq_len", double(cfg.seq_len)), str("precision", prec),
-                   num("params", double(model->num_params())), num("steps", steps),
-                   num("ms_per_step", ms), num("tokens_per_s", tok_s), num("model_tflops", achieved),
-                   num("mfu_vs_same_precision_peak", mfu), num("mfu_vs_bf16_peak", mfu_bf16),
-                   num("peak_allocated_mib", peak_allocated_mib()),
-                   num("peak_reserved_mib", peak_reserved_mib()), num("loss_first", first_loss),
-                   num("loss_last", last_loss)});
-    g_summary.push_back(label + " " + opt_name + " " + prec +
-                        fmt(" B=%.0f: %.2f ms/step, %.0f tok/s, %.1f TFLOP/s", double(B), ms, tok_s, achieved) +
-                        fmt(" (MFU %.1f%% of same-precision peak, %.1f%% of bf16), peak %.0f MiB",
-                            100 * mfu, 100 * mfu_bf16, peak_allocated_mib()));
+    emit("train",
+         {str("model", label), str("optimizer", opt_name), num("batch", double(B)),
+          num("seq_len", double(cfg.seq_len)), str("precision", prec),
+          num("params", double(model->num_params())), num("steps", steps), num("ms_per_step", ms),
+          num("tokens_per_s", tok_s), num("model_tflops", achieved),
+          num("mfu_vs_same_precision_peak", mfu), num("mfu_vs_bf16_peak", mfu_bf16),
+          num("peak_allocated_mib", peak_allocated_mib()),
+          num("peak_reserved_mib", peak_reserved_mib()), num("loss_first", first_loss),
+          num("loss_last", last_loss)});
+    g_summary.push_back(
+        label + " " + opt_name + " " + prec +
+        fmt(" B=%.0f: %.2f ms/step, %.0f tok/s, %.1f TFLOP/s", double(B), ms, tok_s, achieved) +
+        fmt(" (MFU %.1f%% of same-precision peak, %.1f%% of bf16), peak %.0f MiB", 100 * mfu,
+            100 * mfu_bf16, peak_allocated_mib()));
   } catch (const std::exception& e) {
     std::string what = e.what();
     what = what.substr(0, what.find('\n'));
@@ -334,7 +357,8 @@ void time_training(const std::string& label, const ModelConfig& cfg, const std::
 }
 
 void print_summary() {
-  std::printf("\n== loco_gpu_check summary (LibTorch %s, attention: %s) ==\n", TORCH_VERSION, kAttention);
+  std::printf("\n== loco_gpu_check summary (LibTorch %s, attention: %s) ==\n", TORCH_VERSION,
+              kAttention);
   for (const auto& line : g_summary) std::printf("%s\n", line.c_str());
 }
 
@@ -343,9 +367,10 @@ void print_summary() {
 int main() {
   set_tf32(false);
   const bool have_cuda = torch::cuda::is_available();
-  emit("env", {str("torch", TORCH_VERSION), num("torch_major", TORCH_VERSION_MAJOR),
-               str("attention", kAttention), num("cuda_devices", double(torch::cuda::device_count())),
-               num("cuda_allocator_stats", LOCO_WITH_CUDA + 0.0)});
+  emit("env",
+       {str("torch", TORCH_VERSION), num("torch_major", TORCH_VERSION_MAJOR),
+        str("attention", kAttention), num("cuda_devices", double(torch::cuda::device_count())),
+        num("cuda_allocator_stats", LOCO_WITH_CUDA + 0.0)});
   try {
     check_attention(torch::Device(torch::kCPU), torch::kFloat32);
     compare_cpu_cuda(have_cuda);
@@ -366,14 +391,15 @@ int main() {
   peaks.fp32 = matmul_tflops(torch::kFloat32, false);
   peaks.tf32 = matmul_tflops(torch::kFloat32, true);
   peaks.bf16 = matmul_tflops(torch::kBFloat16, false);
-  emit("matmul_peak", {num("n", 8192), num("fp32_tflops", peaks.fp32), num("tf32_tflops", peaks.tf32),
-                       num("bf16_tflops", peaks.bf16)});
+  emit("matmul_peak", {num("n", 8192), num("fp32_tflops", peaks.fp32),
+                       num("tf32_tflops", peaks.tf32), num("bf16_tflops", peaks.bf16)});
   g_summary.push_back(fmt("matmul 8192^3: fp32 %.1f, tf32 %.1f, bf16 %.1f TFLOP/s", peaks.fp32,
                           peaks.tf32, peaks.bf16));
 
   const auto tiny = tiny_config(), d20 = d20_config();
   for (const char* opt : {"adamw", "muon"})
-    for (int64_t B : {8, 32}) time_training("tiny", tiny, opt, B, torch::kFloat32, false, 5, 30, peaks);
+    for (int64_t B : {8, 32})
+      time_training("tiny", tiny, opt, B, torch::kFloat32, false, 5, 30, peaks);
   time_training("d20", d20, "muon", 8, torch::kFloat32, false, 2, 4, peaks);
   time_training("d20", d20, "muon", 8, torch::kFloat32, true, 2, 4, peaks);
   time_training("d20", d20, "muon", 8, torch::kBFloat16, false, 2, 4, peaks);

@@ -79,12 +79,15 @@ TEST(Config, OverridesApplyAfterTheFile) {
 TEST(Config, ValidationNamesTheProblem) {
   Config c;
   c.model.n_embd = 100, c.model.n_head = 3;
-  EXPECT_NE(error_of([&] { validate(c); }).find("model.n_embd (100) must be divisible by model.n_head (3)"),
+  EXPECT_NE(error_of([&] {
+              validate(c);
+            }).find("model.n_embd (100) must be divisible by model.n_head (3)"),
             std::string::npos);
   c = Config();
   c.train.optimizer.name = "sgd";
-  EXPECT_NE(error_of([&] { validate(c); }).find("train.optimizer.name: 'sgd' is not one of adamw | muon"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { validate(c); }).find("train.optimizer.name: 'sgd' is not one of adamw | muon"),
+      std::string::npos);
   c = Config();
   c.train.device = "tpu";
   EXPECT_NE(error_of([&] { validate(c); }).find("train.device"), std::string::npos);

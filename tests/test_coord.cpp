@@ -137,8 +137,9 @@ TEST(CoordinatorCore, RefusesBadUpdatesWithoutTouchingTheRound) {
   const uint32_t nan_bits = 0x7fc00000u;  // the codec refuses to encode NaN: poison the wire
   std::memcpy(&poisoned.tensors[3].encoded.payload.back() - 3, &nan_bits, 4);
   EXPECT_EQ(refusal([&] { core.push(poisoned, 1); }), CoordError::kInvalidArgument);
-  EXPECT_EQ(refusal([&] { core.check_header(constant_update(core, w.worker_id, 0, 10, 0.f), 2u << 20); }),
-            CoordError::kResourceExhausted);
+  EXPECT_EQ(
+      refusal([&] { core.check_header(constant_update(core, w.worker_id, 0, 10, 0.f), 2u << 20); }),
+      CoordError::kResourceExhausted);
   EXPECT_EQ(core.round(), 0);
 
   core.push(constant_update(core, w.worker_id, 0, 10, 0.25f), 1);  // a good one closes it
@@ -183,7 +184,8 @@ TEST(CoordinatorService, RealServerRefusesBadPushesAndKeepsServing) {
     }
     return std::string("(accepted)");
   };
-  EXPECT_NE(message_of([&] { client.push(update(3)); }).find("FAILED_PRECONDITION"), std::string::npos);
+  EXPECT_NE(message_of([&] { client.push(update(3)); }).find("FAILED_PRECONDITION"),
+            std::string::npos);
   auto bad = update(0);
   bad.tensors[0].encoded.shape = {7};
   EXPECT_NE(message_of([&] { client.push(bad); }).find("INVALID_ARGUMENT"), std::string::npos);
@@ -213,14 +215,16 @@ TEST(Diloco, ThreeRealWorkersTrainOneModel) {
 
   auto global = read_metrics(dir + "/run/coordinator/metrics.jsonl");
   ASSERT_EQ(global.size(), 4u);  // 16 steps / H = 4
-  EXPECT_LT(global.back().at("val_loss").get<double>(), global.front().at("val_loss").get<double>());
+  EXPECT_LT(global.back().at("val_loss").get<double>(),
+            global.front().at("val_loss").get<double>());
   EXPECT_LT(global.back().at("val_loss").get<double>(), std::log(512.0) - 0.1);
   for (const auto& g : global) EXPECT_EQ(g.at("workers").get<int>(), 3);
 
   // After every sync all three workers hold exactly the same parameters.
   std::map<int64_t, std::set<uint64_t>> checksums;
   for (int k = 0; k < 3; ++k)
-    for (const auto& rec : read_metrics(dir + "/run/worker-" + std::to_string(k) + "/metrics.jsonl"))
+    for (const auto& rec :
+         read_metrics(dir + "/run/worker-" + std::to_string(k) + "/metrics.jsonl"))
       if (rec.contains("param_checksum"))
         checksums[rec.at("round").get<int64_t>()].insert(rec.at("param_checksum").get<uint64_t>());
   ASSERT_EQ(checksums.size(), 4u);

@@ -77,7 +77,9 @@ std::vector<int32_t> random_tokens(size_t n, int32_t vocab, unsigned seed) {
 }
 
 // The stream 0, 1, 2, ...: a window's first input token is its start position.
-torch::Tensor counting_stream(int64_t n) { return torch::arange(n, torch::kInt32); }
+torch::Tensor counting_stream(int64_t n) {
+  return torch::arange(n, torch::kInt32);
+}
 
 std::vector<int64_t> window_starts(const Batch& batch) {
   auto first = batch.input.select(1, 0).contiguous();
@@ -137,8 +139,11 @@ TEST(Shard, TokenWidthFollowsVocabSize) {
   EXPECT_EQ(loco::read_shard_info(wide).token_bytes, 4u);
   EXPECT_EQ(loco::read_shard(narrow), (std::vector<int32_t>{0, 65535, 7}));
   EXPECT_EQ(loco::read_shard(wide), (std::vector<int32_t>{0, 65536, 7}));
-  expect_error<loco::ShardError>([&] { loco::write_shard(narrow, {0, 300}, 300); },
-                                 {narrow, "token 300", "vocabulary"});
+  expect_error<loco::ShardError>(
+      [&] {
+        loco::write_shard(narrow, {0, 300}, 300);
+      },
+      {narrow, "token 300", "vocabulary"});
 }
 
 TEST(Shard, RefusesTruncatedFile) {
@@ -306,9 +311,12 @@ TEST(ReadDocuments, PlainTextSkipsBlankLines) {
 TEST(ReadDocuments, Jsonl) {
   fs::path dir = make_temp_dir();
   std::string good = (dir / "good.jsonl").string();
-  write_file(good, R"({"text": "one\ntwo", "id": 1})" "\n\n"
-                   R"({"text": "three"})" "\r\n"
-                   R"({"text": " "})" "\n");
+  write_file(good, R"({"text": "one\ntwo", "id": 1})"
+                   "\n\n"
+                   R"({"text": "three"})"
+                   "\r\n"
+                   R"({"text": " "})"
+                   "\n");
   EXPECT_EQ(loco::read_documents({good}), (std::vector<std::string>{"one\ntwo", "three"}));
 
   std::string bad = (dir / "bad.jsonl").string();

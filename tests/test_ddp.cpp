@@ -369,7 +369,8 @@ TEST_F(DdpTest, BadEnvironmentGetsOneLineErrorAndNonZeroExit) {
   std::string train =
       std::string(LOCO_BINARY) + " train --config " + write_config(dir, "ddp", 2, 2);
   BoundPort busy(true);
-  std::string port = std::to_string(loco::testing::free_port()), busy_port = std::to_string(busy.port);
+  std::string port = std::to_string(loco::testing::free_port()),
+              busy_port = std::to_string(busy.port);
   struct Case {
     Env env;
     std::string expected;

@@ -68,16 +68,21 @@ void golden_check(const ModelConfig& m, const std::string& tag) {
   std::string path = loco::testing::temp_dir(tag) + "/golden.pt";
   save_dump(path, dump);
 
-  auto result = run_python("tests/golden/reference_gpt.py check " + path + " --rtol 1e-4 --atol 2e-6");
+  auto result =
+      run_python("tests/golden/reference_gpt.py check " + path + " --rtol 1e-4 --atol 2e-6");
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("golden: PASS"), std::string::npos) << result.output;
 }
 
 }  // namespace
 
-TEST(Model, GoldenLossAndGradientsMatchPyTorchReference) { golden_check(small_config(), "cap"); }
+TEST(Model, GoldenLossAndGradientsMatchPyTorchReference) {
+  golden_check(small_config(), "cap");
+}
 
-TEST(Model, GoldenWithoutSoftcap) { golden_check(small_config(0.0), "nocap"); }
+TEST(Model, GoldenWithoutSoftcap) {
+  golden_check(small_config(0.0), "nocap");
+}
 
 TEST(Model, GoldenCheckDetectsAWrongGradient) {
   // The comparison itself must be able to fail: a dump with one gradient off is refused.
@@ -93,8 +98,10 @@ TEST(Model, GoldenCheckDetectsAWrongGradient) {
   }
   grads["blocks.1.mlp.c_fc.weight"] += 1e-3;
   auto config = make_dict();
-  for (auto [k, v] : std::map<std::string, int64_t>{{"n_layer", m.n_layer}, {"n_head", m.n_head},
-                                                    {"n_embd", m.n_embd}, {"seq_len", m.seq_len},
+  for (auto [k, v] : std::map<std::string, int64_t>{{"n_layer", m.n_layer},
+                                                    {"n_head", m.n_head},
+                                                    {"n_embd", m.n_embd},
+                                                    {"seq_len", m.seq_len},
                                                     {"vocab_size", m.vocab_size}})
     config.insert(k, v);
   config.insert("softcap", m.softcap);

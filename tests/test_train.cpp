@@ -37,7 +37,8 @@ std::vector<double> losses(const std::string& metrics_path) {
 
 int error_lines(const std::string& output) {
   int n = 0;
-  for (size_t p = output.find("error:"); p != std::string::npos; p = output.find("error:", p + 1)) ++n;
+  for (size_t p = output.find("error:"); p != std::string::npos; p = output.find("error:", p + 1))
+    ++n;
   return n;
 }
 
@@ -50,7 +51,8 @@ TEST_P(ResumeTest, InterruptedRunResumesExactly) {
   std::string optimizer = " --set train.optimizer.name=" + GetParam();
   std::string config = write_config(dir);
 
-  auto whole = run_loco("train --config " + config + optimizer + " --set run.dir=" + dir + "/whole");
+  auto whole =
+      run_loco("train --config " + config + optimizer + " --set run.dir=" + dir + "/whole");
   ASSERT_EQ(whole.exit_code, 0) << whole.output;
 
   // The same run, stopped by a non-finite loss at step 6, then resumed from step 4.
@@ -90,7 +92,8 @@ TEST_F(TrainTest, RunDirectoryHoldsConfigMetricsAndCheckpoints) {
   auto records = loco::read_metrics(dir + "/run/metrics.jsonl");
   ASSERT_EQ(records.size(), 8u);
   for (const auto& rec : records)
-    for (const char* key : {"step", "tokens", "loss", "lr", "wall_s"}) EXPECT_TRUE(rec.contains(key)) << key;
+    for (const char* key : {"step", "tokens", "loss", "lr", "wall_s"})
+      EXPECT_TRUE(rec.contains(key)) << key;
   EXPECT_TRUE(records[3].contains("val_loss"));
   EXPECT_TRUE(records[7].contains("val_bpb"));
   EXPECT_FALSE(records[4].contains("val_loss"));
@@ -139,7 +142,8 @@ TEST_F(TrainTest, BadInputGetsOneLineErrorAndNonZeroExit) {
   std::vector<Case> cases = {
       {"--set model.n_layers=3", "did you mean 'model.n_layer'"},
       {"--set train.max_steps=many", "train.max_steps: expected int, got 'many'"},
-      {"--set data.train=/nonexistent/train.bin", "data.train: /nonexistent/train.bin: no such file"},
+      {"--set data.train=/nonexistent/train.bin",
+       "data.train: /nonexistent/train.bin: no such file"},
       {"--set data.tokenizer=/nonexistent/tok.model", "data.tokenizer: /nonexistent/tok.model"},
       {"--set model.vocab_size=1024", "vocabulary of 512 but model.vocab_size is 1024"},
       {"--set model.seq_len=100000", "model.seq_len 100000 is longer than data.train"},

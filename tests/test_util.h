@@ -22,7 +22,9 @@ namespace loco::testing {
 // A fresh, empty directory under the system temp dir, named after the running test.
 inline std::string temp_dir(const std::string& tag = "") {
   auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string name = std::string("loco_") + (info ? info->test_suite_name() + std::string("_") + info->name() : "suite") + tag;
+  std::string name = std::string("loco_") +
+                     (info ? info->test_suite_name() + std::string("_") + info->name() : "suite") +
+                     tag;
   auto dir = std::filesystem::temp_directory_path() / name;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
@@ -40,7 +42,8 @@ inline CommandResult run_command(const std::string& command) {
   FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
   if (!pipe) return result;
   std::array<char, 4096> buf{};
-  while (size_t n = std::fread(buf.data(), 1, buf.size(), pipe)) result.output.append(buf.data(), n);
+  while (size_t n = std::fread(buf.data(), 1, buf.size(), pipe))
+    result.output.append(buf.data(), n);
   int status = ::pclose(pipe);
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
@@ -92,9 +95,8 @@ inline const std::string& prepared_sample() {
 // YAML for a small, fast model over prepared_sample(), writing into `run_dir`.
 inline std::string small_run_yaml(const std::string& run_dir) {
   const std::string& d = prepared_sample();
-  return "run: {name: test, dir: " + run_dir + ", seed: 3}\n" +
-         "data: {train: " + d + "/train.bin, val: " + d + "/val.bin, tokenizer: " + d +
-         "/tokenizer.model}\n" +
+  return "run: {name: test, dir: " + run_dir + ", seed: 3}\n" + "data: {train: " + d +
+         "/train.bin, val: " + d + "/val.bin, tokenizer: " + d + "/tokenizer.model}\n" +
          "model: {n_layer: 2, n_head: 2, n_embd: 64, seq_len: 32, vocab_size: 512}\n" +
          "train: {batch_size: 4, max_steps: 8, eval_every: 4, eval_batches: 2,\n" +
          "        checkpoint_every: 4, log_every: 2, threads: 1,\n" +
@@ -102,6 +104,8 @@ inline std::string small_run_yaml(const std::string& run_dir) {
 }
 
 // A TCP port on loopback that is free right now.
-inline int free_port() { return loco::free_port(); }
+inline int free_port() {
+  return loco::free_port();
+}
 
 }  // namespace loco::testing

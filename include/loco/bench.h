@@ -11,7 +11,7 @@ namespace loco {
 struct BenchResult {
   double tokens_per_s = 0;
   double ms_per_step = 0;
-  double peak_mem_mb = 0;       // peak resident set (CPU) or peak allocated (CUDA)
+  double peak_mem_mb = 0;  // peak resident set (CPU) or peak allocated (CUDA)
   double flops_per_token = 0;
   double achieved_gflops = 0;
   double matmul_peak_gflops = 0;  // best of square fp32 matmuls on the same device

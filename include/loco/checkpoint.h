@@ -23,11 +23,11 @@ struct CheckpointError : std::runtime_error {
 };
 
 struct Checkpoint {
-  int64_t step = 0;               // optimizer steps completed
-  int64_t tokens = 0;             // training tokens consumed
-  double wall_s = 0;              // training wall-clock so far
-  std::string config_yaml;        // the resolved config of the run
-  LoaderCursor cursor;            // where the training stream continues
+  int64_t step = 0;                              // optimizer steps completed
+  int64_t tokens = 0;                            // training tokens consumed
+  double wall_s = 0;                             // training wall-clock so far
+  std::string config_yaml;                       // the resolved config of the run
+  LoaderCursor cursor;                           // where the training stream continues
   std::map<std::string, torch::Tensor> tensors;  // "params", "rng", optimizer state, ...
 };
 

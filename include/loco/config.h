@@ -19,9 +19,9 @@ struct ConfigError : std::runtime_error {
 };
 
 struct RunConfig {
-  std::string name = "tiny";       // label used in logs and comparisons
-  std::string dir = "runs/tiny";   // where config.yaml, metrics.jsonl, checkpoints/ go
-  int64_t seed = 1337;             // seeds model init and data order
+  std::string name = "tiny";      // label used in logs and comparisons
+  std::string dir = "runs/tiny";  // where config.yaml, metrics.jsonl, checkpoints/ go
+  int64_t seed = 1337;            // seeds model init and data order
 };
 
 struct DataConfig {
@@ -45,13 +45,13 @@ struct OptimizerConfig {
   double beta1 = 0.9;
   double beta2 = 0.95;
   double eps = 1e-8;
-  double weight_decay = 0.1;   // decoupled, applied by AdamW
-  double grad_clip = 1.0;      // global L2 norm; 0 disables
-  double matrix_lr = 0.02;     // Muon learning rate for the 2-D block matrices
-  double momentum = 0.95;      // Muon momentum (Nesterov)
-  int64_t ns_steps = 5;        // Newton-Schulz iterations
-  double embedding_lr = 0.2;   // AdamW lr for the token embedding under Muon
-  double head_lr = 0.004;      // AdamW lr for the output head under Muon
+  double weight_decay = 0.1;  // decoupled, applied by AdamW
+  double grad_clip = 1.0;     // global L2 norm; 0 disables
+  double matrix_lr = 0.02;    // Muon learning rate for the 2-D block matrices
+  double momentum = 0.95;     // Muon momentum (Nesterov)
+  int64_t ns_steps = 5;       // Newton-Schulz iterations
+  double embedding_lr = 0.2;  // AdamW lr for the token embedding under Muon
+  double head_lr = 0.004;     // AdamW lr for the output head under Muon
 };
 
 struct ScheduleConfig {
@@ -62,16 +62,16 @@ struct ScheduleConfig {
 };
 
 struct TrainConfig {
-  std::string device = "cpu";    // cpu | cuda | cuda:N
-  int64_t threads = 1;           // intra-op threads (0: LibTorch's default)
-  int64_t batch_size = 8;        // sequences per micro-batch
-  int64_t grad_accum = 1;        // micro-batches per optimizer step
-  int64_t max_steps = 600;       // optimizer steps
-  int64_t eval_every = 100;      // steps between evaluations (0: only at the end)
-  int64_t eval_batches = 8;      // validation batches per evaluation
+  std::string device = "cpu";      // cpu | cuda | cuda:N
+  int64_t threads = 1;             // intra-op threads (0: LibTorch's default)
+  int64_t batch_size = 8;          // sequences per micro-batch
+  int64_t grad_accum = 1;          // micro-batches per optimizer step
+  int64_t max_steps = 600;         // optimizer steps
+  int64_t eval_every = 100;        // steps between evaluations (0: only at the end)
+  int64_t eval_batches = 8;        // validation batches per evaluation
   int64_t checkpoint_every = 200;  // steps between checkpoints (0: only at the end)
-  int64_t keep_checkpoints = 2;  // newest checkpoints kept on disk
-  int64_t log_every = 10;        // steps between progress lines
+  int64_t keep_checkpoints = 2;    // newest checkpoints kept on disk
+  int64_t log_every = 10;          // steps between progress lines
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
 };
@@ -107,9 +107,9 @@ struct SyncConfig {
   std::string mode = "single";  // single (this issue); ddp | diloco | demo come with later work
   int64_t workers = 1;
   int64_t inner_steps = 50;
-  double bucket_mb = 25.0;      // ddp: gradient all-reduce bucket size in MiB (> 0)
-  double timeout_s = 60.0;      // ddp: rendezvous and collective timeout; a dead rank fails the
-                                // others after this long (must exceed rank 0's eval/checkpoint)
+  double bucket_mb = 25.0;  // ddp: gradient all-reduce bucket size in MiB (> 0)
+  double timeout_s = 60.0;  // ddp: rendezvous and collective timeout; a dead rank fails the
+                            // others after this long (must exceed rank 0's eval/checkpoint)
   OuterConfig outer;
   CodecConfig codec;
   CoordinatorConfig coordinator;

@@ -45,8 +45,8 @@ class DataLoader {
 
   torch::Tensor tokens_;
   int64_t batch_size_, seq_len_, seed_, rank_, world_size_;
-  int64_t n_windows_ = 0;   // windows this worker sees per epoch
-  torch::Tensor order_;     // this worker's window indices for the current epoch
+  int64_t n_windows_ = 0;  // windows this worker sees per epoch
+  torch::Tensor order_;    // this worker's window indices for the current epoch
   int64_t order_epoch_ = -1;
   LoaderCursor cursor_;
 };

@@ -18,7 +18,7 @@ struct PrepareOptions {
   std::vector<std::string> inputs;
   std::string out_dir;
   int vocab_size = 4096;
-  int val_permille = 10;        // 1% of documents go to val (at least one document)
+  int val_permille = 10;            // 1% of documents go to val (at least one document)
   int64_t max_sentences = 2000000;  // tokenizer training sample cap
   int num_threads = 2;
 };

@@ -9,7 +9,7 @@ namespace loco {
 
 struct SampleOptions {
   std::string checkpoint;
-  std::string tokenizer;   // empty: the data.tokenizer of the checkpoint's config
+  std::string tokenizer;  // empty: the data.tokenizer of the checkpoint's config
   std::string prompt;
   int64_t max_tokens = 64;
   double temperature = 0.8;  // 0: greedy

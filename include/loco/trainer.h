@@ -27,9 +27,9 @@ struct TrainingError : std::runtime_error {
 };
 
 struct StepStats {
-  int64_t step = 0;     // steps completed after this one
-  double loss = 0;      // mean training loss of the step's micro-batches
-  double lr = 0;        // AdamW peak lr times the schedule multiplier
+  int64_t step = 0;  // steps completed after this one
+  double loss = 0;   // mean training loss of the step's micro-batches
+  double lr = 0;     // AdamW peak lr times the schedule multiplier
   double grad_norm = 0;
   double seconds = 0;
 };

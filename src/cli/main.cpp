@@ -81,17 +81,20 @@ int run_bench(const std::string& config_path, const std::vector<std::string>& ov
                           {"steps", steps}};
     std::cout << out.dump() << "\n";
   } else {
-    std::printf("params         %.2fM\ntokens/s       %.0f\nms/step        %.1f\n"
-                "peak memory    %.0f MB\nachieved       %.1f GFLOP/s\nmatmul peak    %.1f "
-                "GFLOP/s\nMFU            %.1f%%\n",
-                r.params / 1e6, r.tokens_per_s, r.ms_per_step, r.peak_mem_mb, r.achieved_gflops,
-                r.matmul_peak_gflops, 100.0 * r.mfu);
+    std::printf(
+        "params         %.2fM\ntokens/s       %.0f\nms/step        %.1f\n"
+        "peak memory    %.0f MB\nachieved       %.1f GFLOP/s\nmatmul peak    %.1f "
+        "GFLOP/s\nMFU            %.1f%%\n",
+        r.params / 1e6, r.tokens_per_s, r.ms_per_step, r.peak_mem_mb, r.achieved_gflops,
+        r.matmul_peak_gflops, 100.0 * r.mfu);
   }
   return 0;
 }
 
 std::atomic<bool> g_stop{false};
-void request_stop(int) { g_stop = true; }
+void request_stop(int) {
+  g_stop = true;
+}
 
 int run_coordinator_cmd(const std::string& config_path, const std::vector<std::string>& overrides,
                         bool resume) {
@@ -122,8 +125,8 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
                         loco::make_diloco_sync(config, client, join));
   auto s = trainer.run();
   std::cout << "done: worker " << join.worker_id << ", " << s.steps << " steps, " << s.tokens
-            << " tokens; final val loss " << s.final_eval.loss << "\nmetrics:    "
-            << s.metrics_path << "\n";
+            << " tokens; final val loss " << s.final_eval.loss << "\nmetrics:    " << s.metrics_path
+            << "\n";
   return 0;
 }
 
@@ -148,11 +151,18 @@ int main(int argc, char** argv) {
   data->require_subcommand(1);
   loco::PrepareOptions prep;
   auto* prepare = data->add_subcommand("prepare", "text/JSONL/JSON -> tokenizer + token shards");
-  prepare->add_option("--input", prep.inputs, "input files or directories")->required()->check(CLI::ExistingPath);
+  prepare->add_option("--input", prep.inputs, "input files or directories")
+      ->required()
+      ->check(CLI::ExistingPath);
   prepare->add_option("--out", prep.out_dir, "output directory")->required();
-  prepare->add_option("--vocab-size", prep.vocab_size, "tokenizer vocabulary size")->capture_default_str();
-  prepare->add_option("--val-permille", prep.val_permille, "documents per 1000 held out for validation")->capture_default_str();
-  prepare->add_option("--threads", prep.num_threads, "tokenizer training threads")->capture_default_str();
+  prepare->add_option("--vocab-size", prep.vocab_size, "tokenizer vocabulary size")
+      ->capture_default_str();
+  prepare
+      ->add_option("--val-permille", prep.val_permille,
+                   "documents per 1000 held out for validation")
+      ->capture_default_str();
+  prepare->add_option("--threads", prep.num_threads, "tokenizer training threads")
+      ->capture_default_str();
 
   std::string config_path;
   std::vector<std::string> overrides;
@@ -164,7 +174,9 @@ int main(int argc, char** argv) {
 
   loco::SampleOptions sample_opts;
   auto* sample = app.add_subcommand("sample", "continue a prompt with a checkpoint");
-  sample->add_option("--checkpoint", sample_opts.checkpoint, "checkpoint file")->required()->check(CLI::ExistingFile);
+  sample->add_option("--checkpoint", sample_opts.checkpoint, "checkpoint file")
+      ->required()
+      ->check(CLI::ExistingFile);
   sample->add_option("--prompt", sample_opts.prompt, "text to continue")->required();
   sample->add_option("--tokenizer", sample_opts.tokenizer, "tokenizer model (default: the run's)");
   sample->add_option("--max-tokens", sample_opts.max_tokens)->capture_default_str();
@@ -178,14 +190,18 @@ int main(int argc, char** argv) {
   int64_t bench_steps = 10, bench_warmup = 2;
   bool bench_json = false;
   auto* bench_train = bench->add_subcommand("train", "training throughput and MFU");
-  bench_train->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  bench_train->add_option("--config", config_path, "YAML config")
+      ->required()
+      ->check(CLI::ExistingFile);
   bench_train->add_option("--set", overrides, "override: key.path=value (repeatable)");
   bench_train->add_option("--steps", bench_steps, "timed steps")->capture_default_str();
   bench_train->add_option("--warmup", bench_warmup, "untimed steps first")->capture_default_str();
   bench_train->add_flag("--json", bench_json, "print one JSON line");
 
   auto* coordinator = app.add_subcommand("coordinator", "serve a DiLoCo run's coordinator (gRPC)");
-  coordinator->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  coordinator->add_option("--config", config_path, "YAML config")
+      ->required()
+      ->check(CLI::ExistingFile);
   coordinator->add_option("--set", overrides, "override: key.path=value (repeatable)");
   coordinator->add_flag("--resume", resume, "continue from the newest coordinator checkpoint");
 
@@ -193,11 +209,14 @@ int main(int argc, char** argv) {
   auto* worker = app.add_subcommand("worker", "train as one DiLoCo worker of a coordinator");
   worker->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
   worker->add_option("--set", overrides, "override: key.path=value (repeatable)");
-  worker->add_option("--coordinator", coordinator_address, "HOST:PORT (default: sync.coordinator.address)");
+  worker->add_option("--coordinator", coordinator_address,
+                     "HOST:PORT (default: sync.coordinator.address)");
 
   loco::LaunchOptions launch_opts;
   auto* launch = app.add_subcommand("launch", "run a whole experiment as local processes");
-  launch->add_option("--config", launch_opts.config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  launch->add_option("--config", launch_opts.config_path, "YAML config")
+      ->required()
+      ->check(CLI::ExistingFile);
   launch->add_option("--set", launch_opts.overrides, "override: key.path=value (repeatable)");
   launch->add_flag("--dry-run", launch_opts.dry_run, "print the per-process (per-host) commands");
 
@@ -212,7 +231,8 @@ int main(int argc, char** argv) {
     if (coordinator->parsed()) return run_coordinator_cmd(config_path, overrides, resume);
     if (worker->parsed()) return run_worker(config_path, overrides, coordinator_address);
     if (launch->parsed()) return loco::launch(launch_opts);
-    if (bench_train->parsed()) return run_bench(config_path, overrides, bench_steps, bench_warmup, bench_json);
+    if (bench_train->parsed())
+      return run_bench(config_path, overrides, bench_steps, bench_warmup, bench_json);
   } catch (const std::exception& e) {
     spdlog::error("error: {}", first_line(e));
     return 1;

@@ -48,9 +48,12 @@ Field make_field(double& v) {
 Field make_field(bool& v) {
   return {"bool",
           [&v](const std::string& s) {
-            if (s == "true" || s == "yes" || s == "on" || s == "1") v = true;
-            else if (s == "false" || s == "no" || s == "off" || s == "0") v = false;
-            else throw std::invalid_argument(s);
+            if (s == "true" || s == "yes" || s == "on" || s == "1")
+              v = true;
+            else if (s == "false" || s == "no" || s == "off" || s == "0")
+              v = false;
+            else
+              throw std::invalid_argument(s);
           },
           [&v] { return std::string(v ? "true" : "false"); }};
 }
@@ -196,8 +199,8 @@ void merge_node(std::map<std::string, Field>& table, const YAML::Node& node,
       continue;
     }
     if (!value.IsScalar())
-      throw ConfigError(origin + ": " + key + ": expected " + it->second.type +
-                        ", got a " + (value.IsMap() ? "mapping" : "list"));
+      throw ConfigError(origin + ": " + key + ": expected " + it->second.type + ", got a " +
+                        (value.IsMap() ? "mapping" : "list"));
     set_field(it->second, key, value.Scalar(), origin);
   }
 }
@@ -330,11 +333,14 @@ std::string to_yaml(const Config& config) {
     while (common < open.size() && common < section.size() && open[common] == section[common])
       ++common;
     for (size_t i = open.size(); i > common; --i) out << YAML::EndMap;
-    for (size_t i = common; i < section.size(); ++i) out << YAML::Key << section[i] << YAML::Value << YAML::BeginMap;
+    for (size_t i = common; i < section.size(); ++i)
+      out << YAML::Key << section[i] << YAML::Value << YAML::BeginMap;
     open = section;
     out << YAML::Key << parts.back() << YAML::Value;
-    if (field.type == "string") out << YAML::DoubleQuoted << field.get();
-    else out << field.get();
+    if (field.type == "string")
+      out << YAML::DoubleQuoted << field.get();
+    else
+      out << field.get();
   }
   for (size_t i = 0; i < open.size(); ++i) out << YAML::EndMap;
   out << YAML::EndMap;

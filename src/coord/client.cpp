@@ -16,14 +16,22 @@ namespace {
 
 const char* code_name(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "ERROR";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "ERROR";
   }
 }
 
@@ -175,7 +183,8 @@ PullResult CoordinatorClient::pull(int64_t round, const std::vector<TensorLayout
     TORCH_CHECK(d.tensor() < layout.size() &&
                     d.offset() + d.data().size() <= uint64_t(layout[d.tensor()].numel) * 4,
                 "coordinator sent a chunk outside tensor bounds");
-    std::memcpy(base + layout[d.tensor()].offset * 4 + d.offset(), d.data().data(), d.data().size());
+    std::memcpy(base + layout[d.tensor()].offset * 4 + d.offset(), d.data().data(),
+                d.data().size());
     received += d.data().size();
   }
   grpc::Status s = reader->Finish();

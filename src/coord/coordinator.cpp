@@ -70,15 +70,16 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
     spdlog::info("coordinator: resumed from {} at round {}", found.back(), round_);
   }
   std::ofstream(fs::path(config_.run.dir) / "config.yaml") << to_yaml(config_);
-  metrics_ = std::make_unique<MetricsWriter>(
-      (fs::path(config_.run.dir) / "metrics.jsonl").string(), keep_metrics);
+  metrics_ = std::make_unique<MetricsWriter>((fs::path(config_.run.dir) / "metrics.jsonl").string(),
+                                             keep_metrics);
   for (int32_t s = int32_t(sync.workers) - 1; s >= 0; --s) free_shards_.push_back(s);
   start_time_ = now_s();
   round_started_ = start_time_;
-  spdlog::info("coordinator: {} parameters in {} tensors, {} rounds of {} inner steps, "
-               "outer lr {} momentum {}, codec {}",
-               theta_.numel(), layout_.size(), total_rounds_, sync.inner_steps, sync.outer.lr,
-               sync.outer.momentum, sync.codec.type);
+  spdlog::info(
+      "coordinator: {} parameters in {} tensors, {} rounds of {} inner steps, "
+      "outer lr {} momentum {}, codec {}",
+      theta_.numel(), layout_.size(), total_rounds_, sync.inner_steps, sync.outer.lr,
+      sync.outer.momentum, sync.codec.type);
 }
 
 CoordinatorCore::~CoordinatorCore() = default;
@@ -94,9 +95,10 @@ CoordinatorCore::Member& CoordinatorCore::member_locked(const std::string& worke
 JoinInfo CoordinatorCore::join(const std::string& name, int64_t num_params) {
   std::lock_guard<std::mutex> lock(mu_);
   if (num_params != theta_.numel())
-    throw CoordError(CoordError::kInvalidArgument,
-                     "model has " + std::to_string(num_params) + " parameters, the coordinator's has " +
-                         std::to_string(theta_.numel()) + " (model config differs)");
+    throw CoordError(CoordError::kInvalidArgument, "model has " + std::to_string(num_params) +
+                                                       " parameters, the coordinator's has " +
+                                                       std::to_string(theta_.numel()) +
+                                                       " (model config differs)");
   if (free_shards_.empty())
     throw CoordError(CoordError::kResourceExhausted,
                      "all " + std::to_string(config_.sync.workers) + " worker slots are taken");
@@ -140,11 +142,13 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
     throw CoordError(CoordError::kNotFound, "unknown worker '" + u.worker_id + "' (join first)");
   if (u.round != round_)
     throw CoordError(CoordError::kFailedPrecondition,
-                     "update for round " + std::to_string(u.round) + " but the coordinator is at round " +
-                         std::to_string(round_) + (u.round < round_ ? " (stale)" : " (future)"));
+                     "update for round " + std::to_string(u.round) +
+                         " but the coordinator is at round " + std::to_string(round_) +
+                         (u.round < round_ ? " (stale)" : " (future)"));
   if (members_.at(u.worker_id).info.reported)
-    throw CoordError(CoordError::kFailedPrecondition,
-                     "worker '" + u.worker_id + "' already pushed round " + std::to_string(u.round));
+    throw CoordError(
+        CoordError::kFailedPrecondition,
+        "worker '" + u.worker_id + "' already pushed round " + std::to_string(u.round));
   if (u.tensors.size() != layout_.size())
     throw CoordError(CoordError::kInvalidArgument,
                      "update has " + std::to_string(u.tensors.size()) + " tensors, the model has " +
@@ -153,12 +157,12 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
     const auto& t = u.tensors[i];
     const auto& l = layout_[i];
     if (t.name != l.name)
-      throw CoordError(CoordError::kInvalidArgument,
-                       "tensor " + std::to_string(i) + " is '" + t.name + "', expected '" + l.name + "'");
+      throw CoordError(CoordError::kInvalidArgument, "tensor " + std::to_string(i) + " is '" +
+                                                         t.name + "', expected '" + l.name + "'");
     if (t.encoded.shape != l.shape)
       throw CoordError(CoordError::kInvalidArgument, "tensor '" + t.name + "' has shape " +
-                                                         shape_str(t.encoded.shape) + ", expected " +
-                                                         shape_str(l.shape));
+                                                         shape_str(t.encoded.shape) +
+                                                         ", expected " + shape_str(l.shape));
     if (t.dtype != "float32")
       throw CoordError(CoordError::kInvalidArgument,
                        "tensor '" + t.name + "' has dtype '" + t.dtype + "', expected float32");
@@ -226,11 +230,12 @@ void CoordinatorCore::close_round_locked(std::unique_lock<std::mutex>& lock) {
   int64_t closed = round_++;
   round_started_ = now_s();
   auto snapshot = theta_.clone();
-  bool checkpoint = round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_;
+  bool checkpoint =
+      round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_;
   round_closed_.notify_all();
   lock.unlock();
-  spdlog::info("coordinator: round {}/{} closed with {} workers, {} tokens, loss {:.4f}", closed + 1,
-               total_rounds_, workers, tokens, loss);
+  spdlog::info("coordinator: round {}/{} closed with {} workers, {} tokens, loss {:.4f}",
+               closed + 1, total_rounds_, workers, tokens, loss);
   {
     std::lock_guard<std::mutex> eval_lock(eval_mu_);
     evaluator_->flat->data().copy_(snapshot);
@@ -268,8 +273,8 @@ void CoordinatorCore::evaluate_and_log(int64_t round, double loss, int64_t token
 }
 
 std::pair<int64_t, torch::Tensor> CoordinatorCore::wait_state(const std::string& worker_id,
-                                                               int64_t round, double timeout_s,
-                                                               double* wait_s) {
+                                                              int64_t round, double timeout_s,
+                                                              double* wait_s) {
   double start = now_s();
   std::unique_lock<std::mutex> lock(mu_);
   member_locked(worker_id);

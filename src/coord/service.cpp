@@ -108,9 +108,9 @@ class Service final : public v1::Coordinator::Service {
           throw CoordError(CoordError::kInvalidArgument, "a second header in one push");
         const auto& d = chunk.data();
         if (d.tensor() >= update.tensors.size())
-          throw CoordError(CoordError::kInvalidArgument,
-                           "data chunk for tensor " + std::to_string(d.tensor()) + " of " +
-                               std::to_string(update.tensors.size()));
+          throw CoordError(CoordError::kInvalidArgument, "data chunk for tensor " +
+                                                             std::to_string(d.tensor()) + " of " +
+                                                             std::to_string(update.tensors.size()));
         auto& payload = update.tensors[d.tensor()].encoded.payload;
         if (d.offset() != payload.size() || payload.size() + d.data().size() > expected[d.tensor()])
           throw CoordError(CoordError::kInvalidArgument,
@@ -207,7 +207,8 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.sync.coordinator.address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.sync.coordinator.address, grpc::InsecureServerCredentials(),
+                           &port);
   builder.SetMaxReceiveMessageSize(int(4 * kChunkBytes));
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -224,8 +225,9 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   core.save_checkpoint();
   auto s = core.status();
-  spdlog::info("coordinator: done at round {}/{}; {} bytes up, {} bytes down; final val loss {:.4f}",
-               s.round, s.total_rounds, s.bytes_up, s.bytes_down, s.last_val_loss);
+  spdlog::info(
+      "coordinator: done at round {}/{}; {} bytes up, {} bytes down; final val loss {:.4f}",
+      s.round, s.total_rounds, s.bytes_up, s.bytes_down, s.last_val_loss);
   return 0;
 }
 

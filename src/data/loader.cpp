@@ -14,7 +14,9 @@ namespace loco {
 namespace {
 
 // Windows of seq_len + 1 tokens that fit in a stream of n tokens (window i starts at i * seq_len).
-int64_t count_windows(int64_t n, int64_t seq_len) { return n > seq_len ? (n - 1) / seq_len : 0; }
+int64_t count_windows(int64_t n, int64_t seq_len) {
+  return n > seq_len ? (n - 1) / seq_len : 0;
+}
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9e3779b97f4a7c15ULL);

@@ -35,7 +35,8 @@ char* copy_out(const std::string& s, size_t* len) {
 int piece_bytes(const std::string& piece) {
   static const std::string kSpace = "\xE2\x96\x81";
   int bytes = static_cast<int>(piece.size());
-  for (size_t i = piece.find(kSpace); i != std::string::npos; i = piece.find(kSpace, i + kSpace.size()))
+  for (size_t i = piece.find(kSpace); i != std::string::npos;
+       i = piece.find(kSpace, i + kSpace.size()))
     bytes -= 2;
   return bytes;
 }
@@ -55,7 +56,9 @@ LOCO_EXPORT void loco_spm_free(void* handle) {
   delete static_cast<sentencepiece::SentencePieceProcessor*>(handle);
 }
 
-LOCO_EXPORT void loco_spm_free_buffer(void* buffer) { std::free(buffer); }
+LOCO_EXPORT void loco_spm_free_buffer(void* buffer) {
+  std::free(buffer);
+}
 
 // Trains with the given flags (n key/value pairs) and a fixed sampling seed; returns the model
 // bytes in *model (free with loco_spm_free_buffer). 0 on success.
@@ -90,8 +93,8 @@ LOCO_EXPORT int loco_spm_encode(void* handle, const char* text, size_t len, int*
   return 0;
 }
 
-LOCO_EXPORT int loco_spm_decode(void* handle, const int* ids, size_t n, char** text,
-                                size_t* len, char* err, size_t err_len) {
+LOCO_EXPORT int loco_spm_decode(void* handle, const int* ids, size_t n, char** text, size_t* len,
+                                char* err, size_t err_len) {
   std::string out;
   auto status = static_cast<sentencepiece::SentencePieceProcessor*>(handle)->Decode(
       std::vector<int>(ids, ids + n), &out);

@@ -28,7 +28,8 @@ struct Api {
   void* (*load)(const char*, char*, size_t);
   void (*free_handle)(void*);
   void (*free_buffer)(void*);
-  int (*train)(const char* const*, const char* const*, int, unsigned, char**, size_t*, char*, size_t);
+  int (*train)(const char* const*, const char* const*, int, unsigned, char**, size_t*, char*,
+               size_t);
   int (*encode)(void*, const char*, size_t, int**, size_t*, char*, size_t);
   int (*decode)(void*, const int*, size_t, char**, size_t*, char*, size_t);
   int (*info)(void*, int);
@@ -173,13 +174,20 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return out;
 }
 
-int Tokenizer::vocab_size() const { return api().info(impl_->handle, 0); }
-int Tokenizer::bos_id() const { return api().info(impl_->handle, 1); }
-int Tokenizer::eos_id() const { return api().info(impl_->handle, 2); }
+int Tokenizer::vocab_size() const {
+  return api().info(impl_->handle, 0);
+}
+int Tokenizer::bos_id() const {
+  return api().info(impl_->handle, 1);
+}
+int Tokenizer::eos_id() const {
+  return api().info(impl_->handle, 2);
+}
 
 std::vector<int32_t> Tokenizer::token_bytes() const {
   std::vector<int32_t> bytes(size_t(vocab_size()), 0);
-  for (int id = 0; id < vocab_size(); ++id) bytes[size_t(id)] = api().token_bytes(impl_->handle, id);
+  for (int id = 0; id < vocab_size(); ++id)
+    bytes[size_t(id)] = api().token_bytes(impl_->handle, id);
   return bytes;
 }
 

@@ -27,16 +27,18 @@ namespace {
 
 struct Part {
   std::string label;
-  std::vector<std::string> args;                    // after the executable
+  std::vector<std::string> args;  // after the executable
   std::vector<std::pair<std::string, std::string>> env;
   pid_t pid = -1;
-  int fd = -1;                                      // read end of its stdout+stderr
-  std::string pending;                              // a partial line
-  int status = -1;                                  // exit code once it ended
+  int fd = -1;          // read end of its stdout+stderr
+  std::string pending;  // a partial line
+  int status = -1;      // exit code once it ended
 };
 
 volatile sig_atomic_t g_interrupted = 0;
-void on_signal(int) { g_interrupted = 1; }
+void on_signal(int) {
+  g_interrupted = 1;
+}
 
 std::string self_exe() {
   return fs::read_symlink("/proc/self/exe").string();
@@ -68,9 +70,13 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
     std::string port = std::to_string(free_port());
     for (int64_t k = 0; k < workers; ++k) {
       std::string r = std::to_string(k), w = std::to_string(workers);
-      parts.push_back({"r" + r, common_args("train", o),
-                       {{"RANK", r}, {"WORLD_SIZE", w}, {"LOCAL_RANK", r},
-                        {"LOCAL_WORLD_SIZE", w}, {"MASTER_ADDR", "127.0.0.1"},
+      parts.push_back({"r" + r,
+                       common_args("train", o),
+                       {{"RANK", r},
+                        {"WORLD_SIZE", w},
+                        {"LOCAL_RANK", r},
+                        {"LOCAL_WORLD_SIZE", w},
+                        {"MASTER_ADDR", "127.0.0.1"},
                         {"MASTER_PORT", port}}});
     }
   } else {
@@ -191,16 +197,20 @@ int launch(const LaunchOptions& o) {
     std::vector<pollfd> fds;
     for (auto& p : parts)
       if (p.fd >= 0) fds.push_back({p.fd, POLLIN, 0});
-    if (!fds.empty()) ::poll(fds.data(), fds.size(), 200);
-    else ::usleep(200000);
+    if (!fds.empty())
+      ::poll(fds.data(), fds.size(), 200);
+    else
+      ::usleep(200000);
     for (auto& p : parts) {
       if (p.fd < 0) continue;
       pollfd probe{p.fd, POLLIN, 0};
       if (::poll(&probe, 1, 0) > 0) {
         char buf[8192];
         ssize_t n = ::read(p.fd, buf, sizeof(buf));
-        if (n > 0) print_lines(p, buf, size_t(n), false);
-        else ::close(p.fd), p.fd = -1, print_lines(p, "", 0, true);
+        if (n > 0)
+          print_lines(p, buf, size_t(n), false);
+        else
+          ::close(p.fd), p.fd = -1, print_lines(p, "", 0, true);
       }
     }
     for (auto& p : parts) {
@@ -232,7 +242,9 @@ int launch(const LaunchOptions& o) {
     spdlog::info("launch: {} exited with status {}", p.label, p.status);
   }
   if (g_interrupted) return 130;
-  if (worst) spdlog::error("launch: failed: {}", first_failure.empty() ? "a part was stopped" : first_failure);
+  if (worst)
+    spdlog::error("launch: failed: {}",
+                  first_failure.empty() ? "a part was stopped" : first_failure);
   return worst;
 }
 

@@ -95,15 +95,19 @@ GPTImpl::GPTImpl(const ModelConfig& config) : config_(config) {
   wte = register_module("wte", torch::nn::Embedding(config.vocab_size, config.n_embd));
   lm_head = register_module("lm_head", linear(config.n_embd, config.vocab_size));
   blocks = register_module("blocks", torch::nn::ModuleList());
-  for (int64_t i = 0; i < config.n_layer; ++i) blocks->push_back(Block(config.n_embd, config.n_head));
+  for (int64_t i = 0; i < config.n_layer; ++i)
+    blocks->push_back(Block(config.n_embd, config.n_head));
 
-  auto inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, head_dim, 2, torch::kFloat64) / head_dim);
+  auto inv_freq =
+      1.0 / torch::pow(10000.0, torch::arange(0, head_dim, 2, torch::kFloat64) / head_dim);
   auto freqs = torch::outer(torch::arange(config.seq_len, torch::kFloat64), inv_freq);
-  cos_ = register_buffer("cos", freqs.cos().to(torch::kFloat32).view({1, config.seq_len, 1, head_dim / 2}));
-  sin_ = register_buffer("sin", freqs.sin().to(torch::kFloat32).view({1, config.seq_len, 1, head_dim / 2}));
-  mask_ = register_buffer("mask", torch::full({config.seq_len, config.seq_len},
-                                              -std::numeric_limits<float>::infinity())
-                                      .triu(1));
+  cos_ = register_buffer(
+      "cos", freqs.cos().to(torch::kFloat32).view({1, config.seq_len, 1, head_dim / 2}));
+  sin_ = register_buffer(
+      "sin", freqs.sin().to(torch::kFloat32).view({1, config.seq_len, 1, head_dim / 2}));
+  mask_ = register_buffer(
+      "mask", torch::full({config.seq_len, config.seq_len}, -std::numeric_limits<float>::infinity())
+                  .triu(1));
 }
 
 torch::Tensor GPTImpl::features(const torch::Tensor& idx) {
@@ -143,7 +147,8 @@ void GPTImpl::init_weights(int64_t seed) {
   for (auto& module : modules(/*include_self=*/false)) {
     if (auto* lin = module->as<torch::nn::Linear>()) {
       double fan_out = lin->weight.size(0), fan_in = lin->weight.size(1);
-      lin->weight.normal_(0.0, 1.0 / std::sqrt(fan_in) * std::min(1.0, std::sqrt(fan_out / fan_in)));
+      lin->weight.normal_(0.0,
+                          1.0 / std::sqrt(fan_in) * std::min(1.0, std::sqrt(fan_out / fan_in)));
     }
   }
   lm_head->weight.zero_();

@@ -88,8 +88,8 @@ torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const tor
 }
 
 struct Rotary : torch::autograd::Function<Rotary> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& cos,
-                               const torch::Tensor& sin) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& cos, const torch::Tensor& sin) {
     ctx->save_for_backward({cos, sin});
     return rotate(x, cos, sin, 1.0);
   }
@@ -117,18 +117,22 @@ torch::Tensor head_loss(const torch::Tensor& x, const torch::Tensor& w, const to
                         double softcap) {
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), "head_loss: x [N, C] and ",
               "w [V, C] expected, got ", x.sizes(), " and ", w.sizes());
-  TORCH_CHECK(target.dim() == 1 && target.size(0) == x.size(0), "head_loss: target [",
-              x.size(0), "] expected, got ", target.sizes());
+  TORCH_CHECK(target.dim() == 1 && target.size(0) == x.size(0), "head_loss: target [", x.size(0),
+              "] expected, got ", target.sizes());
   bool need_grad = torch::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad());
   return HeadLoss::apply(x, w, target, softcap, need_grad);
 }
 
-torch::Tensor rms_norm(const torch::Tensor& x) { return RmsNorm::apply(x); }
+torch::Tensor rms_norm(const torch::Tensor& x) {
+  return RmsNorm::apply(x);
+}
 
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   return Rotary::apply(x, cos, sin);
 }
 
-torch::Tensor relu_square(const torch::Tensor& x) { return ReluSquare::apply(x); }
+torch::Tensor relu_square(const torch::Tensor& x) {
+  return ReluSquare::apply(x);
+}
 
 }  // namespace loco

@@ -53,9 +53,13 @@ void Optimizer::load_state(const std::map<std::string, torch::Tensor>& saved) {
   }
 }
 
-AdamW::AdamW(FlatParams& params, std::vector<Group> groups, double beta1, double beta2,
-             double eps, double weight_decay)
-    : params_(params), groups_(std::move(groups)), beta1_(beta1), beta2_(beta2), eps_(eps),
+AdamW::AdamW(FlatParams& params, std::vector<Group> groups, double beta1, double beta2, double eps,
+             double weight_decay)
+    : params_(params),
+      groups_(std::move(groups)),
+      beta1_(beta1),
+      beta2_(beta2),
+      eps_(eps),
       weight_decay_(weight_decay) {
   exp_avg_ = torch::zeros_like(params.data());
   exp_avg_sq_ = torch::zeros_like(params.data());
@@ -105,7 +109,8 @@ Muon::Muon(FlatParams& params, const OptimizerConfig& config)
     bool is_embedding = s.name.rfind("wte.", 0) == 0;
     bool is_head = s.name.rfind("lm_head.", 0) == 0;
     if (is_embedding || is_head) {
-      adam_groups.push_back({s.offset, s.numel, is_embedding ? config.embedding_lr : config.head_lr});
+      adam_groups.push_back(
+          {s.offset, s.numel, is_embedding ? config.embedding_lr : config.head_lr});
     } else {
       TORCH_CHECK(s.shape.size() == 2, "Muon expects 2-D block parameters, '", s.name, "' is ",
                   s.shape.size(), "-D");
@@ -134,7 +139,10 @@ void Muon::step(double lr_scale) {
     auto ortho = newton_schulz(torch::stack(updates), ns_steps_);
     double scale = lr_ * lr_scale * std::sqrt(std::max(1.0, double(shape[0]) / double(shape[1])));
     for (size_t i = 0; i < slots.size(); ++i)
-      params_.data().narrow(0, slots[i]->offset, slots[i]->numel).view(shape).add_(ortho[i], -scale);
+      params_.data()
+          .narrow(0, slots[i]->offset, slots[i]->numel)
+          .view(shape)
+          .add_(ortho[i], -scale);
   }
 }
 

@@ -20,7 +20,9 @@ namespace {
 class DilocoSync : public Sync {
  public:
   DilocoSync(const Config& config, std::shared_ptr<CoordinatorClient> client, const JoinInfo& join)
-      : config_(config), client_(std::move(client)), round_(join.round),
+      : config_(config),
+        client_(std::move(client)),
+        round_(join.round),
         codec_(make_codec(config.sync.codec)) {
     if (config.sync.codec.type != "none" && config.sync.codec.error_feedback)
       feedback_ = std::make_unique<ErrorFeedback>(*codec_);

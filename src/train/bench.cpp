@@ -59,8 +59,9 @@ BenchResult bench_train(const Config& config, int64_t steps, int64_t warmup) {
   FlatParams params(*model);
   auto optimizer = make_optimizer(config.train.optimizer, params);
   auto gen = at::detail::createCPUGenerator(uint64_t(config.run.seed));
-  auto tokens = torch::randint(m.vocab_size, {config.train.batch_size, m.seq_len + 1}, gen,
-                               torch::kInt64).to(device);
+  auto tokens =
+      torch::randint(m.vocab_size, {config.train.batch_size, m.seq_len + 1}, gen, torch::kInt64)
+          .to(device);
   auto input = tokens.narrow(1, 0, m.seq_len), target = tokens.narrow(1, 1, m.seq_len);
 
   auto one_step = [&] {

@@ -14,8 +14,8 @@ std::string sample(const SampleOptions& options) {
   Config config;
   GPT model = load_model(options.checkpoint, device, &config);
   model->eval();
-  Tokenizer tok = Tokenizer::load(options.tokenizer.empty() ? config.data.tokenizer
-                                                            : options.tokenizer);
+  Tokenizer tok =
+      Tokenizer::load(options.tokenizer.empty() ? config.data.tokenizer : options.tokenizer);
   std::vector<int32_t> ids = {tok.bos_id()};
   for (int32_t id : tok.encode(options.prompt)) ids.push_back(id);
   const size_t prompt_len = ids.size();
@@ -23,7 +23,8 @@ std::string sample(const SampleOptions& options) {
   torch::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(uint64_t(options.seed));
   for (int64_t i = 0; i < options.max_tokens; ++i) {
-    size_t start = ids.size() > size_t(config.model.seq_len) ? ids.size() - config.model.seq_len : 0;
+    size_t start =
+        ids.size() > size_t(config.model.seq_len) ? ids.size() - config.model.seq_len : 0;
     std::vector<int64_t> window(ids.begin() + start, ids.end());
     auto idx = torch::tensor(window, torch::kInt64).unsqueeze(0).to(device);
     auto logits = model->forward(idx).select(1, -1).squeeze(0).to(torch::kCPU);

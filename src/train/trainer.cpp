@@ -30,7 +30,7 @@ int64_t injected_nan_step() {
 }  // namespace
 
 torch::Tensor load_checked_tokens(const std::string& key, const std::string& path,
-                           const ModelConfig& model) {
+                                  const ModelConfig& model) {
   if (!fs::exists(path))
     throw ConfigError(key + ": " + path + ": no such file (run `loco data prepare` first)");
   ShardInfo info = read_shard_info(path);
@@ -39,8 +39,8 @@ torch::Tensor load_checked_tokens(const std::string& key, const std::string& pat
                       std::to_string(info.vocab_size) + " but model.vocab_size is " +
                       std::to_string(model.vocab_size));
   if (int64_t(info.count) < model.seq_len + 1)
-    throw ConfigError("model.seq_len " + std::to_string(model.seq_len) + " is longer than " +
-                      key + " (" + path + " holds " + std::to_string(info.count) + " tokens)");
+    throw ConfigError("model.seq_len " + std::to_string(model.seq_len) + " is longer than " + key +
+                      " (" + path + " holds " + std::to_string(info.count) + " tokens)");
   return load_tokens(path);
 }
 
@@ -50,9 +50,8 @@ torch::Tensor load_token_bytes(const Config& config) {
   Tokenizer tok = Tokenizer::load(path);
   if (tok.vocab_size() != config.model.vocab_size)
     throw ConfigError("model.vocab_size is " + std::to_string(config.model.vocab_size) +
-                      " but data.tokenizer (" + path + ") has " +
-                      std::to_string(tok.vocab_size()) + " tokens; set model.vocab_size=" +
-                      std::to_string(tok.vocab_size()));
+                      " but data.tokenizer (" + path + ") has " + std::to_string(tok.vocab_size()) +
+                      " tokens; set model.vocab_size=" + std::to_string(tok.vocab_size()));
   auto bytes = tok.token_bytes();
   return torch::tensor(std::vector<int64_t>(bytes.begin(), bytes.end()), torch::kInt64);
 }
@@ -107,8 +106,8 @@ Trainer::Trainer(const Config& config, bool resume, int64_t rank, int64_t world_
                       "another run.dir (--set run.dir=...)");
   }
   std::ofstream(fs::path(config_.run.dir) / "config.yaml") << to_yaml(config_);
-  metrics_ = std::make_unique<MetricsWriter>(
-      (fs::path(config_.run.dir) / "metrics.jsonl").string(), keep_metrics_up_to);
+  metrics_ = std::make_unique<MetricsWriter>((fs::path(config_.run.dir) / "metrics.jsonl").string(),
+                                             keep_metrics_up_to);
   spdlog::info("model: {} layers, width {}, {} heads, {:.2f}M parameters, {:.1f} MFLOP/token",
                m.n_layer, m.n_embd, m.n_head, model_->num_params() / 1e6,
                model_->flops_per_token() / 1e6);
@@ -230,8 +229,12 @@ TrainSummary Trainer::run() {
   while (step_ < t.max_steps) {
     StepStats s = train_step();
     double wall = wall_offset_s_ + (now_s() - start);
-    nlohmann::json record = {{"step", s.step},     {"tokens", tokens_},  {"loss", s.loss},
-                             {"lr", s.lr},         {"wall_s", wall},     {"grad_norm", s.grad_norm},
+    nlohmann::json record = {{"step", s.step},
+                             {"tokens", tokens_},
+                             {"loss", s.loss},
+                             {"lr", s.lr},
+                             {"wall_s", wall},
+                             {"grad_norm", s.grad_norm},
                              {"step_ms", s.seconds * 1e3}};
     if (sync_) sync_->after_step(*this, record);
     bool last = s.step == t.max_steps;
@@ -240,7 +243,8 @@ TrainSummary Trainer::run() {
       record["val_loss"] = e.loss;
       record["val_bpb"] = e.bpb;
       summary.final_eval = e;
-      spdlog::info("step {}/{} | val loss {:.4f} | val bpb {:.4f}", s.step, t.max_steps, e.loss, e.bpb);
+      spdlog::info("step {}/{} | val loss {:.4f} | val bpb {:.4f}", s.step, t.max_steps, e.loss,
+                   e.bpb);
     }
     metrics_->write(record);
     if (last || (t.log_every > 0 && s.step % t.log_every == 0)) {
