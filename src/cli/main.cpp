@@ -107,7 +107,7 @@ int run_coordinator_cmd(const std::string& config_path, const std::vector<std::s
 }
 
 int run_worker(const std::string& config_path, std::vector<std::string> overrides,
-               const std::string& address) {
+               const std::string& address, std::string name) {
   if (!address.empty()) overrides.push_back("sync.coordinator.address=" + address);
   auto config = resolve_config(config_path, overrides);
   if (config.sync.mode != "diloco")
@@ -115,10 +115,13 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
                             "'; `loco worker` runs sync.mode diloco (use `loco train` otherwise)");
   auto client = std::make_shared<loco::CoordinatorClient>(config.sync.coordinator.address,
                                                           config.sync.coordinator);
-  char host[256] = "host";
-  ::gethostname(host, sizeof(host) - 1);
+  if (name.empty()) {
+    char host[256] = "host";
+    ::gethostname(host, sizeof(host) - 1);
+    name = std::string(host) + ":" + std::to_string(::getpid());
+  }
   int64_t num_params = loco::GPT(config.model)->num_params();
-  auto join = client->join(std::string(host) + ":" + std::to_string(::getpid()), num_params);
+  auto join = client->join(name, num_params);
   spdlog::info("worker {}: joined at round {}, data shard {} of {}", join.worker_id, join.round,
                join.shard, join.num_shards);
   loco::Trainer trainer(config, /*resume=*/false, join.shard, join.num_shards,
@@ -211,6 +214,9 @@ int main(int argc, char** argv) {
   worker->add_option("--set", overrides, "override: key.path=value (repeatable)");
   worker->add_option("--coordinator", coordinator_address,
                      "HOST:PORT (default: sync.coordinator.address)");
+  std::string worker_name;
+  worker->add_option("--name", worker_name,
+                     "this worker's id at the coordinator (default: host:pid)");
 
   loco::LaunchOptions launch_opts;
   auto* launch = app.add_subcommand("launch", "run a whole experiment as local processes");
@@ -229,7 +235,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (coordinator->parsed()) return run_coordinator_cmd(config_path, overrides, resume);
-    if (worker->parsed()) return run_worker(config_path, overrides, coordinator_address);
+    if (worker->parsed())
+      return run_worker(config_path, overrides, coordinator_address, worker_name);
     if (launch->parsed()) return loco::launch(launch_opts);
     if (bench_train->parsed())
       return run_bench(config_path, overrides, bench_steps, bench_warmup, bench_json);

@@ -105,7 +105,9 @@ JoinInfo CoordinatorCore::join(const std::string& name, int64_t num_params) {
   if (round_ >= total_rounds_)
     throw CoordError(CoordError::kFailedPrecondition, "the run is over (all rounds done)");
   Member m;
-  m.info.worker_id = "w" + std::to_string(next_id_++);
+  // The worker's own name is its id (`loco launch` names them w0, w1, ...) unless it is taken.
+  m.info.worker_id =
+      name.empty() || members_.count(name) ? name + "#" + std::to_string(next_id_++) : name;
   m.info.name = name;
   m.info.shard = free_shards_.back();
   free_shards_.pop_back();

@@ -62,8 +62,9 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
     parts.push_back({"coord", coord, {}});
     for (int64_t k = 0; k < workers; ++k) {
       auto w = common_args("worker", o);
-      w.insert(w.end(), {"--set", "run.dir=" + dir + "/worker-" + std::to_string(k),
-                         "--coordinator", config.sync.coordinator.address});
+      w.insert(w.end(),
+               {"--set", "run.dir=" + dir + "/worker-" + std::to_string(k), "--coordinator",
+                config.sync.coordinator.address, "--name", "w" + std::to_string(k)});
       parts.push_back({"w" + std::to_string(k), w, {}});
     }
   } else if (config.sync.mode == "ddp") {
