@@ -37,8 +37,11 @@ GPT random_model(const ModelConfig& m, int64_t seed) {
   return model;
 }
 
-// Dumps weights, a batch, loss and gradients, and asks the reference script to check them.
-void golden_check(const ModelConfig& m, const std::string& tag) {
+// Runs one batch through a random-weight model and dumps weights, batch, loss and gradients
+// (gradient `tweak`, if named, shifted by 1e-3) for tests/golden/reference_gpt.py. Returns the
+// dump's path.
+std::string golden_dump(const ModelConfig& m, const std::string& tag,
+                        const std::string& tweak = "") {
   GPT model = random_model(m, 7);
   torch::manual_seed(11);
   auto input = torch::randint(m.vocab_size, {3, m.seq_len}, torch::kInt64);
@@ -49,8 +52,9 @@ void golden_check(const ModelConfig& m, const std::string& tag) {
   std::map<std::string, torch::Tensor> params, grads;
   for (const auto& item : model->named_parameters()) {
     params[item.key()] = item.value();
-    grads[item.key()] = item.value().grad();
+    grads[item.key()] = item.value().grad().clone();
   }
+  if (!tweak.empty()) grads.at(tweak) += 1e-3;
   auto config = make_dict();
   config.insert("n_layer", m.n_layer);
   config.insert("n_head", m.n_head);
@@ -67,9 +71,12 @@ void golden_check(const ModelConfig& m, const std::string& tag) {
   dump.insert("loss", loss.detach());
   std::string path = loco::testing::temp_dir(tag) + "/golden.pt";
   save_dump(path, dump);
+  return path;
+}
 
-  auto result =
-      run_python("tests/golden/reference_gpt.py check " + path + " --rtol 1e-4 --atol 2e-6");
+void golden_check(const ModelConfig& m, const std::string& tag) {
+  auto result = run_python("tests/golden/reference_gpt.py check " + golden_dump(m, tag) +
+                           " --rtol 1e-4 --atol 2e-6");
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("golden: PASS"), std::string::npos) << result.output;
 }
@@ -86,36 +93,11 @@ TEST(Model, GoldenWithoutSoftcap) {
 
 TEST(Model, GoldenCheckDetectsAWrongGradient) {
   // The comparison itself must be able to fail: a dump with one gradient off is refused.
-  ModelConfig m = small_config();
-  GPT model = random_model(m, 3);
-  auto input = torch::randint(m.vocab_size, {2, m.seq_len}, torch::kInt64);
-  auto loss = model->loss(input, input);
-  loss.backward();
-  std::map<std::string, torch::Tensor> params, grads;
-  for (const auto& item : model->named_parameters()) {
-    params[item.key()] = item.value();
-    grads[item.key()] = item.value().grad().clone();
-  }
-  grads["blocks.1.mlp.c_fc.weight"] += 1e-3;
-  auto config = make_dict();
-  for (auto [k, v] : std::map<std::string, int64_t>{{"n_layer", m.n_layer},
-                                                    {"n_head", m.n_head},
-                                                    {"n_embd", m.n_embd},
-                                                    {"seq_len", m.seq_len},
-                                                    {"vocab_size", m.vocab_size}})
-    config.insert(k, v);
-  config.insert("softcap", m.softcap);
-  auto dump = make_dict();
-  dump.insert("config", config);
-  dump.insert("params", tensor_dict(params));
-  dump.insert("grads", tensor_dict(grads));
-  dump.insert("input", input);
-  dump.insert("target", input);
-  dump.insert("loss", loss.detach());
-  std::string path = loco::testing::temp_dir() + "/bad.pt";
-  save_dump(path, dump);
+  auto path = golden_dump(small_config(), "bad", "blocks.1.mlp.c_fc.weight");
   auto result = run_python("tests/golden/reference_gpt.py check " + path);
   EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("FAIL grad blocks.1.mlp.c_fc.weight"), std::string::npos)
+      << result.output;
 }
 
 TEST(Model, IsCausal) {
