@@ -114,8 +114,10 @@ class CoordinatorCore {
     double last_seen = 0;
   };
   void close_round_locked(std::unique_lock<std::mutex>& lock);
+  // `work_s`: time spent decoding, averaging and stepping (the coordinator's own work) on
+  // `work_bytes` of decoded fp32 data.
   void evaluate_and_log(int64_t round, double loss, int64_t tokens, uint64_t up, uint64_t down,
-                        int workers, double round_s);
+                        int workers, double round_s, double work_s, uint64_t work_bytes);
   Member& member_locked(const std::string& worker_id);
 
   Config config_;
@@ -129,6 +131,7 @@ class CoordinatorCore {
   int64_t round_ = 0, total_rounds_ = 0, tokens_total_ = 0, round_tokens_ = 0, next_id_ = 0;
   double round_loss_sum_ = 0, round_first_report_ = -1, round_started_ = 0;
   uint64_t bytes_up_ = 0, bytes_down_ = 0, round_up_ = 0, round_down_ = 0;
+  double round_work_s_ = 0;  // this round's decode + average + outer step time
   double last_val_loss_ = 0;
   double start_time_ = 0;
   std::vector<int32_t> free_shards_;

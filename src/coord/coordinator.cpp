@@ -183,6 +183,7 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
   for (const auto& t : u.tensors) payload += t.encoded.payload.size();
   check_header(u, payload);
   // Decode everything before touching the round's sum: a bad tensor changes nothing.
+  double work_start = now_s();
   auto staging = torch::empty_like(theta_);
   for (size_t i = 0; i < layout_.size(); ++i) {
     torch::Tensor decoded;
@@ -203,6 +204,7 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
     throw CoordError(CoordError::kFailedPrecondition,
                      "round " + std::to_string(u.round) + " closed before this update arrived");
   sum_.add_(staging, double(u.tokens));
+  round_work_s_ += now_s() - work_start;
   m.info.reported = true;
   m.info.last_loss = u.loss;
   m.info.bytes_up += wire_bytes;
@@ -219,9 +221,12 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
 
 void CoordinatorCore::close_round_locked(std::unique_lock<std::mutex>& lock) {
   double round_s = now_s() - round_started_;
+  double work_start = now_s();
   auto delta = sum_ / double(round_tokens_);
   outer_->step(theta_, delta);
   sum_.zero_();
+  double work_s = round_work_s_ + (now_s() - work_start);
+  round_work_s_ = 0;
   double loss = round_loss_sum_ / double(round_tokens_);
   int64_t tokens = round_tokens_;
   int workers = 0;
@@ -242,13 +247,15 @@ void CoordinatorCore::close_round_locked(std::unique_lock<std::mutex>& lock) {
     std::lock_guard<std::mutex> eval_lock(eval_mu_);
     evaluator_->flat->data().copy_(snapshot);
   }
-  evaluate_and_log(closed + 1, loss, tokens, up, down, workers, round_s);
+  evaluate_and_log(closed + 1, loss, tokens, up, down, workers, round_s, work_s,
+                   uint64_t(workers) * uint64_t(snapshot.numel()) * 4);
   if (checkpoint) save_checkpoint();
   lock.lock();
 }
 
 void CoordinatorCore::evaluate_and_log(int64_t round, double loss, int64_t tokens, uint64_t up,
-                                       uint64_t down, int workers, double round_s) {
+                                       uint64_t down, int workers, double round_s,
+                                       double work_s, uint64_t work_bytes) {
   std::lock_guard<std::mutex> eval_lock(eval_mu_);
   const auto& t = config_.train;
   EvalStats e = evaluate_model(evaluator_->model, evaluator_->val_tokens, evaluator_->token_bytes,
@@ -271,7 +278,9 @@ void CoordinatorCore::evaluate_and_log(int64_t round, double loss, int64_t token
                    {"bytes_down", down},
                    {"workers", workers},
                    {"round_tokens", tokens},
-                   {"round_s", round_s}});
+                   {"round_s", round_s},
+                   {"coord_work_s", work_s},
+                   {"coord_work_bytes", work_bytes}});
 }
 
 std::pair<int64_t, torch::Tensor> CoordinatorCore::wait_state(const std::string& worker_id,

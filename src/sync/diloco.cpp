@@ -48,7 +48,9 @@ class DilocoSync : public Sync {
     double start = now_s();
     Update update = make_update(trainer);
     uint64_t up = client_->push(std::move(update));
+    double pull_start = now_s();
     PullResult down = client_->pull(round_ + 1, layout_, trainer.params().data(), pull_timeout());
+    double pull_s = now_s() - pull_start;
     theta_start_.copy_(trainer.params().data());
     round_ = down.round;
     round_tokens_start_ = trainer.tokens();
@@ -58,6 +60,7 @@ class DilocoSync : public Sync {
     record["bytes_down"] = down.wire_bytes;
     record["sync_s"] = now_s() - start;
     record["idle_s"] = down.wait_s;
+    record["pull_s"] = pull_s;
     record["worker"] = client_->worker_id();
     // Every replica must hold the same parameters after a sync; the checksum lets anyone check.
     auto& p = trainer.params().data();
