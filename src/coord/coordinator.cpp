@@ -254,8 +254,8 @@ void CoordinatorCore::close_round_locked(std::unique_lock<std::mutex>& lock) {
 }
 
 void CoordinatorCore::evaluate_and_log(int64_t round, double loss, int64_t tokens, uint64_t up,
-                                       uint64_t down, int workers, double round_s,
-                                       double work_s, uint64_t work_bytes) {
+                                       uint64_t down, int workers, double round_s, double work_s,
+                                       uint64_t work_bytes) {
   std::lock_guard<std::mutex> eval_lock(eval_mu_);
   const auto& t = config_.train;
   EvalStats e = evaluate_model(evaluator_->model, evaluator_->val_tokens, evaluator_->token_bytes,
