@@ -98,6 +98,7 @@ TEST(CoordinatorCore, AveragesByTokensAndAppliesTheOuterStep) {
   // delta = (100 * 1 + 300 * 2) / 400 = 1.75; v = delta; theta -= 0.5 * (delta + 0.9 v)
   auto expected = before - 0.5 * (1.75 + 0.9 * 1.75);
   EXPECT_TRUE(torch::allclose(after, expected, 1e-6, 1e-6));
+  core.drain();  // evaluation runs on its own thread
   auto metrics = read_metrics(dir + "/run/metrics.jsonl");
   ASSERT_EQ(metrics.size(), 1u);
   EXPECT_EQ(metrics[0].at("round_tokens").get<int64_t>(), 400);

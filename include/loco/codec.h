@@ -55,6 +55,8 @@ class Codec {
   virtual Encoded encode(const torch::Tensor& x) = 0;
   // Returns a float32 CPU tensor of e.shape. Throws CodecError on a malformed payload.
   virtual torch::Tensor decode(const Encoded& e) const = 0;
+  // Like decode, but may return a view into e.payload (valid while e lives) instead of a copy.
+  virtual torch::Tensor decode_view(const Encoded& e) const { return decode(e); }
 };
 
 // The codec named by config.type. Throws ConfigError for unknown names or bad parameters.

@@ -13,11 +13,13 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "loco/codec.h"
@@ -101,8 +103,11 @@ class CoordinatorCore {
 
   // Periodic housekeeping: expires leases, closes rounds whose deadline passed.
   void tick();
-  // True once the last round closed and every member left (or its lease lapsed).
+  // True once the last round closed, every member left (or its lease lapsed) and the last
+  // round's evaluation and checkpoint are written.
   bool finished() const;
+  // Blocks until every closed round has been evaluated, logged and checkpointed.
+  void drain();
   CoordinatorStatus status() const;
   const std::vector<TensorLayout>& layout() const { return layout_; }
   int64_t round() const;
@@ -113,11 +118,25 @@ class CoordinatorCore {
     MemberInfo info;
     double last_seen = 0;
   };
-  void close_round_locked(std::unique_lock<std::mutex>& lock);
-  // `work_s`: time spent decoding, averaging and stepping (the coordinator's own work) on
-  // `work_bytes` of decoded fp32 data.
-  void evaluate_and_log(int64_t round, double loss, int64_t tokens, uint64_t up, uint64_t down,
-                        int workers, double round_s, double work_s, uint64_t work_bytes);
+  // What a closed round leaves for the evaluation thread.
+  struct ClosedRound {
+    int64_t round = 0, tokens = 0, tokens_total = 0;
+    double loss = 0, round_s = 0, wall_s = 0;
+    double work_s = 0;  // decoding, averaging and stepping (the coordinator's own work) ...
+    uint64_t work_bytes = 0;  // ... on this many bytes of decoded fp32 data
+    uint64_t up = 0, down = 0;
+    int workers = 0;
+    torch::Tensor theta, velocity;  // velocity only when the round is checkpointed
+  };
+  // Steps the outer optimizer on the round's average and hands the round to the evaluation
+  // thread. Called with mu_ held.
+  void close_round_locked();
+  // The evaluation thread: evaluates, logs and checkpoints closed rounds in order, off the path
+  // of the pushes and pulls.
+  void eval_loop();
+  void evaluate_and_log(const ClosedRound& r);
+  void write_checkpoint(int64_t round, int64_t tokens, const torch::Tensor& theta,
+                        const torch::Tensor& velocity);
   Member& member_locked(const std::string& worker_id);
 
   Config config_;
@@ -135,10 +154,13 @@ class CoordinatorCore {
   double last_val_loss_ = 0;
   double start_time_ = 0;
   std::vector<int32_t> free_shards_;
-  std::mutex eval_mu_;
   std::unique_ptr<MetricsWriter> metrics_;
   struct Evaluator;
   std::unique_ptr<Evaluator> evaluator_;
+  std::deque<ClosedRound> eval_queue_;  // guarded by mu_
+  bool eval_busy_ = false, eval_stop_ = false;
+  std::condition_variable eval_cv_;
+  std::thread eval_thread_;
 };
 
 }  // namespace loco

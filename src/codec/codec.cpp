@@ -139,17 +139,25 @@ class CastCodec : public Codec {
     return e;
   }
 
-  torch::Tensor decode(const Encoded& e) const override {
+  torch::Tensor decode(const Encoded& e) const override { return read(e, false); }
+  torch::Tensor decode_view(const Encoded& e) const override { return read(e, true); }
+
+ private:
+  // `view`: float32 values are returned as a view of the payload, not copied.
+  torch::Tensor read(const Encoded& e, bool view) const {
     wire::Reader in(e.payload, name_ + " payload");
     if (wire::read_prefix(in, e, name_, id_) != 0) in.fail("reserved byte is not 0");
     const int64_t n = wire::checked_numel(e.shape, in);
     in.expect_remaining(size_t(n) * c10::elementSize(dtype_));
-    auto values = in.floats(n, dtype_);
+    torch::Tensor values;
+    if (view && dtype_ == torch::kFloat && n > 0)
+      values = torch::from_blob(const_cast<char*>(in.take(size_t(n) * 4)), {n}, torch::kFloat);
+    else
+      values = in.floats(n, dtype_);
     wire::check_values(values, in);
     return values.view(e.shape);
   }
 
- private:
   std::string name_;
   wire::CodecId id_;
   torch::ScalarType dtype_;

@@ -75,6 +75,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   for (int32_t s = int32_t(sync.workers) - 1; s >= 0; --s) free_shards_.push_back(s);
   start_time_ = now_s();
   round_started_ = start_time_;
+  eval_thread_ = std::thread([this] { eval_loop(); });
   spdlog::info(
       "coordinator: {} parameters in {} tensors, {} rounds of {} inner steps, "
       "outer lr {} momentum {}, codec {}",
@@ -82,7 +83,14 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
       sync.outer.momentum, sync.codec.type);
 }
 
-CoordinatorCore::~CoordinatorCore() = default;
+CoordinatorCore::~CoordinatorCore() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    eval_stop_ = true;
+  }
+  eval_cv_.notify_all();
+  eval_thread_.join();
+}
 
 CoordinatorCore::Member& CoordinatorCore::member_locked(const std::string& worker_id) {
   auto it = members_.find(worker_id);
@@ -182,29 +190,34 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
   uint64_t payload = 0;
   for (const auto& t : u.tensors) payload += t.encoded.payload.size();
   check_header(u, payload);
-  // Decode everything before touching the round's sum: a bad tensor changes nothing.
+  // Decode everything before touching the round's sum: a bad tensor changes nothing. Decoding
+  // checks that every value is finite; `decode_view` may alias the payload (no copy for fp32).
   double work_start = now_s();
-  auto staging = torch::empty_like(theta_);
+  std::vector<torch::Tensor> decoded(layout_.size());
   for (size_t i = 0; i < layout_.size(); ++i) {
-    torch::Tensor decoded;
     try {
-      decoded = codec_->decode(u.tensors[i].encoded);
+      decoded[i] = codec_->decode_view(u.tensors[i].encoded);
     } catch (const CodecError& e) {
       throw CoordError(CoordError::kInvalidArgument,
                        "tensor '" + layout_[i].name + "': " + std::string(e.what()));
     }
-    if (decoded.numel() != layout_[i].numel || !torch::isfinite(decoded).all().item<bool>())
+    if (decoded[i].numel() != layout_[i].numel)
       throw CoordError(CoordError::kInvalidArgument,
-                       "tensor '" + layout_[i].name + "' decodes to non-finite or missized values");
-    staging.narrow(0, layout_[i].offset, layout_[i].numel).copy_(decoded.reshape({-1}));
+                       "tensor '" + layout_[i].name + "' decodes to " +
+                           std::to_string(decoded[i].numel()) + " values, expected " +
+                           std::to_string(layout_[i].numel));
   }
+  double decode_s = now_s() - work_start;
   std::unique_lock<std::mutex> lock(mu_);
   auto& m = member_locked(u.worker_id);
   if (u.round != round_ || m.info.reported)  // re-checked: the round may have closed meanwhile
     throw CoordError(CoordError::kFailedPrecondition,
                      "round " + std::to_string(u.round) + " closed before this update arrived");
-  sum_.add_(staging, double(u.tokens));
-  round_work_s_ += now_s() - work_start;
+  double add_start = now_s();
+  for (size_t i = 0; i < layout_.size(); ++i)
+    sum_.narrow(0, layout_[i].offset, layout_[i].numel).add_(decoded[i].reshape({-1}),
+                                                             double(u.tokens));
+  round_work_s_ += decode_s + (now_s() - add_start);
   m.info.reported = true;
   m.info.last_loss = u.loss;
   m.info.bytes_up += wire_bytes;
@@ -216,47 +229,67 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
   int reported = 0;
   for (const auto& [id, member] : members_) reported += member.info.reported;
   if (reported == int(members_.size()) && int64_t(members_.size()) >= config_.sync.workers)
-    close_round_locked(lock);
+    close_round_locked();
 }
 
-void CoordinatorCore::close_round_locked(std::unique_lock<std::mutex>& lock) {
-  double round_s = now_s() - round_started_;
+void CoordinatorCore::close_round_locked() {
+  ClosedRound r;
+  r.round_s = now_s() - round_started_;
   double work_start = now_s();
-  auto delta = sum_ / double(round_tokens_);
-  outer_->step(theta_, delta);
+  sum_.div_(double(round_tokens_));
+  outer_->step(theta_, sum_);
   sum_.zero_();
-  double work_s = round_work_s_ + (now_s() - work_start);
+  r.work_s = round_work_s_ + (now_s() - work_start);
   round_work_s_ = 0;
-  double loss = round_loss_sum_ / double(round_tokens_);
-  int64_t tokens = round_tokens_;
-  int workers = 0;
-  for (auto& [id, m] : members_) workers += m.info.reported, m.info.reported = false;
-  tokens_total_ += tokens;
-  uint64_t up = round_up_, down = round_down_;
+  r.loss = round_loss_sum_ / double(round_tokens_);
+  r.tokens = round_tokens_;
+  for (auto& [id, m] : members_) r.workers += m.info.reported, m.info.reported = false;
+  tokens_total_ += r.tokens;
+  r.tokens_total = tokens_total_;
+  r.up = round_up_, r.down = round_down_;
+  r.work_bytes = uint64_t(r.workers) * uint64_t(theta_.numel()) * 4;
   round_tokens_ = 0, round_loss_sum_ = 0, round_first_report_ = -1, round_up_ = 0, round_down_ = 0;
-  int64_t closed = round_++;
+  r.round = ++round_;
   round_started_ = now_s();
-  auto snapshot = theta_.clone();
-  bool checkpoint =
-      round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_;
+  r.wall_s = round_started_ - start_time_;
+  r.theta = theta_.clone();
+  if (round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_)
+    r.velocity = outer_->velocity().clone();
+  spdlog::info("coordinator: round {}/{} closed with {} workers, {} tokens, loss {:.4f}", r.round,
+               total_rounds_, r.workers, r.tokens, r.loss);
+  eval_queue_.push_back(std::move(r));
+  eval_cv_.notify_all();
   round_closed_.notify_all();
-  lock.unlock();
-  spdlog::info("coordinator: round {}/{} closed with {} workers, {} tokens, loss {:.4f}",
-               closed + 1, total_rounds_, workers, tokens, loss);
-  {
-    std::lock_guard<std::mutex> eval_lock(eval_mu_);
-    evaluator_->flat->data().copy_(snapshot);
-  }
-  evaluate_and_log(closed + 1, loss, tokens, up, down, workers, round_s, work_s,
-                   uint64_t(workers) * uint64_t(snapshot.numel()) * 4);
-  if (checkpoint) save_checkpoint();
-  lock.lock();
 }
 
-void CoordinatorCore::evaluate_and_log(int64_t round, double loss, int64_t tokens, uint64_t up,
-                                       uint64_t down, int workers, double round_s, double work_s,
-                                       uint64_t work_bytes) {
-  std::lock_guard<std::mutex> eval_lock(eval_mu_);
+void CoordinatorCore::eval_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    eval_cv_.wait(lock, [this] { return eval_stop_ || !eval_queue_.empty(); });
+    if (eval_queue_.empty()) return;  // stopping, nothing left
+    ClosedRound r = std::move(eval_queue_.front());
+    eval_queue_.pop_front();
+    eval_busy_ = true;
+    lock.unlock();
+    try {
+      evaluate_and_log(r);
+      if (r.velocity.defined()) write_checkpoint(r.round, r.tokens_total, r.theta, r.velocity);
+    } catch (const std::exception& e) {
+      spdlog::error("coordinator: evaluating round {} failed: {}", r.round, e.what());
+    }
+    lock.lock();
+    eval_busy_ = false;
+    eval_cv_.notify_all();
+  }
+}
+
+void CoordinatorCore::drain() {
+  std::unique_lock<std::mutex> lock(mu_);
+  eval_cv_.wait(lock, [this] { return eval_queue_.empty() && !eval_busy_; });
+}
+
+void CoordinatorCore::evaluate_and_log(const ClosedRound& r) {
+  evaluator_->flat->data().copy_(r.theta);
   const auto& t = config_.train;
   EvalStats e = evaluate_model(evaluator_->model, evaluator_->val_tokens, evaluator_->token_bytes,
                                t.batch_size, config_.model.seq_len, t.eval_batches,
@@ -265,22 +298,22 @@ void CoordinatorCore::evaluate_and_log(int64_t round, double loss, int64_t token
     std::lock_guard<std::mutex> lock(mu_);
     last_val_loss_ = e.loss;
   }
-  spdlog::info("coordinator: round {} | val loss {:.4f} | val bpb {:.4f}", round, e.loss, e.bpb);
-  metrics_->write({{"round", round},
-                   {"step", round * config_.sync.inner_steps},
-                   {"tokens", tokens_total_},
-                   {"loss", loss},
+  spdlog::info("coordinator: round {} | val loss {:.4f} | val bpb {:.4f}", r.round, e.loss, e.bpb);
+  metrics_->write({{"round", r.round},
+                   {"step", r.round * config_.sync.inner_steps},
+                   {"tokens", r.tokens_total},
+                   {"loss", r.loss},
                    {"lr", config_.sync.outer.lr},
-                   {"wall_s", now_s() - start_time_},
+                   {"wall_s", r.wall_s},
                    {"val_loss", e.loss},
                    {"val_bpb", e.bpb},
-                   {"bytes_up", up},
-                   {"bytes_down", down},
-                   {"workers", workers},
-                   {"round_tokens", tokens},
-                   {"round_s", round_s},
-                   {"coord_work_s", work_s},
-                   {"coord_work_bytes", work_bytes}});
+                   {"bytes_up", r.up},
+                   {"bytes_down", r.down},
+                   {"workers", r.workers},
+                   {"round_tokens", r.tokens},
+                   {"round_s", r.round_s},
+                   {"coord_work_s", r.work_s},
+                   {"coord_work_bytes", r.work_bytes}});
 }
 
 std::pair<int64_t, torch::Tensor> CoordinatorCore::wait_state(const std::string& worker_id,
@@ -327,12 +360,12 @@ void CoordinatorCore::tick() {
   bool deadline = round_first_report_ >= 0 &&
                   now - round_first_report_ > config_.sync.coordinator.round_timeout_s &&
                   reported >= config_.sync.coordinator.min_workers;
-  if (round_ < total_rounds_ && (all_in || deadline)) close_round_locked(lock);
+  if (round_ < total_rounds_ && (all_in || deadline)) close_round_locked();
 }
 
 bool CoordinatorCore::finished() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return round_ >= total_rounds_ && members_.empty();
+  return round_ >= total_rounds_ && members_.empty() && eval_queue_.empty() && !eval_busy_;
 }
 
 int64_t CoordinatorCore::round() const {
@@ -350,14 +383,25 @@ CoordinatorStatus CoordinatorCore::status() const {
 }
 
 void CoordinatorCore::save_checkpoint() {
-  Checkpoint c;
+  drain();
+  int64_t round, tokens;
+  torch::Tensor theta, velocity;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    c.step = round_;
-    c.tokens = tokens_total_;
-    c.tensors["params"] = theta_.clone();
-    c.tensors["outer_velocity"] = outer_->velocity().clone();
+    round = round_, tokens = tokens_total_;
+    theta = theta_.clone();
+    velocity = outer_->velocity().clone();
   }
+  write_checkpoint(round, tokens, theta, velocity);
+}
+
+void CoordinatorCore::write_checkpoint(int64_t round, int64_t tokens, const torch::Tensor& theta,
+                                       const torch::Tensor& velocity) {
+  Checkpoint c;
+  c.step = round;
+  c.tokens = tokens;
+  c.tensors["params"] = theta;
+  c.tensors["outer_velocity"] = velocity;
   c.wall_s = now_s() - start_time_;
   c.config_yaml = to_yaml(config_);
   std::string dir = (fs::path(config_.run.dir) / "checkpoints").string();

@@ -158,7 +158,7 @@ OuterNesterov::OuterNesterov(double lr, double momentum, const torch::Tensor& li
 void OuterNesterov::step(torch::Tensor& theta, const torch::Tensor& delta) {
   torch::NoGradGuard no_grad;
   velocity_.mul_(momentum_).add_(delta);  // v starts at zero, so the first step gives v = delta
-  theta.add_(delta + momentum_ * velocity_, -lr_);
+  theta.add_(delta, -lr_).add_(velocity_, -lr_ * momentum_);  // no temporaries
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, FlatParams& params) {
