@@ -110,10 +110,20 @@ struct SyncConfig {
   double bucket_mb = 25.0;  // ddp: gradient all-reduce bucket size in MiB (> 0)
   double timeout_s = 60.0;  // ddp: rendezvous and collective timeout; a dead rank fails the
                             // others after this long (must exceed rank 0's eval/checkpoint)
+  // What workers download after a round: "state" (the new parameters, fp32), "update" (the
+  // round's averaged pseudo-gradient encoded with sync.codec, replayed through the outer step by
+  // every worker, checked by a checksum) or "auto" (state for codec none, update otherwise).
+  // sync.mode demo always downloads the merged sparse momentum.
+  std::string download = "auto";
+  // demo: average the replicas in full every this many rounds (0: never); bytes counted apart.
+  int64_t resync_every = 0;
   OuterConfig outer;
   CodecConfig codec;
   CoordinatorConfig coordinator;
 };
+
+// Whether DiLoCo workers download the encoded update (true) or the new state (false).
+bool downloads_update(const SyncConfig& sync);
 
 struct Config {
   RunConfig run;

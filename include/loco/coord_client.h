@@ -19,6 +19,7 @@ struct PullResult {
   int64_t round = 0;
   uint64_t wire_bytes = 0;  // serialized bytes of every message received
   double wait_s = 0;        // time the coordinator held the call for the round to close
+  uint64_t checksum = 0;    // aggregates in diloco: FNV-1a of the new parameters
 };
 
 class CoordinatorClient {
@@ -32,12 +33,26 @@ class CoordinatorClient {
   // Streams the update; returns the serialized bytes sent. Throws std::runtime_error with the
   // coordinator's status message on refusal.
   uint64_t push(Update update);
-  // Waits for `round` and copies the global parameters into `flat` (laid out as `layout`).
+  // Waits for `round` and copies the global parameters (kParams) or the replicas' consensus
+  // (kConsensus) into `flat` (laid out as `layout`); with_velocity: `flat` holds twice as many
+  // values and gets the outer momentum after the parameters.
   PullResult pull(int64_t round, const std::vector<TensorLayout>& layout, torch::Tensor& flat,
-                  double timeout_s);
+                  double timeout_s, PullKind kind = PullKind::kParams, bool with_velocity = false);
+  // Waits for `round` and fetches the encoded aggregate of the round that led to it.
+  PullResult pull_aggregate(int64_t round, const std::vector<TensorLayout>& layout,
+                            std::vector<Encoded>& out, double timeout_s);
   const std::string& worker_id() const { return worker_id_; }
 
  private:
+  struct PullSpec {
+    int64_t round;
+    PullKind kind;
+    bool with_velocity;
+    double timeout_s;
+  };
+  template <class CheckSpecs, class Sink>
+  PullResult stream_pull(const PullSpec& spec, CheckSpecs check_specs, Sink sink);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
   CoordinatorConfig config_;

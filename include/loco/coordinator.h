@@ -4,11 +4,19 @@
 //
 // Round r: members push (round r, tokens, encoded pseudo-gradient per parameter tensor). An
 // update is validated whole (worker, round, names, shapes, dtypes, codec, sizes) and decoded
-// into a staging buffer before anything touches the round's sum, so a bad push changes nothing.
-// The round closes when every live member has reported and at least sync.workers members are
-// live, or when sync.coordinator.round_timeout_s has passed since its first report and at least
-// min_workers have reported. Closing: delta = sum(tokens_i * delta_i) / sum(tokens_i), then
-// the outer step (see OuterNesterov), round + 1, and waiting pulls are released.
+// before anything touches the round's sum, so a bad push changes nothing. The round closes when
+// every live member has reported and at least sync.workers members are live, or when
+// sync.coordinator.round_timeout_s has passed since its first report and at least min_workers
+// have reported. Closing (diloco): delta = sum(tokens_i * delta_i) / sum(tokens_i), then the
+// outer step (see OuterNesterov), round + 1, and waiting pulls are released. With
+// sync.download update, delta is first encoded with the run's codec (error feedback kept here)
+// and the outer step uses exactly what the workers will decode, so their replay is bit-exact.
+//
+// sync.mode demo: a push carries each worker's top-k momentum coefficients; closing merges them
+// per tensor (merge_sparse: the mean over the workers that sent a coefficient) into the round's
+// aggregate, and the coordinator steps nothing. Replicas differ: in the rounds the workers push
+// their full parameters (kind kState), the coordinator averages them into the consensus model it
+// evaluates, checkpoints and, for sync.resync_every, serves back.
 #pragma once
 
 #include <condition_variable>
@@ -21,6 +29,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "loco/codec.h"
 #include "loco/config.h"
@@ -44,11 +54,23 @@ struct TensorPayload {
 };
 
 struct Update {
+  enum Kind { kDelta, kState };  // the round's encoded update, or full fp32 parameters (demo)
+  Kind kind = kDelta;
   std::string worker_id;
   int64_t round = 0;
   int64_t tokens = 0;
   double loss = 0;
   std::vector<TensorPayload> tensors;
+};
+
+// What a pull fetches (see PullKind in proto/loco.proto).
+enum class PullKind { kParams, kAggregate, kConsensus };
+
+struct Download {
+  int64_t round = 0;
+  torch::Tensor flat;            // kParams, kConsensus: fp32 parameters (then velocity, if asked)
+  std::vector<Encoded> tensors;  // kAggregate: one per tensor of the layout
+  uint64_t checksum = 0;         // kAggregate in diloco: FNV-1a of the new parameters
 };
 
 struct JoinInfo {
@@ -60,7 +82,7 @@ struct JoinInfo {
 struct MemberInfo {
   std::string worker_id, name;
   int32_t shard = 0;
-  bool reported = false;
+  bool reported = false, reported_state = false;
   double last_loss = 0;
   uint64_t bytes_up = 0, bytes_down = 0;
 };
@@ -99,7 +121,11 @@ class CoordinatorCore {
   // Returns the round reached and a copy of the parameters; `wait_s` gets the time waited.
   std::pair<int64_t, torch::Tensor> wait_state(const std::string& worker_id, int64_t round,
                                                double timeout_s, double* wait_s);
-  void count_download(const std::string& worker_id, uint64_t wire_bytes);
+  // The general pull: waits for `round` (kConsensus: for that round's consensus) and returns
+  // what `kind` names. kAggregate is refused when the run downloads the state.
+  Download wait_download(const std::string& worker_id, PullKind kind, int64_t round,
+                         bool with_velocity, double timeout_s, double* wait_s);
+  void count_download(const std::string& worker_id, uint64_t wire_bytes, PullKind kind);
 
   // Periodic housekeeping: expires leases, closes rounds whose deadline passed.
   void tick();
@@ -109,6 +135,9 @@ class CoordinatorCore {
   // Blocks until every closed round has been evaluated, logged and checkpointed.
   void drain();
   CoordinatorStatus status() const;
+  // The run's byte totals by purpose, what fp32 DiLoCo and DDP would have sent for the same
+  // rounds, their ratios, and the last evaluation (written to run.dir/summary.json at the end).
+  nlohmann::json totals() const;
   const std::vector<TensorLayout>& layout() const { return layout_; }
   int64_t round() const;
   void save_checkpoint();
@@ -117,20 +146,31 @@ class CoordinatorCore {
   struct Member {
     MemberInfo info;
     double last_seen = 0;
+    bool pulled = false;  // its first pull (the starting state) is counted as setup
   };
   // What a closed round leaves for the evaluation thread.
   struct ClosedRound {
     int64_t round = 0, tokens = 0, tokens_total = 0;
     double loss = 0, round_s = 0, wall_s = 0;
-    double work_s = 0;  // decoding, averaging and stepping (the coordinator's own work) ...
+    double work_s = 0;        // decoding, averaging and stepping (the coordinator's own work) ...
     uint64_t work_bytes = 0;  // ... on this many bytes of decoded fp32 data
     uint64_t up = 0, down = 0;
+    uint64_t method_bytes = 0, consensus_bytes = 0, setup_bytes = 0;  // run totals so far
+    double fp32_diloco_bytes = 0, ddp_bytes = 0;  // what those would have sent so far
     int workers = 0;
-    torch::Tensor theta, velocity;  // velocity only when the round is checkpointed
+    bool consensus = false;         // a demo consensus (evaluated) rather than a round close
+    torch::Tensor theta, velocity;  // theta: evaluate it; velocity: checkpoint the round
   };
   // Steps the outer optimizer on the round's average and hands the round to the evaluation
   // thread. Called with mu_ held.
   void close_round_locked();
+  // demo: all live members pushed their parameters for this round: average, evaluate.
+  void close_consensus_locked();
+  void push_state(const Update& update, uint64_t wire_bytes);
+  // diloco, download update: encodes sum_ (the average) tensor by tensor into aggregate_ and
+  // replaces it with what the encoding decodes to.
+  void encode_aggregate_locked();
+  bool is_resync_round(int64_t round) const;
   // The evaluation thread: evaluates, logs and checkpoints closed rounds in order, off the path
   // of the pushes and pulls.
   void eval_loop();
@@ -151,7 +191,20 @@ class CoordinatorCore {
   double round_loss_sum_ = 0, round_first_report_ = -1, round_started_ = 0;
   uint64_t bytes_up_ = 0, bytes_down_ = 0, round_up_ = 0, round_down_ = 0;
   double round_work_s_ = 0;  // this round's decode + average + outer step time
-  double last_val_loss_ = 0;
+  bool demo_ = false, download_update_ = false;
+  std::unique_ptr<ErrorFeedback> down_feedback_;     // diloco, download update: what was not sent
+  std::vector<std::vector<Encoded>> demo_payloads_;  // demo: this round's pushes, per tensor
+  std::vector<Encoded> aggregate_;                   // the last closed round's encoded aggregate
+  uint64_t aggregate_checksum_ = 0;
+  torch::Tensor state_sum_;  // demo: sum of the parameters pushed as kState this round
+  int state_count_ = 0;
+  uint64_t state_up_ = 0;  // bytes of this round's kState pushes
+  int64_t consensus_round_ = -1;
+  // Run totals by purpose: the method's own traffic (pushes, per-round downloads, resyncs), the
+  // demo consensus for evaluation and export, and each member's first pull of the state.
+  uint64_t method_bytes_ = 0, consensus_bytes_ = 0, setup_bytes_ = 0;
+  double fp32_diloco_bytes_ = 0, ddp_bytes_ = 0;
+  double last_val_loss_ = 0, last_val_bpb_ = 0, last_round_loss_ = 0;
   double start_time_ = 0;
   std::vector<int32_t> free_shards_;
   std::unique_ptr<MetricsWriter> metrics_;

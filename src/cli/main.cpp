@@ -110,9 +110,10 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
                const std::string& address, std::string name) {
   if (!address.empty()) overrides.push_back("sync.coordinator.address=" + address);
   auto config = resolve_config(config_path, overrides);
-  if (config.sync.mode != "diloco")
+  if (config.sync.mode != "diloco" && config.sync.mode != "demo")
     throw loco::ConfigError("sync.mode is '" + config.sync.mode +
-                            "'; `loco worker` runs sync.mode diloco (use `loco train` otherwise)");
+                            "'; `loco worker` runs sync.mode diloco or demo (use `loco train` "
+                            "otherwise)");
   auto client = std::make_shared<loco::CoordinatorClient>(config.sync.coordinator.address,
                                                           config.sync.coordinator);
   if (name.empty()) {

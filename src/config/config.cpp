@@ -108,6 +108,8 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.inner_steps", c.sync.inner_steps);
   add("sync.bucket_mb", c.sync.bucket_mb);
   add("sync.timeout_s", c.sync.timeout_s);
+  add("sync.download", c.sync.download);
+  add("sync.resync_every", c.sync.resync_every);
   add("sync.outer.lr", c.sync.outer.lr);
   add("sync.outer.momentum", c.sync.outer.momentum);
   add("sync.codec.type", c.sync.codec.type);
@@ -309,6 +311,13 @@ void validate(const Config& c) {
           "sync.coordinator.min_workers must be between 1 and sync.workers");
   require(co.max_update_mb > 0 && co.checkpoint_every > 0,
           "sync.coordinator: max_update_mb and checkpoint_every must be positive");
+  require_one_of("sync.download", c.sync.download, {"auto", "state", "update"});
+  require(c.sync.resync_every >= 0, "sync.resync_every must be >= 0 (0: never)");
+  if (c.sync.mode == "demo")
+    require(c.sync.codec.type == "dct",
+            "sync.mode demo sends the DCT of each worker's momentum: set sync.codec.type to dct "
+            "(it is '" +
+                c.sync.codec.type + "')");
   if (c.sync.mode == "diloco" || c.sync.mode == "demo")
     require(t.max_steps % c.sync.inner_steps == 0,
             "train.max_steps (" + std::to_string(t.max_steps) +
@@ -317,6 +326,11 @@ void validate(const Config& c) {
   require(co.secret_file.empty() && co.tls_cert.empty() && co.tls_key.empty() && co.tls_ca.empty(),
           "sync.coordinator: secret_file and tls are not supported yet (planned with the "
           "security work); remove them");
+}
+
+bool downloads_update(const SyncConfig& sync) {
+  return sync.mode == "demo" || sync.download == "update" ||
+         (sync.download == "auto" && sync.codec.type != "none");
 }
 
 std::string to_yaml(const Config& config) {

@@ -122,6 +122,7 @@ uint64_t CoordinatorClient::push(Update update) {
   h->set_round(update.round);
   h->set_tokens(update.tokens);
   h->set_loss(update.loss);
+  h->set_kind(update.kind == Update::kState ? v1::STATE : v1::DELTA);
   for (const auto& t : update.tensors) {
     auto* spec = h->add_tensors();
     spec->set_name(t.name);
@@ -150,13 +151,19 @@ uint64_t CoordinatorClient::push(Update update) {
   return wire;
 }
 
-PullResult CoordinatorClient::pull(int64_t round, const std::vector<TensorLayout>& layout,
-                                   torch::Tensor& flat, double timeout_s) {
+// Runs one PullState call: checks the header's tensors with `check_specs`, then hands every
+// data chunk to `sink(tensor, offset, bytes)` after checking it stays inside its tensor.
+template <class CheckSpecs, class Sink>
+PullResult CoordinatorClient::stream_pull(const PullSpec& spec, CheckSpecs check_specs, Sink sink) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(deadline_in(timeout_s));
+  ctx.set_deadline(deadline_in(spec.timeout_s));
   v1::PullRequest req;
   req.set_worker_id(worker_id_);
-  req.set_round(round);
+  req.set_round(spec.round);
+  req.set_kind(spec.kind == PullKind::kAggregate   ? v1::AGGREGATE
+               : spec.kind == PullKind::kConsensus ? v1::CONSENSUS
+                                                   : v1::PARAMS);
+  req.set_with_velocity(spec.with_velocity);
   auto reader = impl_->stub->PullState(&ctx, req);
   v1::StateChunk chunk;
   PullResult result;
@@ -167,33 +174,77 @@ PullResult CoordinatorClient::pull(int64_t round, const std::vector<TensorLayout
   result.wire_bytes += chunk.ByteSizeLong();
   result.round = chunk.header().round();
   result.wait_s = chunk.header().wait_s();
-  const auto& specs = chunk.header().tensors();
-  TORCH_CHECK(size_t(specs.size()) == layout.size(), "coordinator sent ", specs.size(),
-              " tensors, the model has ", layout.size());
-  for (size_t i = 0; i < layout.size(); ++i)
-    TORCH_CHECK(specs[int(i)].name() == layout[i].name &&
-                    specs[int(i)].payload_bytes() == uint64_t(layout[i].numel) * 4,
-                "coordinator's tensor ", specs[int(i)].name(), " does not match ", layout[i].name);
-  auto host = torch::empty({flat.numel()}, torch::kFloat32);
-  char* base = static_cast<char*>(host.data_ptr());
-  uint64_t received = 0;
+  result.checksum = chunk.header().checksum();
+  std::vector<uint64_t> sizes;
+  for (const auto& t : chunk.header().tensors()) sizes.push_back(t.payload_bytes());
+  check_specs(chunk.header());
   while (reader->Read(&chunk)) {
     result.wire_bytes += chunk.ByteSizeLong();
     const auto& d = chunk.data();
-    TORCH_CHECK(d.tensor() < layout.size() &&
-                    d.offset() + d.data().size() <= uint64_t(layout[d.tensor()].numel) * 4,
+    TORCH_CHECK(d.tensor() < sizes.size() && d.offset() + d.data().size() <= sizes[d.tensor()],
                 "coordinator sent a chunk outside tensor bounds");
-    std::memcpy(base + layout[d.tensor()].offset * 4 + d.offset(), d.data().data(),
-                d.data().size());
-    received += d.data().size();
+    sink(d.tensor(), d.offset(), d.data());
   }
   grpc::Status s = reader->Finish();
   if (!s.ok()) fail("PullState", s);
+  return result;
+}
+
+PullResult CoordinatorClient::pull(int64_t round, const std::vector<TensorLayout>& layout,
+                                   torch::Tensor& flat, double timeout_s, PullKind kind,
+                                   bool with_velocity) {
+  // The velocity, when asked for, follows the parameters with the same layout.
+  const int64_t n = layout.back().offset + layout.back().numel, copies = with_velocity ? 2 : 1;
+  TORCH_CHECK(flat.numel() == copies * n, "pull: buffer of ", flat.numel(), " values for ",
+              copies * n);
+  auto host = torch::empty({flat.numel()}, torch::kFloat32);
+  char* base = static_cast<char*>(host.data_ptr());
+  uint64_t received = 0;
+  auto check = [&](const v1::StateHeader& h) {
+    const auto& specs = h.tensors();
+    TORCH_CHECK(size_t(specs.size()) == copies * layout.size(), "coordinator sent ", specs.size(),
+                " tensors, expected ", copies * layout.size());
+    for (size_t i = 0; i < size_t(specs.size()); ++i) {
+      const auto& l = layout[i % layout.size()];
+      TORCH_CHECK(specs[int(i)].payload_bytes() == uint64_t(l.numel) * 4 &&
+                      specs[int(i)].codec() == "none" &&
+                      specs[int(i)].name() == (i < layout.size() ? "" : "velocity/") + l.name,
+                  "coordinator's tensor ", specs[int(i)].name(), " does not match ", l.name);
+    }
+  };
+  auto sink = [&](uint32_t t, uint64_t off, const std::string& data) {
+    const auto& l = layout[t % layout.size()];
+    std::memcpy(base + ((t / layout.size()) * n + l.offset) * 4 + off, data.data(), data.size());
+    received += data.size();
+  };
+  PullResult result = stream_pull({round, kind, with_velocity, timeout_s}, check, sink);
   TORCH_CHECK(received == uint64_t(flat.numel()) * 4, "state truncated: ", received, " of ",
               flat.numel() * 4, " bytes");
   torch::NoGradGuard no_grad;
   flat.copy_(host);
   return result;
+}
+
+PullResult CoordinatorClient::pull_aggregate(int64_t round, const std::vector<TensorLayout>& layout,
+                                             std::vector<Encoded>& out, double timeout_s) {
+  out.assign(layout.size(), Encoded{});
+  auto check = [&](const v1::StateHeader& h) {
+    const auto& specs = h.tensors();
+    TORCH_CHECK(size_t(specs.size()) == layout.size(), "coordinator sent ", specs.size(),
+                " tensors, the model has ", layout.size());
+    for (size_t i = 0; i < layout.size(); ++i) {
+      TORCH_CHECK(specs[int(i)].name() == layout[i].name, "coordinator's tensor ",
+                  specs[int(i)].name(), " does not match ", layout[i].name);
+      out[i].codec = specs[int(i)].codec();
+      out[i].shape.assign(specs[int(i)].shape().begin(), specs[int(i)].shape().end());
+      out[i].payload.reserve(specs[int(i)].payload_bytes());
+    }
+  };
+  auto sink = [&](uint32_t t, uint64_t off, const std::string& data) {
+    TORCH_CHECK(off == out[t].payload.size(), "coordinator's aggregate arrived out of order");
+    out[t].payload.append(data);
+  };
+  return stream_pull({round, PullKind::kAggregate, false, timeout_s}, check, sink);
 }
 
 }  // namespace loco

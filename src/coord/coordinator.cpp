@@ -12,6 +12,7 @@
 #include "loco/checkpoint.h"
 #include "loco/metrics.h"
 #include "loco/model.h"
+#include "loco/shard.h"
 #include "loco/trainer.h"
 
 namespace fs = std::filesystem;
@@ -51,6 +52,12 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
     layout_.push_back({s.name, s.shape, s.offset, s.numel});
   theta_ = evaluator_->flat->data().clone();
   sum_ = torch::zeros_like(theta_);
+  demo_ = sync.mode == "demo";
+  download_update_ = downloads_update(sync);
+  if (download_update_ && !demo_ && sync.codec.error_feedback && sync.codec.type != "none")
+    down_feedback_ = std::make_unique<ErrorFeedback>(*codec_);
+  demo_payloads_.resize(layout_.size());
+  aggregate_.resize(layout_.size());
   outer_ = std::make_unique<OuterNesterov>(sync.outer.lr, sync.outer.momentum, theta_);
 
   fs::create_directories(config_.run.dir);
@@ -155,10 +162,15 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
                      "update for round " + std::to_string(u.round) +
                          " but the coordinator is at round " + std::to_string(round_) +
                          (u.round < round_ ? " (stale)" : " (future)"));
-  if (members_.at(u.worker_id).info.reported)
-    throw CoordError(
-        CoordError::kFailedPrecondition,
-        "worker '" + u.worker_id + "' already pushed round " + std::to_string(u.round));
+  const bool state = u.kind == Update::kState;
+  if (state && !demo_)
+    throw CoordError(CoordError::kInvalidArgument, "a parameter (STATE) push, but sync.mode is '" +
+                                                       config_.sync.mode +
+                                                       "'; only demo averages replicas");
+  if (state ? members_.at(u.worker_id).info.reported_state : members_.at(u.worker_id).info.reported)
+    throw CoordError(CoordError::kFailedPrecondition,
+                     "worker '" + u.worker_id + "' already pushed " +
+                         (state ? "its parameters for" : "") + "round " + std::to_string(u.round));
   if (u.tensors.size() != layout_.size())
     throw CoordError(CoordError::kInvalidArgument,
                      "update has " + std::to_string(u.tensors.size()) + " tensors, the model has " +
@@ -176,37 +188,51 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
     if (t.dtype != "float32")
       throw CoordError(CoordError::kInvalidArgument,
                        "tensor '" + t.name + "' has dtype '" + t.dtype + "', expected float32");
-    if (t.encoded.codec != codec_->name())
+    const std::string codec = state ? "none" : codec_->name();
+    if (t.encoded.codec != codec)
       throw CoordError(CoordError::kInvalidArgument, "tensor '" + t.name + "' is encoded with '" +
-                                                         t.encoded.codec + "', the run uses '" +
-                                                         codec_->name() + "'");
+                                                         t.encoded.codec + "', expected '" + codec +
+                                                         "'");
   }
-  if (u.tokens <= 0)
+  if (u.tokens <= 0 && !state)
     throw CoordError(CoordError::kInvalidArgument,
                      "update claims " + std::to_string(u.tokens) + " tokens (must be positive)");
+}
+
+// Decodes (or, `sparse`, only parses) every tensor of `u` with `codec`; throws
+// kInvalidArgument naming the tensor. Decoded tensors may alias u's payloads.
+static std::vector<torch::Tensor> decode_all(const Update& u, const Codec& codec,
+                                             const std::vector<TensorLayout>& layout, bool sparse) {
+  std::vector<torch::Tensor> decoded(layout.size());
+  for (size_t i = 0; i < layout.size(); ++i) {
+    try {
+      if (sparse) {
+        parse_dct(u.tensors[i].encoded);
+        continue;
+      }
+      decoded[i] = codec.decode_view(u.tensors[i].encoded);
+    } catch (const CodecError& e) {
+      throw CoordError(CoordError::kInvalidArgument,
+                       "tensor '" + layout[i].name + "': " + std::string(e.what()));
+    }
+    if (decoded[i].numel() != layout[i].numel)
+      throw CoordError(CoordError::kInvalidArgument, "tensor '" + layout[i].name + "' decodes to " +
+                                                         std::to_string(decoded[i].numel()) +
+                                                         " values, expected " +
+                                                         std::to_string(layout[i].numel));
+  }
+  return decoded;
 }
 
 void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
   uint64_t payload = 0;
   for (const auto& t : u.tensors) payload += t.encoded.payload.size();
   check_header(u, payload);
+  if (u.kind == Update::kState) return push_state(u, wire_bytes);
   // Decode everything before touching the round's sum: a bad tensor changes nothing. Decoding
   // checks that every value is finite; `decode_view` may alias the payload (no copy for fp32).
   double work_start = now_s();
-  std::vector<torch::Tensor> decoded(layout_.size());
-  for (size_t i = 0; i < layout_.size(); ++i) {
-    try {
-      decoded[i] = codec_->decode_view(u.tensors[i].encoded);
-    } catch (const CodecError& e) {
-      throw CoordError(CoordError::kInvalidArgument,
-                       "tensor '" + layout_[i].name + "': " + std::string(e.what()));
-    }
-    if (decoded[i].numel() != layout_[i].numel)
-      throw CoordError(CoordError::kInvalidArgument,
-                       "tensor '" + layout_[i].name + "' decodes to " +
-                           std::to_string(decoded[i].numel()) + " values, expected " +
-                           std::to_string(layout_[i].numel));
-  }
+  auto decoded = decode_all(u, *codec_, layout_, demo_);
   double decode_s = now_s() - work_start;
   std::unique_lock<std::mutex> lock(mu_);
   auto& m = member_locked(u.worker_id);
@@ -214,15 +240,20 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
     throw CoordError(CoordError::kFailedPrecondition,
                      "round " + std::to_string(u.round) + " closed before this update arrived");
   double add_start = now_s();
-  for (size_t i = 0; i < layout_.size(); ++i)
-    sum_.narrow(0, layout_[i].offset, layout_[i].numel).add_(decoded[i].reshape({-1}),
-                                                             double(u.tokens));
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    if (demo_)
+      demo_payloads_[i].push_back(u.tensors[i].encoded);
+    else
+      sum_.narrow(0, layout_[i].offset, layout_[i].numel)
+          .add_(decoded[i].reshape({-1}), double(u.tokens));
+  }
   round_work_s_ += decode_s + (now_s() - add_start);
   m.info.reported = true;
   m.info.last_loss = u.loss;
   m.info.bytes_up += wire_bytes;
   bytes_up_ += wire_bytes;
   round_up_ += wire_bytes;
+  method_bytes_ += wire_bytes;
   round_tokens_ += u.tokens;
   round_loss_sum_ += u.loss * double(u.tokens);
   if (round_first_report_ < 0) round_first_report_ = now_s();
@@ -232,34 +263,111 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
     close_round_locked();
 }
 
+void CoordinatorCore::push_state(const Update& u, uint64_t wire_bytes) {
+  auto none = make_codec(CodecConfig{});
+  auto decoded = decode_all(u, *none, layout_, false);
+  std::unique_lock<std::mutex> lock(mu_);
+  auto& m = member_locked(u.worker_id);
+  if (u.round != round_ || m.info.reported_state)
+    throw CoordError(CoordError::kFailedPrecondition,
+                     "the consensus of round " + std::to_string(u.round) + " is closed");
+  if (!state_sum_.defined()) state_sum_ = torch::zeros_like(theta_);
+  for (size_t i = 0; i < layout_.size(); ++i)
+    state_sum_.narrow(0, layout_[i].offset, layout_[i].numel).add_(decoded[i].reshape({-1}));
+  m.info.reported_state = true;
+  m.info.bytes_up += wire_bytes;
+  bytes_up_ += wire_bytes;
+  (is_resync_round(round_) ? method_bytes_ : consensus_bytes_) += wire_bytes;
+  ++state_count_;
+  if (state_count_ == int(members_.size())) close_consensus_locked();
+}
+
+bool CoordinatorCore::is_resync_round(int64_t round) const {
+  return demo_ && config_.sync.resync_every > 0 && round % config_.sync.resync_every == 0;
+}
+
+void CoordinatorCore::close_consensus_locked() {
+  theta_.copy_(state_sum_).div_(double(state_count_));
+  state_sum_.zero_();
+  for (auto& [id, m] : members_) m.info.reported_state = false;
+  ClosedRound r;
+  r.consensus = true;
+  r.round = round_;
+  r.workers = state_count_;
+  state_count_ = 0;
+  r.tokens_total = tokens_total_;
+  r.loss = last_round_loss_;
+  r.wall_s = now_s() - start_time_;
+  r.method_bytes = method_bytes_, r.consensus_bytes = consensus_bytes_,
+  r.setup_bytes = setup_bytes_;
+  r.fp32_diloco_bytes = fp32_diloco_bytes_, r.ddp_bytes = ddp_bytes_;
+  r.theta = theta_.clone();
+  if (round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_)
+    r.velocity = outer_->velocity().clone();
+  consensus_round_ = round_;
+  spdlog::info("coordinator: consensus of round {} from {} replicas", round_, r.workers);
+  eval_queue_.push_back(std::move(r));
+  eval_cv_.notify_all();
+  round_closed_.notify_all();
+}
+
 void CoordinatorCore::close_round_locked() {
   ClosedRound r;
   r.round_s = now_s() - round_started_;
   double work_start = now_s();
-  sum_.div_(double(round_tokens_));
-  outer_->step(theta_, sum_);
-  sum_.zero_();
+  if (demo_) {
+    for (size_t i = 0; i < layout_.size(); ++i) {
+      aggregate_[i] = encode_sparse(merge_sparse(demo_payloads_[i]), config_.sync.codec.values);
+      demo_payloads_[i].clear();
+    }
+  } else {
+    sum_.div_(double(round_tokens_));
+    if (download_update_) encode_aggregate_locked();
+    outer_->step(theta_, sum_);
+    sum_.zero_();
+    if (download_update_)
+      aggregate_checksum_ = fnv1a64(theta_.data_ptr(), size_t(theta_.numel()) * 4);
+  }
   r.work_s = round_work_s_ + (now_s() - work_start);
   round_work_s_ = 0;
-  r.loss = round_loss_sum_ / double(round_tokens_);
+  r.loss = last_round_loss_ = round_loss_sum_ / double(round_tokens_);
   r.tokens = round_tokens_;
   for (auto& [id, m] : members_) r.workers += m.info.reported, m.info.reported = false;
   tokens_total_ += r.tokens;
   r.tokens_total = tokens_total_;
   r.up = round_up_, r.down = round_down_;
   r.work_bytes = uint64_t(r.workers) * uint64_t(theta_.numel()) * 4;
+  // What fp32 DiLoCo (full Δ up, full θ down) and DDP (a ring all-reduce of 4N bytes every step,
+  // each way) would have moved for this round, all workers together.
+  const double n4 = 4.0 * double(theta_.numel()), w = double(config_.sync.workers);
+  fp32_diloco_bytes_ += double(r.workers) * 2 * n4;
+  ddp_bytes_ += double(config_.sync.inner_steps) * 2 * 2 * (w - 1) * n4;
+  r.method_bytes = method_bytes_, r.consensus_bytes = consensus_bytes_,
+  r.setup_bytes = setup_bytes_;
+  r.fp32_diloco_bytes = fp32_diloco_bytes_, r.ddp_bytes = ddp_bytes_;
   round_tokens_ = 0, round_loss_sum_ = 0, round_first_report_ = -1, round_up_ = 0, round_down_ = 0;
   r.round = ++round_;
   round_started_ = now_s();
   r.wall_s = round_started_ - start_time_;
-  r.theta = theta_.clone();
-  if (round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_)
-    r.velocity = outer_->velocity().clone();
+  if (!demo_) {  // demo evaluates and checkpoints the consensus instead
+    r.theta = theta_.clone();
+    if (round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_)
+      r.velocity = outer_->velocity().clone();
+  }
   spdlog::info("coordinator: round {}/{} closed with {} workers, {} tokens, loss {:.4f}", r.round,
                total_rounds_, r.workers, r.tokens, r.loss);
   eval_queue_.push_back(std::move(r));
   eval_cv_.notify_all();
   round_closed_.notify_all();
+}
+
+void CoordinatorCore::encode_aggregate_locked() {
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    const auto& l = layout_[i];
+    auto x = sum_.narrow(0, l.offset, l.numel).view(l.shape);
+    aggregate_[i] = down_feedback_ ? down_feedback_->encode(l.name, x) : codec_->encode(x);
+    x.copy_(codec_->decode(aggregate_[i]));  // step with exactly what the workers decode
+  }
 }
 
 void CoordinatorCore::eval_loop() {
@@ -272,7 +380,7 @@ void CoordinatorCore::eval_loop() {
     eval_busy_ = true;
     lock.unlock();
     try {
-      evaluate_and_log(r);
+      evaluate_and_log(r);  // logs without evaluating when r.theta is undefined
       if (r.velocity.defined()) write_checkpoint(r.round, r.tokens_total, r.theta, r.velocity);
     } catch (const std::exception& e) {
       spdlog::error("coordinator: evaluating round {} failed: {}", r.round, e.what());
@@ -289,55 +397,106 @@ void CoordinatorCore::drain() {
 }
 
 void CoordinatorCore::evaluate_and_log(const ClosedRound& r) {
-  evaluator_->flat->data().copy_(r.theta);
-  const auto& t = config_.train;
-  EvalStats e = evaluate_model(evaluator_->model, evaluator_->val_tokens, evaluator_->token_bytes,
-                               t.batch_size, config_.model.seq_len, t.eval_batches,
-                               torch::Device(torch::kCPU));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    last_val_loss_ = e.loss;
-  }
-  spdlog::info("coordinator: round {} | val loss {:.4f} | val bpb {:.4f}", r.round, e.loss, e.bpb);
-  metrics_->write({{"round", r.round},
-                   {"step", r.round * config_.sync.inner_steps},
-                   {"tokens", r.tokens_total},
-                   {"loss", r.loss},
-                   {"lr", config_.sync.outer.lr},
-                   {"wall_s", r.wall_s},
-                   {"val_loss", e.loss},
-                   {"val_bpb", e.bpb},
-                   {"bytes_up", r.up},
+  nlohmann::json record = {{"round", r.round},
+                           {"step", r.round * config_.sync.inner_steps},
+                           {"tokens", r.tokens_total},
+                           {"loss", r.loss},
+                           {"lr", config_.sync.outer.lr},
+                           {"wall_s", r.wall_s},
+                           {"workers", r.workers},
+                           {"bytes_total", r.method_bytes},
+                           {"setup_bytes_total", r.setup_bytes},
+                           {"fp32_diloco_bytes", r.fp32_diloco_bytes},
+                           {"ddp_bytes", r.ddp_bytes},
+                           {"ratio_vs_diloco_fp32", r.fp32_diloco_bytes / double(r.method_bytes)},
+                           {"ratio_vs_ddp", r.ddp_bytes / double(r.method_bytes)}};
+  if (r.consensus) {
+    record["consensus"] = true;
+    record["consensus_bytes_total"] = r.consensus_bytes;
+    record["setup_bytes_total"] = r.setup_bytes;
+  } else {
+    record.update({{"bytes_up", r.up},
                    {"bytes_down", r.down},
-                   {"workers", r.workers},
                    {"round_tokens", r.tokens},
                    {"round_s", r.round_s},
                    {"coord_work_s", r.work_s},
                    {"coord_work_bytes", r.work_bytes}});
+  }
+  if (r.theta.defined()) {
+    evaluator_->flat->data().copy_(r.theta);
+    const auto& t = config_.train;
+    EvalStats e = evaluate_model(evaluator_->model, evaluator_->val_tokens, evaluator_->token_bytes,
+                                 t.batch_size, config_.model.seq_len, t.eval_batches,
+                                 torch::Device(torch::kCPU));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_val_loss_ = e.loss;
+      last_val_bpb_ = e.bpb;
+    }
+    spdlog::info("coordinator: round {}{} | val loss {:.4f} | val bpb {:.4f}", r.round,
+                 r.consensus ? " (consensus of the replicas)" : "", e.loss, e.bpb);
+    record["val_loss"] = e.loss;
+    record["val_bpb"] = e.bpb;
+  }
+  metrics_->write(record);
 }
 
 std::pair<int64_t, torch::Tensor> CoordinatorCore::wait_state(const std::string& worker_id,
                                                               int64_t round, double timeout_s,
                                                               double* wait_s) {
+  auto d = wait_download(worker_id, PullKind::kParams, round, false, timeout_s, wait_s);
+  return {d.round, d.flat};
+}
+
+Download CoordinatorCore::wait_download(const std::string& worker_id, PullKind kind, int64_t round,
+                                        bool with_velocity, double timeout_s, double* wait_s) {
   double start = now_s();
   std::unique_lock<std::mutex> lock(mu_);
   member_locked(worker_id);
-  bool ok = round_closed_.wait_for(lock, std::chrono::duration<double>(timeout_s),
-                                   [&] { return round_ >= round; });
+  if (kind == PullKind::kAggregate && !download_update_)
+    throw CoordError(CoordError::kFailedPrecondition,
+                     "this run downloads the parameters, not an aggregate (sync.download)");
+  if (kind == PullKind::kConsensus && !demo_)
+    throw CoordError(CoordError::kFailedPrecondition, "only sync.mode demo has a consensus");
+  bool ok = round_closed_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] {
+    return kind == PullKind::kConsensus ? consensus_round_ >= round : round_ >= round;
+  });
   if (wait_s) *wait_s = now_s() - start;
   if (!ok)
     throw CoordError(CoordError::kUnavailable, "round " + std::to_string(round) +
                                                    " not reached within " +
                                                    std::to_string(int(timeout_s)) + " s");
-  return {round_, theta_.clone()};
+  Download d;
+  d.round = kind == PullKind::kConsensus ? consensus_round_ : round_;
+  if (kind == PullKind::kAggregate) {
+    if (round != round_)
+      throw CoordError(CoordError::kFailedPrecondition,
+                       "the aggregate of round " + std::to_string(round) +
+                           " is gone (the coordinator is at round " + std::to_string(round_) +
+                           "); pull the parameters instead");
+    d.tensors = aggregate_;
+    d.checksum = aggregate_checksum_;
+  } else {
+    d.flat = with_velocity ? torch::cat({theta_, outer_->velocity()}) : theta_.clone();
+  }
+  return d;
 }
 
-void CoordinatorCore::count_download(const std::string& worker_id, uint64_t wire_bytes) {
+void CoordinatorCore::count_download(const std::string& worker_id, uint64_t wire_bytes,
+                                     PullKind kind) {
   std::lock_guard<std::mutex> lock(mu_);
   bytes_down_ += wire_bytes;
-  round_down_ += wire_bytes;
   auto it = members_.find(worker_id);
-  if (it != members_.end()) it->second.info.bytes_down += wire_bytes;
+  bool first = it != members_.end() && !it->second.pulled;
+  if (it != members_.end()) it->second.info.bytes_down += wire_bytes, it->second.pulled = true;
+  if (first) {
+    setup_bytes_ += wire_bytes;  // a member's first pull: what any method needs to start
+  } else if (kind == PullKind::kConsensus && !is_resync_round(round_)) {
+    consensus_bytes_ += wire_bytes;
+  } else {
+    round_down_ += wire_bytes;
+    method_bytes_ += wire_bytes;
+  }
 }
 
 void CoordinatorCore::tick() {
@@ -361,6 +520,26 @@ void CoordinatorCore::tick() {
                   now - round_first_report_ > config_.sync.coordinator.round_timeout_s &&
                   reported >= config_.sync.coordinator.min_workers;
   if (round_ < total_rounds_ && (all_in || deadline)) close_round_locked();
+  // demo: a member that left or lapsed no longer holds up the consensus
+  if (state_count_ > 0 && state_count_ >= int(members_.size())) close_consensus_locked();
+}
+
+nlohmann::json CoordinatorCore::totals() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const double method = double(std::max<uint64_t>(method_bytes_, 1));
+  return {{"rounds", round_},
+          {"tokens", tokens_total_},
+          {"bytes_up", bytes_up_},
+          {"bytes_down", bytes_down_},
+          {"bytes_total", method_bytes_},
+          {"consensus_bytes_total", consensus_bytes_},
+          {"setup_bytes_total", setup_bytes_},
+          {"fp32_diloco_bytes", fp32_diloco_bytes_},
+          {"ddp_bytes", ddp_bytes_},
+          {"ratio_vs_diloco_fp32", fp32_diloco_bytes_ / method},
+          {"ratio_vs_ddp", ddp_bytes_ / method},
+          {"final_val_loss", last_val_loss_},
+          {"final_val_bpb", last_val_bpb_}};
 }
 
 bool CoordinatorCore::finished() const {

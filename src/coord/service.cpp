@@ -8,6 +8,8 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "loco.grpc.pb.h"
@@ -87,6 +89,7 @@ class Service final : public v1::Coordinator::Service {
       update.round = h.round();
       update.tokens = h.tokens();
       update.loss = h.loss();
+      update.kind = h.kind() == v1::STATE ? Update::kState : Update::kDelta;
       uint64_t declared = 0;
       for (const auto& spec : h.tensors()) {
         TensorPayload t;
@@ -135,37 +138,56 @@ class Service final : public v1::Coordinator::Service {
                          grpc::ServerWriter<v1::StateChunk>* writer) override {
     return guarded("PullState", ctx, [&] {
       double wait_s = 0;
-      auto [round, theta] = core_.wait_state(req->worker_id(), req->round(),
-                                             config_.sync.coordinator.round_timeout_s * 2, &wait_s);
+      const PullKind kind = req->kind() == v1::AGGREGATE   ? PullKind::kAggregate
+                            : req->kind() == v1::CONSENSUS ? PullKind::kConsensus
+                                                           : PullKind::kParams;
+      Download d = core_.wait_download(req->worker_id(), kind, req->round(), req->with_velocity(),
+                                       config_.sync.coordinator.round_timeout_s * 2, &wait_s);
+      // What to stream: one (spec, bytes) per tensor.
+      const auto& layout = core_.layout();
+      std::vector<std::pair<const char*, size_t>> parts;
       v1::StateChunk chunk;
       auto* header = chunk.mutable_header();
-      header->set_round(round);
+      header->set_round(d.round);
       header->set_wait_s(wait_s);
-      for (const auto& l : core_.layout()) {
+      header->set_checksum(d.checksum);
+      auto add_spec = [&](const std::string& name, const std::vector<int64_t>& shape,
+                          const std::string& codec, const char* data, size_t bytes) {
         auto* spec = header->add_tensors();
-        spec->set_name(l.name);
-        for (int64_t d : l.shape) spec->add_shape(d);
+        spec->set_name(name);
+        for (int64_t dim : shape) spec->add_shape(dim);
         spec->set_dtype("float32");
-        spec->set_codec("none");
-        spec->set_payload_bytes(uint64_t(l.numel) * 4);
+        spec->set_codec(codec);
+        spec->set_payload_bytes(bytes);
+        parts.emplace_back(data, bytes);
+      };
+      if (kind == PullKind::kAggregate) {
+        for (size_t i = 0; i < layout.size(); ++i)
+          add_spec(layout[i].name, layout[i].shape, d.tensors[i].codec, d.tensors[i].payload.data(),
+                   d.tensors[i].payload.size());
+      } else {  // raw fp32, the velocity after the parameters when asked for
+        const char* base = static_cast<const char*>(d.flat.data_ptr());
+        const int64_t n = layout.back().offset + layout.back().numel;
+        for (int64_t copy = 0; copy * n < d.flat.numel(); ++copy)
+          for (const auto& l : layout)
+            add_spec(copy ? "velocity/" + l.name : l.name, l.shape, "none",
+                     base + (copy * n + l.offset) * 4, size_t(l.numel) * 4);
       }
       uint64_t wire = chunk.ByteSizeLong();
       writer->Write(chunk);
-      const char* base = static_cast<const char*>(theta.data_ptr());
-      const auto& layout = core_.layout();
-      for (size_t i = 0; i < layout.size(); ++i) {
-        size_t bytes = size_t(layout[i].numel) * 4;
+      for (size_t i = 0; i < parts.size(); ++i) {
+        auto [data, bytes] = parts[i];
         for (size_t off = 0; off < bytes; off += kChunkBytes) {
-          v1::StateChunk data;
-          auto* d = data.mutable_data();
-          d->set_tensor(uint32_t(i));
-          d->set_offset(off);
-          d->set_data(base + layout[i].offset * 4 + off, std::min(kChunkBytes, bytes - off));
-          wire += data.ByteSizeLong();
-          if (!writer->Write(data)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+          v1::StateChunk out;
+          auto* c = out.mutable_data();
+          c->set_tensor(uint32_t(i));
+          c->set_offset(off);
+          c->set_data(data + off, std::min(kChunkBytes, bytes - off));
+          wire += out.ByteSizeLong();
+          if (!writer->Write(out)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
         }
       }
-      core_.count_download(req->worker_id(), wire);
+      core_.count_download(req->worker_id(), wire, kind);
       return grpc::Status::OK;
     });
   }
@@ -225,9 +247,16 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   core.save_checkpoint();
   auto s = core.status();
+  auto totals = core.totals();
+  std::string summary = (std::filesystem::path(config.run.dir) / "summary.json").string();
+  std::ofstream(summary + ".tmp") << totals.dump(1) << "\n";
+  std::filesystem::rename(summary + ".tmp", summary);  // readers never see half a file
   spdlog::info(
-      "coordinator: done at round {}/{}; {} bytes up, {} bytes down; final val loss {:.4f}",
-      s.round, s.total_rounds, s.bytes_up, s.bytes_down, s.last_val_loss);
+      "coordinator: done at round {}/{}; {} bytes up, {} bytes down ({:.1f}x fewer than fp32 "
+      "DiLoCo, {:.1f}x fewer than DDP); final val loss {:.4f}; {}",
+      s.round, s.total_rounds, s.bytes_up, s.bytes_down,
+      totals["ratio_vs_diloco_fp32"].get<double>(), totals["ratio_vs_ddp"].get<double>(),
+      s.last_val_loss, summary);
   return 0;
 }
 

@@ -56,7 +56,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
   const int64_t workers = config.sync.workers;
   if (config.sync.mode == "single") {
     parts.push_back({"train", common_args("train", o), {}});
-  } else if (config.sync.mode == "diloco") {
+  } else if (config.sync.mode == "diloco" || config.sync.mode == "demo") {
     auto coord = common_args("coordinator", o);
     coord.insert(coord.end(), {"--set", "run.dir=" + dir + "/coordinator"});
     parts.push_back({"coord", coord, {}});
@@ -103,7 +103,7 @@ std::string command_line(const Part& p) {
 
 void print_dry_run(const Config& config, const std::vector<Part>& parts) {
   std::cout << "# " << parts.size() << " processes for sync.mode " << config.sync.mode << "\n";
-  if (config.sync.mode == "diloco") {
+  if (config.sync.mode == "diloco" || config.sync.mode == "demo") {
     std::cout << "# Across hosts: run the coordinator on a host the workers can reach, set "
                  "sync.coordinator.address to HOST:PORT there and pass --coordinator HOST:PORT "
                  "to every worker.\n";

@@ -1,4 +1,5 @@
-// DiLoCo on the worker: pseudo-gradient up, global parameters down (see include/loco/diloco.h).
+// DiLoCo and the decoupled DCT method on the worker: the round's update up, what the coordinator
+// serves back down (see include/loco/diloco.h).
 #include "loco/progress.h"
 #include "loco/diloco.h"
 
@@ -11,30 +12,63 @@
 #include <thread>
 
 #include "loco/codec.h"
+#include "loco/optim.h"
 #include "loco/shard.h"
 #include "loco/trainer.h"
 
 namespace loco {
+
+Encoded demo_compress(torch::Tensor& m, const torch::Tensor& delta, double beta, Codec& dct) {
+  torch::NoGradGuard no_grad;
+  m.mul_(beta).add_(delta);
+  Encoded e = dct.encode(m);
+  m.sub_(dct.decode(e).to(m.device()).view(m.sizes()));
+  return e;
+}
+
+torch::Tensor demo_apply(torch::Tensor& m, const torch::Tensor& theta_start,
+                         const torch::Tensor& delta, const Encoded& merged, double beta, double lr,
+                         const Codec& dct) {
+  torch::NoGradGuard no_grad;
+  m.add_(dct.decode(merged).to(m.device()).view(m.sizes()));
+  return theta_start - lr * (delta + beta * m);
+}
+
 namespace {
 
-class DilocoSync : public Sync {
+uint64_t checksum(const torch::Tensor& flat) {
+  auto host = flat.to(torch::kCPU).contiguous();
+  return fnv1a64(host.data_ptr(), size_t(host.numel()) * 4);
+}
+
+class CoordinatedSync : public Sync {
  public:
-  DilocoSync(const Config& config, std::shared_ptr<CoordinatorClient> client, const JoinInfo& join)
+  CoordinatedSync(const Config& config, std::shared_ptr<CoordinatorClient> client,
+                  const JoinInfo& join)
       : config_(config),
         client_(std::move(client)),
         round_(join.round),
+        demo_(config.sync.mode == "demo"),
+        download_update_(downloads_update(config.sync)),
         codec_(make_codec(config.sync.codec)) {
-    if (config.sync.codec.type != "none" && config.sync.codec.error_feedback)
+    if (!demo_ && config.sync.codec.type != "none" && config.sync.codec.error_feedback)
       feedback_ = std::make_unique<ErrorFeedback>(*codec_);
+    const int64_t h = config.sync.inner_steps, every = config.train.eval_every;
+    consensus_every_ = every > 0 ? std::max<int64_t>(1, every / h) : 0;
   }
 
-  ~DilocoSync() override { stop_heartbeats(); }
+  ~CoordinatedSync() override { stop_heartbeats(); }
 
   void start(Trainer& trainer) override {
     for (const auto& s : trainer.params().slots())
       layout_.push_back({s.name, s.shape, s.offset, s.numel});
-    PullResult r = client_->pull(round_, layout_, trainer.params().data(), pull_timeout());
-    theta_start_ = trainer.params().data().clone();
+    auto& params = trainer.params().data();
+    if (download_update_ && !demo_)
+      outer_ = std::make_unique<OuterNesterov>(config_.sync.outer.lr, config_.sync.outer.momentum,
+                                               params);
+    PullResult r = pull_params(params, /*velocity=*/outer_ && round_ > 0);
+    theta_start_ = params.clone();
+    if (demo_) momentum_ = torch::zeros_like(params);
     round_tokens_start_ = trainer.tokens();
     spdlog::info("worker {}: pulled the global state of round {} ({} bytes)", client_->worker_id(),
                  r.round, r.wire_bytes);
@@ -45,14 +79,33 @@ class DilocoSync : public Sync {
     loss_sum_ += record.at("loss").get<double>();
     ++loss_count_;
     if (trainer.step() % config_.sync.inner_steps != 0) return;
-    double start = now_s();
-    Update update = make_update(trainer);
-    uint64_t up = client_->push(std::move(update));
+    torch::NoGradGuard no_grad;
+    auto& params = trainer.params().data();
+    double start = now_s(), codec_s = 0;
+    uint64_t up = client_->push(make_update(trainer, &codec_s));
     double pull_start = now_s();
-    PullResult down = client_->pull(round_ + 1, layout_, trainer.params().data(), pull_timeout());
+    PullResult down;
+    if (!download_update_) {
+      down = client_->pull(round_ + 1, layout_, params, pull_timeout());
+    } else {
+      std::vector<Encoded> aggregate;
+      down = client_->pull_aggregate(round_ + 1, layout_, aggregate, pull_timeout());
+      double t = now_s();
+      demo_ ? apply_merged(params, aggregate) : replay_outer_step(params, aggregate);
+      codec_s += now_s() - t;
+    }
     double pull_s = now_s() - pull_start;
-    theta_start_.copy_(trainer.params().data());
     round_ = down.round;
+    if (!demo_ && download_update_ && checksum(params) != down.checksum) {
+      spdlog::warn(
+          "worker {}: parameters differ from the coordinator's after round {}; "
+          "resyncing in full",
+          client_->worker_id(), round_);
+      down.wire_bytes += pull_params(params, /*velocity=*/true).wire_bytes;
+      record["resynced"] = true;
+    }
+    if (demo_ && consensus_due(round_)) exchange_state(params, record);
+    theta_start_.copy_(params);
     round_tokens_start_ = trainer.tokens();
     loss_sum_ = 0, loss_count_ = 0;
     record["round"] = round_;
@@ -61,11 +114,10 @@ class DilocoSync : public Sync {
     record["sync_s"] = now_s() - start;
     record["idle_s"] = down.wait_s;
     record["pull_s"] = pull_s;
+    record["codec_s"] = codec_s;
     record["worker"] = client_->worker_id();
-    // Every replica must hold the same parameters after a sync; the checksum lets anyone check.
-    auto& p = trainer.params().data();
-    auto host = p.to(torch::kCPU).contiguous();
-    record["param_checksum"] = fnv1a64(host.data_ptr(), size_t(host.numel()) * 4);
+    // DiLoCo replicas hold the same parameters after a sync; the checksum lets anyone check.
+    record["param_checksum"] = checksum(params);
   }
 
   void finish(Trainer&) override {
@@ -74,21 +126,103 @@ class DilocoSync : public Sync {
   }
 
  private:
-  Update make_update(Trainer& trainer) {
-    torch::NoGradGuard no_grad;
-    auto delta = theta_start_ - trainer.params().data();
+  PullResult pull_params(torch::Tensor& params, bool velocity) {
+    if (!velocity) return client_->pull(round_, layout_, params, pull_timeout());
+    auto both = torch::empty({2 * params.numel()}, params.options());
+    PullResult r = client_->pull(round_, layout_, both, pull_timeout(), PullKind::kParams,
+                                 /*with_velocity=*/true);
+    params.copy_(both.narrow(0, 0, params.numel()));
+    outer_->velocity().copy_(both.narrow(0, params.numel(), params.numel()));
+    return r;
+  }
+
+  // diloco: the encoded delta (with error feedback); demo: the top-k of the momentum's DCT.
+  Update make_update(Trainer& trainer, double* codec_s) {
+    delta_ = theta_start_ - trainer.params().data();
     Update u;
     u.round = round_;
     u.tokens = trainer.tokens() - round_tokens_start_;
     u.loss = loss_count_ ? loss_sum_ / double(loss_count_) : 0.0;
+    double t = now_s();
     for (const auto& l : layout_) {
-      auto x = delta.narrow(0, l.offset, l.numel).view(l.shape);
-      TensorPayload t;
-      t.name = l.name;
-      t.encoded = feedback_ ? feedback_->encode(l.name, x) : codec_->encode(x);
-      u.tensors.push_back(std::move(t));
+      auto x = delta_.narrow(0, l.offset, l.numel).view(l.shape);
+      TensorPayload p;
+      p.name = l.name;
+      if (demo_) {
+        auto m = momentum_.narrow(0, l.offset, l.numel).view(l.shape);
+        p.encoded = demo_compress(m, x, config_.sync.outer.momentum, *codec_);
+      } else {
+        p.encoded = feedback_ ? feedback_->encode(l.name, x) : codec_->encode(x);
+      }
+      u.tensors.push_back(std::move(p));
     }
+    *codec_s += now_s() - t;
     return u;
+  }
+
+  // diloco, download update: theta = theta_start, then the coordinator's outer step on the
+  // decoded average, bit for bit.
+  void replay_outer_step(torch::Tensor& params, const std::vector<Encoded>& aggregate) {
+    for (size_t i = 0; i < layout_.size(); ++i)
+      delta_.narrow(0, layout_[i].offset, layout_[i].numel)
+          .copy_(decode_checked(aggregate[i], i).reshape({-1}));
+    params.copy_(theta_start_);
+    outer_->step(params, delta_);
+  }
+
+  // demo: m += IDCT(merged); theta = theta_start - lr (delta + beta m), tensor by tensor.
+  void apply_merged(torch::Tensor& params, const std::vector<Encoded>& merged) {
+    const auto& o = config_.sync.outer;
+    for (size_t i = 0; i < layout_.size(); ++i) {
+      const auto& l = layout_[i];
+      auto m = momentum_.narrow(0, l.offset, l.numel).view(l.shape);
+      try {
+        params.narrow(0, l.offset, l.numel)
+            .copy_(demo_apply(m, theta_start_.narrow(0, l.offset, l.numel).view(l.shape),
+                              delta_.narrow(0, l.offset, l.numel).view(l.shape), merged[i],
+                              o.momentum, o.lr, *codec_)
+                       .reshape({-1}));
+      } catch (const CodecError& e) {
+        throw std::runtime_error("coordinator's aggregate for '" + l.name + "': " + e.what());
+      }
+    }
+  }
+
+  torch::Tensor decode_checked(const Encoded& e, size_t i) const {
+    try {
+      return codec_->decode(e).to(delta_.device());
+    } catch (const CodecError& err) {
+      throw std::runtime_error("coordinator's aggregate for '" + layout_[i].name +
+                               "': " + err.what());
+    }
+  }
+
+  // demo: the rounds whose replicas are averaged (evaluation, the exported model, resync).
+  bool consensus_due(int64_t round) const {
+    const int64_t rounds = config_.train.max_steps / config_.sync.inner_steps;
+    return round == rounds || (consensus_every_ > 0 && round % consensus_every_ == 0) ||
+           resync_due(round);
+  }
+  bool resync_due(int64_t round) const {
+    return config_.sync.resync_every > 0 && round % config_.sync.resync_every == 0;
+  }
+
+  // demo: push this replica's parameters for the consensus; on resync rounds adopt it.
+  void exchange_state(torch::Tensor& params, nlohmann::json& record) {
+    auto none = make_codec(CodecConfig{});
+    Update u;
+    u.kind = Update::kState;
+    u.round = round_;
+    for (const auto& l : layout_)
+      u.tensors.push_back(
+          {l.name, "float32", none->encode(params.narrow(0, l.offset, l.numel).view(l.shape))});
+    uint64_t up = client_->push(std::move(u));
+    if (!resync_due(round_)) {
+      record["consensus_bytes_up"] = up;
+      return;
+    }
+    PullResult r = client_->pull(round_, layout_, params, pull_timeout(), PullKind::kConsensus);
+    record["resync_bytes"] = up + r.wire_bytes;
   }
 
   double pull_timeout() const { return 2 * config_.sync.coordinator.round_timeout_s + 60; }
@@ -119,10 +253,14 @@ class DilocoSync : public Sync {
   Config config_;
   std::shared_ptr<CoordinatorClient> client_;
   int64_t round_;
+  const bool demo_, download_update_;
+  int64_t consensus_every_ = 0;
   std::unique_ptr<Codec> codec_;
-  std::unique_ptr<ErrorFeedback> feedback_;
+  std::unique_ptr<ErrorFeedback> feedback_;  // diloco with a lossy codec
+  std::unique_ptr<OuterNesterov> outer_;     // diloco, download update: the replayed outer step
   std::vector<TensorLayout> layout_;
-  torch::Tensor theta_start_;
+  torch::Tensor theta_start_, delta_;
+  torch::Tensor momentum_;  // demo: this worker's outer momentum m
   int64_t round_tokens_start_ = 0, loss_count_ = 0;
   double loss_sum_ = 0;
   std::thread heartbeats_;
@@ -136,7 +274,7 @@ class DilocoSync : public Sync {
 std::unique_ptr<Sync> make_diloco_sync(const Config& config,
                                        std::shared_ptr<CoordinatorClient> client,
                                        const JoinInfo& join) {
-  return std::make_unique<DilocoSync>(config, std::move(client), join);
+  return std::make_unique<CoordinatedSync>(config, std::move(client), join);
 }
 
 }  // namespace loco

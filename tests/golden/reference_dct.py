@@ -15,6 +15,14 @@
 #
 #   reference_dct.py check DUMP.pt [--rtol 1e-4] [--atol 1e-5]
 #
+# `demo` checks the decoupled DCT momentum method (DESIGN.md section 1) on a dump of several
+# workers over several rounds: from loco's theta_start and theta_end of each worker and round it
+# recomputes, in float64, m = beta m + delta, the top-k of DCT(m) per chunk (fp32 values), the
+# error feedback m -= IDCT(kept), the merge (each coefficient the mean over the workers that sent
+# it), m += IDCT(merged), theta = theta_start - lr (delta + beta m), and compares m and theta.
+#
+#   reference_dct.py demo DUMP.pt [--rtol 1e-4] [--atol 1e-5]
+#
 # Exit status: 0 pass, 1 fail (a value, index or plan differs), 2 bad usage or unreadable dump.
 # Run with /usr/bin/python3 (Debian's python3-torch).
 import argparse
@@ -157,20 +165,72 @@ def check_merge(merge, rtol, atol):
     close("merge: values", val, mean.gather(1, idx), rtol, atol)
 
 
+def topk_dense(coef, k):
+    idx = coef.abs().topk(k, dim=1).indices
+    return torch.zeros_like(coef).scatter_(1, idx, coef.gather(1, idx)), idx
+
+
+def check_demo_case(case, rtol, atol):
+    name, beta, lr, chunk, k = case["name"], case["beta"], case["lr"], case["chunk"], case["k"]
+    rounds = case["rounds"]
+    workers = len(rounds[0]["theta_start"])
+    shape = rounds[0]["theta_start"][0].shape
+    r, c = as_2d(rounds[0]["theta_start"][0]).shape
+    n1, n2 = largest_divisor(r, chunk), largest_divisor(c, chunk)
+    m = [torch.zeros(r, c, dtype=torch.float64) for _ in range(workers)]
+    for t, rnd in enumerate(rounds):
+        deltas, sent = [], []
+        for w in range(workers):
+            start = as_2d(rnd["theta_start"][w]).double()
+            delta = start - as_2d(rnd["theta_end"][w]).double()
+            m[w] = beta * m[w] + delta
+            kept, idx = topk_dense(forward(m[w], n1, n2), k)
+            m[w] = m[w] - inverse(kept, r, c, n1, n2)
+            deltas.append(delta)
+            sent.append((kept, idx))
+        total = torch.zeros_like(sent[0][0])
+        count = torch.zeros_like(sent[0][0])
+        for kept, idx in sent:
+            total += kept
+            count.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+        merged = torch.where(count > 0, total / count.clamp(min=1), torch.zeros_like(total))
+        for w in range(workers):
+            m[w] = m[w] + inverse(merged, r, c, n1, n2)
+            start = as_2d(rnd["theta_start"][w]).double()
+            theta = start - lr * (deltas[w] + beta * m[w])
+            scale = max(1.0, theta.abs().max().item())
+            close(f"{name}: round {t} worker {w} momentum", rnd["m"][w], m[w].reshape(shape),
+                  rtol, atol * scale)
+            close(f"{name}: round {t} worker {w} parameters", rnd["theta"][w],
+                  theta.reshape(shape), rtol, atol * scale)
+        if t + 1 < len(rounds):
+            for w in range(workers):
+                close(f"{name}: round {t + 1} worker {w} starts where round {t} ended",
+                      rounds[t + 1]["theta_start"][w], rnd["theta"][w], 0, 0)
+
+
 def main():
     ap = argparse.ArgumentParser(description="Golden check of loco's DCT codec")
-    ap.add_argument("mode", choices=["check"])
+    ap.add_argument("mode", choices=["check", "demo"])
     ap.add_argument("dump")
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--atol", type=float, default=1e-5)
     args = ap.parse_args()
     try:
         dump = torch.load(args.dump)
-        cases, merge = dump["cases"], dump["merge"]
+        if args.mode == "demo":
+            cases = dump["demo"]
+        else:
+            cases, merge = dump["cases"], dump["merge"]
     except Exception as e:  # unreadable or missing keys: a usage problem, not a mismatch
         print(f"golden: cannot read {args.dump}: {e}", file=sys.stderr)
         return 2
     try:
+        if args.mode == "demo":
+            for case in cases:
+                check_demo_case(case, args.rtol, args.atol)
+            print(f"golden: PASS ({len(cases)} tensors, decoupled method)")
+            return 0
         for case in cases:
             check_case(case, args.rtol, args.atol)
         check_merge(merge, args.rtol, args.atol)
