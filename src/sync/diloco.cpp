@@ -23,6 +23,7 @@ class DilocoSync : public Sync {
       : config_(config),
         client_(std::move(client)),
         round_(join.round),
+        site_ranks_(join.site_ranks),
         codec_(make_codec(config.sync.codec)) {
     if (config.sync.codec.type != "none" && config.sync.codec.error_feedback)
       feedback_ = std::make_unique<ErrorFeedback>(*codec_);
@@ -79,7 +80,7 @@ class DilocoSync : public Sync {
     auto delta = theta_start_ - trainer.params().data();
     Update u;
     u.round = round_;
-    u.tokens = trainer.tokens() - round_tokens_start_;
+    u.tokens = (trainer.tokens() - round_tokens_start_) * site_ranks_;
     u.loss = loss_count_ ? loss_sum_ / double(loss_count_) : 0.0;
     for (const auto& l : layout_) {
       auto x = delta.narrow(0, l.offset, l.numel).view(l.shape);
@@ -118,7 +119,7 @@ class DilocoSync : public Sync {
 
   Config config_;
   std::shared_ptr<CoordinatorClient> client_;
-  int64_t round_;
+  int64_t round_, site_ranks_;
   std::unique_ptr<Codec> codec_;
   std::unique_ptr<ErrorFeedback> feedback_;
   std::vector<TensorLayout> layout_;
