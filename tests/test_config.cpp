@@ -35,6 +35,10 @@ TEST(Config, ShippedConfigsLoadAndValidate) {
   EXPECT_NO_THROW(validate(d20));
   EXPECT_EQ(d20.model.n_layer, 20);
   EXPECT_EQ(d20.train.optimizer.name, "muon");
+  Config hybrid = load_config(std::string(LOCO_SOURCE_DIR) + "/configs/hybrid-tiny.yaml");
+  EXPECT_NO_THROW(validate(hybrid));
+  ASSERT_EQ(hybrid.sync.sites.size(), 2u);
+  EXPECT_EQ(hybrid.sync.sites[0].ranks, 2);
 }
 
 TEST(Config, UnknownKeyNamesThePathAndTheClosestKey) {
