@@ -35,6 +35,10 @@ TEST(Config, ShippedConfigsLoadAndValidate) {
   EXPECT_NO_THROW(validate(d20));
   EXPECT_EQ(d20.model.n_layer, 20);
   EXPECT_EQ(d20.train.optimizer.name, "muon");
+  Config hybrid = load_config(std::string(LOCO_SOURCE_DIR) + "/configs/hybrid-tiny.yaml");
+  EXPECT_NO_THROW(validate(hybrid));
+  ASSERT_EQ(hybrid.sync.sites.size(), 2u);
+  EXPECT_EQ(hybrid.sync.sites[0].ranks, 2);
 }
 
 TEST(Config, UnknownKeyNamesThePathAndTheClosestKey) {
@@ -114,4 +118,64 @@ TEST(Config, ResolvedYamlRoundTrips) {
 TEST(Config, MissingFileIsNamed) {
   EXPECT_NE(error_of([] { load_config("/nonexistent/loco.yaml"); }).find("/nonexistent/loco.yaml"),
             std::string::npos);
+}
+
+TEST(Config, SitesComeFromYamlListsOrTheCompactForm) {
+  Config c;
+  merge_yaml(c, "sync:\n  sites:\n    - {name: a, ranks: 2}\n    - name: b\n      ranks: 3\n",
+             "x.yaml");
+  ASSERT_EQ(c.sync.sites.size(), 2u);
+  EXPECT_EQ(c.sync.sites[0].name, "a");
+  EXPECT_EQ(c.sync.sites[1].name, "b");
+  EXPECT_EQ(c.sync.sites[1].ranks, 3);
+  Config d;
+  apply_override(d, "sync.sites=a:2,b:3");
+  EXPECT_EQ(to_yaml(d), to_yaml(c));
+  apply_override(d, "sync.sites=[{name: x, ranks: 1}]");
+  ASSERT_EQ(d.sync.sites.size(), 1u);
+  EXPECT_EQ(d.sync.sites[0].name, "x");
+  apply_override(d, "sync.sites=[]");
+  EXPECT_TRUE(d.sync.sites.empty());
+  Config back;
+  merge_yaml(back, to_yaml(c), "resolved");
+  EXPECT_EQ(to_yaml(back), to_yaml(c));
+  ASSERT_EQ(back.sync.sites.size(), 2u);
+  EXPECT_EQ(back.sync.sites[1].ranks, 3);
+
+  std::string msg =
+      error_of([&] { merge_yaml(c, "sync:\n  sites:\n    - {name: a, rank: 2}\n", "x.yaml"); });
+  EXPECT_NE(msg.find("x.yaml: sync.sites: item 0: unknown key 'rank' (a site has name, ranks)"),
+            std::string::npos)
+      << msg;
+  msg = error_of([&] { apply_override(c, "sync.sites=a2"); });
+  EXPECT_NE(msg.find("--set: sync.sites: 'a2' is not NAME:RANKS"), std::string::npos) << msg;
+  msg = error_of([&] { apply_override(c, "sync.sites=a:two"); });
+  EXPECT_NE(msg.find("ranks: expected int, got 'two'"), std::string::npos) << msg;
+}
+
+TEST(Config, SitesValidationNamesTheKey) {
+  Config base;
+  base.sync.mode = "diloco";
+  base.sync.workers = 2;
+  apply_override(base, "sync.sites=a:2,b:2");
+  EXPECT_NO_THROW(validate(base));
+  struct Case {
+    std::string override_, expected;
+  };
+  std::vector<Case> cases = {
+      {"sync.workers=3", "sync.workers is 3 but sync.sites lists 2 sites: set sync.workers=2"},
+      {"sync.mode=ddp",
+       "sync.sites: sync.mode is 'ddp' but with sites it is the method between "
+       "sites: set sync.mode to diloco or demo"},
+      {"sync.sites=a:2,a:1", "the name 'a' is used twice"},
+      {"sync.sites=a:2,b:0", "sync.sites[b].ranks must be >= 1, not 0"},
+      {"sync.sites=[{name: 'x y', ranks: 1}, {name: b, ranks: 1}]",
+       "name 'x y' must be letters, digits, '-' or '_'"},
+  };
+  for (const auto& k : cases) {
+    Config c = base;
+    apply_override(c, k.override_);
+    std::string msg = error_of([&] { validate(c); });
+    EXPECT_NE(msg.find(k.expected), std::string::npos) << k.override_ << ": " << msg;
+  }
 }

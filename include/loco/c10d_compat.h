@@ -40,6 +40,12 @@ class ProcessGroup {
   void all_reduce_sum(std::vector<torch::Tensor>& tensors);
   // Overwrites `tensor` on every rank with rank `root`'s.
   void broadcast(torch::Tensor& tensor, int root);
+  // Rank `root` publishes `value` under `key` (each key once) and returns it; every other rank
+  // waits for it, at most `timeout`, and returns it. Goes through the rendezvous store, not the
+  // backend, so `timeout` may exceed the group's own: a site's ranks hold here while their rank 0
+  // waits for the coordinator. A root that died fails the wait at once.
+  std::string share(int root, const std::string& key, const std::string& value,
+                    std::chrono::milliseconds timeout);
 
   int rank() const;
   int size() const;

@@ -103,8 +103,16 @@ struct CoordinatorConfig {
   double connect_timeout_s = 120;  // how long a worker keeps retrying an unreachable coordinator
 };
 
+// One site of a multi-site run (docs/multisite.md): ranks on a fast interconnect that train one
+// replica together with DDP; the sites meet through the coordinator (sync.mode).
+struct SiteConfig {
+  std::string name;   // the site's id (`loco worker --site NAME`, its name at the coordinator):
+                      // letters, digits, '-' and '_'; unique
+  int64_t ranks = 1;  // DDP ranks inside the site (its WORLD_SIZE), >= 1
+};
+
 struct SyncConfig {
-  std::string mode = "single";  // single (this issue); ddp | diloco | demo come with later work
+  std::string mode = "single";  // single | ddp | diloco | demo; with sites: diloco | demo
   int64_t workers = 1;
   int64_t inner_steps = 50;
   double bucket_mb = 25.0;  // ddp: gradient all-reduce bucket size in MiB (> 0)
@@ -117,6 +125,10 @@ struct SyncConfig {
   std::string download = "auto";
   // demo: average the replicas in full every this many rounds (0: never); bytes counted apart.
   int64_t resync_every = 0;
+  // Multi-site: empty (the default) for none. In YAML a list of {name, ranks}; on the command
+  // line also `--set sync.sites=a:2,b:2`. With sites, sync.mode is the method between them
+  // (diloco | demo) and sync.workers must equal the number of sites.
+  std::vector<SiteConfig> sites;
   OuterConfig outer;
   CodecConfig codec;
   CoordinatorConfig coordinator;

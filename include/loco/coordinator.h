@@ -77,6 +77,10 @@ struct JoinInfo {
   std::string worker_id;
   int64_t round = 0;
   int32_t shard = 0, num_shards = 1;
+  // Set by the member itself, not the coordinator: the DDP ranks that train its replica (a
+  // site's rank count, docs/multisite.md). Its pushes count their tokens, which the average
+  // weighs by.
+  int64_t site_ranks = 1;
 };
 
 struct MemberInfo {

@@ -20,6 +20,8 @@
 // of the parameters summed as integers, equal on every rank while the replicas agree.
 #pragma once
 
+#include <torch/types.h>
+
 #include <memory>
 
 #include "loco/config.h"
@@ -28,9 +30,22 @@
 
 namespace loco {
 
-// Joins the process group of `env` (blocking until every rank arrived, at most sync.timeout_s)
-// and returns the DDP strategy for this rank. Throws DistError (port in use, rendezvous timeout).
+class ProcessGroup;
+
+// Joins the process group of `env` (blocking until every rank arrived, at most sync.timeout_s;
+// Gloo, or NCCL for train.device cuda). Throws DistError (port in use, rendezvous timeout).
+std::shared_ptr<ProcessGroup> open_process_group(const Config& config, const DistEnv& env);
+
+// The DDP strategy for this rank of `group` (which other strategies may share: a multi-site run
+// broadcasts over it too).
+std::unique_ptr<Sync> make_ddp_sync(const Config& config, std::shared_ptr<ProcessGroup> group);
+
+// open_process_group, then make_ddp_sync.
 std::unique_ptr<Sync> make_ddp_sync(const Config& config, const DistEnv& env);
+
+// The parameters' float32 bit patterns summed as integers: equal on two ranks exactly when their
+// replicas agree (up to a collision), and cheap enough to log every step.
+int64_t param_checksum(const torch::Tensor& data);
 
 // The config this rank trains with: run.dir as described above (creating run.dir/rank-r and its
 // checkpoints link for r > 0), train.device "cuda" made cuda:LOCAL_RANK, and train.eval_batches

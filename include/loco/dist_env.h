@@ -10,6 +10,10 @@
 // torchrun, `loco launch`, and a Slurm or Kubernetes wrapper that exports these all work. With
 // none of them set and sync.workers == 1 the process is rank 0 of 1. Every mistake is a
 // ConfigError whose one line says what to set.
+//
+// In a multi-site run the variables describe the process's own site (docs/multisite.md):
+// WORLD_SIZE is the site's rank count (sync.sites[NAME].ranks), RANK the rank within the site,
+// MASTER_ADDR/MASTER_PORT the site's rank 0.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +31,10 @@ struct DistEnv {
 };
 
 // Reads the variables through `lookup` (std::getenv unless a test passes its own) and checks
-// them against `workers` (sync.workers).
+// them against `workers`, the count that config key `key` sets (sync.workers, or a site's
+// sync.sites[NAME].ranks); the messages name that key.
 DistEnv read_dist_env(int64_t workers,
-                      const std::function<const char*(const char*)>& lookup = std::getenv);
+                      const std::function<const char*(const char*)>& lookup = std::getenv,
+                      const std::string& key = "sync.workers");
 
 }  // namespace loco

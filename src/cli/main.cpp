@@ -18,6 +18,7 @@
 #include "loco/config.h"
 #include "loco/ddp.h"
 #include "loco/dist_env.h"
+#include "loco/hybrid.h"
 #include "loco/prepare.h"
 #include "loco/sample.h"
 #include "loco/trainer.h"
@@ -42,6 +43,10 @@ int run_prepare(const loco::PrepareOptions& options) {
 int run_train(const std::string& config_path, const std::vector<std::string>& overrides,
               bool resume) {
   loco::Config config = resolve_config(config_path, overrides);
+  if (!config.sync.sites.empty())
+    throw loco::ConfigError(
+        "sync.sites lists sites: start each of their ranks with `loco worker "
+        "--site NAME` (or run them all with `loco launch`)");
   loco::DistEnv env;
   std::unique_ptr<loco::Sync> sync;
   if (config.sync.mode == "ddp") {
@@ -106,14 +111,44 @@ int run_coordinator_cmd(const std::string& config_path, const std::vector<std::s
   return loco::run_coordinator(config, resume, g_stop);
 }
 
+// The between-site (outer) strategy of sync.mode, for a DiLoCo worker or a site's rank 0.
+std::unique_ptr<loco::Sync> make_outer_sync(const loco::Config& config,
+                                            std::shared_ptr<loco::CoordinatorClient> client,
+                                            const loco::JoinInfo& join) {
+  if (config.sync.mode == "diloco" || config.sync.mode == "demo")  // one strategy does both
+    return loco::make_diloco_sync(config, std::move(client), join);
+  throw loco::ConfigError("sync.mode is '" + config.sync.mode + "': no outer strategy for it");
+}
+
+// One process of a multi-site run (include/loco/hybrid.h).
+int run_site_worker(const loco::Config& config, const std::string& site) {
+  auto r = loco::run_site(config, site, make_outer_sync);
+  const auto& s = r.summary;
+  std::cout << "done: site " << site << " rank " << r.rank << " of " << r.ranks << ", " << s.steps
+            << " steps, " << s.tokens << " tokens";
+  if (r.rank == 0) std::cout << "; final val loss " << s.final_eval.loss;
+  std::cout << "\nmetrics:    " << s.metrics_path << "\n";
+  return 0;
+}
+
 int run_worker(const std::string& config_path, std::vector<std::string> overrides,
-               const std::string& address, std::string name) {
+               const std::string& address, std::string name, const std::string& site) {
   if (!address.empty()) overrides.push_back("sync.coordinator.address=" + address);
   auto config = resolve_config(config_path, overrides);
   if (config.sync.mode != "diloco" && config.sync.mode != "demo")
     throw loco::ConfigError("sync.mode is '" + config.sync.mode +
                             "'; `loco worker` runs sync.mode diloco or demo (use `loco train` "
                             "otherwise)");
+  if (!site.empty()) {
+    if (!name.empty())
+      throw loco::ConfigError("--name " + name + " and --site " + site +
+                              ": a site joins the coordinator under its own name; drop --name");
+    return run_site_worker(config, site);
+  }
+  if (!config.sync.sites.empty())
+    throw loco::ConfigError(
+        "sync.sites lists sites: start each of their ranks with --site NAME "
+        "(or run them all with `loco launch`)");
   auto client = std::make_shared<loco::CoordinatorClient>(config.sync.coordinator.address,
                                                           config.sync.coordinator);
   if (name.empty()) {
@@ -126,7 +161,7 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
   spdlog::info("worker {}: joined at round {}, data shard {} of {}", join.worker_id, join.round,
                join.shard, join.num_shards);
   loco::Trainer trainer(config, /*resume=*/false, join.shard, join.num_shards,
-                        loco::make_diloco_sync(config, client, join));
+                        make_outer_sync(config, client, join));
   auto s = trainer.run();
   std::cout << "done: worker " << join.worker_id << ", " << s.steps << " steps, " << s.tokens
             << " tokens; final val loss " << s.final_eval.loss << "\nmetrics:    " << s.metrics_path
@@ -218,6 +253,10 @@ int main(int argc, char** argv) {
   std::string worker_name;
   worker->add_option("--name", worker_name,
                      "this worker's id at the coordinator (default: host:pid)");
+  std::string worker_site;
+  worker->add_option("--site", worker_site,
+                     "run as a rank of this site of sync.sites (the torchrun variables describe "
+                     "the site's ranks)");
 
   loco::LaunchOptions launch_opts;
   auto* launch = app.add_subcommand("launch", "run a whole experiment as local processes");
@@ -237,7 +276,7 @@ int main(int argc, char** argv) {
     }
     if (coordinator->parsed()) return run_coordinator_cmd(config_path, overrides, resume);
     if (worker->parsed())
-      return run_worker(config_path, overrides, coordinator_address, worker_name);
+      return run_worker(config_path, overrides, coordinator_address, worker_name, worker_site);
     if (launch->parsed()) return loco::launch(launch_opts);
     if (bench_train->parsed())
       return run_bench(config_path, overrides, bench_steps, bench_warmup, bench_json);

@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -13,11 +14,13 @@
 namespace loco {
 namespace {
 
-// A typed view of one config field: parse a scalar into it, print it back.
+// A typed view of one config field: parse a scalar into it, print it back. A structured field
+// (a list) reads and prints YAML text, and its setter's std::invalid_argument says what was wrong.
 struct Field {
-  std::string type;  // "int", "float", "bool", "string" (for messages)
+  std::string type;  // "int", "float", "bool", "string", "list of {name, ranks}" (for messages)
   std::function<void(const std::string&)> set;
   std::function<std::string()> get;
+  bool structured = false;
 };
 
 Field make_field(int64_t& v) {
@@ -59,6 +62,78 @@ Field make_field(bool& v) {
 }
 Field make_field(std::string& v) {
   return {"string", [&v](const std::string& s) { v = s; }, [&v] { return v; }};
+}
+
+int64_t parse_site_ranks(const std::string& text, size_t index) {
+  size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size())
+    throw std::invalid_argument("item " + std::to_string(index) + ": ranks: expected int, got '" +
+                                text + "'");
+  return x;
+}
+
+// sync.sites: a YAML list of {name, ranks} (a file, to_yaml's output, `--set sync.sites=[...]`) or
+// the command line's compact `a:2,b:2`; empty text or [] for none.
+std::vector<SiteConfig> parse_sites(const std::string& text) {
+  YAML::Node node;
+  try {
+    node = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw std::invalid_argument(std::string("invalid YAML: ") + e.what());
+  }
+  std::vector<SiteConfig> sites;
+  if (node.IsNull()) return sites;
+  if (node.IsScalar()) {
+    std::stringstream items(node.Scalar());
+    for (std::string item; std::getline(items, item, ',');) {
+      auto colon = item.find(':');
+      if (colon == std::string::npos)
+        throw std::invalid_argument("'" + item + "' is not NAME:RANKS (e.g. a:2,b:2)");
+      sites.push_back(
+          {item.substr(0, colon), parse_site_ranks(item.substr(colon + 1), sites.size())});
+    }
+    return sites;
+  }
+  if (!node.IsSequence())
+    throw std::invalid_argument("expected a list of {name, ranks}, got a mapping");
+  for (size_t i = 0; i < node.size(); ++i) {
+    std::string at = "item " + std::to_string(i);
+    if (!node[i].IsMap()) throw std::invalid_argument(at + ": expected {name: ..., ranks: ...}");
+    SiteConfig site;
+    for (const auto& kv : node[i]) {
+      std::string key = kv.first.as<std::string>();
+      if (!kv.second.IsScalar())
+        throw std::invalid_argument(at + ": " + key + ": expected a value");
+      if (key == "name")
+        site.name = kv.second.Scalar();
+      else if (key == "ranks")
+        site.ranks = parse_site_ranks(kv.second.Scalar(), i);
+      else
+        throw std::invalid_argument(at + ": unknown key '" + key + "' (a site has name, ranks)");
+    }
+    sites.push_back(site);
+  }
+  return sites;
+}
+
+Field make_field(std::vector<SiteConfig>& v) {
+  return {"list of {name, ranks}", [&v](const std::string& s) { v = parse_sites(s); },
+          [&v] {
+            YAML::Emitter out;
+            out << YAML::Flow << YAML::BeginSeq;
+            for (const auto& site : v)
+              out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << site.name << YAML::Key
+                  << "ranks" << YAML::Value << site.ranks << YAML::EndMap;
+            out << YAML::EndSeq;
+            return std::string(out.c_str());
+          },
+          /*structured=*/true};
 }
 
 // Every field of Config, in output order. Adding a config field means adding one line here.
@@ -110,6 +185,7 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.timeout_s", c.sync.timeout_s);
   add("sync.download", c.sync.download);
   add("sync.resync_every", c.sync.resync_every);
+  add("sync.sites", c.sync.sites);
   add("sync.outer.lr", c.sync.outer.lr);
   add("sync.outer.momentum", c.sync.outer.momentum);
   add("sync.codec.type", c.sync.codec.type);
@@ -179,7 +255,8 @@ void set_field(Field& field, const std::string& key, const std::string& value,
                const std::string& origin) {
   try {
     field.set(value);
-  } catch (const std::exception&) {
+  } catch (const std::exception& e) {
+    if (field.structured) throw ConfigError(origin + ": " + key + ": " + e.what());
     throw ConfigError(origin + ": " + key + ": expected " + field.type + ", got '" + value + "'");
   }
 }
@@ -198,6 +275,10 @@ void merge_node(std::map<std::string, Field>& table, const YAML::Node& node,
       if (!secs.count(key)) unknown_key(origin, key);
       if (value.IsNull()) continue;  // an empty section keeps its defaults
       merge_node(table, value, key, origin);
+      continue;
+    }
+    if (it->second.structured) {
+      set_field(it->second, key, YAML::Dump(value), origin);
       continue;
     }
     if (!value.IsScalar())
@@ -222,6 +303,35 @@ void require_one_of(const std::string& key, const std::string& value,
   std::string list;
   for (const auto& a : allowed) list += (list.empty() ? "" : " | ") + a;
   throw ConfigError(key + ": '" + value + "' is not one of " + list);
+}
+
+bool is_site_name(const std::string& name) {
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_';
+  });
+}
+
+void validate_sites(const SyncConfig& sync) {
+  const auto& sites = sync.sites;
+  if (sites.empty()) return;
+  std::set<std::string> names;
+  for (size_t i = 0; i < sites.size(); ++i) {
+    std::string at = "sync.sites item " + std::to_string(i);
+    require(is_site_name(sites[i].name),
+            at + ": name '" + sites[i].name + "' must be letters, digits, '-' or '_'");
+    require(names.insert(sites[i].name).second,
+            at + ": the name '" + sites[i].name + "' is used twice; site names are unique");
+    require(sites[i].ranks >= 1, "sync.sites[" + sites[i].name + "].ranks must be >= 1, not " +
+                                     std::to_string(sites[i].ranks));
+  }
+  require(sync.mode == "diloco" || sync.mode == "demo",
+          "sync.sites: sync.mode is '" + sync.mode +
+              "' but with sites it is the method between sites: set sync.mode to diloco or demo "
+              "(inside a site it is DDP)");
+  std::string n = std::to_string(sites.size());
+  require(sync.workers == int64_t(sites.size()),
+          "sync.workers is " + std::to_string(sync.workers) + " but sync.sites lists " + n +
+              " sites: set sync.workers=" + n + " (the coordinator's members are the sites)");
 }
 
 }  // namespace
@@ -301,6 +411,7 @@ void validate(const Config& c) {
   require(c.sync.inner_steps > 0, "sync.inner_steps must be positive");
   require(c.sync.bucket_mb > 0, "sync.bucket_mb must be positive (MiB per all-reduce bucket)");
   require(c.sync.timeout_s > 0, "sync.timeout_s must be positive (seconds)");
+  validate_sites(c.sync);
   require_one_of("sync.codec.type", c.sync.codec.type, {"none", "fp16", "bf16", "int8", "dct"});
   require(!c.run.dir.empty(), "run.dir must not be empty");
   const auto& co = c.sync.coordinator;
@@ -351,7 +462,9 @@ std::string to_yaml(const Config& config) {
       out << YAML::Key << section[i] << YAML::Value << YAML::BeginMap;
     open = section;
     out << YAML::Key << parts.back() << YAML::Value;
-    if (field.type == "string")
+    if (field.structured)
+      out << YAML::Load(field.get());
+    else if (field.type == "string")
       out << YAML::DoubleQuoted << field.get();
     else
       out << field.get();

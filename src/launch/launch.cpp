@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <set>
 
 #include "loco/config.h"
 
@@ -50,16 +51,56 @@ std::vector<std::string> common_args(const std::string& command, const LaunchOpt
   return args;
 }
 
+Part coordinator_part(const Config& config, const LaunchOptions& o) {
+  auto coord = common_args("coordinator", o);
+  coord.insert(coord.end(), {"--set", "run.dir=" + config.run.dir + "/coordinator"});
+  return {"coord", coord, {}};
+}
+
+// Multi-site (docs/multisite.md): the coordinator (unless there is one site: plain DDP) and every
+// rank of every site, labelled SITE/RANK; each site of more than one rank rendezvouses on a port
+// of its own.
+void plan_sites(const Config& config, const LaunchOptions& o, std::vector<Part>& parts) {
+  const auto& sites = config.sync.sites;
+  const bool between = sites.size() > 1;
+  if (between) parts.push_back(coordinator_part(config, o));
+  std::set<int> ports;
+  for (size_t k = 0; k < sites.size(); ++k) {
+    const SiteConfig& site = sites[k];
+    int port = free_port();
+    while (!ports.insert(port).second) port = free_port();
+    for (int64_t r = 0; r < site.ranks; ++r) {
+      auto args = common_args("worker", o);
+      if (between)
+        args.insert(args.end(),
+                    {"--set", "run.dir=" + config.run.dir + "/worker-" + std::to_string(k),
+                     "--coordinator", config.sync.coordinator.address});
+      args.insert(args.end(), {"--site", site.name});
+      std::vector<std::pair<std::string, std::string>> env;
+      if (site.ranks > 1) {
+        std::string rank = std::to_string(r), world = std::to_string(site.ranks);
+        env = {{"RANK", rank},
+               {"WORLD_SIZE", world},
+               {"LOCAL_RANK", rank},
+               {"LOCAL_WORLD_SIZE", world},
+               {"MASTER_ADDR", "127.0.0.1"},
+               {"MASTER_PORT", std::to_string(port)}};
+      }
+      parts.push_back({site.name + "/" + std::to_string(r), args, env});
+    }
+  }
+}
+
 std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
   std::vector<Part> parts;
   const std::string dir = config.run.dir;
   const int64_t workers = config.sync.workers;
-  if (config.sync.mode == "single") {
+  if (!config.sync.sites.empty()) {
+    plan_sites(config, o, parts);
+  } else if (config.sync.mode == "single") {
     parts.push_back({"train", common_args("train", o), {}});
   } else if (config.sync.mode == "diloco" || config.sync.mode == "demo") {
-    auto coord = common_args("coordinator", o);
-    coord.insert(coord.end(), {"--set", "run.dir=" + dir + "/coordinator"});
-    parts.push_back({"coord", coord, {}});
+    parts.push_back(coordinator_part(config, o));
     for (int64_t k = 0; k < workers; ++k) {
       auto w = common_args("worker", o);
       w.insert(w.end(),
@@ -102,8 +143,19 @@ std::string command_line(const Part& p) {
 }
 
 void print_dry_run(const Config& config, const std::vector<Part>& parts) {
-  std::cout << "# " << parts.size() << " processes for sync.mode " << config.sync.mode << "\n";
-  if (config.sync.mode == "diloco" || config.sync.mode == "demo") {
+  std::cout << "# " << parts.size() << " processes for sync.mode " << config.sync.mode;
+  if (!config.sync.sites.empty())
+    std::cout << " between " << config.sync.sites.size() << " site(s)";
+  std::cout << "\n";
+  if (config.sync.sites.size() == 1) {
+    std::cout << "# One site is plain DDP, with no coordinator. Across hosts: MASTER_ADDR is the "
+                 "host of the site's rank 0; each host sets its own RANK (and LOCAL_RANK).\n";
+  } else if (!config.sync.sites.empty()) {
+    std::cout << "# Across hosts: run the coordinator on a host that every site's rank 0 can reach "
+                 "and pass --coordinator HOST:PORT to every rank. Inside a site, MASTER_ADDR is "
+                 "the host of the site's rank 0 and MASTER_PORT a free port there; each host sets "
+                 "its own RANK (and LOCAL_RANK). Sites talk only to the coordinator.\n";
+  } else if (config.sync.mode == "diloco" || config.sync.mode == "demo") {
     std::cout << "# Across hosts: run the coordinator on a host the workers can reach, set "
                  "sync.coordinator.address to HOST:PORT there and pass --coordinator HOST:PORT "
                  "to every worker.\n";

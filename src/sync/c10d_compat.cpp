@@ -161,6 +161,25 @@ void ProcessGroup::broadcast(torch::Tensor& tensor, int root) {
   impl_->wait_all(works, "broadcast");
 }
 
+std::string ProcessGroup::share(int root, const std::string& key, const std::string& value,
+                                std::chrono::milliseconds timeout) {
+  const std::string k = "loco/share/" + key;
+  try {
+    if (impl_->rank == root) {
+      impl_->store->set(k, std::vector<uint8_t>(value.begin(), value.end()));
+      return value;
+    }
+    impl_->store->wait({k}, timeout);
+    auto bytes = impl_->store->get(k);
+    return std::string(bytes.begin(), bytes.end());
+  } catch (const std::exception& e) {
+    throw DistError("rank " + std::to_string(impl_->rank) + " waited for rank " +
+                    std::to_string(root) + " (" + key +
+                    ") in vain: it died or did not come within " + seconds(timeout) + " (" +
+                    detail(e) + ")");
+  }
+}
+
 int ProcessGroup::rank() const {
   return impl_->rank;
 }

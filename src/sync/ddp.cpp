@@ -31,12 +31,6 @@ int64_t bytes_written_so_far() {
   return -1;
 }
 
-// The parameters' float32 bit patterns summed as integers: equal on two ranks exactly when their
-// replicas agree (up to a collision), and cheap enough to log every step.
-int64_t param_checksum(const torch::Tensor& data) {
-  return data.view(torch::kInt32).sum(torch::kInt64).item<int64_t>();
-}
-
 std::string rank_device(const Config& config, const DistEnv& env) {
   const std::string& device = config.train.device;
   return device == "cuda" ? "cuda:" + std::to_string(env.local_rank) : device;
@@ -44,7 +38,7 @@ std::string rank_device(const Config& config, const DistEnv& env) {
 
 class DdpSync : public Sync {
  public:
-  DdpSync(std::unique_ptr<ProcessGroup> group, int64_t bucket_bytes)
+  DdpSync(std::shared_ptr<ProcessGroup> group, int64_t bucket_bytes)
       : group_(std::move(group)), bucket_bytes_(bucket_bytes) {}
 
   void start(Trainer& trainer) override {
@@ -91,7 +85,7 @@ class DdpSync : public Sync {
   bool is_primary() const override { return group_->rank() == 0; }
 
  private:
-  std::unique_ptr<ProcessGroup> group_;
+  std::shared_ptr<ProcessGroup> group_;
   int64_t bucket_bytes_;
   int64_t reduced_bytes_ = 0, wire_sent_ = -1;
   double comm_s_ = 0;
@@ -99,12 +93,23 @@ class DdpSync : public Sync {
 
 }  // namespace
 
-std::unique_ptr<Sync> make_ddp_sync(const Config& config, const DistEnv& env) {
+int64_t param_checksum(const torch::Tensor& data) {
+  return data.view(torch::kInt32).sum(torch::kInt64).item<int64_t>();
+}
+
+std::shared_ptr<ProcessGroup> open_process_group(const Config& config, const DistEnv& env) {
   auto timeout = std::chrono::milliseconds(std::llround(config.sync.timeout_s * 1e3));
-  auto group = ProcessGroup::create(env, resolve_device(rank_device(config, env)), timeout);
+  return ProcessGroup::create(env, resolve_device(rank_device(config, env)), timeout);
+}
+
+std::unique_ptr<Sync> make_ddp_sync(const Config& config, std::shared_ptr<ProcessGroup> group) {
   int64_t bucket_bytes =
       std::max<int64_t>(1, std::llround(config.sync.bucket_mb * 1024.0 * 1024.0));
   return std::make_unique<DdpSync>(std::move(group), bucket_bytes);
+}
+
+std::unique_ptr<Sync> make_ddp_sync(const Config& config, const DistEnv& env) {
+  return make_ddp_sync(config, open_process_group(config, env));
 }
 
 Config ddp_rank_config(const Config& config, const DistEnv& env) {

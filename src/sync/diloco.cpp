@@ -48,8 +48,9 @@ class CoordinatedSync : public Sync {
       : config_(config),
         client_(std::move(client)),
         round_(join.round),
-        demo_(config.sync.mode == "demo"),
-        download_update_(downloads_update(config.sync)),
+  int64_t round_, site_ranks_;
+  const bool demo_, download_update_;
+  int64_t consensus_every_ = 0;
         codec_(make_codec(config.sync.codec)) {
     if (!demo_ && config.sync.codec.type != "none" && config.sync.codec.error_feedback)
       feedback_ = std::make_unique<ErrorFeedback>(*codec_);
@@ -141,7 +142,7 @@ class CoordinatedSync : public Sync {
     delta_ = theta_start_ - trainer.params().data();
     Update u;
     u.round = round_;
-    u.tokens = trainer.tokens() - round_tokens_start_;
+    u.tokens = (trainer.tokens() - round_tokens_start_) * site_ranks_;
     u.loss = loss_count_ ? loss_sum_ / double(loss_count_) : 0.0;
     double t = now_s();
     for (const auto& l : layout_) {
@@ -252,7 +253,7 @@ class CoordinatedSync : public Sync {
 
   Config config_;
   std::shared_ptr<CoordinatorClient> client_;
-  int64_t round_;
+  int64_t round_, site_ranks_;
   const bool demo_, download_update_;
   int64_t consensus_every_ = 0;
   std::unique_ptr<Codec> codec_;

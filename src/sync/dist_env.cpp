@@ -33,17 +33,17 @@ std::string str(int64_t v) {
   return std::to_string(v);
 }
 
-void read_world(DistEnv& env, int64_t workers, const Lookup& lookup) {
+void read_world(DistEnv& env, int64_t workers, const Lookup& lookup, const std::string& key) {
   auto rank = get_var(lookup, "RANK"), world = get_var(lookup, "WORLD_SIZE");
   if (!world)
-    throw ConfigError("RANK is set but WORLD_SIZE is not: set WORLD_SIZE=" + str(workers) +
-                      " (sync.workers)");
+    throw ConfigError("RANK is set but WORLD_SIZE is not: set WORLD_SIZE=" + str(workers) + " (" +
+                      key + ")");
   if (!rank)
     throw ConfigError("WORLD_SIZE is set but RANK is not: set RANK to this process's rank (0.." +
                       str(workers - 1) + ")");
   env.world_size = parse_int("WORLD_SIZE", *world);
   if (env.world_size != workers)
-    throw ConfigError("WORLD_SIZE=" + *world + " but sync.workers is " + str(workers) +
+    throw ConfigError("WORLD_SIZE=" + *world + " but " + key + " is " + str(workers) +
                       ": set them equal");
   env.rank = parse_int("RANK", *rank);
   if (env.rank < 0 || env.rank >= env.world_size)
@@ -79,15 +79,15 @@ void read_master(DistEnv& env, const Lookup& lookup) {
 
 }  // namespace
 
-DistEnv read_dist_env(int64_t workers, const Lookup& lookup) {
+DistEnv read_dist_env(int64_t workers, const Lookup& lookup, const std::string& key) {
   DistEnv env;
   if (!get_var(lookup, "RANK") && !get_var(lookup, "WORLD_SIZE")) {
     if (workers == 1) return env;
-    throw ConfigError("sync.workers is " + str(workers) +
+    throw ConfigError(key + " is " + str(workers) +
                       " but RANK and WORLD_SIZE are not set: start every rank with RANK, "
                       "WORLD_SIZE, MASTER_ADDR and MASTER_PORT (loco launch and torchrun do)");
   }
-  read_world(env, workers, lookup);
+  read_world(env, workers, lookup, key);
   read_local(env, lookup);
   if (env.world_size > 1) read_master(env, lookup);
   return env;

@@ -1,0 +1,155 @@
+// Multi-site runs: DDP inside a site, the outer strategy between sites (see include/loco/hybrid.h).
+#include "loco/hybrid.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "loco/c10d_compat.h"
+#include "loco/ddp.h"
+#include "loco/dist_env.h"
+#include "loco/model.h"
+#include "loco/progress.h"
+
+namespace loco {
+namespace {
+
+// How long a site's other ranks wait for rank 0 to join the coordinator or finish a sync.
+std::chrono::milliseconds rank0_wait(const Config& config) {
+  const auto& co = config.sync.coordinator;
+  double s = config.sync.timeout_s + co.connect_timeout_s + 2 * co.round_timeout_s + 60;
+  return std::chrono::milliseconds(std::llround(s * 1e3));
+}
+
+class HybridSync : public Sync {
+ public:
+  HybridSync(const Config& config, std::shared_ptr<ProcessGroup> group, std::unique_ptr<Sync> outer,
+             std::string site)
+      : group_(group),
+        ddp_(make_ddp_sync(config, group)),
+        outer_(std::move(outer)),
+        site_(std::move(site)),
+        inner_steps_(config.sync.inner_steps),
+        wait_(rank0_wait(config)) {
+    TORCH_CHECK(bool(outer_) == (group_->rank() == 0),
+                "hybrid: the outer strategy belongs to the site's rank 0, and to it alone");
+  }
+
+  void start(Trainer& trainer) override {
+    ddp_->start(trainer);
+    if (outer_) outer_->start(trainer);  // pulls the global state
+    group_->share(0, "start", "", wait_);
+    torch::NoGradGuard no_grad;
+    group_->broadcast(trainer.params().data(), 0);
+    spdlog::info("site {}: rank {} of {}, outer sync every {} steps on rank 0", site_,
+                 group_->rank(), group_->size(), inner_steps_);
+  }
+
+  void after_backward(Trainer& trainer) override { ddp_->after_backward(trainer); }
+
+  void after_step(Trainer& trainer, nlohmann::json& record) override {
+    ddp_->after_step(trainer, record);  // record["loss"] is now the site's mean
+    record["site_bytes_up"] = record.at("bytes_up");
+    record["site_bytes_down"] = record.at("bytes_down");
+    record.erase("bytes_up");
+    record.erase("bytes_down");
+    if (outer_) outer_->after_step(trainer, record);
+    if (trainer.step() % inner_steps_ != 0) return;
+
+    // Rank 0 has synced with the other sites: every rank takes its parameters.
+    std::string round = outer_ && record.contains("round") ? record.at("round").dump() : "";
+    round = group_->share(0, "sync/" + std::to_string(trainer.step()), round, wait_);
+    auto& params = trainer.params().data();
+    double start = now_s();
+    {
+      torch::NoGradGuard no_grad;
+      group_->broadcast(params, 0);
+    }
+    record["bcast_s"] = now_s() - start;
+    record["bcast_bytes"] = params.numel() * int64_t(params.element_size());
+    if (!round.empty()) record["round"] = std::stoll(round);
+    record["worker"] = site_;
+    record["param_checksum"] = param_checksum(params);
+  }
+
+  void finish(Trainer& trainer) override {
+    if (outer_) outer_->finish(trainer);
+  }
+
+  bool is_primary() const override { return group_->rank() == 0; }
+
+ private:
+  std::shared_ptr<ProcessGroup> group_;
+  std::unique_ptr<Sync> ddp_, outer_;
+  std::string site_;
+  int64_t inner_steps_;
+  std::chrono::milliseconds wait_;
+};
+
+const SiteConfig& find_site(const Config& config, const std::string& name) {
+  const auto& sites = config.sync.sites;
+  if (sites.empty())
+    throw ConfigError(
+        "--site " + name +
+        ": sync.sites is empty; list the sites there (e.g. --set sync.sites=a:2,b:2)");
+  auto it =
+      std::find_if(sites.begin(), sites.end(), [&](const SiteConfig& s) { return s.name == name; });
+  if (it != sites.end()) return *it;
+  std::string names;
+  for (const auto& s : sites) names += (names.empty() ? "" : ", ") + s.name;
+  throw ConfigError("--site " + name + " is not in sync.sites (" + names + ")");
+}
+
+}  // namespace
+
+std::unique_ptr<Sync> make_hybrid_sync(const Config& config, std::shared_ptr<ProcessGroup> group,
+                                       std::unique_ptr<Sync> outer, const std::string& site) {
+  return std::make_unique<HybridSync>(config, std::move(group), std::move(outer), site);
+}
+
+SiteRun run_site(const Config& config, const std::string& name, const OuterFactory& make_outer) {
+  const SiteConfig& site = find_site(config, name);
+  DistEnv env = read_dist_env(site.ranks, std::getenv, "sync.sites[" + name + "].ranks");
+  SiteRun out;
+  out.rank = env.rank, out.ranks = env.world_size;
+  if (config.sync.sites.size() == 1) {  // nothing between sites: plain DDP, no coordinator
+    auto sync = make_ddp_sync(config, env);
+    Trainer trainer(ddp_rank_config(config, env), false, env.rank, env.world_size, std::move(sync));
+    out.summary = trainer.run();
+    return out;
+  }
+  // The process group first, so that a bad variable or a taken port fails before the coordinator.
+  std::shared_ptr<ProcessGroup> group = site.ranks > 1 ? open_process_group(config, env) : nullptr;
+  JoinInfo join;
+  std::unique_ptr<Sync> outer;
+  if (env.rank == 0) {
+    auto client = std::make_shared<CoordinatorClient>(config.sync.coordinator.address,
+                                                      config.sync.coordinator);
+    join = client->join(name, GPT(config.model)->num_params());
+    join.site_ranks = site.ranks;
+    spdlog::info("site {}: joined at round {}, data shard {} of {}", name, join.round, join.shard,
+                 join.num_shards);
+    outer = make_outer(config, client, join);
+  }
+  if (!group) {  // a site of one rank: a plain DiLoCo worker
+    Trainer trainer(config, false, join.shard, join.num_shards, std::move(outer));
+    out.summary = trainer.run();
+    return out;
+  }
+  std::istringstream shared(
+      group->share(0, "join", std::to_string(join.shard) + " " + std::to_string(join.num_shards),
+                   rank0_wait(config)));
+  int64_t shard = 0, num_shards = 1;
+  shared >> shard >> num_shards;
+  Trainer trainer(ddp_rank_config(config, env), false, shard + num_shards * env.rank,
+                  num_shards * env.world_size,
+                  make_hybrid_sync(config, group, std::move(outer), name));
+  out.summary = trainer.run();
+  return out;
+}
+
+}  // namespace loco
