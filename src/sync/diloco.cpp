@@ -48,9 +48,9 @@ class CoordinatedSync : public Sync {
       : config_(config),
         client_(std::move(client)),
         round_(join.round),
-  int64_t round_, site_ranks_;
-  const bool demo_, download_update_;
-  int64_t consensus_every_ = 0;
+        site_ranks_(join.site_ranks),
+        demo_(config.sync.mode == "demo"),
+        download_update_(downloads_update(config.sync)),
         codec_(make_codec(config.sync.codec)) {
     if (!demo_ && config.sync.codec.type != "none" && config.sync.codec.error_feedback)
       feedback_ = std::make_unique<ErrorFeedback>(*codec_);
