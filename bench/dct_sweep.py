@@ -1,0 +1,136 @@
+#!/usr/bin/python3
+"""Table and plot of a DCT sweep (bench/dct_sweep.sh): bytes against final val loss.
+
+For each run under OUT: the method, k and value format (from its resolved config), the bytes the
+method sent (coordinator's summary.json: pushes, per-round downloads and resyncs; not the first
+pull of the state, nor demo's consensus for evaluation, which is listed on its own), the ratio to
+fp32 DiLoCo, the final val loss and bits per byte, the gap to fp32 DiLoCo, and the share of a
+round's compute the workers spent encoding and decoding.
+
+    dct_sweep.py OUT [--h H]   writes bench/results/dct_sweep.{jsonl,md,png}
+"""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+
+
+def load_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def simple_yaml(path):
+    """The few scalars we need from a resolved config (key: value lines, nested by indent)."""
+    out, stack = {}, []
+    for line in open(path):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = (len(line) - len(line.lstrip())) // 2
+        key, _, value = line.strip().partition(":")
+        stack = stack[:indent] + [key]
+        if value.strip():
+            out[".".join(stack)] = value.strip().strip('"')
+    return out
+
+
+def codec_share(run, h):
+    shares = []
+    for path in glob.glob(f"{run}/worker-*/metrics.jsonl"):
+        recs = load_jsonl(path)
+        for i, r in enumerate(recs):
+            if "codec_s" in r and i + 1 >= h:
+                compute = sum(x["step_ms"] for x in recs[i - h + 1:i + 1]) / 1e3
+                shares.append(r["codec_s"] / compute)
+    return max(shares) if shares else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--h", type=int, default=25)
+    args = ap.parse_args()
+    rows = []
+    for run in sorted(glob.glob(f"{args.out}/*/")):
+        run = run.rstrip("/")
+        summary = f"{run}/coordinator/summary.json"
+        if not os.path.exists(summary):
+            continue
+        s = json.load(open(summary))
+        c = simple_yaml(f"{run}/coordinator/config.yaml")
+        codec = c.get("sync.codec.type", "none")
+        rows.append({
+            "run": os.path.basename(run),
+            "method": c["sync.mode"] + ("+dct" if c["sync.mode"] == "diloco" and codec == "dct" else ""),
+            "k": int(c["sync.codec.topk"]) if codec == "dct" else None,
+            "values": c["sync.codec.values"] if codec == "dct" else "fp32",
+            "resync_every": int(c.get("sync.resync_every", 0)),
+            "bytes": s["bytes_total"],
+            "consensus_bytes": s["consensus_bytes_total"],
+            "ratio_vs_diloco_fp32": s["ratio_vs_diloco_fp32"],
+            "ratio_vs_ddp": s["ratio_vs_ddp"],
+            "val_loss": s["final_val_loss"],
+            "val_bpb": s["final_val_bpb"],
+            "codec_share_max": codec_share(run, args.h),
+        })
+    base = [r for r in rows if r["method"] == "diloco"]
+    if not base:
+        print("dct_sweep: no fp32 DiLoCo run to compare with", file=sys.stderr)
+        return 1
+    ref = base[0]["val_loss"]
+    for r in rows:
+        r["gap_pct"] = 100 * (r["val_loss"] / ref - 1)
+    os.makedirs("bench/results", exist_ok=True)
+    with open("bench/results/dct_sweep.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    order = {"diloco": 0, "diloco+dct": 1, "demo": 2}
+    rows.sort(key=lambda r: (order.get(r["method"], 3), r["values"], r["k"] or 0, r["resync_every"]))
+    lines = ["| method | k | values | resync every | MB sent | × fewer than fp32 DiLoCo | × fewer than DDP | val loss | val bpb | vs fp32 DiLoCo | codec % of round (max) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['k'] or '–'} | {r['values']} | {r['resync_every'] or '–'} | "
+            f"{r['bytes'] / 1e6:.1f} | {r['ratio_vs_diloco_fp32']:.1f} | {r['ratio_vs_ddp']:.0f} | "
+            f"{r['val_loss']:.4f} | {r['val_bpb']:.4f} | {r['gap_pct']:+.1f}% | "
+            f"{100 * r['codec_share_max']:.2f} |")
+    table = "\n".join(lines) + "\n"
+    open("bench/results/dct_sweep.md", "w").write(table)
+    print(table)
+    # The plot: val loss against MB sent (log scale), one line per value format.
+    data = {}
+    for r in rows:
+        key = {"diloco": "fp32 DiLoCo", "diloco+dct": f"DiLoCo+DCT {r['values']}",
+               "demo": "decoupled (demo)"}[r["method"]]
+        data.setdefault(key, []).append((r["bytes"] / 1e6, r["val_loss"], r["k"] or 0))
+    files, plots = [], []
+    for i, (key, pts) in enumerate(sorted(data.items())):
+        path = f"bench/results/.sweep_{i}.dat"
+        with open(path, "w") as f:
+            for x, y, k in sorted(pts):
+                f.write(f"{x} {y} {k}\n")
+        files.append(path)
+        style = "linespoints" if key.startswith("DiLoCo+DCT") else "points"
+        plots.append(f"'{path}' using 1:2 with {style} pt 7 title '{key}'")
+        if key.startswith("DiLoCo+DCT") and "int8" in key:
+            plots.append(f"'{path}' using 1:2:(sprintf('k=%d', $3)) with labels offset 0,1 notitle")
+    script = ("set terminal pngcairo size 900,600; set output 'bench/results/dct_sweep.png';"
+              "set logscale x; set xlabel 'MB sent by the method (all workers, whole run)';"
+              "set ylabel 'final val loss (nats)'; set grid; set key top right;"
+              f"set title 'Bytes against loss: 4 workers, H={args.h}';"
+              "plot " + ", ".join(plots))
+    try:
+        subprocess.run(["gnuplot", "-e", script], check=True)
+        print("plot: bench/results/dct_sweep.png")
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"dct_sweep: no plot ({e})", file=sys.stderr)
+    for f in files:
+        os.remove(f)
+    print("table: bench/results/dct_sweep.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The bytes-versus-loss trade-off of the DCT methods on the default corpus: fp32 DiLoCo, DiLoCo
+# with the DCT codec for every k in $KS and fp16 / int8 values, and the decoupled method (demo)
+# with and without sync.resync_every. Every run: 4 workers of the tiny model, H inner steps,
+# $ROUNDS rounds, the same seed and data, so all see the same tokens. Finished runs (their
+# summary.json exists) are skipped, so an interrupted sweep resumes.
+# Writes bench/results/dct_sweep.{jsonl,md,png} via bench/dct_sweep.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOCO=${LOCO:-build/loco}
+H=${H:-25}
+ROUNDS=${ROUNDS:-8}
+BATCH=${BATCH:-4}
+KS=${KS:-"8 16 32 64 128 256 512"}
+OUT=${OUT:-runs/dct-sweep}
+[[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
+mkdir -p "$OUT" bench/results
+
+run() {  # run NAME OVERRIDES...
+  local name=$1; shift
+  local dir="$OUT/$name"
+  if [[ -f "$dir/coordinator/summary.json" ]]; then echo "==> $name: done already"; return; fi
+  rm -rf "$dir"
+  local port
+  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local args=(--set run.dir="$dir" --set train.max_steps=$((ROUNDS * H)) --set sync.inner_steps="$H"
+    --set train.batch_size="$BATCH" --set train.eval_every=0 --set train.checkpoint_every=0
+    --set train.eval_batches=16 --set train.log_every=25 --set sync.coordinator.address=127.0.0.1:$port)
+  for o in "$@"; do args+=(--set "$o"); done
+  echo "==> $name ($((ROUNDS * H)) steps x 4 workers, H=$H): $*"
+  local start=$SECONDS
+  mkdir -p "$dir"
+  if ! "$LOCO" launch --config configs/diloco-tiny.yaml "${args[@]}" >"$dir.log" 2>&1; then
+    tail -20 "$dir.log"; echo "error: $name failed (log: $dir.log)" >&2; exit 1
+  fi
+  echo "    $(grep -o 'done at round.*' "$dir.log" | tail -1 | cut -c1-160) [$((SECONDS - start)) s]"
+}
+
+run diloco-fp32 sync.codec.type=none
+for values in int8 fp16; do
+  for k in $KS; do
+    run "diloco-dct-k$k-$values" sync.codec.type=dct sync.codec.topk="$k" sync.codec.values="$values"
+  done
+done
+run demo-k32-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=32 sync.codec.values=int8
+run demo-k256-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=256 sync.codec.values=int8
+for r in 4 2; do
+  run "demo-k32-int8-resync$r" sync.mode=demo sync.codec.type=dct sync.codec.topk=32 \
+    sync.codec.values=int8 sync.resync_every="$r"
+done
+/usr/bin/python3 bench/dct_sweep.py "$OUT" --h "$H"
