@@ -39,6 +39,28 @@ TEST(Config, ShippedConfigsLoadAndValidate) {
   EXPECT_NO_THROW(validate(hybrid));
   ASSERT_EQ(hybrid.sync.sites.size(), 2u);
   EXPECT_EQ(hybrid.sync.sites[0].ranks, 2);
+  Config dct = load_config(std::string(LOCO_SOURCE_DIR) + "/configs/diloco-dct-tiny.yaml");
+  EXPECT_NO_THROW(validate(dct));
+  EXPECT_EQ(dct.sync.codec.type, "dct");
+  EXPECT_TRUE(downloads_update(dct.sync));
+  Config demo = load_config(std::string(LOCO_SOURCE_DIR) + "/configs/demo-tiny.yaml");
+  EXPECT_NO_THROW(validate(demo));
+  EXPECT_EQ(demo.sync.mode, "demo");
+}
+
+TEST(Config, DemoNeedsTheDctCodecAndDownloadIsKnown) {
+  Config c;
+  c.sync.mode = "demo";
+  std::string msg = error_of([&] { validate(c); });
+  EXPECT_NE(msg.find("sync.codec.type to dct"), std::string::npos) << msg;
+  c.sync.codec.type = "dct";
+  c.sync.download = "sometimes";
+  msg = error_of([&] { validate(c); });
+  EXPECT_NE(msg.find("sync.download"), std::string::npos) << msg;
+  c.sync.download = "auto";
+  c.sync.resync_every = -1;
+  msg = error_of([&] { validate(c); });
+  EXPECT_NE(msg.find("sync.resync_every"), std::string::npos) << msg;
 }
 
 TEST(Config, UnknownKeyNamesThePathAndTheClosestKey) {
