@@ -104,18 +104,21 @@ def main():
     for r in rows:
         key = {"diloco": "fp32 DiLoCo", "diloco+dct": f"DiLoCo+DCT {r['values']}",
                "demo": "decoupled (demo)"}[r["method"]]
-        data.setdefault(key, []).append((r["bytes"] / 1e6, r["val_loss"], r["k"] or 0))
+        label = f"k={r['k']}" if r["k"] else ""
+        if r["method"] == "demo":
+            label += f" R={r['resync_every']}" if r["resync_every"] else ""
+        data.setdefault(key, []).append((r["bytes"] / 1e6, r["val_loss"], label or "-"))
     files, plots = [], []
     for i, (key, pts) in enumerate(sorted(data.items())):
         path = f"bench/results/.sweep_{i}.dat"
         with open(path, "w") as f:
-            for x, y, k in sorted(pts):
-                f.write(f"{x} {y} {k}\n")
+            for x, y, label in sorted(pts):
+                f.write(f"{x} {y} \"{label}\"\n")
         files.append(path)
         style = "linespoints" if key.startswith("DiLoCo+DCT") else "points"
         plots.append(f"'{path}' using 1:2 with {style} pt 7 title '{key}'")
-        if key.startswith("DiLoCo+DCT") and "int8" in key:
-            plots.append(f"'{path}' using 1:2:(sprintf('k=%d', $3)) with labels offset 0,1 notitle")
+        if key != "fp32 DiLoCo" and "fp16" not in key:
+            plots.append(f"'{path}' using 1:2:3 with labels offset 0,1 font ',9' notitle")
     script = ("set terminal pngcairo size 900,600; set output 'bench/results/dct_sweep.png';"
               "set logscale x; set xlabel 'MB sent by the method (all workers, whole run)';"
               "set ylabel 'final val loss (nats)'; set grid; set key top right;"

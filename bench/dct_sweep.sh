@@ -11,7 +11,7 @@ LOCO=${LOCO:-build/loco}
 H=${H:-25}
 ROUNDS=${ROUNDS:-8}
 BATCH=${BATCH:-4}
-KS=${KS:-"8 16 32 64 128 256 512"}
+KS=${KS:-"8 32 128 256 512"}
 OUT=${OUT:-runs/dct-sweep}
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 mkdir -p "$OUT" bench/results

@@ -528,6 +528,8 @@ nlohmann::json CoordinatorCore::totals() const {
   std::lock_guard<std::mutex> lock(mu_);
   const double method = double(std::max<uint64_t>(method_bytes_, 1));
   return {{"rounds", round_},
+          {"total_rounds", total_rounds_},
+          {"complete", round_ >= total_rounds_},  // false when stopped early (Ctrl-C, SIGTERM)
           {"tokens", tokens_total_},
           {"bytes_up", bytes_up_},
           {"bytes_down", bytes_down_},
