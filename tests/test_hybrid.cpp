@@ -343,3 +343,34 @@ TEST(Hybrid, BadSiteInputGetsOneLineErrorAndNonZeroExit) {
   }
   ::close(busy_fd);
 }
+
+TEST(Hybrid, TwoSitesRunTheDecoupledMethodBetweenThem) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", "demo", 2, "a:2,b:1");
+  c.train.max_steps = 16;
+  c.sync.inner_steps = 4;
+  c.sync.outer.momentum = 0.5;
+  c.sync.codec.type = "dct";
+  c.sync.codec.topk = 8;
+  c.sync.resync_every = 2;
+  auto r = loco::testing::run_loco("launch --config " + write_yaml(dir + "/config.yaml", c));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto a0 = metrics_of(dir + "/run/worker-0/metrics.jsonl");
+  auto a1 = metrics_of(dir + "/run/worker-0/rank-1/metrics.jsonl");
+  auto b0 = metrics_of(dir + "/run/worker-1/metrics.jsonl");
+  ASSERT_EQ(a0.size(), 16u);
+  ASSERT_EQ(a1.size(), 16u);
+  ASSERT_EQ(b0.size(), 16u);
+  // Site a's ranks agree after every step; the sites agree only after a resync (rounds 2, 4).
+  EXPECT_EQ(column<int64_t>(a0, "param_checksum"), column<int64_t>(a1, "param_checksum"));
+  for (int64_t round = 1; round <= 4; ++round) {
+    size_t i = size_t(round * c.sync.inner_steps - 1);
+    bool same = a0[i].at("param_checksum") == b0[i].at("param_checksum");
+    EXPECT_EQ(same, round % 2 == 0) << "round " << round;
+  }
+  std::vector<double> val;
+  for (const auto& g : read_metrics(dir + "/run/coordinator/metrics.jsonl"))
+    if (g.contains("consensus")) val.push_back(g.at("val_loss").get<double>());
+  ASSERT_EQ(val.size(), 2u);
+  EXPECT_LT(val.back(), initial_val_loss(c));
+}
