@@ -105,6 +105,31 @@ TEST(CoordinatorCore, AveragesByTokensAndAppliesTheOuterStep) {
   EXPECT_TRUE(metrics[0].contains("val_loss"));
 }
 
+TEST(CoordinatorCore, ResumeKeepsTheMetricsOfCheckpointedRounds) {
+  // Metrics records are keyed by step = round * inner_steps, checkpoints by round.
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", 1, 2);
+  c.sync.coordinator.checkpoint_every = 1;
+  {
+    CoordinatorCore core(c, false);
+    auto a = core.join("a", core.layout().back().offset + core.layout().back().numel);
+    for (int64_t round = 0; round < 2; ++round)
+      core.push(constant_update(core, a.worker_id, round, 100, 0.01f), 1);
+    core.drain();
+  }
+  ASSERT_EQ(read_metrics(dir + "/run/metrics.jsonl").size(), 2u);
+  CoordinatorCore resumed(c, true);
+  EXPECT_EQ(resumed.round(), 2);
+  auto metrics = read_metrics(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  EXPECT_EQ(metrics[1].at("step").get<int64_t>(), 4);
+  auto tb = loco::testing::read_tb(dir + "/run/tb");
+  ASSERT_EQ(tb.exit_code, 0) << tb.output;
+  ASSERT_EQ(tb.json.at("events").size(), 2u);
+  EXPECT_EQ(tb.json.at("events")[1].at("step"), 4);
+  EXPECT_TRUE(tb.json.at("events")[1].at("scalars").contains("val_loss"));
+}
+
 TEST(CoordinatorCore, RefusesBadUpdatesWithoutTouchingTheRound) {
   std::string dir = loco::testing::temp_dir();
   Config c = small_config(dir + "/run", 1, 2);
@@ -220,6 +245,20 @@ TEST(Diloco, ThreeRealWorkersTrainOneModel) {
             global.front().at("val_loss").get<double>());
   EXPECT_LT(global.back().at("val_loss").get<double>(), std::log(512.0) - 0.1);
   for (const auto& g : global) EXPECT_EQ(g.at("workers").get<int>(), 3);
+
+  // TensorBoard files beside each metrics.jsonl: the coordinator's rounds and a worker's syncs.
+  auto tb = loco::testing::read_tb(dir + "/run/coordinator/tb");
+  ASSERT_EQ(tb.exit_code, 0) << tb.output;
+  ASSERT_EQ(tb.json.at("events").size(), 4u);
+  for (const char* tag : {"val_loss", "val_bpb", "bytes_up", "bytes_down", "lr"})
+    EXPECT_TRUE(tb.json.at("events")[3].at("scalars").contains(tag)) << tag;
+  EXPECT_EQ(tb.json.at("events")[3].at("step"), 16);
+  tb = loco::testing::read_tb(dir + "/run/worker-0/tb");
+  ASSERT_EQ(tb.exit_code, 0) << tb.output;
+  int syncs = 0;
+  for (const auto& e : tb.json.at("events"))
+    syncs += e.at("scalars").contains("bytes_up") && e.at("scalars").contains("sync_s");
+  EXPECT_EQ(syncs, 4);
 
   // After every sync all three workers hold exactly the same parameters.
   std::map<int64_t, std::set<uint64_t>> checksums;

@@ -1,9 +1,12 @@
 // End-to-end tests of `loco train`, `sample` and `bench` as real processes on real files:
-// exact resume, divergence handling, bad input, and that a small model learns.
+// exact resume, divergence handling, bad input, and that a small model learns. Also the
+// TensorBoard event files beside metrics.jsonl, read back by an independent Python reader
+// (tests/golden/read_tfevents.py).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 
@@ -13,6 +16,7 @@
 #include "test_util.h"
 
 namespace fs = std::filesystem;
+using loco::testing::read_tb;
 using loco::testing::run_loco;
 
 namespace {
@@ -32,6 +36,23 @@ class TrainTest : public ::testing::Test {
 std::vector<double> losses(const std::string& metrics_path) {
   std::vector<double> out;
   for (const auto& r : loco::read_metrics(metrics_path)) out.push_back(r.at("loss").get<double>());
+  return out;
+}
+
+// Every (step, value) of `tag` in a read_tb() JSON, in file order.
+std::vector<std::pair<int64_t, float>> tb_series(const nlohmann::json& tb, const std::string& tag) {
+  std::vector<std::pair<int64_t, float>> out;
+  for (const auto& e : tb.at("events"))
+    if (e.at("scalars").contains(tag))
+      out.emplace_back(e.at("step").get<int64_t>(), e.at("scalars").at(tag).get<float>());
+  return out;
+}
+
+std::vector<std::pair<int64_t, float>> jsonl_series(const std::string& metrics_path,
+                                                    const std::string& key) {
+  std::vector<std::pair<int64_t, float>> out;
+  for (const auto& r : loco::read_metrics(metrics_path))
+    if (r.contains(key)) out.emplace_back(r.at("step").get<int64_t>(), r.at(key).get<float>());
   return out;
 }
 
@@ -77,6 +98,18 @@ TEST_P(ResumeTest, InterruptedRunResumesExactly) {
     EXPECT_TRUE(torch::equal(tensor, cb.tensors.at(name))) << name;
   EXPECT_EQ(ca.cursor.position, cb.cursor.position);
   EXPECT_EQ(ca.tokens, cb.tokens);
+
+  // TensorBoard: the resumed run's event files (the first truncated at step 4, a second from
+  // step 5 on) show the same curve as the uninterrupted run's single file.
+  auto tb_whole = read_tb(dir + "/whole/tb"), tb_parts = read_tb(dir + "/parts/tb");
+  ASSERT_EQ(tb_whole.exit_code, 0) << tb_whole.output;
+  ASSERT_EQ(tb_parts.exit_code, 0) << tb_parts.output;
+  EXPECT_EQ(tb_whole.json.at("files"), 1);
+  EXPECT_EQ(tb_parts.json.at("files"), 2);
+  auto la = tb_series(tb_whole.json, "loss"), lb = tb_series(tb_parts.json, "loss");
+  ASSERT_EQ(la.size(), 8u);
+  EXPECT_EQ(la, lb);
+  EXPECT_EQ(la, jsonl_series(dir + "/whole/metrics.jsonl", "loss"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Optimizers, ResumeTest, ::testing::Values("adamw", "muon"));
@@ -107,6 +140,16 @@ TEST_F(TrainTest, RunDirectoryHoldsConfigMetricsAndCheckpoints) {
   EXPECT_EQ(fs::path(ckpts[0]).filename(), "step_00000008.pt");
   for (const auto& e : fs::directory_iterator(dir + "/run/checkpoints"))
     EXPECT_EQ(e.path().extension(), ".pt") << "leftover " << e.path();
+
+  // run.dir/tb/: one event file whose scalars are metrics.jsonl's numbers at the same steps.
+  auto tb = read_tb(dir + "/run/tb");
+  ASSERT_EQ(tb.exit_code, 0) << tb.output;
+  EXPECT_EQ(tb.json.at("files"), 1);
+  EXPECT_EQ(tb.json.at("events").size(), 8u);
+  for (const char* tag : {"loss", "lr", "tokens", "val_loss", "val_bpb"})
+    EXPECT_EQ(tb_series(tb.json, tag), jsonl_series(dir + "/run/metrics.jsonl", tag)) << tag;
+  ASSERT_EQ(tb_series(tb.json, "val_loss").size(), 2u);  // steps 4 and 8
+  EXPECT_EQ(tb_series(tb.json, "val_loss")[0].first, 4);
 
   auto sample = run_loco("sample --checkpoint " + ckpts[0] + " --prompt 'The film' --max-tokens 8");
   EXPECT_EQ(sample.exit_code, 0) << sample.output;
@@ -198,4 +241,152 @@ TEST_F(TrainTest, TinyShapeLearnsOnTheShippedSample) {
   // The sample's val text has more than 2 bytes per token, so uniform guessing costs at most
   // log2(512) / 2 bits per byte.
   EXPECT_LT(records.back().at("val_bpb").get<double>(), 0.75 * std::log2(512.0) / 2.0);
+}
+
+// ---- TensorBoard event files (src/train/tensorboard.cpp, MetricsWriter)
+
+TEST(TensorBoard, Crc32cKnownAnswers) {
+  EXPECT_EQ(loco::crc32c("123456789", 9), 0xE3069283u);  // CRC-32C's check value
+  std::string zeros(32, '\0');
+  EXPECT_EQ(loco::crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);  // RFC 3720, B.4
+  EXPECT_EQ(loco::masked_crc32c("123456789", 9), 0xC78AB0E5u);       // rotr 15, + 0xa282ead8
+}
+
+TEST(TensorBoard, EventsAreProtobufWireFormat) {
+  // Event{wall_time: 1.5, step: 3, summary{value{tag: "loss", simple_value: 2}}}, byte by byte.
+  const std::string expected =
+      std::string("\x09\x00\x00\x00\x00\x00\x00\xf8\x3f", 9) +  // 1: double 1.5
+      std::string("\x10\x03", 2) +                              // 2: varint 3
+      std::string("\x2a\x0d\x0a\x0b", 4) +                      // 5: Summary (13), 1: Value (11)
+      std::string("\x0a\x04loss", 6) +                          // Value 1: "loss"
+      std::string("\x15\x00\x00\x00\x40", 5);                   // Value 2: float 2.0
+  std::string event = loco::encode_scalars_event(1.5, 3, {{"loss", 2.0f}});
+  EXPECT_EQ(event, expected);
+  EXPECT_EQ(loco::event_step(event), 3);
+  const int64_t big_step = int64_t(1) << 40;
+  EXPECT_EQ(loco::event_step(loco::encode_scalars_event(0, big_step, {})), big_step);
+  EXPECT_EQ(loco::encode_file_version_event(1.5, "brain.Event:2"),
+            std::string("\x09\x00\x00\x00\x00\x00\x00\xf8\x3f", 9) + "\x1a\x0d" + "brain.Event:2");
+  EXPECT_THROW(loco::event_step(event.substr(0, event.size() - 2)), std::runtime_error);
+
+  std::string record = loco::frame_record(event);
+  ASSERT_EQ(record.size(), 8 + 4 + event.size() + 4);
+  EXPECT_EQ(record.substr(0, 8), std::string("\x1a\0\0\0\0\0\0\0", 8));  // length 26, LE
+  EXPECT_EQ(record.substr(12, event.size()), event);
+}
+
+TEST(TensorBoard, IndependentReaderReadsMetricsScalars) {
+  std::string dir = loco::testing::temp_dir();
+  double before = double(std::time(nullptr)) - 1;
+  {
+    loco::MetricsWriter w(dir + "/metrics.jsonl");
+    EXPECT_EQ(fs::path(w.event_file()).parent_path(), fs::path(dir) / "tb");
+    EXPECT_EQ(fs::path(w.event_file()).filename().string().rfind("events.out.tfevents.", 0), 0u);
+    w.write({{"step", 1},
+             {"loss", 3.25},
+             {"lr", 1e-3},
+             {"tokens", 128},
+             {"worker", "w0"},
+             {"round", 1},
+             {"resynced", true},
+             {"param_checksum", uint64_t(0xfedcba9876543210)}});
+    w.write({{"step", 2},
+             {"loss", 2.5},
+             {"val_loss", 2.75},
+             {"val_bpb", 1.125},
+             {"bytes_up", 1000},
+             {"bytes_down", 2000},
+             {"sync_s", 0.5}});
+    w.write({{"step", 10}, {"loss", -0.0625}, {"nested", {{"x", 1}}}});
+  }
+  double after = double(std::time(nullptr)) + 1;
+  EXPECT_EQ(loco::read_metrics(dir + "/metrics.jsonl").size(), 3u);
+
+  auto tb = read_tb(dir + "/tb");
+  ASSERT_EQ(tb.exit_code, 0) << tb.output;
+  ASSERT_FALSE(tb.json.is_discarded()) << tb.output;
+  EXPECT_EQ(tb.json.at("files"), 1);
+  const auto& events = tb.json.at("events");
+  ASSERT_EQ(events.size(), 3u);
+  std::vector<int64_t> steps;
+  for (const auto& e : events) {
+    steps.push_back(e.at("step").get<int64_t>());
+    EXPECT_GE(e.at("wall_time").get<double>(), before);
+    EXPECT_LE(e.at("wall_time").get<double>(), after);
+  }
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 10}));
+  EXPECT_EQ(events[0].at("scalars"),
+            nlohmann::json({{"loss", 3.25}, {"lr", 1e-3f}, {"tokens", 128.0}}));
+  EXPECT_EQ(events[1].at("scalars"), nlohmann::json({{"loss", 2.5},
+                                                     {"val_loss", 2.75},
+                                                     {"val_bpb", 1.125},
+                                                     {"bytes_up", 1000.0},
+                                                     {"bytes_down", 2000.0},
+                                                     {"sync_s", 0.5}}));
+  EXPECT_EQ(events[2].at("scalars"), nlohmann::json({{"loss", -0.0625}}));
+}
+
+TEST(TensorBoard, IndependentReaderRejectsACorruptedByte) {
+  std::string dir = loco::testing::temp_dir();
+  std::string path;
+  {
+    loco::MetricsWriter w(dir + "/metrics.jsonl");
+    path = w.event_file();
+    for (int step = 1; step <= 3; ++step) w.write({{"step", step}, {"loss", 1.0 / step}});
+  }
+  ASSERT_EQ(read_tb(path).exit_code, 0) << read_tb(path).output;
+  ASSERT_EQ(loco::read_records(path).size(), 4u);  // file_version + 3 events
+  const std::string good = dir + "/good";
+  fs::copy_file(path, good);
+  auto flip = [&](std::streamoff offset) {
+    fs::copy_file(good, path, fs::copy_options::overwrite_existing);
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(offset);
+    char c = char(f.get());
+    f.seekp(offset);
+    f.put(char(c ^ 0x01));
+  };
+  const auto size = std::streamoff(fs::file_size(good));
+  flip(size - 8);  // inside the last event's data (its float value)
+  auto r = read_tb(path);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("tfevents: FAIL data CRC mismatch"), std::string::npos) << r.output;
+  EXPECT_EQ(loco::read_records(path).size(), 3u);  // the C++ reader stops there too
+
+  flip(0);  // the first record's length
+  r = read_tb(path);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("tfevents: FAIL length CRC mismatch"), std::string::npos) << r.output;
+  EXPECT_EQ(loco::read_records(path).size(), 0u);
+
+  fs::copy_file(good, path, fs::copy_options::overwrite_existing);
+  fs::resize_file(path, fs::file_size(good) - 3);  // a torn last record
+  r = read_tb(path);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("runs past the end"), std::string::npos) << r.output;
+}
+
+TEST(TensorBoard, ResumeDropsEventsPastTheCheckpoint) {
+  std::string dir = loco::testing::temp_dir();
+  std::string first;
+  {
+    loco::MetricsWriter w(dir + "/metrics.jsonl");
+    first = w.event_file();
+    for (int step = 1; step <= 6; ++step) w.write({{"step", step}, {"loss", double(step)}});
+  }
+  std::ofstream(first, std::ios::app | std::ios::binary) << std::string("\x20\0\0", 3);  // torn
+  ASSERT_NE(read_tb(dir + "/tb").exit_code, 0);
+  {
+    loco::MetricsWriter w(dir + "/metrics.jsonl", /*keep_up_to_step=*/4);
+    EXPECT_NE(w.event_file(), first);
+    for (int step = 5; step <= 6; ++step) w.write({{"step", step}, {"loss", 10.0 * step}});
+  }
+  auto tb = read_tb(dir + "/tb");
+  ASSERT_EQ(tb.exit_code, 0) << tb.output;
+  EXPECT_EQ(tb.json.at("files"), 2);
+  using Series = std::vector<std::pair<int64_t, float>>;
+  EXPECT_EQ(tb_series(tb.json, "loss"), (Series{{1, 1}, {2, 2}, {3, 3}, {4, 4}, {5, 50}, {6, 60}}));
+  EXPECT_EQ(tb_series(tb.json, "loss"), jsonl_series(dir + "/metrics.jsonl", "loss"));
+  for (const auto& e : fs::directory_iterator(dir + "/tb"))
+    EXPECT_EQ(e.path().filename().string().rfind("events.out.tfevents.", 0), 0u) << e.path();
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <array>
@@ -57,6 +58,23 @@ inline CommandResult run_loco(const std::string& args) {
 // Runs a Python script of the project with Debian's python3-torch.
 inline CommandResult run_python(const std::string& script_and_args) {
   return run_command(std::string(LOCO_PYTHON) + " " + LOCO_SOURCE_DIR + "/" + script_and_args);
+}
+
+// What tests/golden/read_tfevents.py (an independent TensorBoard event file reader) made of an
+// event file or a tb/ directory: its exit code, its output, and the JSON it printed
+// ({"files": N, "events": [{"file", "wall_time", "step", "scalars": {tag: value}}]}; null when
+// it failed).
+struct TbRead {
+  int exit_code = -1;
+  std::string output;
+  nlohmann::json json;
+};
+
+inline TbRead read_tb(const std::string& target) {
+  auto r = run_python("tests/golden/read_tfevents.py " + target);
+  TbRead out{r.exit_code, r.output, nullptr};
+  if (r.exit_code == 0) out.json = nlohmann::json::parse(r.output, nullptr, false);
+  return out;
 }
 
 // A string -> IValue dictionary, as Python's torch.load reads it.

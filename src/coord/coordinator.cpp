@@ -73,7 +73,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
     outer_->velocity().copy_(c.tensors.at("outer_velocity"));
     round_ = c.step;
     tokens_total_ = c.tokens;
-    keep_metrics = round_;
+    keep_metrics = round_ * sync.inner_steps;  // records are keyed by step, not round
     spdlog::info("coordinator: resumed from {} at round {}", found.back(), round_);
   }
   std::ofstream(fs::path(config_.run.dir) / "config.yaml") << to_yaml(config_);
