@@ -85,6 +85,9 @@ struct CodecConfig {
   std::string type = "none";  // none | fp16 | bf16 | int8 | dct
   int64_t chunk = 64;
   int64_t topk = 32;
+  // dct, DiLoCo's encoded download (sync.download update): coefficients kept per chunk of the
+  // coordinator's average; 0 = topk x sync.workers, as many as the workers' uploads can carry.
+  int64_t topk_down = 0;
   std::string values = "int8";
   std::string select = "topk";
   bool error_feedback = true;

@@ -191,6 +191,7 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.codec.type", c.sync.codec.type);
   add("sync.codec.chunk", c.sync.codec.chunk);
   add("sync.codec.topk", c.sync.codec.topk);
+  add("sync.codec.topk_down", c.sync.codec.topk_down);
   add("sync.codec.values", c.sync.codec.values);
   add("sync.codec.select", c.sync.codec.select);
   add("sync.codec.error_feedback", c.sync.codec.error_feedback);
@@ -423,6 +424,7 @@ void validate(const Config& c) {
   require(co.max_update_mb > 0 && co.checkpoint_every > 0,
           "sync.coordinator: max_update_mb and checkpoint_every must be positive");
   require_one_of("sync.download", c.sync.download, {"auto", "state", "update"});
+  require(c.sync.codec.topk_down >= 0, "sync.codec.topk_down must be >= 0 (0: topk x workers)");
   require(c.sync.resync_every >= 0, "sync.resync_every must be >= 0 (0: never)");
   if (c.sync.mode == "demo")
     require(c.sync.codec.type == "dct",

@@ -54,8 +54,11 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   sum_ = torch::zeros_like(theta_);
   demo_ = sync.mode == "demo";
   download_update_ = downloads_update(sync);
+  CodecConfig down = sync.codec;  // the download keeps up to what all uploads together carried
+  down.topk = down.topk_down > 0 ? down.topk_down : down.topk * sync.workers;
+  down_codec_ = make_codec(down);
   if (download_update_ && !demo_ && sync.codec.error_feedback && sync.codec.type != "none")
-    down_feedback_ = std::make_unique<ErrorFeedback>(*codec_);
+    down_feedback_ = std::make_unique<ErrorFeedback>(*down_codec_);
   demo_payloads_.resize(layout_.size());
   aggregate_.resize(layout_.size());
   outer_ = std::make_unique<OuterNesterov>(sync.outer.lr, sync.outer.momentum, theta_);
@@ -365,8 +368,8 @@ void CoordinatorCore::encode_aggregate_locked() {
   for (size_t i = 0; i < layout_.size(); ++i) {
     const auto& l = layout_[i];
     auto x = sum_.narrow(0, l.offset, l.numel).view(l.shape);
-    aggregate_[i] = down_feedback_ ? down_feedback_->encode(l.name, x) : codec_->encode(x);
-    x.copy_(codec_->decode(aggregate_[i]));  // step with exactly what the workers decode
+    aggregate_[i] = down_feedback_ ? down_feedback_->encode(l.name, x) : down_codec_->encode(x);
+    x.copy_(down_codec_->decode(aggregate_[i]));  // step with exactly what the workers decode
   }
 }
 
