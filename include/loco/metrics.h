@@ -38,7 +38,8 @@ class MetricsWriter {
 // strings and nested values are skipped.
 std::vector<Scalar> tensorboard_scalars(const nlohmann::json& record);
 
-// Reads every record of a metrics.jsonl file (skipping a torn last line).
-std::vector<nlohmann::json> read_metrics(const std::string& path);
+// Reads every record of a metrics.jsonl file, skipping lines that are not a whole JSON object
+// (a torn last line); their number goes to `skipped` when given.
+std::vector<nlohmann::json> read_metrics(const std::string& path, int64_t* skipped = nullptr);
 
 }  // namespace loco

@@ -1,4 +1,5 @@
-// `loco`: the one binary. Subcommands: data prepare, train, sample, bench train.
+// `loco`: the one binary. Subcommands: data prepare, train, sample, bench train, coordinator,
+// worker, launch, compare.
 // Every user-facing error is caught here, printed as one line, and turned into exit code 1.
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "loco/bench.h"
+#include "loco/compare.h"
 #include "loco/coord_client.h"
 #include "loco/coord_service.h"
 #include "loco/diloco.h"
@@ -169,6 +171,13 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
   return 0;
 }
 
+int run_compare(const loco::CompareOptions& options) {
+  auto r = loco::compare_runs(options);
+  std::cout << r.table << "\nwrote:\n";
+  for (const auto& f : r.files) std::cout << "  " << f << "\n";
+  return 0;
+}
+
 // First line of an exception message (c10::Error appends a backtrace).
 std::string first_line(const std::exception& e) {
   if (auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
@@ -266,6 +275,14 @@ int main(int argc, char** argv) {
   launch->add_option("--set", launch_opts.overrides, "override: key.path=value (repeatable)");
   launch->add_flag("--dry-run", launch_opts.dry_run, "print the per-process (per-host) commands");
 
+  loco::CompareOptions compare_opts;
+  auto* compare = app.add_subcommand(
+      "compare", "plots (val loss vs tokens, time, bytes) and a table of runs (docs/compare.md)");
+  compare->add_option("runs", compare_opts.runs, "run directories; the first is the baseline")
+      ->required();
+  compare->add_option("--out", compare_opts.out_dir, "output directory")->capture_default_str();
+  compare->add_option("--gnuplot", compare_opts.gnuplot, "gnuplot binary")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (prepare->parsed()) return run_prepare(prep);
@@ -278,6 +295,7 @@ int main(int argc, char** argv) {
     if (worker->parsed())
       return run_worker(config_path, overrides, coordinator_address, worker_name, worker_site);
     if (launch->parsed()) return loco::launch(launch_opts);
+    if (compare->parsed()) return run_compare(compare_opts);
     if (bench_train->parsed())
       return run_bench(config_path, overrides, bench_steps, bench_warmup, bench_json);
   } catch (const std::exception& e) {

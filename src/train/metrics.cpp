@@ -21,14 +21,19 @@ std::string tb_dir(const std::string& metrics_path, int64_t keep_up_to_step) {
 
 }  // namespace
 
-std::vector<nlohmann::json> read_metrics(const std::string& path) {
+std::vector<nlohmann::json> read_metrics(const std::string& path, int64_t* skipped) {
   std::vector<nlohmann::json> records;
+  int64_t bad = 0;
   std::ifstream in(path);
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!record.is_discarded()) records.push_back(std::move(record));
+    if (record.is_object())
+      records.push_back(std::move(record));
+    else
+      ++bad;
   }
+  if (skipped) *skipped = bad;
   return records;
 }
 
