@@ -11,7 +11,8 @@ LOCO=${LOCO:-build/loco}
 H=${H:-25}
 ROUNDS=${ROUNDS:-8}
 BATCH=${BATCH:-4}
-KS=${KS:-"8 32 128 256 512"}
+KS=${KS:-"8 32 128 256 512"}   # int8 values
+KS_FP16=${KS_FP16:-"32 256"}      # fp16 values, to compare the formats
 OUT=${OUT:-runs/dct-sweep}
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 mkdir -p "$OUT" bench/results
@@ -19,7 +20,11 @@ mkdir -p "$OUT" bench/results
 run() {  # run NAME OVERRIDES...
   local name=$1; shift
   local dir="$OUT/$name"
-  if [[ -f "$dir/coordinator/summary.json" ]]; then echo "==> $name: done already"; return; fi
+  if /usr/bin/python3 -c 'import json, sys; s = json.load(open(sys.argv[1]))
+sys.exit(0 if s.get("complete", s["rounds"] == int(sys.argv[2])) else 1)' \
+      "$dir/coordinator/summary.json" "$ROUNDS" 2>/dev/null; then
+    echo "==> $name: done already"; return
+  fi
   rm -rf "$dir"
   local port
   port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -37,10 +42,11 @@ run() {  # run NAME OVERRIDES...
 }
 
 run diloco-fp32 sync.codec.type=none
-for values in int8 fp16; do
-  for k in $KS; do
-    run "diloco-dct-k$k-$values" sync.codec.type=dct sync.codec.topk="$k" sync.codec.values="$values"
-  done
+for k in $KS; do
+  run "diloco-dct-k$k-int8" sync.codec.type=dct sync.codec.topk="$k" sync.codec.values=int8
+done
+for k in $KS_FP16; do
+  run "diloco-dct-k$k-fp16" sync.codec.type=dct sync.codec.topk="$k" sync.codec.values=fp16
 done
 run demo-k32-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=32 sync.codec.values=int8
 run demo-k256-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=256 sync.codec.values=int8

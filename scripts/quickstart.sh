@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README command 1: install what is missing, fetch and prepare the default corpus (the npm
-# package nlp-corpus), build loco, train the tiny model for a few minutes, and say where the
-# results are. Safe to run again: every step skips what is already done.
+# package nlp-corpus), build loco, run a small comparison of DDP, DiLoCo and DiLoCo with the DCT
+# codec on the tiny model (4 workers each, the same tokens), and say where the plots and the
+# table are. Safe to run again: every step skips what is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -10,7 +11,7 @@ CORPUS_VERSION=4.4.0
 RAW=data/raw/nlp-corpus-$CORPUS_VERSION
 DATA=data/nlp-corpus
 RUN=runs/quickstart
-STEPS=${QUICKSTART_STEPS:-200}   # single-worker steps; each of the 4 DiLoCo workers runs STEPS/4
+STEPS=${QUICKSTART_STEPS:-50}    # steps of each of the 4 workers (DDP ranks), 8x256 tokens each
 H=${QUICKSTART_H:-10}            # DiLoCo inner steps per round
 
 # npm fetches the corpus; a machine that already has Node.js's own npm keeps it.
@@ -47,25 +48,28 @@ train_once() {
   fi
 }
 
-single_ckpt=$(printf '%s/single/checkpoints/step_%08d.pt' "$RUN" "$STEPS")
-say "1/2 single worker: the tiny model (configs/tiny.yaml), $STEPS steps of 8x256 tokens, into $RUN/single"
-train_once "$RUN/single" "$single_ckpt" \
-  build/loco train --config configs/tiny.yaml --set run.dir="$RUN/single" --set run.name=single \
-    --set train.max_steps="$STEPS" --set train.eval_every=50 --set train.checkpoint_every=100
+ckpt() { printf '%s/checkpoints/step_%08d.pt' "$1" "$2"; }
+common=(--set train.max_steps="$STEPS" --set train.checkpoint_every=0)
+say "1/3 DDP: 4 ranks of the tiny model (configs/tiny.yaml), $STEPS steps of 8x256 tokens each, gradients all-reduced every step, into $RUN/ddp"
+train_once "$RUN/ddp" "$(ckpt "$RUN/ddp" "$STEPS")" \
+  build/loco launch --config configs/tiny.yaml --set run.dir="$RUN/ddp" --set run.name=ddp \
+    --set sync.mode=ddp --set sync.workers=4 --set train.eval_every=10 "${common[@]}"
 
-worker_steps=$((STEPS / 4))
-diloco_ckpt=$(printf '%s/diloco/coordinator/checkpoints/step_%08d.pt' "$RUN" $((worker_steps / H)))
-say "2/2 DiLoCo: a coordinator and 4 workers (configs/diloco-tiny.yaml), $worker_steps steps each, H=$H: the same total tokens"
-train_once "$RUN/diloco" "$diloco_ckpt" \
+say "2/3 DiLoCo: a coordinator and 4 workers (configs/diloco-tiny.yaml), $STEPS steps each, H=$H, fp32, into $RUN/diloco"
+train_once "$RUN/diloco" "$(ckpt "$RUN/diloco/coordinator" $((STEPS / H)))" \
   build/loco launch --config configs/diloco-tiny.yaml --set run.dir="$RUN/diloco" \
-    --set run.name=diloco-4x --set train.max_steps="$worker_steps" --set sync.inner_steps="$H" \
-    --set train.eval_every=0 --set train.checkpoint_every=0
+    --set run.name=diloco --set sync.inner_steps="$H" --set train.eval_every=0 "${common[@]}"
 
-say "a sample from the single-worker model"
-build/loco sample --checkpoint "$single_ckpt" --prompt "The film" --max-tokens 40 --seed 1
+say "3/3 DiLoCo + DCT: the same, sending top-k DCT coefficients both ways (configs/diloco-dct-tiny.yaml), into $RUN/diloco-dct"
+train_once "$RUN/diloco-dct" "$(ckpt "$RUN/diloco-dct/coordinator" $((STEPS / H)))" \
+  build/loco launch --config configs/diloco-dct-tiny.yaml --set run.dir="$RUN/diloco-dct" \
+    --set run.name=diloco-dct --set sync.inner_steps="$H" --set train.eval_every=0 "${common[@]}"
 
-say "results (same total tokens)"
-/usr/bin/python3 scripts/results.py "$RUN/single" "$RUN/diloco" --out "$RUN/results.md"
-echo "single-worker run:  $RUN/single   (metrics.jsonl, checkpoints/)"
-echo "DiLoCo run:         $RUN/diloco   (coordinator/metrics.jsonl is the global model; worker-N/)"
-echo "table:              $RUN/results.md"
+say "a sample from the DDP model"
+build/loco sample --checkpoint "$(ckpt "$RUN/ddp" "$STEPS")" --prompt "The film" --max-tokens 40 --seed 1
+
+say "comparing the three runs (baseline: DDP)"
+build/loco compare "$RUN/ddp" "$RUN/diloco" "$RUN/diloco-dct" --out "$RUN/compare"
+echo "runs:   $RUN/ddp  $RUN/diloco  $RUN/diloco-dct   (metrics.jsonl, tb/, checkpoints/)"
+echo "table:  $RUN/compare/table.md"
+echo "plots:  $RUN/compare/val_loss_vs_tokens.png  val_loss_vs_time.png  val_loss_vs_bytes.png (and .svg)"
