@@ -118,9 +118,9 @@ struct SyncConfig {
   std::string mode = "single";  // single | ddp | diloco | demo; with sites: diloco | demo
   int64_t workers = 1;
   int64_t inner_steps = 50;
-  double bucket_mb = 25.0;  // ddp: gradient all-reduce bucket size in MiB (> 0)
-  double timeout_s = 60.0;  // ddp: rendezvous and collective timeout; a dead rank fails the
-                            // others after this long (must exceed rank 0's eval/checkpoint)
+  double bucket_mb = 25.0;   // ddp: gradient all-reduce bucket size in MiB (> 0)
+  double timeout_s = 300.0;  // ddp: rendezvous and collective timeout; a dead rank fails the
+                             // others after this long (must exceed rank 0's eval/checkpoint)
   // What workers download after a round: "state" (the new parameters, fp32), "update" (the
   // round's averaged pseudo-gradient encoded with sync.codec, replayed through the outer step by
   // every worker, checked by a checksum) or "auto" (state for codec none, update otherwise).
