@@ -10,6 +10,7 @@
 
 #include "loco.grpc.pb.h"
 #include "loco/coord_service.h"
+#include "security.h"
 
 namespace loco {
 namespace {
@@ -50,13 +51,21 @@ std::chrono::system_clock::time_point deadline_in(double seconds) {
 struct CoordinatorClient::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Coordinator::Stub> stub;
+  std::string bearer;  // the shared secret's metadata value; empty: none configured
+
+  // Every call carries a deadline and, when configured, the shared secret.
+  void prepare(grpc::ClientContext& ctx, double deadline_s) const {
+    ctx.set_deadline(deadline_in(deadline_s));
+    if (!bearer.empty()) ctx.AddMetadata(kSecretMetadata, bearer);
+  }
 };
 
 CoordinatorClient::CoordinatorClient(const std::string& address, const CoordinatorConfig& config)
     : impl_(std::make_unique<Impl>()), config_(config), address_(address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(int(4 * kChunkBytes));
-  impl_->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  if (!config.secret_file.empty()) impl_->bearer = bearer(read_secret(config.secret_file));
+  impl_->channel = grpc::CreateCustomChannel(address, channel_credentials(config), args);
   impl_->stub = v1::Coordinator::NewStub(impl_->channel);
 }
 
@@ -70,7 +79,7 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
   double backoff = 0.2;
   for (int attempt = 1;; ++attempt) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(deadline_in(10));
+    impl_->prepare(ctx, 10);
     v1::JoinReply reply;
     grpc::Status s = impl_->stub->Join(&ctx, req, &reply);
     if (s.ok()) {
@@ -94,7 +103,7 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
 
 void CoordinatorClient::heartbeat() {
   grpc::ClientContext ctx;
-  ctx.set_deadline(deadline_in(config_.heartbeat_s * 2));
+  impl_->prepare(ctx, config_.heartbeat_s * 2);
   v1::HeartbeatRequest req;
   req.set_worker_id(worker_id_);
   v1::HeartbeatReply reply;
@@ -104,7 +113,7 @@ void CoordinatorClient::heartbeat() {
 
 void CoordinatorClient::leave() {
   grpc::ClientContext ctx;
-  ctx.set_deadline(deadline_in(5));
+  impl_->prepare(ctx, 5);
   v1::LeaveRequest req;
   req.set_worker_id(worker_id_);
   v1::LeaveReply reply;
@@ -113,7 +122,7 @@ void CoordinatorClient::leave() {
 
 uint64_t CoordinatorClient::push(Update update) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(deadline_in(config_.round_timeout_s));
+  impl_->prepare(ctx, config_.round_timeout_s);
   v1::PushReply reply;
   auto writer = impl_->stub->PushUpdate(&ctx, &reply);
   v1::UpdateChunk chunk;
@@ -156,7 +165,7 @@ uint64_t CoordinatorClient::push(Update update) {
 template <class CheckSpecs, class Sink>
 PullResult CoordinatorClient::stream_pull(const PullSpec& spec, CheckSpecs check_specs, Sink sink) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(deadline_in(spec.timeout_s));
+  impl_->prepare(ctx, spec.timeout_s);
   v1::PullRequest req;
   req.set_worker_id(worker_id_);
   req.set_round(spec.round);
