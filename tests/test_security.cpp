@@ -216,6 +216,12 @@ TEST(Security, SecretIsRequiredOnEveryRpcAndRefusalsChangeNothing) {
     EXPECT_NE(m.find("UNAUTHENTICATED"), std::string::npos) << m;
     EXPECT_NE(m.find("shared secret"), std::string::npos) << m;
   }
+  // With the secret, fields are still checked before they touch the membership.
+  for (const std::string& name : {std::string("two\nlines"), std::string(200, 'a')}) {
+    CoordinatorClient odd(address, c.sync.coordinator);
+    std::string m = message_of([&] { odd.join(name, GPT(c.model)->num_params()); });
+    EXPECT_NE(m.find("INVALID_ARGUMENT"), std::string::npos) << m;
+  }
   auto layout = layout_of(c);
   for (const std::string& bearer : {std::string(), "Bearer " + wrong, "Bearer " + secret + "x"}) {
     grpc::Status s = raw_push(address, layout, join.worker_id, bearer);
@@ -272,6 +278,7 @@ TEST(Security, TlsRefusesPlaintextUntrustedAndCertlessClients) {
     CoordinatorClient intruder(co.address, *bad);
     std::string m = message_of([&] { intruder.join("intruder", 1); });
     EXPECT_NE(m.find("unreachable"), std::string::npos) << m;
+    if (bad != &plaintext) EXPECT_NE(m.find("sync.coordinator.tls"), std::string::npos) << m;
   }
 
   // The good worker's round goes on undisturbed.

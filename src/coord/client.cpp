@@ -77,6 +77,7 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
   req.set_num_params(num_params);
   auto start = std::chrono::steady_clock::now();
   double backoff = 0.2;
+  const bool tls = !config_.tls_ca.empty() || !config_.tls_cert.empty();
   for (int attempt = 1;; ++attempt) {
     grpc::ClientContext ctx;
     impl_->prepare(ctx, 10);
@@ -91,9 +92,13 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
       fail("Join", s);
     double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (waited + backoff > config_.connect_timeout_s)
-      throw std::runtime_error("coordinator at " + address_ + " unreachable for " +
-                               std::to_string(int(waited)) + " s (" + s.error_message() +
-                               "); is it running? (sync.coordinator.connect_timeout_s)");
+      throw std::runtime_error(
+          "coordinator at " + address_ + " unreachable for " + std::to_string(int(waited)) +
+          " s (" + s.error_message() + "); is it running" +
+          (tls ? ", and do its TLS settings and this worker's agree (a refused handshake looks "
+                 "the same; sync.coordinator.tls)"
+               : "") +
+          "? (sync.coordinator.connect_timeout_s)");
     spdlog::info("worker: coordinator at {} not reachable yet (attempt {}), retrying in {:.1f} s",
                  address_, attempt, backoff);
     std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
