@@ -95,7 +95,15 @@ struct CodecConfig {
 
 struct CoordinatorConfig {
   std::string address = "127.0.0.1:50051";
-  std::string secret_file;  // shared secret; when set every RPC must carry it
+  // A file holding the shared secret (printable ASCII, one line; a trailing newline is
+  // dropped). When set, the coordinator refuses every RPC that does not carry it (UNAUTHENTICATED)
+  // and workers send it with every call. See docs/security.md.
+  std::string secret_file;
+  // TLS, PEM files. cert and key are this process's own certificate and key: the coordinator's
+  // server certificate, a worker's client certificate. ca is whom to trust: on the coordinator,
+  // when set, every client must present a certificate it signed; on a worker, the CA that signed
+  // the coordinator's certificate. A worker uses TLS when ca or cert is set; the coordinator when
+  // cert is set (it needs cert and key).
   std::string tls_cert, tls_key, tls_ca;
   double round_timeout_s = 600.0;  // a round closes this long after its first report
   int64_t min_workers = 1;         // ... if at least this many workers reported
@@ -157,8 +165,18 @@ void apply_override(Config& config, const std::string& assignment);
 // Parses YAML text over `config` (used by load_config and for checkpoint configs).
 void merge_yaml(Config& config, const std::string& yaml_text, const std::string& origin);
 
-// Checks cross-field constraints (positive sizes, known enums, divisibility). Throws ConfigError.
+// Checks cross-field constraints (positive sizes, known enums, divisibility) and that the
+// security files named in sync.coordinator exist and are readable. Throws ConfigError.
 void validate(const Config& config);
+
+// The whole text of the file that config key `key` names; throws ConfigError naming the key when
+// the file is missing, unreadable or empty.
+std::string read_config_file(const std::string& key, const std::string& path);
+
+// The shared secret in sync.coordinator.secret_file, trailing newline and spaces dropped; throws
+// ConfigError when it is empty or holds anything but printable ASCII (it travels as gRPC
+// metadata).
+std::string read_secret(const std::string& path);
 
 // The resolved config as YAML, every key present.
 std::string to_yaml(const Config& config);

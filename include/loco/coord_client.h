@@ -1,6 +1,7 @@
 // The worker's side of the coordinator protocol: join (retrying with backoff while the
-// coordinator is unreachable), heartbeats, streamed pushes and pulls, leave. gRPC stays inside
-// src/coord/client.cpp.
+// coordinator is unreachable), heartbeats, streamed pushes and pulls, leave. Every call carries
+// the shared secret of sync.coordinator.secret_file when set; the channel is TLS when tls.ca or
+// tls.cert is set (docs/security.md). gRPC stays inside src/coord/.
 #pragma once
 
 #include <torch/types.h>

@@ -1,5 +1,8 @@
 // `loco coordinator`: the CoordinatorCore behind a real gRPC server, with the standard health
-// service and server reflection (so grpcurl / grpc_cli can talk to it).
+// service and server reflection (so grpcurl / grpc_cli can talk to it). With sync.coordinator's
+// secret_file every Coordinator RPC must carry the shared secret (UNAUTHENTICATED otherwise);
+// with tls.cert/key it serves TLS, and with tls.ca it requires client certificates
+// (docs/security.md).
 #pragma once
 
 #include <atomic>

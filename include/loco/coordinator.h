@@ -112,7 +112,10 @@ class CoordinatorCore {
   CoordinatorCore(const Config& config, bool resume);
   ~CoordinatorCore();
 
+  // Refuses (kInvalidArgument) a name longer than kMaxWorkerName or with anything but printable
+  // ASCII without spaces, and a parameter count that is not the model's.
   JoinInfo join(const std::string& name, int64_t num_params);
+  static constexpr size_t kMaxWorkerName = 128;
   void heartbeat(const std::string& worker_id);
   void leave(const std::string& worker_id);
 

@@ -436,9 +436,34 @@ void validate(const Config& c) {
             "train.max_steps (" + std::to_string(t.max_steps) +
                 ") must be a multiple of sync.inner_steps (" + std::to_string(c.sync.inner_steps) +
                 ") so that every round is whole");
-  require(co.secret_file.empty() && co.tls_cert.empty() && co.tls_key.empty() && co.tls_ca.empty(),
-          "sync.coordinator: secret_file and tls are not supported yet (planned with the "
-          "security work); remove them");
+  if (!co.secret_file.empty()) read_secret(co.secret_file);
+  require(co.tls_cert.empty() == co.tls_key.empty(),
+          "sync.coordinator.tls: cert and key go together (cert is '" + co.tls_cert +
+              "', key is '" + co.tls_key + "')");
+  if (!co.tls_cert.empty()) read_config_file("sync.coordinator.tls.cert", co.tls_cert);
+  if (!co.tls_key.empty()) read_config_file("sync.coordinator.tls.key", co.tls_key);
+  if (!co.tls_ca.empty()) read_config_file("sync.coordinator.tls.ca", co.tls_ca);
+}
+
+std::string read_config_file(const std::string& key, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  require(in.good(), key + ": cannot read '" + path + "' (missing or not readable)");
+  std::stringstream text;
+  text << in.rdbuf();
+  require(!in.bad() && !text.str().empty(), key + ": '" + path + "' is empty or unreadable");
+  return text.str();
+}
+
+std::string read_secret(const std::string& path) {
+  const std::string key = "sync.coordinator.secret_file";
+  std::string secret = read_config_file(key, path);
+  while (!secret.empty() && std::isspace(static_cast<unsigned char>(secret.back())))
+    secret.pop_back();
+  require(!secret.empty(), key + ": '" + path + "' holds no secret (only whitespace)");
+  require(
+      std::all_of(secret.begin(), secret.end(), [](char ch) { return ch >= 0x20 && ch < 0x7f; }),
+      key + ": '" + path + "' must hold one line of printable ASCII (it is sent as metadata)");
+  return secret;
 }
 
 bool downloads_update(const SyncConfig& sync) {

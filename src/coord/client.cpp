@@ -10,6 +10,7 @@
 
 #include "loco.grpc.pb.h"
 #include "loco/coord_service.h"
+#include "security.h"
 
 namespace loco {
 namespace {
@@ -50,13 +51,21 @@ std::chrono::system_clock::time_point deadline_in(double seconds) {
 struct CoordinatorClient::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Coordinator::Stub> stub;
+  std::string bearer;  // the shared secret's metadata value; empty: none configured
+
+  // Every call carries a deadline and, when configured, the shared secret.
+  void prepare(grpc::ClientContext& ctx, double deadline_s) const {
+    ctx.set_deadline(deadline_in(deadline_s));
+    if (!bearer.empty()) ctx.AddMetadata(kSecretMetadata, bearer);
+  }
 };
 
 CoordinatorClient::CoordinatorClient(const std::string& address, const CoordinatorConfig& config)
     : impl_(std::make_unique<Impl>()), config_(config), address_(address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(int(4 * kChunkBytes));
-  impl_->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  if (!config.secret_file.empty()) impl_->bearer = bearer(read_secret(config.secret_file));
+  impl_->channel = grpc::CreateCustomChannel(address, channel_credentials(config), args);
   impl_->stub = v1::Coordinator::NewStub(impl_->channel);
 }
 
@@ -68,9 +77,10 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
   req.set_num_params(num_params);
   auto start = std::chrono::steady_clock::now();
   double backoff = 0.2;
+  const bool tls = !config_.tls_ca.empty() || !config_.tls_cert.empty();
   for (int attempt = 1;; ++attempt) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(deadline_in(10));
+    impl_->prepare(ctx, 10);
     v1::JoinReply reply;
     grpc::Status s = impl_->stub->Join(&ctx, req, &reply);
     if (s.ok()) {
@@ -82,9 +92,13 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
       fail("Join", s);
     double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (waited + backoff > config_.connect_timeout_s)
-      throw std::runtime_error("coordinator at " + address_ + " unreachable for " +
-                               std::to_string(int(waited)) + " s (" + s.error_message() +
-                               "); is it running? (sync.coordinator.connect_timeout_s)");
+      throw std::runtime_error(
+          "coordinator at " + address_ + " unreachable for " + std::to_string(int(waited)) +
+          " s (" + s.error_message() + "); is it running" +
+          (tls ? ", and do its TLS settings and this worker's agree (a refused handshake looks "
+                 "the same; sync.coordinator.tls)"
+               : "") +
+          "? (sync.coordinator.connect_timeout_s)");
     spdlog::info("worker: coordinator at {} not reachable yet (attempt {}), retrying in {:.1f} s",
                  address_, attempt, backoff);
     std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
@@ -94,7 +108,7 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
 
 void CoordinatorClient::heartbeat() {
   grpc::ClientContext ctx;
-  ctx.set_deadline(deadline_in(config_.heartbeat_s * 2));
+  impl_->prepare(ctx, config_.heartbeat_s * 2);
   v1::HeartbeatRequest req;
   req.set_worker_id(worker_id_);
   v1::HeartbeatReply reply;
@@ -104,7 +118,7 @@ void CoordinatorClient::heartbeat() {
 
 void CoordinatorClient::leave() {
   grpc::ClientContext ctx;
-  ctx.set_deadline(deadline_in(5));
+  impl_->prepare(ctx, 5);
   v1::LeaveRequest req;
   req.set_worker_id(worker_id_);
   v1::LeaveReply reply;
@@ -113,7 +127,7 @@ void CoordinatorClient::leave() {
 
 uint64_t CoordinatorClient::push(Update update) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(deadline_in(config_.round_timeout_s));
+  impl_->prepare(ctx, config_.round_timeout_s);
   v1::PushReply reply;
   auto writer = impl_->stub->PushUpdate(&ctx, &reply);
   v1::UpdateChunk chunk;
@@ -156,7 +170,7 @@ uint64_t CoordinatorClient::push(Update update) {
 template <class CheckSpecs, class Sink>
 PullResult CoordinatorClient::stream_pull(const PullSpec& spec, CheckSpecs check_specs, Sink sink) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(deadline_in(spec.timeout_s));
+  impl_->prepare(ctx, spec.timeout_s);
   v1::PullRequest req;
   req.set_worker_id(worker_id_);
   req.set_round(spec.round);

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -111,6 +112,12 @@ CoordinatorCore::Member& CoordinatorCore::member_locked(const std::string& worke
 }
 
 JoinInfo CoordinatorCore::join(const std::string& name, int64_t num_params) {
+  // The name becomes an id and goes into logs and metrics: short, printable, no spaces.
+  if (name.size() > kMaxWorkerName ||
+      !std::all_of(name.begin(), name.end(), [](char ch) { return ch > 0x20 && ch < 0x7f; }))
+    throw CoordError(CoordError::kInvalidArgument,
+                     "worker name must be at most " + std::to_string(kMaxWorkerName) +
+                         " printable ASCII characters without spaces");
   std::lock_guard<std::mutex> lock(mu_);
   if (num_params != theta_.numel())
     throw CoordError(CoordError::kInvalidArgument, "model has " + std::to_string(num_params) +

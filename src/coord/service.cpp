@@ -14,6 +14,7 @@
 
 #include "loco.grpc.pb.h"
 #include "loco/coordinator.h"
+#include "security.h"
 
 namespace loco {
 namespace {
@@ -26,23 +27,10 @@ grpc::Status to_status(const CoordError& e) {
   return grpc::Status(codes[e.code], e.what());
 }
 
-// Runs a handler body, turning refusals into statuses and logging who was refused and why.
-template <class F>
-grpc::Status guarded(const char* rpc, grpc::ServerContext* ctx, F&& body) {
-  try {
-    return body();
-  } catch (const CoordError& e) {
-    spdlog::warn("coordinator: refused {} from {}: {}", rpc, ctx->peer(), e.what());
-    return to_status(e);
-  } catch (const std::exception& e) {
-    spdlog::error("coordinator: {} from {} failed: {}", rpc, ctx->peer(), e.what());
-    return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
-  }
-}
-
 class Service final : public v1::Coordinator::Service {
  public:
-  explicit Service(CoordinatorCore& core, const Config& config) : core_(core), config_(config) {}
+  Service(CoordinatorCore& core, const Config& config, std::string secret)
+      : core_(core), config_(config), bearer_(secret.empty() ? "" : bearer(secret)) {}
 
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
                     v1::JoinReply* reply) override {
@@ -216,29 +204,60 @@ class Service final : public v1::Coordinator::Service {
   }
 
  private:
+  // Runs a handler body once the call proved it knows the shared secret, turning refusals into
+  // statuses and logging who was refused and why (never the secret, nor what was sent instead).
+  template <class F>
+  grpc::Status guarded(const char* rpc, grpc::ServerContext* ctx, F&& body) {
+    SecretCheck check = check_secret(*ctx, bearer_);
+    if (check != SecretCheck::kOk) {
+      spdlog::warn("coordinator: refused {} from {}: {} shared secret", rpc, ctx->peer(),
+                   check == SecretCheck::kMissing ? "missing" : "wrong");
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "missing or wrong shared secret (sync.coordinator.secret_file)");
+    }
+    try {
+      return body();
+    } catch (const CoordError& e) {
+      spdlog::warn("coordinator: refused {} from {}: {}", rpc, ctx->peer(), e.what());
+      return to_status(e);
+    } catch (const std::exception& e) {
+      spdlog::error("coordinator: {} from {} failed: {}", rpc, ctx->peer(), e.what());
+      return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
+    }
+  }
+
   CoordinatorCore& core_;
   const Config& config_;
+  const std::string bearer_;  // the metadata value every call must carry; empty: no secret
 };
 
 }  // namespace
 
 int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& stop) {
+  const auto& co = config.sync.coordinator;
+  std::string secret = co.secret_file.empty() ? "" : read_secret(co.secret_file);
+  auto credentials = server_credentials(co);
   CoordinatorCore core(config, resume);
-  Service service(core, config);
+  Service service(core, config, secret);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.sync.coordinator.address, grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort(co.address, credentials, &port);
   builder.SetMaxReceiveMessageSize(int(4 * kChunkBytes));
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0)
     throw ConfigError("sync.coordinator.address: cannot listen on " +
                       config.sync.coordinator.address + " (port in use or bad address)");
-  spdlog::info("coordinator: listening on {} (health and reflection services on)",
-               config.sync.coordinator.address);
+  spdlog::info(
+      "coordinator: listening on {} ({}, {}; health and reflection services on, without the "
+      "secret)",
+      co.address,
+      co.tls_cert.empty() ? "plaintext"
+      : co.tls_ca.empty() ? "TLS"
+                          : "TLS with client certificates",
+      secret.empty() ? "no shared secret" : "shared secret required");
   while (!stop && !core.finished()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     core.tick();
