@@ -313,3 +313,16 @@ TEST(Launch, DryRunPrintsTheCommandsAndAFailingPartFailsTheRun) {
   EXPECT_NE(bad.exit_code, 0) << bad.output;
   EXPECT_NE(bad.output.find("launch: failed"), std::string::npos) << bad.output;
 }
+
+TEST(Diloco, TrainRefusesADilocoOrDemoConfigAndSaysWhatToRun) {
+  std::string dir = loco::testing::temp_dir();
+  for (const char* mode : {"diloco", "demo"}) {
+    Config c = small_config(dir + "/run", 2, 2);
+    c.sync.mode = mode;
+    c.sync.codec.type = "dct";
+    auto r = loco::testing::run_loco("train --config " + write_yaml(dir, c));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("run it with `loco launch`"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(dir + "/run/metrics.jsonl")) << mode;  // nothing was trained
+  }
+}

@@ -49,6 +49,10 @@ int run_train(const std::string& config_path, const std::vector<std::string>& ov
     throw loco::ConfigError(
         "sync.sites lists sites: start each of their ranks with `loco worker "
         "--site NAME` (or run them all with `loco launch`)");
+  if (config.sync.mode == "diloco" || config.sync.mode == "demo")
+    throw loco::ConfigError("sync.mode is '" + config.sync.mode +
+                            "': run it with `loco launch` (or `loco coordinator` and `loco "
+                            "worker --coordinator HOST:PORT`); `loco train` runs single and ddp");
   loco::DistEnv env;
   std::unique_ptr<loco::Sync> sync;
   if (config.sync.mode == "ddp") {
