@@ -199,8 +199,8 @@ class CoordinatorCore {
   uint64_t bytes_up_ = 0, bytes_down_ = 0, round_up_ = 0, round_down_ = 0;
   double round_work_s_ = 0;  // this round's decode + average + outer step time
   bool demo_ = false, download_update_ = false;
-  std::unique_ptr<Codec> down_codec_;             // diloco, download update: its encoding ...
-  std::unique_ptr<ErrorFeedback> down_feedback_;  // ... and what it did not send
+  std::unique_ptr<Codec> down_codec_;                // diloco, download update: its encoding ...
+  std::unique_ptr<ErrorFeedback> down_feedback_;     // ... and what it did not send
   std::vector<std::vector<Encoded>> demo_payloads_;  // demo: this round's pushes, per tensor
   std::vector<Encoded> aggregate_;                   // the last closed round's encoded aggregate
   uint64_t aggregate_checksum_ = 0;
