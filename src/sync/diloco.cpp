@@ -97,15 +97,22 @@ class CoordinatedSync : public Sync {
     }
     double pull_s = now_s() - pull_start;
     round_ = down.round;
-    if (!demo_ && download_update_ && checksum(params) != down.checksum) {
+    // Every replica's checksum goes into the metrics; a replaying worker also checks it against
+    // the coordinator's. One pass over the parameters unless they change again below.
+    uint64_t sum = checksum(params);
+    if (!demo_ && download_update_ && sum != down.checksum) {
       spdlog::warn(
           "worker {}: parameters differ from the coordinator's after round {}; "
           "resyncing in full",
           client_->worker_id(), round_);
       down.wire_bytes += pull_params(params, /*velocity=*/true).wire_bytes;
       record["resynced"] = true;
+      sum = checksum(params);
     }
-    if (demo_ && consensus_due(round_)) exchange_state(params, record);
+    if (demo_ && consensus_due(round_)) {
+      exchange_state(params, record);
+      if (resync_due(round_)) sum = checksum(params);  // adopted the consensus
+    }
     theta_start_.copy_(params);
     round_tokens_start_ = trainer.tokens();
     loss_sum_ = 0, loss_count_ = 0;
@@ -118,7 +125,7 @@ class CoordinatedSync : public Sync {
     record["codec_s"] = codec_s;
     record["worker"] = client_->worker_id();
     // DiLoCo replicas hold the same parameters after a sync; the checksum lets anyone check.
-    record["param_checksum"] = checksum(params);
+    record["param_checksum"] = sum;
   }
 
   void finish(Trainer&) override {
