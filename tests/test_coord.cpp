@@ -23,13 +23,7 @@ using namespace loco;
 namespace {
 
 Config small_config(const std::string& dir, int64_t workers, int64_t inner_steps) {
-  Config c;
-  merge_yaml(c, loco::testing::small_run_yaml(dir), "test");
-  c.sync.mode = "diloco";
-  c.sync.workers = workers;
-  c.sync.inner_steps = inner_steps;
-  c.sync.coordinator.address = "127.0.0.1:" + std::to_string(loco::testing::free_port());
-  return c;
+  return loco::testing::coordinated_config(dir, "diloco", workers, inner_steps);
 }
 
 // An update with every tensor equal to `value`, encoded with the "none" codec.
@@ -58,9 +52,7 @@ CoordError::Code refusal(const std::function<void()>& f) {
 }
 
 std::string write_yaml(const std::string& dir, const Config& c) {
-  std::string path = dir + "/config.yaml";
-  std::ofstream(path) << to_yaml(c);
-  return path;
+  return loco::testing::write_config(dir, c);
 }
 
 }  // namespace

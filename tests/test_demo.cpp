@@ -22,21 +22,10 @@ using loco::testing::run_python;
 namespace {
 
 Config demo_config(const std::string& dir, int64_t workers, int64_t inner_steps) {
-  Config c;
-  merge_yaml(c, loco::testing::small_run_yaml(dir), "test");
-  c.sync.mode = "demo";
-  c.sync.workers = workers;
-  c.sync.inner_steps = inner_steps;
+  Config c = loco::testing::coordinated_config(dir, "demo", workers, inner_steps);
   c.sync.codec.type = "dct";
   c.sync.codec.topk = 8;
-  c.sync.coordinator.address = "127.0.0.1:" + std::to_string(loco::testing::free_port());
   return c;
-}
-
-std::string write_yaml(const std::string& dir, const Config& c) {
-  std::string path = dir + "/config.yaml";
-  std::ofstream(path) << to_yaml(c);
-  return path;
 }
 
 c10::impl::GenericList tensor_list(const std::vector<torch::Tensor>& ts) {
@@ -231,7 +220,7 @@ TEST(Demo, ThreeRealWorkersDriftApartAndResync) {
   c.train.optimizer.lr = 0.01;
   c.sync.resync_every = 2;
   c.sync.outer.momentum = 0.5;  // beta 0.9 overshoots in a run this short (docs/dct.md)
-  auto r = loco::testing::run_loco("launch --config " + write_yaml(dir, c));
+  auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   std::map<int64_t, std::set<uint64_t>> checksums;
@@ -277,7 +266,7 @@ TEST(DilocoDct, CompressedDownloadKeepsReplicasIdentical) {
   c.train.max_steps = 16;
   c.train.eval_every = 0;
   c.train.optimizer.lr = 0.01;
-  auto r = loco::testing::run_loco("launch --config " + write_yaml(dir, c));
+  auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("resyncing"), std::string::npos) << r.output;
   std::map<int64_t, std::set<uint64_t>> checksums;

@@ -15,6 +15,7 @@
 
 #include <string>
 
+#include "loco/config.h"
 #include "loco/launch.h"
 #include "loco/prepare.h"
 
@@ -124,6 +125,26 @@ inline std::string small_run_yaml(const std::string& run_dir) {
 // A TCP port on loopback that is free right now.
 inline int free_port() {
   return loco::free_port();
+}
+
+// A coordinated run (sync.mode diloco or demo) of small_run_yaml() with `workers` workers syncing
+// every `inner_steps` steps, its coordinator on a free loopback port.
+inline loco::Config coordinated_config(const std::string& run_dir, const std::string& mode,
+                                       int64_t workers, int64_t inner_steps) {
+  loco::Config c;
+  loco::merge_yaml(c, small_run_yaml(run_dir), "test");
+  c.sync.mode = mode;
+  c.sync.workers = workers;
+  c.sync.inner_steps = inner_steps;
+  c.sync.coordinator.address = "127.0.0.1:" + std::to_string(free_port());
+  return c;
+}
+
+// Writes `c` (resolved) to dir/config.yaml and returns that path, for `loco ... --config`.
+inline std::string write_config(const std::string& dir, const loco::Config& c) {
+  std::string path = dir + "/config.yaml";
+  std::ofstream(path) << loco::to_yaml(c);
+  return path;
 }
 
 }  // namespace loco::testing
