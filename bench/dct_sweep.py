@@ -47,6 +47,13 @@ def codec_share(run, h):
     return max(shares) if shares else float("nan")
 
 
+def down_k(r):
+    """The download's k: sync.codec.topk_down, or its default (up k x 4 workers) when 0."""
+    if r["k"] is None or r["method"] == "demo":
+        return "–"
+    return str(r["k_down"]) if r["k_down"] else f"{r['k'] * 4} (default)"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -65,6 +72,7 @@ def main():
             "run": os.path.basename(run),
             "method": c["sync.mode"] + ("+dct" if c["sync.mode"] == "diloco" and codec == "dct" else ""),
             "k": int(c["sync.codec.topk"]) if codec == "dct" else None,
+            "k_down": int(c.get("sync.codec.topk_down", 0)) if codec == "dct" else None,
             "values": c["sync.codec.values"] if codec == "dct" else "fp32",
             "resync_every": int(c.get("sync.resync_every", 0)),
             "bytes": s["bytes_total"],
@@ -87,12 +95,13 @@ def main():
         for r in rows:
             f.write(json.dumps(r) + "\n")
     order = {"diloco": 0, "diloco+dct": 1, "demo": 2}
-    rows.sort(key=lambda r: (order.get(r["method"], 3), r["values"], r["k"] or 0, r["resync_every"]))
-    lines = ["| method | k | values | resync every | MB sent | × fewer than fp32 DiLoCo | × fewer than DDP | val loss | val bpb | vs fp32 DiLoCo | codec % of round (max) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows.sort(key=lambda r: (order.get(r["method"], 3), r["values"], r["k"] or 0, r["k_down"] or 0,
+                             r["resync_every"]))
+    lines = ["| method | k up | k down | values | resync every | MB sent | × fewer than fp32 DiLoCo | × fewer than DDP | val loss | val bpb | vs fp32 DiLoCo | codec % of round (max) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['k'] or '–'} | {r['values']} | {r['resync_every'] or '–'} | "
+            f"| {r['method']} | {r['k'] or '–'} | {down_k(r)} | {r['values']} | {r['resync_every'] or '–'} | "
             f"{r['bytes'] / 1e6:.1f} | {r['ratio_vs_diloco_fp32']:.1f} | {r['ratio_vs_ddp']:.0f} | "
             f"{r['val_loss']:.4f} | {r['val_bpb']:.4f} | {r['gap_pct']:+.1f}% | "
             f"{100 * r['codec_share_max']:.2f} |")
@@ -105,6 +114,8 @@ def main():
         key = {"diloco": "fp32 DiLoCo", "diloco+dct": f"DiLoCo+DCT {r['values']}",
                "demo": "decoupled (demo)"}[r["method"]]
         label = f"k={r['k']}" if r["k"] else ""
+        if r["k_down"]:
+            label += f"/{r['k_down']}"
         if r["method"] == "demo":
             label += f" R={r['resync_every']}" if r["resync_every"] else ""
         data.setdefault(key, []).append((r["bytes"] / 1e6, r["val_loss"], label or "-"))

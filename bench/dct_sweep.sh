@@ -13,6 +13,9 @@ ROUNDS=${ROUNDS:-8}
 BATCH=${BATCH:-4}
 KS=${KS:-"8 32 128 256 512"}   # int8 values
 KS_FP16=${KS_FP16:-"32 256"}      # fp16 values, to compare the formats
+# up:down pairs (int8): the download's k (sync.codec.topk_down; default up k x workers) decides
+# most of the bytes, since the average of 4 top-k sets has up to 4k coefficients per chunk
+KS_DOWN=${KS_DOWN:-"128:128 256:256 256:512 384:384"}
 OUT=${OUT:-runs/dct-sweep}
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 mkdir -p "$OUT" bench/results
@@ -47,6 +50,11 @@ for k in $KS; do
 done
 for k in $KS_FP16; do
   run "diloco-dct-k$k-fp16" sync.codec.type=dct sync.codec.topk="$k" sync.codec.values=fp16
+done
+for pair in $KS_DOWN; do
+  up=${pair%:*} down=${pair#*:}
+  run "diloco-dct-k$up-d$down-int8" sync.codec.type=dct sync.codec.topk="$up" \
+    sync.codec.topk_down="$down" sync.codec.values=int8
 done
 run demo-k32-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=32 sync.codec.values=int8
 run demo-k256-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=256 sync.codec.values=int8
