@@ -76,27 +76,9 @@ int error_lines(const std::string& output) {
   return n;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-// Starts `command` (a shell command line) in the background, its output going to `log`.
-pid_t spawn_shell(const std::string& command, const std::string& log) {
-  std::string line = "exec " + command + " > " + log + " 2>&1";
-  const char* argv[] = {"/bin/sh", "-c", line.c_str(), nullptr};
-  pid_t pid = -1;
-  EXPECT_EQ(::posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
-  return pid;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+using loco::testing::read_text;
+using loco::testing::spawn_shell;
+using loco::testing::wait_exit;
 
 // The val loss of the untrained model, evaluated as the coordinator evaluates (loco_coord).
 double initial_val_loss(const Config& c) {

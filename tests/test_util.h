@@ -11,6 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
@@ -54,6 +57,30 @@ inline CommandResult run_command(const std::string& command) {
 // The `loco` binary of this build, with arguments.
 inline CommandResult run_loco(const std::string& args) {
   return run_command(std::string(LOCO_BINARY) + " " + args);
+}
+
+// A whole file as a string ("" when it cannot be read).
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Starts `command` (a shell command line) in the background, its output going to `log`.
+inline pid_t spawn_shell(const std::string& command, const std::string& log) {
+  std::string line = "exec " + command + " > " + log + " 2>&1";
+  const char* argv[] = {"/bin/sh", "-c", line.c_str(), nullptr};
+  pid_t pid = -1;
+  EXPECT_EQ(::posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  return pid;
+}
+
+// Waits for a spawned process; its exit code, or 128 + the signal that ended it.
+inline int wait_exit(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 // Runs a Python script of the project with Debian's python3-torch.

@@ -107,10 +107,19 @@ struct CoordinatorConfig {
   std::string tls_cert, tls_key, tls_ca;
   double round_timeout_s = 600.0;  // a round closes this long after its first report
   int64_t min_workers = 1;         // ... if at least this many workers reported
-  double heartbeat_s = 2.0;        // how often workers renew their lease
-  double lease_s = 30.0;           // a worker not heard from for this long leaves the round
-  int64_t max_update_mb = 4096;    // larger pushes are refused (RESOURCE_EXHAUSTED)
-  int64_t checkpoint_every = 10;   // rounds between coordinator checkpoints (and at the end)
+  // The straggler deadline: "fixed" (round_timeout_s) or "adaptive": straggler_factor times the
+  // median spread of the last complete rounds' arrivals (first to last push), at least
+  // straggler_min_s, at most round_timeout_s (docs/faults.md).
+  std::string straggler = "fixed";
+  double straggler_factor = 3.0;
+  double straggler_min_s = 5.0;
+  double heartbeat_s = 2.0;      // how often workers renew their lease
+  double lease_s = 30.0;         // a worker not heard from for this long leaves the round
+  int64_t max_update_mb = 4096;  // larger pushes are refused (RESOURCE_EXHAUSTED)
+  // Rounds between coordinator checkpoints (and at the end). A checkpointed round's state is
+  // served to the workers only once its checkpoint is on disk, so with 1 nothing a worker was
+  // given is ever lost to a coordinator crash.
+  int64_t checkpoint_every = 1;
   double connect_timeout_s = 120;  // how long a worker keeps retrying an unreachable coordinator
 };
 
@@ -140,6 +149,9 @@ struct SyncConfig {
   // line also `--set sync.sites=a:2,b:2`. With sites, sync.mode is the method between them
   // (diloco | demo) and sync.workers must equal the number of sites.
   std::vector<SiteConfig> sites;
+  // A YAML file saying when each DiLoCo worker is up (windows in rounds or seconds, or a CSV
+  // trace); `loco launch` replays it by stopping and starting workers. Empty: always up.
+  std::string schedule;
   OuterConfig outer;
   CodecConfig codec;
   CoordinatorConfig coordinator;

@@ -16,6 +16,16 @@
 
 namespace loco {
 
+// A call that failed: refused by the coordinator or never answered. `code` tells a worker what it
+// can do about it: kUnavailable (unreachable, timed out: rejoin once it is back), kNotFound (it
+// does not know this worker: rejoin), kFailedPrecondition (e.g. the round closed without this
+// push: pull the current state), kOther (a real refusal).
+struct RpcError : std::runtime_error {
+  enum Code { kUnavailable, kNotFound, kFailedPrecondition, kOther };
+  RpcError(Code c, const std::string& message) : std::runtime_error(message), code(c) {}
+  Code code;
+};
+
 struct PullResult {
   int64_t round = 0;
   uint64_t wire_bytes = 0;  // serialized bytes of every message received
@@ -29,6 +39,9 @@ class CoordinatorClient {
   ~CoordinatorClient();
 
   JoinInfo join(const std::string& name, int64_t num_params);
+  // Joins again under the last join's name (the coordinator restarted, or dropped this worker).
+  JoinInfo rejoin();
+  CoordinatorStatus status(double timeout_s = 5);
   void heartbeat();  // throws on failure
   void leave();
   // Streams the update; returns the serialized bytes sent. Throws std::runtime_error with the
@@ -57,7 +70,9 @@ class CoordinatorClient {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   CoordinatorConfig config_;
-  std::string address_, worker_id_;
+  std::string address_, worker_id_, name_;
+  int64_t num_params_ = 0;
+  int32_t shard_ = -1;  // from the last successful join
 };
 
 }  // namespace loco

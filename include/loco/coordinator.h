@@ -2,13 +2,22 @@
 // round's pseudo-gradients, the token-weighted average, the outer Nesterov step, evaluation,
 // metrics and checkpoints. src/coord/service.cpp puts it behind gRPC; tests drive it directly.
 //
+// Membership (docs/faults.md): a member takes part from the round it joined for. Until the
+// first round closes in this process (a fresh start, or a restart from a checkpoint) that is the
+// current round; afterwards it is the next one, whose state it pulls once the current one
+// closes. A join under a live member's name replaces that member (the worker restarted). Each
+// join also returns the tokens its data shard has contributed so far, the cursor to read on from.
+//
 // Round r: members push (round r, tokens, encoded pseudo-gradient per parameter tensor). An
 // update is validated whole (worker, round, names, shapes, dtypes, codec, sizes) and decoded
 // before anything touches the round's sum, so a bad push changes nothing. The round closes when
-// every live member has reported and at least sync.workers members are live, or when
-// sync.coordinator.round_timeout_s has passed since its first report and at least min_workers
-// have reported. Closing (diloco): delta = sum(tokens_i * delta_i) / sum(tokens_i), then the
-// outer step (see OuterNesterov), round + 1, and waiting pulls are released. With
+// every live member taking part has reported (in the first round of a process: and at least
+// sync.workers of them), or when the straggler deadline has passed since its first report and
+// at least min_workers have reported (sync.coordinator.straggler: fixed round_timeout_s, or
+// adaptive to the spread of recent arrivals). A late push is refused (FAILED_PRECONDITION) and
+// its worker pulls the current state. Closing (diloco): delta = sum(tokens_i * delta_i) /
+// sum(tokens_i), then the outer step (see OuterNesterov), the checkpoint when due (written
+// before anyone sees the round's state), round + 1, and waiting pulls are released. With
 // sync.download update, delta is first encoded with the run's codec (error feedback kept here)
 // and the outer step uses exactly what the workers will decode, so their replay is bit-exact.
 //
@@ -77,6 +86,7 @@ struct JoinInfo {
   std::string worker_id;
   int64_t round = 0;
   int32_t shard = 0, num_shards = 1;
+  int64_t cursor_tokens = 0;  // tokens the shard contributed in closed rounds: read on from there
   // Set by the member itself, not the coordinator: the DDP ranks that train its replica (a
   // site's rank count, docs/multisite.md). Its pushes count their tokens, which the average
   // weighs by.
@@ -114,7 +124,9 @@ class CoordinatorCore {
 
   // Refuses (kInvalidArgument) a name longer than kMaxWorkerName or with anything but printable
   // ASCII without spaces, and a parameter count that is not the model's.
-  JoinInfo join(const std::string& name, int64_t num_params);
+  // `want_shard` >= 0: a rejoining worker asks for the shard it reads (it gets another one only
+  // when that one is taken).
+  JoinInfo join(const std::string& name, int64_t num_params, int32_t want_shard = -1);
   static constexpr size_t kMaxWorkerName = 128;
   void heartbeat(const std::string& worker_id);
   void leave(const std::string& worker_id);
@@ -153,7 +165,9 @@ class CoordinatorCore {
   struct Member {
     MemberInfo info;
     double last_seen = 0;
-    bool pulled = false;  // its first pull (the starting state) is counted as setup
+    int64_t from_round = 0;    // the first round it takes part in
+    int64_t round_tokens = 0;  // its push's tokens this round (its shard's, once the round closes)
+    bool pulled = false;       // its first pull (the starting state) is counted as setup
   };
   // What a closed round leaves for the evaluation thread.
   struct ClosedRound {
@@ -165,8 +179,12 @@ class CoordinatorCore {
     uint64_t method_bytes = 0, consensus_bytes = 0, setup_bytes = 0;  // run totals so far
     double fp32_diloco_bytes = 0, ddp_bytes = 0;  // what those would have sent so far
     int workers = 0;
-    bool consensus = false;         // a demo consensus (evaluated) rather than a round close
-    torch::Tensor theta, velocity;  // theta: evaluate it; velocity: checkpoint the round
+    std::vector<std::string> members;  // who reported, in id order
+    int live = 0;                      // members at the close
+    double deadline_s = 0;             // the straggler deadline in force
+    bool consensus = false;            // a demo consensus (evaluated) rather than a round close
+    torch::Tensor theta, velocity;     // theta: evaluate it; velocity: checkpoint the round (demo)
+    torch::Tensor shard_tokens;
   };
   // Steps the outer optimizer on the round's average and hands the round to the evaluation
   // thread. Called with mu_ held.
@@ -178,12 +196,18 @@ class CoordinatorCore {
   // replaces it with what the encoding decodes to.
   void encode_aggregate_locked();
   bool is_resync_round(int64_t round) const;
+  // Whether every member taking part in this round has reported (see the membership rules).
+  bool round_complete_locked() const;
+  // Seconds after the round's first report at which it closes without the missing members.
+  double straggler_deadline_locked() const;
   // The evaluation thread: evaluates, logs and checkpoints closed rounds in order, off the path
   // of the pushes and pulls.
   void eval_loop();
   void evaluate_and_log(const ClosedRound& r);
   void write_checkpoint(int64_t round, int64_t tokens, const torch::Tensor& theta,
-                        const torch::Tensor& velocity);
+                        const torch::Tensor& velocity, const torch::Tensor& shard_tokens);
+  bool checkpoint_due(int64_t round) const;
+  torch::Tensor shard_tokens_tensor() const;
   Member& member_locked(const std::string& worker_id);
 
   Config config_;
@@ -215,6 +239,10 @@ class CoordinatorCore {
   double last_val_loss_ = 0, last_val_bpb_ = 0, last_round_loss_ = 0;
   double start_time_ = 0;
   std::vector<int32_t> free_shards_;
+  std::vector<int64_t> shard_tokens_;  // per data shard: tokens contributed in closed rounds
+  int64_t rounds_closed_here_ = 0;     // by this process (0 after a start or restart)
+  double round_last_report_ = 0;
+  std::deque<double> spreads_;  // first-to-last arrival of recent complete rounds (adaptive)
   std::unique_ptr<MetricsWriter> metrics_;
   struct Evaluator;
   std::unique_ptr<Evaluator> evaluator_;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -58,6 +59,9 @@ class Trainer {
   StepStats train_step();
   EvalStats evaluate();
   std::string save_checkpoint();  // returns the path written
+  // Moves training to `step` (the lr schedule follows) and, when given, the data stream to
+  // `cursor`: a DiLoCo worker that joins mid-run, or one a restarted coordinator rolled back.
+  void set_position(int64_t step, const std::optional<LoaderCursor>& cursor);
 
   int64_t step() const { return step_; }
   int64_t tokens() const { return tokens_; }

@@ -6,8 +6,11 @@
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
+#include <cstring>
 #include <iostream>
+#include <thread>
 
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -137,6 +140,30 @@ int run_site_worker(const loco::Config& config, const std::string& site) {
   return 0;
 }
 
+// SIGTERM or SIGINT (a schedule stopping this worker, Ctrl-C) makes a DiLoCo worker leave the
+// coordinator at once, so its round closes without waiting for the lease to lapse, and exit.
+// Call block_stop_signals() before any thread starts (gRPC's, torch's): only the waiting thread
+// may receive them.
+sigset_t block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+void leave_on_stop_signal(sigset_t set, std::shared_ptr<loco::CoordinatorClient> client) {
+  std::thread([set, client] {
+    int sig = 0;
+    ::sigwait(&set, &sig);
+    spdlog::info("worker {}: stopping on {}; leaving the coordinator", client->worker_id(),
+                 ::strsignal(sig));
+    client->leave();
+    std::_Exit(128 + sig);
+  }).detach();
+}
+
 int run_worker(const std::string& config_path, std::vector<std::string> overrides,
                const std::string& address, std::string name, const std::string& site) {
   if (!address.empty()) overrides.push_back("sync.coordinator.address=" + address);
@@ -155,8 +182,10 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
     throw loco::ConfigError(
         "sync.sites lists sites: start each of their ranks with --site NAME "
         "(or run them all with `loco launch`)");
+  sigset_t stop_signals = block_stop_signals();
   auto client = std::make_shared<loco::CoordinatorClient>(config.sync.coordinator.address,
                                                           config.sync.coordinator);
+  leave_on_stop_signal(stop_signals, client);
   if (name.empty()) {
     char host[256] = "host";
     ::gethostname(host, sizeof(host) - 1);

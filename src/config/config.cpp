@@ -186,6 +186,7 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.download", c.sync.download);
   add("sync.resync_every", c.sync.resync_every);
   add("sync.sites", c.sync.sites);
+  add("sync.schedule", c.sync.schedule);
   add("sync.outer.lr", c.sync.outer.lr);
   add("sync.outer.momentum", c.sync.outer.momentum);
   add("sync.codec.type", c.sync.codec.type);
@@ -202,6 +203,9 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.coordinator.tls.ca", c.sync.coordinator.tls_ca);
   add("sync.coordinator.round_timeout_s", c.sync.coordinator.round_timeout_s);
   add("sync.coordinator.min_workers", c.sync.coordinator.min_workers);
+  add("sync.coordinator.straggler", c.sync.coordinator.straggler);
+  add("sync.coordinator.straggler_factor", c.sync.coordinator.straggler_factor);
+  add("sync.coordinator.straggler_min_s", c.sync.coordinator.straggler_min_s);
   add("sync.coordinator.heartbeat_s", c.sync.coordinator.heartbeat_s);
   add("sync.coordinator.lease_s", c.sync.coordinator.lease_s);
   add("sync.coordinator.max_update_mb", c.sync.coordinator.max_update_mb);
@@ -421,6 +425,9 @@ void validate(const Config& c) {
           "heartbeat_s");
   require(co.min_workers >= 1 && co.min_workers <= c.sync.workers,
           "sync.coordinator.min_workers must be between 1 and sync.workers");
+  require_one_of("sync.coordinator.straggler", co.straggler, {"fixed", "adaptive"});
+  require(co.straggler_factor >= 1 && co.straggler_min_s > 0,
+          "sync.coordinator: straggler_factor must be >= 1 and straggler_min_s positive");
   require(co.max_update_mb > 0 && co.checkpoint_every > 0,
           "sync.coordinator: max_update_mb and checkpoint_every must be positive");
   require_one_of("sync.download", c.sync.download, {"auto", "state", "update"});

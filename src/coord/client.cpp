@@ -37,7 +37,23 @@ const char* code_name(grpc::StatusCode code) {
 }
 
 [[noreturn]] void fail(const char* rpc, const grpc::Status& s) {
-  throw std::runtime_error(std::string("coordinator refused ") + rpc + " (" +
+  RpcError::Code code = RpcError::kOther;
+  switch (s.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::CANCELLED:
+      code = RpcError::kUnavailable;
+      break;
+    case grpc::StatusCode::NOT_FOUND:
+      code = RpcError::kNotFound;
+      break;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      code = RpcError::kFailedPrecondition;
+      break;
+    default:
+      break;
+  }
+  throw RpcError(code, std::string("coordinator refused ") + rpc + " (" +
                            code_name(s.error_code()) + "): " + s.error_message());
 }
 
@@ -64,6 +80,10 @@ CoordinatorClient::CoordinatorClient(const std::string& address, const Coordinat
     : impl_(std::make_unique<Impl>()), config_(config), address_(address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(int(4 * kChunkBytes));
+  // Reconnect quickly to a coordinator that (re)starts: gRPC's default backoff grows to 2 min.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   if (!config.secret_file.empty()) impl_->bearer = bearer(read_secret(config.secret_file));
   impl_->channel = grpc::CreateCustomChannel(address, channel_credentials(config), args);
   impl_->stub = v1::Coordinator::NewStub(impl_->channel);
@@ -72,9 +92,12 @@ CoordinatorClient::CoordinatorClient(const std::string& address, const Coordinat
 CoordinatorClient::~CoordinatorClient() = default;
 
 JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
+  name_ = name;
+  num_params_ = num_params;
   v1::JoinRequest req;
   req.set_name(name);
   req.set_num_params(num_params);
+  if (shard_ >= 0) req.set_shard(shard_);  // joining again: the shard this worker reads
   auto start = std::chrono::steady_clock::now();
   double backoff = 0.2;
   const bool tls = !config_.tls_ca.empty() || !config_.tls_cert.empty();
@@ -85,7 +108,10 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
     grpc::Status s = impl_->stub->Join(&ctx, req, &reply);
     if (s.ok()) {
       worker_id_ = reply.worker_id();
-      return {reply.worker_id(), reply.round(), reply.shard(), reply.num_shards()};
+      shard_ = reply.shard();
+      JoinInfo info{reply.worker_id(), reply.round(), reply.shard(), reply.num_shards()};
+      info.cursor_tokens = reply.cursor_tokens();
+      return info;
     }
     if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
         s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED)
@@ -102,8 +128,33 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
     spdlog::info("worker: coordinator at {} not reachable yet (attempt {}), retrying in {:.1f} s",
                  address_, attempt, backoff);
     std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
-    backoff = std::min(backoff * 2, 5.0);
+    backoff = std::min(backoff * 2, 1.0);  // a Join is cheap; come back soon after a restart
   }
+}
+
+JoinInfo CoordinatorClient::rejoin() {
+  return join(name_, num_params_);
+}
+
+CoordinatorStatus CoordinatorClient::status(double timeout_s) {
+  grpc::ClientContext ctx;
+  impl_->prepare(ctx, timeout_s);
+  v1::StatusRequest req;
+  v1::StatusReply reply;
+  grpc::Status s = impl_->stub->Status(&ctx, req, &reply);
+  if (!s.ok()) fail("Status", s);
+  CoordinatorStatus out;
+  out.round = reply.round(), out.total_rounds = reply.total_rounds();
+  out.bytes_up = reply.bytes_up(), out.bytes_down = reply.bytes_down();
+  out.last_val_loss = reply.last_val_loss();
+  for (const auto& m : reply.members()) {
+    MemberInfo info;
+    info.worker_id = m.worker_id(), info.name = m.name(), info.shard = m.shard();
+    info.reported = m.reported(), info.last_loss = m.last_loss();
+    info.bytes_up = m.bytes_up(), info.bytes_down = m.bytes_down();
+    out.members.push_back(info);
+  }
+  return out;
 }
 
 void CoordinatorClient::heartbeat() {

@@ -64,6 +64,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   aggregate_.resize(layout_.size());
   outer_ = std::make_unique<OuterNesterov>(sync.outer.lr, sync.outer.momentum, theta_);
 
+  shard_tokens_.assign(size_t(sync.workers), 0);
   fs::create_directories(config_.run.dir);
   std::string ckpt_dir = (fs::path(config_.run.dir) / "checkpoints").string();
   int64_t keep_metrics = -1;
@@ -77,6 +78,10 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
     outer_->velocity().copy_(c.tensors.at("outer_velocity"));
     round_ = c.step;
     tokens_total_ = c.tokens;
+    auto shards = c.tensors.find("shard_tokens");  // absent in checkpoints of older versions
+    if (shards != c.tensors.end() && shards->second.numel() == sync.workers)
+      for (int64_t i = 0; i < sync.workers; ++i)
+        shard_tokens_[size_t(i)] = shards->second[i].item<int64_t>();
     keep_metrics = round_ * sync.inner_steps;  // records are keyed by step, not round
     spdlog::info("coordinator: resumed from {} at round {}", found.back(), round_);
   }
@@ -111,7 +116,7 @@ CoordinatorCore::Member& CoordinatorCore::member_locked(const std::string& worke
   return it->second;
 }
 
-JoinInfo CoordinatorCore::join(const std::string& name, int64_t num_params) {
+JoinInfo CoordinatorCore::join(const std::string& name, int64_t num_params, int32_t want_shard) {
   // The name becomes an id and goes into logs and metrics: short, printable, no spaces.
   if (name.size() > kMaxWorkerName ||
       !std::all_of(name.begin(), name.end(), [](char ch) { return ch > 0x20 && ch < 0x7f; }))
@@ -124,23 +129,47 @@ JoinInfo CoordinatorCore::join(const std::string& name, int64_t num_params) {
                                                        " parameters, the coordinator's has " +
                                                        std::to_string(theta_.numel()) +
                                                        " (model config differs)");
-  if (free_shards_.empty())
-    throw CoordError(CoordError::kResourceExhausted,
-                     "all " + std::to_string(config_.sync.workers) + " worker slots are taken");
   if (round_ >= total_rounds_)
     throw CoordError(CoordError::kFailedPrecondition, "the run is over (all rounds done)");
   Member m;
-  // The worker's own name is its id (`loco launch` names them w0, w1, ...) unless it is taken.
-  m.info.worker_id =
-      name.empty() || members_.count(name) ? name + "#" + std::to_string(next_id_++) : name;
   m.info.name = name;
-  m.info.shard = free_shards_.back();
-  free_shards_.pop_back();
+  // Until a round closes here, everyone starts together in the current round; later joiners
+  // take part from the next round (they would come late to this one).
+  m.from_round = rounds_closed_here_ == 0 ? round_ : round_ + 1;
+  int64_t starts = -1;  // the round whose state it pulls first, when not from_round
+  auto same = name.empty() ? members_.end() : members_.find(name);
+  if (same != members_.end()) {
+    // The same worker again (it restarted before its lease lapsed): the new session replaces
+    // the old one and keeps its shard. A push the old one made this round stays counted.
+    spdlog::warn("coordinator: {} joined again; its previous session is dropped", name);
+    m.info.shard = same->second.info.shard;
+    if (same->second.info.reported) {  // it counts as reported; its next round is the next one
+      m.info.reported = true;
+      m.round_tokens = same->second.round_tokens;
+      m.from_round = same->second.from_round;
+      starts = round_ + 1;
+    }
+    members_.erase(same);
+  } else {
+    if (free_shards_.empty())
+      throw CoordError(CoordError::kResourceExhausted,
+                       "all " + std::to_string(config_.sync.workers) + " worker slots are taken");
+    auto wanted = std::find(free_shards_.begin(), free_shards_.end(), want_shard);
+    if (wanted == free_shards_.end()) wanted = free_shards_.end() - 1;
+    m.info.shard = *wanted;
+    free_shards_.erase(wanted);
+  }
+  // The worker's own name is its id (`loco launch` names them w0, w1, ...); unnamed: a number.
+  m.info.worker_id = name.empty() ? "#" + std::to_string(next_id_++) : name;
   m.last_seen = now_s();
   members_[m.info.worker_id] = m;
-  spdlog::info("coordinator: {} joined as {} (shard {}), {} live", name, m.info.worker_id,
-               m.info.shard, members_.size());
-  return {m.info.worker_id, round_, m.info.shard, int32_t(config_.sync.workers)};
+  spdlog::info("coordinator: {} joined as {} (shard {}) for round {}, {} live", name,
+               m.info.worker_id, m.info.shard, starts >= 0 ? starts : m.from_round,
+               members_.size());
+  JoinInfo info{m.info.worker_id, starts >= 0 ? starts : m.from_round, m.info.shard,
+                int32_t(config_.sync.workers)};
+  info.cursor_tokens = shard_tokens_[size_t(m.info.shard)];
+  return info;
 }
 
 void CoordinatorCore::heartbeat(const std::string& worker_id) {
@@ -246,7 +275,7 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
   double decode_s = now_s() - work_start;
   std::unique_lock<std::mutex> lock(mu_);
   auto& m = member_locked(u.worker_id);
-  if (u.round != round_ || m.info.reported)  // re-checked: the round may have closed meanwhile
+  if (u.round != round_ || m.info.reported || m.from_round > round_)  // it may have closed since
     throw CoordError(CoordError::kFailedPrecondition,
                      "round " + std::to_string(u.round) + " closed before this update arrived");
   double add_start = now_s();
@@ -259,6 +288,7 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
   }
   round_work_s_ += decode_s + (now_s() - add_start);
   m.info.reported = true;
+  m.round_tokens = u.tokens;
   m.info.last_loss = u.loss;
   m.info.bytes_up += wire_bytes;
   bytes_up_ += wire_bytes;
@@ -266,11 +296,26 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
   method_bytes_ += wire_bytes;
   round_tokens_ += u.tokens;
   round_loss_sum_ += u.loss * double(u.tokens);
-  if (round_first_report_ < 0) round_first_report_ = now_s();
-  int reported = 0;
-  for (const auto& [id, member] : members_) reported += member.info.reported;
-  if (reported == int(members_.size()) && int64_t(members_.size()) >= config_.sync.workers)
-    close_round_locked();
+  round_last_report_ = now_s();
+  if (round_first_report_ < 0) round_first_report_ = round_last_report_;
+  if (round_complete_locked()) close_round_locked();
+}
+
+bool CoordinatorCore::round_complete_locked() const {
+  int taking_part = 0, reported = 0;
+  for (const auto& [id, m] : members_)
+    if (m.from_round <= round_) ++taking_part, reported += m.info.reported;
+  return reported > 0 && reported == taking_part &&
+         (rounds_closed_here_ > 0 || taking_part >= config_.sync.workers);
+}
+
+double CoordinatorCore::straggler_deadline_locked() const {
+  const auto& co = config_.sync.coordinator;
+  if (co.straggler != "adaptive" || spreads_.empty()) return co.round_timeout_s;
+  std::vector<double> sorted(spreads_.begin(), spreads_.end());
+  std::nth_element(sorted.begin(), sorted.begin() + long(sorted.size() / 2), sorted.end());
+  double median = sorted[sorted.size() / 2];
+  return std::min(co.round_timeout_s, std::max(co.straggler_min_s, co.straggler_factor * median));
 }
 
 void CoordinatorCore::push_state(const Update& u, uint64_t wire_bytes) {
@@ -312,8 +357,10 @@ void CoordinatorCore::close_consensus_locked() {
   r.setup_bytes = setup_bytes_;
   r.fp32_diloco_bytes = fp32_diloco_bytes_, r.ddp_bytes = ddp_bytes_;
   r.theta = theta_.clone();
-  if (round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_)
+  if (checkpoint_due(round_)) {
     r.velocity = outer_->velocity().clone();
+    r.shard_tokens = shard_tokens_tensor();
+  }
   consensus_round_ = round_;
   spdlog::info("coordinator: consensus of round {} from {} replicas", round_, r.workers);
   eval_queue_.push_back(std::move(r));
@@ -342,7 +389,19 @@ void CoordinatorCore::close_round_locked() {
   round_work_s_ = 0;
   r.loss = last_round_loss_ = round_loss_sum_ / double(round_tokens_);
   r.tokens = round_tokens_;
-  for (auto& [id, m] : members_) r.workers += m.info.reported, m.info.reported = false;
+  if (round_complete_locked()) {  // everyone taking part reported: how far apart they arrived
+    spreads_.push_back(round_last_report_ - round_first_report_);
+    if (spreads_.size() > 8) spreads_.pop_front();
+  }
+  r.deadline_s = straggler_deadline_locked();
+  r.live = int(members_.size());
+  for (auto& [id, m] : members_) {
+    if (m.info.reported) {
+      r.members.push_back(id);
+      shard_tokens_[size_t(m.info.shard)] += m.round_tokens;
+    }
+    r.workers += m.info.reported, m.info.reported = false, m.round_tokens = 0;
+  }
   tokens_total_ += r.tokens;
   r.tokens_total = tokens_total_;
   r.up = round_up_, r.down = round_down_;
@@ -357,15 +416,17 @@ void CoordinatorCore::close_round_locked() {
   r.fp32_diloco_bytes = fp32_diloco_bytes_, r.ddp_bytes = ddp_bytes_;
   round_tokens_ = 0, round_loss_sum_ = 0, round_first_report_ = -1, round_up_ = 0, round_down_ = 0;
   r.round = ++round_;
-  round_started_ = now_s();
-  r.wall_s = round_started_ - start_time_;
+  ++rounds_closed_here_;
   if (!demo_) {  // demo evaluates and checkpoints the consensus instead
     r.theta = theta_.clone();
-    if (round_ % config_.sync.coordinator.checkpoint_every == 0 || round_ == total_rounds_)
-      r.velocity = outer_->velocity().clone();
+    // On disk before any worker can pull this state: what a worker was given is never lost.
+    if (checkpoint_due(round_))
+      write_checkpoint(round_, tokens_total_, theta_, outer_->velocity(), shard_tokens_tensor());
   }
-  spdlog::info("coordinator: round {}/{} closed with {} workers, {} tokens, loss {:.4f}", r.round,
-               total_rounds_, r.workers, r.tokens, r.loss);
+  round_started_ = now_s();
+  r.wall_s = round_started_ - start_time_;
+  spdlog::info("coordinator: round {}/{} closed with {} of {} live workers, {} tokens, loss {:.4f}",
+               r.round, total_rounds_, r.workers, r.live, r.tokens, r.loss);
   eval_queue_.push_back(std::move(r));
   eval_cv_.notify_all();
   round_closed_.notify_all();
@@ -391,7 +452,8 @@ void CoordinatorCore::eval_loop() {
     lock.unlock();
     try {
       evaluate_and_log(r);  // logs without evaluating when r.theta is undefined
-      if (r.velocity.defined()) write_checkpoint(r.round, r.tokens_total, r.theta, r.velocity);
+      if (r.velocity.defined())
+        write_checkpoint(r.round, r.tokens_total, r.theta, r.velocity, r.shard_tokens);
     } catch (const std::exception& e) {
       spdlog::error("coordinator: evaluating round {} failed: {}", r.round, e.what());
     }
@@ -414,6 +476,7 @@ void CoordinatorCore::evaluate_and_log(const ClosedRound& r) {
                            {"lr", config_.sync.outer.lr},
                            {"wall_s", r.wall_s},
                            {"workers", r.workers},
+                           {"members", r.members},
                            {"bytes_total", r.method_bytes},
                            {"setup_bytes_total", r.setup_bytes},
                            {"fp32_diloco_bytes", r.fp32_diloco_bytes},
@@ -429,6 +492,8 @@ void CoordinatorCore::evaluate_and_log(const ClosedRound& r) {
                    {"bytes_down", r.down},
                    {"round_tokens", r.tokens},
                    {"round_s", r.round_s},
+                   {"live", r.live},
+                   {"deadline_s", r.deadline_s},
                    {"coord_work_s", r.work_s},
                    {"coord_work_bytes", r.work_bytes}});
   }
@@ -524,11 +589,10 @@ void CoordinatorCore::tick() {
   }
   int reported = 0;
   for (const auto& [id, m] : members_) reported += m.info.reported;
-  bool all_in = reported > 0 && reported == int(members_.size()) &&
-                int64_t(members_.size()) >= config_.sync.workers;
   bool deadline = round_first_report_ >= 0 &&
-                  now - round_first_report_ > config_.sync.coordinator.round_timeout_s &&
+                  now - round_first_report_ > straggler_deadline_locked() &&
                   reported >= config_.sync.coordinator.min_workers;
+  bool all_in = round_complete_locked();
   if (round_ < total_rounds_ && (all_in || deadline)) close_round_locked();
   // demo: a member that left or lapsed no longer holds up the consensus
   if (state_count_ > 0 && state_count_ >= int(members_.size())) close_consensus_locked();
@@ -576,23 +640,34 @@ CoordinatorStatus CoordinatorCore::status() const {
 void CoordinatorCore::save_checkpoint() {
   drain();
   int64_t round, tokens;
-  torch::Tensor theta, velocity;
+  torch::Tensor theta, velocity, shards;
   {
     std::lock_guard<std::mutex> lock(mu_);
     round = round_, tokens = tokens_total_;
     theta = theta_.clone();
     velocity = outer_->velocity().clone();
+    shards = shard_tokens_tensor();
   }
-  write_checkpoint(round, tokens, theta, velocity);
+  write_checkpoint(round, tokens, theta, velocity, shards);
+}
+
+bool CoordinatorCore::checkpoint_due(int64_t round) const {
+  return round % config_.sync.coordinator.checkpoint_every == 0 || round == total_rounds_;
+}
+
+torch::Tensor CoordinatorCore::shard_tokens_tensor() const {
+  return torch::tensor(shard_tokens_, torch::kInt64);
 }
 
 void CoordinatorCore::write_checkpoint(int64_t round, int64_t tokens, const torch::Tensor& theta,
-                                       const torch::Tensor& velocity) {
+                                       const torch::Tensor& velocity,
+                                       const torch::Tensor& shard_tokens) {
   Checkpoint c;
   c.step = round;
   c.tokens = tokens;
   c.tensors["params"] = theta;
   c.tensors["outer_velocity"] = velocity;
+  c.tensors["shard_tokens"] = shard_tokens;
   c.wall_s = now_s() - start_time_;
   c.config_yaml = to_yaml(config_);
   std::string dir = (fs::path(config_.run.dir) / "checkpoints").string();

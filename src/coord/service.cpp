@@ -35,13 +35,15 @@ class Service final : public v1::Coordinator::Service {
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
                     v1::JoinReply* reply) override {
     return guarded("Join", ctx, [&] {
-      JoinInfo info = core_.join(req->name(), req->num_params());
+      JoinInfo info =
+          core_.join(req->name(), req->num_params(), req->has_shard() ? req->shard() : -1);
       reply->set_worker_id(info.worker_id);
       reply->set_round(info.round);
       reply->set_shard(info.shard);
       reply->set_num_shards(info.num_shards);
       reply->set_inner_steps(config_.sync.inner_steps);
       reply->set_heartbeat_s(config_.sync.coordinator.heartbeat_s);
+      reply->set_cursor_tokens(info.cursor_tokens);
       return grpc::Status::OK;
     });
   }

@@ -20,6 +20,8 @@
 #include <set>
 
 #include "loco/config.h"
+#include "loco/coord_client.h"
+#include "loco/schedule.h"
 
 namespace fs = std::filesystem;
 
@@ -31,9 +33,11 @@ struct Part {
   std::vector<std::string> args;  // after the executable
   std::vector<std::pair<std::string, std::string>> env;
   pid_t pid = -1;
-  int fd = -1;          // read end of its stdout+stderr
-  std::string pending;  // a partial line
-  int status = -1;      // exit code once it ended
+  int fd = -1;                  // read end of its stdout+stderr
+  std::string pending;          // a partial line
+  int status = -1;              // exit code once it ended
+  bool waiting = false;         // down by the schedule (sync.schedule), to be started later
+  bool scheduled_stop = false;  // the schedule stopped it: its exit is no failure
 };
 
 volatile sig_atomic_t g_interrupted = 0;
@@ -205,6 +209,83 @@ void print_lines(Part& p, const char* data, size_t n, bool flush) {
   std::cout.flush();
 }
 
+// sync.schedule: only DiLoCo workers come and go, and the file names only workers of this run.
+Schedule load_schedule(const Config& config) {
+  if (config.sync.schedule.empty()) return {};
+  if ((config.sync.mode != "diloco" && config.sync.mode != "demo") || !config.sync.sites.empty())
+    throw ConfigError(
+        "sync.schedule: workers come and go only in sync.mode diloco or demo without "
+        "sync.sites (sync.mode is '" +
+        config.sync.mode + "'" + (config.sync.sites.empty() ? "" : ", with sites") + ")");
+  Schedule schedule = Schedule::load(config.sync.schedule);
+  for (const auto& name : schedule.sites()) {
+    bool known = name.size() > 1 && name.size() < 10 && name[0] == 'w' &&
+                 name.find_first_not_of("0123456789", 1) == std::string::npos &&
+                 std::stoll(name.substr(1)) < config.sync.workers;
+    if (!known)
+      throw ConfigError("sync.schedule: " + config.sync.schedule + ": '" + name +
+                        "' is not a worker of this run (w0 .. w" +
+                        std::to_string(config.sync.workers - 1) + ")");
+  }
+  return schedule;
+}
+
+// Replays the schedule: asks the coordinator for its round (at most twice a second), stops the
+// workers whose window closed (SIGTERM: they leave the coordinator) and starts those whose window
+// opened. A worker is not started for the last round: it would join for the round after it.
+class ScheduleReplay {
+ public:
+  ScheduleReplay(const Config& config, Schedule schedule)
+      : config_(config),
+        schedule_(std::move(schedule)),
+        start_(std::chrono::steady_clock::now()),
+        total_rounds_(config.train.max_steps / config.sync.inner_steps) {}
+
+  bool active() const { return !schedule_.empty(); }
+  bool up_at_start(const Part& p) const { return schedule_.up(p.label, 0, 0); }
+
+  // Returns how many parts it started.
+  size_t step(std::vector<Part>& parts, const std::string& exe) {
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_poll_ < std::chrono::milliseconds(500)) return 0;
+    last_poll_ = now;
+    try {
+      if (!client_)
+        client_ = std::make_unique<CoordinatorClient>(config_.sync.coordinator.address,
+                                                      config_.sync.coordinator);
+      round_ = client_->status(2).round;
+    } catch (const std::exception&) {
+      return 0;  // not listening yet, or gone at the end: keep the last round
+    }
+    double elapsed = std::chrono::duration<double>(now - start_).count();
+    size_t started = 0;
+    for (auto& p : parts) {
+      if (!schedule_.lists(p.label)) continue;
+      bool want = schedule_.up(p.label, round_, elapsed) && round_ + 1 < total_rounds_;
+      if (want && p.waiting) {
+        spdlog::info("launch: schedule: starting {} (round {}, {:.0f} s)", p.label, round_,
+                     elapsed);
+        p.waiting = false, p.status = -1, p.pending.clear();
+        start(p, exe);
+        ++started;
+      } else if (!want && p.pid > 0 && p.status < 0 && !p.scheduled_stop) {
+        spdlog::info("launch: schedule: stopping {} (round {}, {:.0f} s)", p.label, round_,
+                     elapsed);
+        p.scheduled_stop = true;
+        ::kill(p.pid, SIGTERM);
+      }
+    }
+    return started;
+  }
+
+ private:
+  const Config& config_;
+  Schedule schedule_;
+  std::chrono::steady_clock::time_point start_, last_poll_;
+  std::unique_ptr<CoordinatorClient> client_;
+  int64_t round_ = 0, total_rounds_;
+};
+
 void signal_all(std::vector<Part>& parts, int sig) {
   for (auto& p : parts)
     if (p.pid > 0 && p.status < 0) ::kill(p.pid, sig);
@@ -229,8 +310,12 @@ int launch(const LaunchOptions& o) {
   for (const auto& s : o.overrides) apply_override(config, s);
   validate(config);
   std::vector<Part> parts = plan(config, o);
+  ScheduleReplay schedule(config, load_schedule(config));
   if (o.dry_run) {
     print_dry_run(config, parts);
+    if (schedule.active())
+      std::cout << "# sync.schedule " << config.sync.schedule
+                << ": `loco launch` starts and stops the listed workers as it says\n";
     return 0;
   }
   std::string exe = self_exe();
@@ -240,12 +325,19 @@ int launch(const LaunchOptions& o) {
   ::sigaction(SIGTERM, &sa, nullptr);
   spdlog::info("launch: {} processes for sync.mode {} into {}", parts.size(), config.sync.mode,
                config.run.dir);
-  for (auto& p : parts) start(p, exe);
-
+  size_t running = 0;
+  for (auto& p : parts) {
+    if (schedule.active() && !schedule.up_at_start(p)) {
+      spdlog::info("launch: schedule: {} starts down", p.label);
+      p.waiting = true;
+      continue;
+    }
+    start(p, exe);
+    ++running;
+  }
   bool stopping = false;
   auto stop_deadline = std::chrono::steady_clock::time_point::max();
   std::string first_failure;
-  size_t running = parts.size();
   while (running > 0) {
     std::vector<pollfd> fds;
     for (auto& p : parts)
@@ -267,16 +359,24 @@ int launch(const LaunchOptions& o) {
       }
     }
     for (auto& p : parts) {
-      if (p.status >= 0 || p.fd >= 0) continue;  // still running, or output not drained yet
+      // not started, ended, or its output not drained yet
+      if (p.pid < 0 || p.status >= 0 || p.fd >= 0) continue;
       int status = 0;
       if (::waitpid(p.pid, &status, WNOHANG) != p.pid) continue;
       p.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       --running;
+      if (p.scheduled_stop) {  // down until the schedule starts it again
+        spdlog::info("launch: schedule: {} stopped (status {})", p.label, p.status);
+        p.scheduled_stop = false, p.waiting = true, p.pid = -1;
+        continue;
+      }
       if (p.status != 0 && !stopping) {
         first_failure = p.label + " exited with status " + std::to_string(p.status);
         spdlog::error("launch: {}; stopping the rest", first_failure);
       }
     }
+    if (schedule.active() && !stopping && first_failure.empty() && !g_interrupted)
+      running += schedule.step(parts, exe);
     bool failed = !first_failure.empty();
     if (!stopping && (failed || g_interrupted)) {
       if (g_interrupted) spdlog::info("launch: interrupted; stopping every process");
@@ -291,6 +391,10 @@ int launch(const LaunchOptions& o) {
   }
   int worst = 0;
   for (const auto& p : parts) {
+    if (p.waiting) {
+      spdlog::info("launch: {} was down at the end (schedule)", p.label);
+      continue;
+    }
     if (p.status != 0) worst = 1;
     spdlog::info("launch: {} exited with status {}", p.label, p.status);
   }

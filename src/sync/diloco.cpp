@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <optional>
 #include <thread>
 
 #include "loco/codec.h"
@@ -49,6 +50,8 @@ class CoordinatedSync : public Sync {
         client_(std::move(client)),
         round_(join.round),
         site_ranks_(join.site_ranks),
+        cursor_tokens_(join.cursor_tokens),
+        shard_(join.shard),
         demo_(config.sync.mode == "demo"),
         download_update_(downloads_update(config.sync)),
         codec_(make_codec(config.sync.codec)) {
@@ -67,13 +70,20 @@ class CoordinatedSync : public Sync {
     if (download_update_ && !demo_)
       outer_ = std::make_unique<OuterNesterov>(config_.sync.outer.lr, config_.sync.outer.momentum,
                                                params);
+    if (round_ > 0 && site_ranks_ > 1)
+      throw std::runtime_error("round " + std::to_string(round_) +
+                               " is under way: a site of several ranks cannot join a run midway");
+    // A worker joining midway may wait a whole round for its first state: keep the lease.
+    heartbeats_ = std::thread([this] { heartbeat_loop(); });
     PullResult r = pull_params(params, /*velocity=*/outer_ && round_ > 0);
     theta_start_ = params.clone();
     if (demo_) momentum_ = torch::zeros_like(params);
+    if (round_ > 0 || cursor_tokens_ > 0)
+      trainer.set_position(round_ * config_.sync.inner_steps,
+                           cursor_after(trainer, cursor_tokens_));
     round_tokens_start_ = trainer.tokens();
-    spdlog::info("worker {}: pulled the global state of round {} ({} bytes)", client_->worker_id(),
-                 r.round, r.wire_bytes);
-    heartbeats_ = std::thread([this] { heartbeat_loop(); });
+    spdlog::info("worker {}: pulled the global state of round {} ({} bytes); from step {}",
+                 client_->worker_id(), r.round, r.wire_bytes, trainer.step());
   }
 
   void after_step(Trainer& trainer, nlohmann::json& record) override {
@@ -82,18 +92,25 @@ class CoordinatedSync : public Sync {
     if (trainer.step() % config_.sync.inner_steps != 0) return;
     torch::NoGradGuard no_grad;
     auto& params = trainer.params().data();
-    double start = now_s(), codec_s = 0;
-    uint64_t up = client_->push(make_update(trainer, &codec_s));
-    double pull_start = now_s();
+    double start = now_s(), codec_s = 0, pull_start = 0;
+    uint64_t up = 0;
     PullResult down;
-    if (!download_update_) {
-      down = client_->pull(round_ + 1, layout_, params, pull_timeout());
-    } else {
-      std::vector<Encoded> aggregate;
-      down = client_->pull_aggregate(round_ + 1, layout_, aggregate, pull_timeout());
-      double t = now_s();
-      demo_ ? apply_merged(params, aggregate) : replay_outer_step(params, aggregate);
-      codec_s += now_s() - t;
+    try {
+      up = client_->push(make_update(trainer, &codec_s));
+      pull_start = now_s();
+      if (!download_update_) {
+        down = client_->pull(round_ + 1, layout_, params, pull_timeout());
+      } else {
+        std::vector<Encoded> aggregate;
+        down = client_->pull_aggregate(round_ + 1, layout_, aggregate, pull_timeout());
+        double t = now_s();
+        demo_ ? apply_merged(params, aggregate) : replay_outer_step(params, aggregate);
+        codec_s += now_s() - t;
+      }
+    } catch (const RpcError& e) {
+      if (e.code == RpcError::kOther || site_ranks_ > 1) throw;
+      recover(trainer, e, record);
+      return;
     }
     double pull_s = now_s() - pull_start;
     round_ = down.round;
@@ -134,6 +151,60 @@ class CoordinatedSync : public Sync {
   }
 
  private:
+  // The round went on without this worker: its push came too late (a straggler), the coordinator
+  // restarted from a checkpoint, or it dropped this worker. Takes the coordinator's current state
+  // (rejoining first unless merely late), moves the trainer to that round and, on a rejoin, to
+  // the data its shard has not contributed yet. This round's own work is discarded.
+  void recover(Trainer& trainer, const RpcError& first, nlohmann::json& record) {
+    auto& params = trainer.params().data();
+    std::optional<LoaderCursor> cursor;
+    const double give_up = now_s() + config_.sync.coordinator.connect_timeout_s;
+    bool rejoin = first.code != RpcError::kFailedPrecondition;
+    spdlog::warn("worker {}: {}; {}", client_->worker_id(), first.what(),
+                 rejoin ? "joining again" : "taking the current state");
+    while (true) {
+      try {
+        if (rejoin) {
+          JoinInfo j = client_->rejoin();  // retries while the coordinator is unreachable
+          if (j.shard != shard_)
+            throw std::runtime_error("the coordinator gave data shard " + std::to_string(j.shard) +
+                                     " to this worker, which reads shard " +
+                                     std::to_string(shard_) + " (another worker took it)");
+          round_ = j.round;
+          cursor = cursor_after(trainer, j.cursor_tokens);
+        } else {
+          ++round_;  // the round this push was for has closed: the next state exists
+        }
+        PullResult r = pull_params(params, /*velocity=*/outer_ != nullptr);
+        round_ = r.round;
+        break;
+      } catch (const RpcError& e) {
+        if (e.code == RpcError::kOther || now_s() > give_up) throw;
+        spdlog::warn("worker {}: {}; joining again", client_->worker_id(), e.what());
+        rejoin = true;
+      }
+    }
+    if (feedback_) feedback_->residuals().clear();  // what it kept belongs to discarded work
+    if (demo_) momentum_.zero_();
+    trainer.set_position(round_ * config_.sync.inner_steps, cursor);
+    theta_start_.copy_(params);
+    round_tokens_start_ = trainer.tokens();
+    loss_sum_ = 0, loss_count_ = 0;
+    spdlog::info("worker {}: continues at round {} (step {})", client_->worker_id(), round_,
+                 trainer.step());
+    record["round"] = round_;
+    record["recovered"] = rejoin ? "rejoined" : "late";
+    record["worker"] = client_->worker_id();
+    record["param_checksum"] = checksum(params);
+  }
+
+  // Where this worker's data stream continues after its shard contributed `tokens` tokens.
+  LoaderCursor cursor_after(Trainer& trainer, int64_t tokens) const {
+    const int64_t windows = tokens / (site_ranks_ * config_.model.seq_len);
+    const int64_t per_epoch = std::max<int64_t>(1, trainer.loader().windows_per_epoch());
+    return {windows / per_epoch, windows % per_epoch};
+  }
+
   PullResult pull_params(torch::Tensor& params, bool velocity) {
     if (!velocity) return client_->pull(round_, layout_, params, pull_timeout());
     auto both = torch::empty({2 * params.numel()}, params.options());
@@ -235,15 +306,19 @@ class CoordinatedSync : public Sync {
 
   double pull_timeout() const { return 2 * config_.sync.coordinator.round_timeout_s + 60; }
 
+  // Renews the lease. Failures are logged when they start and when they end, not every beat.
   void heartbeat_loop() {
     std::unique_lock<std::mutex> lock(mu_);
     auto period = std::chrono::duration<double>(config_.sync.coordinator.heartbeat_s);
+    int failing = 0;
     while (!cv_.wait_for(lock, period, [this] { return stopping_; })) {
       lock.unlock();
       try {
         client_->heartbeat();
+        if (failing) spdlog::info("worker: heartbeats go through again (after {} failed)", failing);
+        failing = 0;
       } catch (const std::exception& e) {
-        spdlog::warn("worker: heartbeat failed: {}", e.what());
+        if (!failing++) spdlog::warn("worker: heartbeat failed: {}; retrying quietly", e.what());
       }
       lock.lock();
     }
@@ -260,7 +335,8 @@ class CoordinatedSync : public Sync {
 
   Config config_;
   std::shared_ptr<CoordinatorClient> client_;
-  int64_t round_, site_ranks_;
+  int64_t round_, site_ranks_, cursor_tokens_;
+  int32_t shard_;
   const bool demo_, download_update_;
   int64_t consensus_every_ = 0;
   std::unique_ptr<Codec> codec_;

@@ -216,15 +216,20 @@ void Trainer::restore(const std::string& path) {
   spdlog::info("resumed from {} (step {}, {} tokens)", path, step_, tokens_);
 }
 
+void Trainer::set_position(int64_t step, const std::optional<LoaderCursor>& cursor) {
+  step_ = step;
+  if (cursor) loader_->set_cursor(*cursor);
+}
+
 TrainSummary Trainer::run() {
   const auto& t = config_.train;
   spdlog::info("training {} steps of {} tokens into {}", t.max_steps,
                t.batch_size * t.grad_accum * config_.model.seq_len, config_.run.dir);
   double start = now_s(), last_log = start;
   const double run_start = start;  // `start` moves with each checkpoint (wall-time bookkeeping)
-  int64_t last_log_tokens = tokens_, first_step = step_;
   TrainSummary summary;
-  if (sync_) sync_->start(*this);
+  if (sync_) sync_->start(*this);  // may move step_ (a worker joining mid-run)
+  int64_t last_log_tokens = tokens_, first_step = step_;
   bool primary = !sync_ || sync_->is_primary();
   while (step_ < t.max_steps) {
     StepStats s = train_step();
@@ -237,7 +242,7 @@ TrainSummary Trainer::run() {
                              {"grad_norm", s.grad_norm},
                              {"step_ms", s.seconds * 1e3}};
     if (sync_) sync_->after_step(*this, record);
-    bool last = s.step == t.max_steps;
+    bool last = s.step == t.max_steps && step_ == t.max_steps;  // not rolled back by the sync
     if (primary && (last || (t.eval_every > 0 && s.step % t.eval_every == 0))) {
       EvalStats e = evaluate();
       record["val_loss"] = e.loss;
@@ -250,7 +255,7 @@ TrainSummary Trainer::run() {
     if (last || (t.log_every > 0 && s.step % t.log_every == 0)) {
       double now = now_s();
       double tok_s = double(tokens_ - last_log_tokens) / std::max(now - last_log, 1e-9);
-      double per_step = (now - run_start) / double(s.step - first_step);
+      double per_step = (now - run_start) / double(std::max<int64_t>(1, s.step - first_step));
       spdlog::info("step {}/{} | loss {:.4f} | lr {:.2e} | {:.0f} tok/s | eta {}", s.step,
                    t.max_steps, s.loss, s.lr, tok_s,
                    format_duration(per_step * double(t.max_steps - s.step)));
