@@ -28,15 +28,6 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-std::string config_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
   return nlohmann::json::parse(in, nullptr, false);
@@ -64,19 +55,26 @@ TEST(LinkConfig, KeysParseAndValidateNamingTheKey) {
 
   Config bad;
   apply_override(bad, "sync.link.mbps=-1");
-  EXPECT_NE(config_error([&] { validate(bad); }).find("sync.link.mbps"), std::string::npos);
+  EXPECT_NE(loco::testing::config_error([&] { validate(bad); }).find("sync.link.mbps"),
+            std::string::npos);
   bad = Config{};
   apply_override(bad, "sync.link.shaping=tbf");
-  EXPECT_NE(config_error([&] { validate(bad); }).find("sync.link.shaping: 'tbf' is not one of"),
+  EXPECT_NE(loco::testing::config_error([&] {
+              validate(bad);
+            }).find("sync.link.shaping: 'tbf' is not one of"),
             std::string::npos);
   bad = Config{};
   apply_override(bad, "sync.link.latency_ms=-5");
-  EXPECT_NE(config_error([&] { validate(bad); }).find("sync.link.latency_ms"), std::string::npos);
+  EXPECT_NE(loco::testing::config_error([&] { validate(bad); }).find("sync.link.latency_ms"),
+            std::string::npos);
   bad = Config{};
   bad.sync.mode = "ddp", bad.sync.workers = 2, bad.sync.link.shaping = "netns";
-  EXPECT_NE(config_error([&] { validate(bad); }).find("DDP's all-reduce is modelled"),
-            std::string::npos);
-  EXPECT_NE(config_error([&] { apply_override(bad, "sync.link.mbs=1"); }).find("sync.link.mbps"),
+  EXPECT_NE(
+      loco::testing::config_error([&] { validate(bad); }).find("DDP's all-reduce is modelled"),
+      std::string::npos);
+  EXPECT_NE(loco::testing::config_error([&] {
+              apply_override(bad, "sync.link.mbs=1");
+            }).find("sync.link.mbps"),
             std::string::npos);  // the close match
 }
 
@@ -87,10 +85,11 @@ TEST(LinkConfig, LaunchFlagBecomesOverrides) {
   EXPECT_EQ(link_overrides("500kbit, 2s"),
             (std::vector<std::string>{"sync.link.mbps=0.5", "sync.link.latency_ms=2000"}));
   EXPECT_EQ(link_overrides("20"), (std::vector<std::string>{"sync.link.mbps=20"}));
-  EXPECT_NE(config_error([] { link_overrides("fast"); }).find("--link 'fast'"), std::string::npos);
-  EXPECT_NE(config_error([] { link_overrides("10mbit,20mbit"); }).find("two rates"),
+  EXPECT_NE(loco::testing::config_error([] { link_overrides("fast"); }).find("--link 'fast'"),
             std::string::npos);
-  EXPECT_NE(config_error([] { link_overrides("10furlongs"); }).find("unknown unit"),
+  EXPECT_NE(loco::testing::config_error([] { link_overrides("10mbit,20mbit"); }).find("two rates"),
+            std::string::npos);
+  EXPECT_NE(loco::testing::config_error([] { link_overrides("10furlongs"); }).find("unknown unit"),
             std::string::npos);
 }
 
@@ -160,17 +159,8 @@ TEST(LinkTransport, PushAndPullArePacedOverRealGrpc) {
   GPT model(c.model);
   const int64_t n = model->num_params();
   slow.join("slow", n);
-  std::vector<TensorLayout> layout;
-  FlatParams flat(*model);
-  for (const auto& s : flat.slots()) layout.push_back({s.name, s.shape, s.offset, s.numel});
-  auto codec = make_codec(CodecConfig{});
-  auto update = [&](int64_t round) {
-    Update u;
-    u.round = round, u.tokens = 8;
-    for (const auto& l : layout)
-      u.tensors.push_back({l.name, "float32", codec->encode(torch::zeros(l.shape))});
-    return u;
-  };
+  auto layout = loco::testing::model_layout(c);
+  auto update = [&](int64_t round) { return loco::testing::zero_update(layout, round); };
   auto rate_s = [&](uint64_t bytes) { return double(bytes) * 8 / 20e6 + 0.030; };
 
   auto t = std::chrono::steady_clock::now();
