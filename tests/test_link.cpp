@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <functional>
 #include <thread>
 
@@ -172,6 +173,9 @@ TEST(LinkTransport, PushAndPullArePacedOverRealGrpc) {
   PullResult r = slow.pull(1, layout, pulled, 60);
   double pull_s = seconds_since(t) - r.wait_s;  // the link starts when the state flows
   EXPECT_NEAR(pull_s, rate_s(r.wire_bytes), 0.15 * rate_s(r.wire_bytes)) << r.wire_bytes;
+  std::cout << "20 Mbit/s + 30 ms: push " << up << " B in " << push_s << " s (expected "
+            << rate_s(up) << "), pull " << r.wire_bytes << " B in " << pull_s << " s (expected "
+            << rate_s(r.wire_bytes) << ")\n";
   EXPECT_EQ(slow.link_record()["shaping"], "token_bucket");
   EXPECT_GT(slow.link_wait_s(), 0.8 * (push_s + pull_s));
 
@@ -191,6 +195,7 @@ TEST(LinkTransport, PushAndPullArePacedOverRealGrpc) {
   uint64_t fast_up = unlimited.push(update(0));
   unlimited.pull(1, layout, pulled, 60);
   double fast_s = seconds_since(t);
+  std::cout << "unlimited: push + pull in " << fast_s << " s\n";
   EXPECT_LT(fast_s, 0.3 * (rate_s(fast_up) * 2)) << "unlimited push+pull took " << fast_s << " s";
   stop = true;
   server2.join();
@@ -202,6 +207,7 @@ namespace {
 // workers' sync records.
 std::vector<nlohmann::json> launch_tiny(const std::string& dir, const std::string& extra,
                                         std::string* output = nullptr) {
+  std::filesystem::create_directories(dir);
   Config c = loco::testing::coordinated_config(dir + "/run", "diloco", 2, 4);
   c.train.eval_every = 0;
   c.train.checkpoint_every = 0;
@@ -220,6 +226,9 @@ double check_paced(const std::vector<nlohmann::json>& records, double mbps, doub
     double expected = bytes * 8 / (mbps * 1e6) + 2 * latency_ms / 1e3;
     double link_time = m["sync_s"].get<double>() - m["idle_s"].get<double>();
     EXPECT_GT(link_time, 0.85 * expected) << m.dump();
+    std::cout << "round " << m["round"] << ": " << bytes << " B, sync " << m["sync_s"]
+              << " s, idle " << m["idle_s"] << " s, link time " << link_time
+              << " s (rate: " << expected << " s)\n";
     total += m["sync_s"].get<double>();
   }
   return total;
@@ -240,6 +249,7 @@ TEST(LinkLaunch, SlowLinkSlowsTheSyncAsExpected) {
     fast_s += m["sync_s"].get<double>();
     EXPECT_FALSE(m.contains("link"));
   }
+  std::cout << "sync_s summed: unlimited " << fast_s << " s, slow link " << slow_s << " s\n";
   EXPECT_GT(slow_s, fast_s + 0.8 * 4 * 1.0) << "slow " << slow_s << " s, fast " << fast_s << " s";
   EXPECT_EQ(slow[0]["link"]["shaping"], "token_bucket");
   EXPECT_EQ(slow[0]["link"]["mbps"], 10);
