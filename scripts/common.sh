@@ -18,7 +18,7 @@ LOCO_PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   googletest libgtest-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-yaml
-  gnuplot-nox openssl
+  gnuplot-nox openssl iproute2
 )
 
 # install_packages [extra...]: apt-get install whatever of LOCO_PACKAGES (and extras) is missing.

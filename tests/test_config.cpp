@@ -11,12 +11,7 @@ using namespace loco;
 namespace {
 
 std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(no error)";
+  return loco::testing::config_error(f);
 }
 
 }  // namespace

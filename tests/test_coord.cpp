@@ -178,22 +178,8 @@ TEST(CoordinatorService, RealServerRefusesBadPushesAndKeepsServing) {
   GPT model(c.model);
   int64_t n = model->num_params();
   JoinInfo join = client.join("test", n);
-  std::vector<TensorLayout> layout;
-  FlatParams flat(*model);
-  for (const auto& s : flat.slots()) layout.push_back({s.name, s.shape, s.offset, s.numel});
-
-  auto codec = make_codec(CodecConfig{});
-  auto update = [&](int64_t round) {
-    Update u;
-    u.round = round, u.tokens = 8;
-    for (const auto& l : layout) {
-      TensorPayload t;
-      t.name = l.name;
-      t.encoded = codec->encode(torch::zeros(l.shape));
-      u.tensors.push_back(t);
-    }
-    return u;
-  };
+  auto layout = loco::testing::model_layout(c);
+  auto update = [&](int64_t round) { return loco::testing::zero_update(layout, round); };
   auto message_of = [](const std::function<void()>& f) {
     try {
       f();

@@ -60,15 +60,6 @@ void make_test_ca(const std::string& dir) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
 }
 
-// The model's tensors, as a worker lays them out.
-std::vector<TensorLayout> layout_of(const Config& c) {
-  GPT model(c.model);
-  FlatParams flat(*model);
-  std::vector<TensorLayout> layout;
-  for (const auto& s : flat.slots()) layout.push_back({s.name, s.shape, s.offset, s.numel});
-  return layout;
-}
-
 // Everything the coordinator logs while alive, kept in memory.
 struct LogCapture {
   std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink =
@@ -222,7 +213,7 @@ TEST(Security, SecretIsRequiredOnEveryRpcAndRefusalsChangeNothing) {
     std::string m = message_of([&] { odd.join(name, GPT(c.model)->num_params()); });
     EXPECT_NE(m.find("INVALID_ARGUMENT"), std::string::npos) << m;
   }
-  auto layout = layout_of(c);
+  auto layout = loco::testing::model_layout(c);
   for (const std::string& bearer : {std::string(), "Bearer " + wrong, "Bearer " + secret + "x"}) {
     grpc::Status s = raw_push(address, layout, join.worker_id, bearer);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << bearer;
@@ -265,7 +256,7 @@ TEST(Security, TlsRefusesPlaintextUntrustedAndCertlessClients) {
   CoordinatorConfig worker = co;
   worker.tls_cert = ca + "client.pem", worker.tls_key = ca + "client.key";
   CoordinatorClient good(co.address, worker);
-  auto layout = layout_of(c);
+  auto layout = loco::testing::model_layout(c);
   JoinInfo join = good.join("good", GPT(c.model)->num_params());
   EXPECT_FALSE(join.worker_id.empty());
 

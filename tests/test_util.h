@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <spawn.h>
@@ -18,8 +19,11 @@
 
 #include <string>
 
+#include "loco/codec.h"
 #include "loco/config.h"
+#include "loco/coordinator.h"
 #include "loco/launch.h"
+#include "loco/model.h"
 #include "loco/prepare.h"
 
 namespace loco::testing {
@@ -149,6 +153,16 @@ inline std::string small_run_yaml(const std::string& run_dir) {
          "        schedule: {warmup_steps: 2}}\n";
 }
 
+// The message of the ConfigError that `f` throws, or "(no error)".
+inline std::string config_error(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const loco::ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 // A TCP port on loopback that is free right now.
 inline int free_port() {
   return loco::free_port();
@@ -165,6 +179,25 @@ inline loco::Config coordinated_config(const std::string& run_dir, const std::st
   c.sync.inner_steps = inner_steps;
   c.sync.coordinator.address = "127.0.0.1:" + std::to_string(free_port());
   return c;
+}
+
+// The model's tensors, as a worker lays them out for the coordinator.
+inline std::vector<loco::TensorLayout> model_layout(const loco::Config& c) {
+  loco::GPT model(c.model);
+  loco::FlatParams flat(*model);
+  std::vector<loco::TensorLayout> layout;
+  for (const auto& s : flat.slots()) layout.push_back({s.name, s.shape, s.offset, s.numel});
+  return layout;
+}
+
+// A whole update of zeros for `round` (codec none, 8 tokens), as a worker would push it.
+inline loco::Update zero_update(const std::vector<loco::TensorLayout>& layout, int64_t round) {
+  auto codec = loco::make_codec(loco::CodecConfig{});
+  loco::Update u;
+  u.round = round, u.tokens = 8;
+  for (const auto& l : layout)
+    u.tensors.push_back({l.name, "float32", codec->encode(torch::zeros(l.shape))});
+  return u;
 }
 
 // Writes `c` (resolved) to dir/config.yaml and returns that path, for `loco ... --config`.

@@ -131,6 +131,18 @@ struct SiteConfig {
   int64_t ranks = 1;  // DDP ranks inside the site (its WORLD_SIZE), >= 1
 };
 
+// A slow link between each worker and the coordinator (docs/link.md). mbps and latency_ms 0 (the
+// defaults) leave it unlimited. Also `loco launch --link 100mbit,50ms`.
+struct LinkConfig {
+  double mbps = 0;        // bandwidth per worker, each direction, in Mbit/s (10^6 bit/s); >= 0
+  double latency_ms = 0;  // one-way latency added once per push/pull (or per packet: netem); >= 0
+  // auto: `loco launch` as root with ip and tc shapes for real (netns), else token_bucket;
+  // netns: real shaping, an error when it cannot be set up; token_bucket: paced in loco's own
+  // transport (DDP: modelled per step). A worker started by hand treats auto as token_bucket.
+  std::string shaping = "auto";
+  bool limited() const { return mbps > 0 || latency_ms > 0; }
+};
+
 struct SyncConfig {
   std::string mode = "single";  // single | ddp | diloco | demo; with sites: diloco | demo
   int64_t workers = 1;
@@ -155,6 +167,7 @@ struct SyncConfig {
   OuterConfig outer;
   CodecConfig codec;
   CoordinatorConfig coordinator;
+  LinkConfig link;
 };
 
 // Whether DiLoCo workers download the encoded update (true) or the new state (false).

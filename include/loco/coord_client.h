@@ -1,9 +1,11 @@
 // The worker's side of the coordinator protocol: join (retrying with backoff while the
 // coordinator is unreachable), heartbeats, streamed pushes and pulls, leave. Every call carries
 // the shared secret of sync.coordinator.secret_file when set; the channel is TLS when tls.ca or
-// tls.cert is set (docs/security.md). gRPC stays inside src/coord/.
+// tls.cert is set (docs/security.md). With a sync.link, pushes and pulls are paced and delayed
+// as include/loco/link.h says. gRPC stays inside src/coord/.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -35,7 +37,10 @@ struct PullResult {
 
 class CoordinatorClient {
  public:
-  CoordinatorClient(const std::string& address, const CoordinatorConfig& config);
+  // `link`: the slow link this worker's pushes and pulls go through (include/loco/link.h); the
+  // default is unlimited.
+  CoordinatorClient(const std::string& address, const CoordinatorConfig& config,
+                    const LinkConfig& link = {});
   ~CoordinatorClient();
 
   JoinInfo join(const std::string& name, int64_t num_params);
@@ -56,6 +61,10 @@ class CoordinatorClient {
   PullResult pull_aggregate(int64_t round, const std::vector<TensorLayout>& layout,
                             std::vector<Encoded>& out, double timeout_s);
   const std::string& worker_id() const { return worker_id_; }
+  // What the transport shapes ({"mbps", "latency_ms", "shaping", ...}; null when unlimited) and
+  // the seconds it has slept for the link so far.
+  const nlohmann::json& link_record() const;
+  double link_wait_s() const;
 
  private:
   struct PullSpec {

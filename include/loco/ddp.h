@@ -37,10 +37,12 @@ class ProcessGroup;
 std::shared_ptr<ProcessGroup> open_process_group(const Config& config, const DistEnv& env);
 
 // The DDP strategy for this rank of `group` (which other strategies may share: a multi-site run
-// broadcasts over it too).
+// broadcasts over it too). No sync.link: the ranks of a site share a fast interconnect.
 std::unique_ptr<Sync> make_ddp_sync(const Config& config, std::shared_ptr<ProcessGroup> group);
 
-// open_process_group, then make_ddp_sync.
+// open_process_group, then make_ddp_sync; plain DDP (no sync.sites) with a sync.link sleeps after
+// each step's all-reduce what the link would have taken (ddp_link_seconds in loco/link.h) and
+// records "link" and "link_s" (part of comm_s) in the metrics.
 std::unique_ptr<Sync> make_ddp_sync(const Config& config, const DistEnv& env);
 
 // The parameters' float32 bit patterns summed as integers: equal on two ranks exactly when their

@@ -3,6 +3,9 @@
 // (single). Each output line is prefixed with its origin ("[coord]", "[w2]", "[r1]"). Ctrl-C or
 // the failure of any part stops the rest; the exit code is non-zero if any part failed.
 // --dry-run prints the commands that run the same experiment across hosts instead.
+// With a sync.link (or --link), the launcher shapes it (docs/link.md): as root with ip and tc,
+// each worker (or site) in a network namespace of its own, tc on its veth; otherwise the
+// workers' transport paces itself; namespaces and veths go when the launch ends, however.
 #pragma once
 
 #include <string>
@@ -14,6 +17,7 @@ struct LaunchOptions {
   std::string config_path;
   std::vector<std::string> overrides;  // --set key=value, passed on to every part
   bool dry_run = false;
+  std::string link;  // --link SPEC ("100mbit,50ms"): sync.link.mbps and latency_ms overrides
 };
 
 int launch(const LaunchOptions& options);

@@ -183,8 +183,8 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
         "sync.sites lists sites: start each of their ranks with --site NAME "
         "(or run them all with `loco launch`)");
   sigset_t stop_signals = block_stop_signals();
-  auto client = std::make_shared<loco::CoordinatorClient>(config.sync.coordinator.address,
-                                                          config.sync.coordinator);
+  auto client = std::make_shared<loco::CoordinatorClient>(
+      config.sync.coordinator.address, config.sync.coordinator, config.sync.link);
   leave_on_stop_signal(stop_signals, client);
   if (name.empty()) {
     char host[256] = "host";
@@ -307,6 +307,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   launch->add_option("--set", launch_opts.overrides, "override: key.path=value (repeatable)");
   launch->add_flag("--dry-run", launch_opts.dry_run, "print the per-process (per-host) commands");
+  launch->add_option("--link", launch_opts.link,
+                     "slow link per worker, e.g. 100mbit,50ms (sync.link.mbps, latency_ms)");
 
   loco::CompareOptions compare_opts;
   auto* compare = app.add_subcommand(

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -211,6 +212,9 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.coordinator.max_update_mb", c.sync.coordinator.max_update_mb);
   add("sync.coordinator.checkpoint_every", c.sync.coordinator.checkpoint_every);
   add("sync.coordinator.connect_timeout_s", c.sync.coordinator.connect_timeout_s);
+  add("sync.link.mbps", c.sync.link.mbps);
+  add("sync.link.latency_ms", c.sync.link.latency_ms);
+  add("sync.link.shaping", c.sync.link.shaping);
   return f;
 }
 
@@ -339,6 +343,22 @@ void validate_sites(const SyncConfig& sync) {
               " sites: set sync.workers=" + n + " (the coordinator's members are the sites)");
 }
 
+void validate_link(const SyncConfig& sync) {
+  const LinkConfig& link = sync.link;
+  require(std::isfinite(link.mbps) && link.mbps >= 0,
+          "sync.link.mbps must be >= 0 (Mbit/s per worker and direction; 0: unlimited), not " +
+              std::to_string(link.mbps));
+  require(std::isfinite(link.latency_ms) && link.latency_ms >= 0,
+          "sync.link.latency_ms must be >= 0 (one-way, ms; 0: none), not " +
+              std::to_string(link.latency_ms));
+  require_one_of("sync.link.shaping", link.shaping, {"auto", "netns", "token_bucket"});
+  if (link.shaping == "netns" && sync.mode == "ddp" && sync.sites.empty())
+    throw ConfigError(
+        "sync.link.shaping: netns shapes the links between workers and the coordinator "
+        "(sync.mode diloco or demo, or sites); DDP's all-reduce is modelled instead: set "
+        "sync.link.shaping to auto or token_bucket");
+}
+
 }  // namespace
 
 std::vector<std::string> config_keys() {
@@ -443,6 +463,7 @@ void validate(const Config& c) {
             "train.max_steps (" + std::to_string(t.max_steps) +
                 ") must be a multiple of sync.inner_steps (" + std::to_string(c.sync.inner_steps) +
                 ") so that every round is whole");
+  validate_link(c.sync);
   if (!co.secret_file.empty()) read_secret(co.secret_file);
   require(co.tls_cert.empty() == co.tls_key.empty(),
           "sync.coordinator.tls: cert and key go together (cert is '" + co.tls_cert +

@@ -10,6 +10,7 @@
 
 #include "loco.grpc.pb.h"
 #include "loco/coord_service.h"
+#include "loco/link.h"
 #include "security.h"
 
 namespace loco {
@@ -65,9 +66,11 @@ std::chrono::system_clock::time_point deadline_in(double seconds) {
 }  // namespace
 
 struct CoordinatorClient::Impl {
+  explicit Impl(const LinkConfig& link) : link(link) {}
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Coordinator::Stub> stub;
   std::string bearer;  // the shared secret's metadata value; empty: none configured
+  LinkShaper link;     // sync.link in the transport: pushes and pulls paced, latency added
 
   // Every call carries a deadline and, when configured, the shared secret.
   void prepare(grpc::ClientContext& ctx, double deadline_s) const {
@@ -76,8 +79,9 @@ struct CoordinatorClient::Impl {
   }
 };
 
-CoordinatorClient::CoordinatorClient(const std::string& address, const CoordinatorConfig& config)
-    : impl_(std::make_unique<Impl>()), config_(config), address_(address) {
+CoordinatorClient::CoordinatorClient(const std::string& address, const CoordinatorConfig& config,
+                                     const LinkConfig& link)
+    : impl_(std::make_unique<Impl>(link)), config_(config), address_(address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(int(4 * kChunkBytes));
   // Reconnect quickly to a coordinator that (re)starts: gRPC's default backoff grows to 2 min.
@@ -90,6 +94,14 @@ CoordinatorClient::CoordinatorClient(const std::string& address, const Coordinat
 }
 
 CoordinatorClient::~CoordinatorClient() = default;
+
+const nlohmann::json& CoordinatorClient::link_record() const {
+  return impl_->link.plan().record;
+}
+
+double CoordinatorClient::link_wait_s() const {
+  return impl_->link.waited_s();
+}
 
 JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
   name_ = name;
@@ -197,7 +209,9 @@ uint64_t CoordinatorClient::push(Update update) {
     spec->set_payload_bytes(t.encoded.payload.size());
   }
   uint64_t wire = chunk.ByteSizeLong();
+  impl_->link.latency();  // the message's one-way latency, once
   bool ok = writer->Write(chunk);
+  impl_->link.sent(wire);
   for (size_t i = 0; ok && i < update.tensors.size(); ++i) {
     const std::string& p = update.tensors[i].encoded.payload;
     for (size_t off = 0; ok && off < p.size(); off += kChunkBytes) {
@@ -206,8 +220,10 @@ uint64_t CoordinatorClient::push(Update update) {
       d->set_tensor(uint32_t(i));
       d->set_offset(off);
       d->set_data(p.data() + off, std::min(kChunkBytes, p.size() - off));
-      wire += data.ByteSizeLong();
+      const uint64_t bytes = data.ByteSizeLong();
+      wire += bytes;
       ok = writer->Write(data);
+      impl_->link.sent(bytes);  // paced chunk by chunk as it streams
     }
   }
   writer->WritesDone();
@@ -237,6 +253,10 @@ PullResult CoordinatorClient::stream_pull(const PullSpec& spec, CheckSpecs check
     fail("PullState", s.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "no state header") : s);
   }
   result.wire_bytes += chunk.ByteSizeLong();
+  // The link starts when the round's state starts flowing, not while the coordinator holds the
+  // call: one latency, then every message paced as it arrives.
+  impl_->link.latency();
+  impl_->link.received(chunk.ByteSizeLong());
   result.round = chunk.header().round();
   result.wait_s = chunk.header().wait_s();
   result.checksum = chunk.header().checksum();
@@ -245,6 +265,7 @@ PullResult CoordinatorClient::stream_pull(const PullSpec& spec, CheckSpecs check
   check_specs(chunk.header());
   while (reader->Read(&chunk)) {
     result.wire_bytes += chunk.ByteSizeLong();
+    impl_->link.received(chunk.ByteSizeLong());
     const auto& d = chunk.data();
     TORCH_CHECK(d.tensor() < sizes.size() && d.offset() + d.data().size() <= sizes[d.tensor()],
                 "coordinator sent a chunk outside tensor bounds");

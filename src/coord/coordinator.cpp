@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "loco/checkpoint.h"
+#include "loco/link.h"
 #include "loco/metrics.h"
 #include "loco/model.h"
 #include "loco/shard.h"
@@ -601,21 +602,26 @@ void CoordinatorCore::tick() {
 nlohmann::json CoordinatorCore::totals() const {
   std::lock_guard<std::mutex> lock(mu_);
   const double method = double(std::max<uint64_t>(method_bytes_, 1));
-  return {{"rounds", round_},
-          {"total_rounds", total_rounds_},
-          {"complete", round_ >= total_rounds_},  // false when stopped early (Ctrl-C, SIGTERM)
-          {"tokens", tokens_total_},
-          {"bytes_up", bytes_up_},
-          {"bytes_down", bytes_down_},
-          {"bytes_total", method_bytes_},
-          {"consensus_bytes_total", consensus_bytes_},
-          {"setup_bytes_total", setup_bytes_},
-          {"fp32_diloco_bytes", fp32_diloco_bytes_},
-          {"ddp_bytes", ddp_bytes_},
-          {"ratio_vs_diloco_fp32", fp32_diloco_bytes_ / method},
-          {"ratio_vs_ddp", ddp_bytes_ / method},
-          {"final_val_loss", last_val_loss_},
-          {"final_val_bpb", last_val_bpb_}};
+  nlohmann::json out = {
+      {"rounds", round_},
+      {"total_rounds", total_rounds_},
+      {"complete", round_ >= total_rounds_},  // false when stopped early (Ctrl-C, SIGTERM)
+      {"tokens", tokens_total_},
+      {"bytes_up", bytes_up_},
+      {"bytes_down", bytes_down_},
+      {"bytes_total", method_bytes_},
+      {"consensus_bytes_total", consensus_bytes_},
+      {"setup_bytes_total", setup_bytes_},
+      {"fp32_diloco_bytes", fp32_diloco_bytes_},
+      {"ddp_bytes", ddp_bytes_},
+      {"ratio_vs_diloco_fp32", fp32_diloco_bytes_ / method},
+      {"ratio_vs_ddp", ddp_bytes_ / method},
+      {"final_val_loss", last_val_loss_},
+      {"final_val_bpb", last_val_bpb_}};
+  // The slow link the workers reached this coordinator through, and how it was shaped.
+  LinkPlan link = plan_link(config_.sync.link);
+  if (!link.record.is_null()) out["link"] = link.record;
+  return out;
 }
 
 bool CoordinatorCore::finished() const {

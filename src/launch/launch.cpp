@@ -12,16 +12,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "loco/config.h"
 #include "loco/coord_client.h"
+#include "loco/link.h"
 #include "loco/schedule.h"
+#include "netns.h"
 
 namespace fs = std::filesystem;
 
@@ -36,6 +40,8 @@ struct Part {
   int fd = -1;                  // read end of its stdout+stderr
   std::string pending;          // a partial line
   int status = -1;              // exit code once it ended
+  int member = -1;              // the coordinator member it belongs to (a worker, a site); -1: none
+  std::string netns;            // the network namespace it runs in (sync.link shaped by netns)
   bool waiting = false;         // down by the schedule (sync.schedule), to be started later
   bool scheduled_stop = false;  // the schedule stopped it: its exit is no failure
 };
@@ -91,6 +97,7 @@ void plan_sites(const Config& config, const LaunchOptions& o, std::vector<Part>&
                {"MASTER_PORT", std::to_string(port)}};
       }
       parts.push_back({site.name + "/" + std::to_string(r), args, env});
+      parts.back().member = int(k);
     }
   }
 }
@@ -111,6 +118,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
                {"--set", "run.dir=" + dir + "/worker-" + std::to_string(k), "--coordinator",
                 config.sync.coordinator.address, "--name", "w" + std::to_string(k)});
       parts.push_back({"w" + std::to_string(k), w, {}});
+      parts.back().member = int(k);
     }
   } else if (config.sync.mode == "ddp") {
     std::string port = std::to_string(free_port());
@@ -171,6 +179,75 @@ void print_dry_run(const Config& config, const std::vector<Part>& parts) {
   for (const auto& p : parts) std::cout << "[" << p.label << "] " << command_line(p) << "\n";
 }
 
+// sync.link with real shaping: every member's processes in a namespace of their own, the
+// coordinator listening on the bridge. Returns null (and leaves `parts` as planned) when netns
+// cannot be used; the caller falls back to the token bucket.
+std::unique_ptr<NetnsLink> netns_link(const Config& config, std::vector<Part>& parts) {
+  int members = 0;
+  for (const auto& p : parts) members = std::max(members, p.member + 1);
+  const bool demanded = config.sync.link.shaping == "netns";
+  std::string why = netns_unavailable();
+  std::unique_ptr<NetnsLink> net;
+  if (why.empty()) {
+    try {
+      net = std::make_unique<NetnsLink>(config.sync.link, members);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+  }
+  if (!net) {
+    if (demanded)
+      throw ConfigError("sync.link.shaping is netns but the namespaces cannot be set up: " + why +
+                        " (use auto or token_bucket to shape in loco's transport instead)");
+    spdlog::warn(
+        "launch: sync.link: no netns shaping ({}); the token bucket in loco's transport "
+        "shapes instead",
+        why);
+    return nullptr;
+  }
+  const std::string& address = config.sync.coordinator.address;
+  const std::string reach = net->host_address() + address.substr(address.rfind(':'));
+  for (auto& p : parts) {
+    auto coordinator = std::find(p.args.begin(), p.args.end(), "--coordinator");
+    if (p.member < 0)  // the coordinator, on the host: listen where the namespaces reach it
+      p.args.insert(p.args.end(), {"--set", "sync.coordinator.address=" + reach});
+    else if (coordinator != p.args.end() && coordinator + 1 != p.args.end())
+      *(coordinator + 1) = reach;
+    if (p.member >= 0) p.netns = net->ns_name(p.member);
+    p.args.insert(p.args.end(), {"--set", "sync.link.shaping=netns"});
+    p.env.emplace_back(kNetemEnv, net->netem() ? "1" : "0");
+  }
+  spdlog::info("launch: sync.link shaped by netns: {}", net->describe());
+  return net;
+}
+
+// Decides how sync.link is shaped for this run and tells every part (docs/link.md): netns when
+// asked for or possible (auto), else the transport's token bucket; DDP's is modelled.
+std::unique_ptr<NetnsLink> shape_link(const Config& config, std::vector<Part>& parts) {
+  const LinkConfig& link = config.sync.link;
+  if (!link.limited()) return nullptr;
+  if (config.sync.mode == "single" && config.sync.sites.empty()) {
+    spdlog::warn("launch: sync.link has nothing to shape with sync.mode single");
+    return nullptr;
+  }
+  if (config.sync.mode == "ddp" && config.sync.sites.empty()) {
+    spdlog::info(
+        "launch: sync.link {} Mbit/s, {} ms: modelled per DDP step (2(W-1)/W x bytes at "
+        "the rate, 2(W-1) latencies)",
+        link.mbps, link.latency_ms);
+    return nullptr;
+  }
+  const bool between_sites = config.sync.sites.size() != 1;
+  std::unique_ptr<NetnsLink> net;
+  if (between_sites && link.shaping != "token_bucket") net = netns_link(config, parts);
+  if (!net) {
+    for (auto& p : parts) p.args.insert(p.args.end(), {"--set", "sync.link.shaping=token_bucket"});
+    spdlog::info("launch: sync.link {} Mbit/s, {} ms: token bucket in each worker's transport",
+                 link.mbps, link.latency_ms);
+  }
+  return net;
+}
+
 void start(Part& p, const std::string& exe) {
   int fds[2];
   if (::pipe(fds) != 0) throw std::runtime_error("launch: pipe failed");
@@ -183,6 +260,10 @@ void start(Part& p, const std::string& exe) {
     ::close(fds[0]);
     ::close(fds[1]);
     for (const auto& [k, v] : p.env) ::setenv(k.c_str(), v.c_str(), 1);
+    if (!p.netns.empty() && !enter_netns(p.netns)) {  // as `ip netns exec` does
+      std::perror(("setns " + p.netns).c_str());
+      ::_exit(127);
+    }
     std::vector<char*> argv = {const_cast<char*>(exe.c_str())};
     for (auto& a : p.args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -239,7 +320,11 @@ class ScheduleReplay {
       : config_(config),
         schedule_(std::move(schedule)),
         start_(std::chrono::steady_clock::now()),
-        total_rounds_(config.train.max_steps / config.sync.inner_steps) {}
+        total_rounds_(config.train.max_steps / config.sync.inner_steps),
+        address_(config.sync.coordinator.address) {}
+
+  // Where the coordinator listens when it is not config's address (netns: on the bridge).
+  void reach_at(const std::string& address) { address_ = address; }
 
   bool active() const { return !schedule_.empty(); }
   bool up_at_start(const Part& p) const { return schedule_.up(p.label, 0, 0); }
@@ -251,8 +336,7 @@ class ScheduleReplay {
     last_poll_ = now;
     try {
       if (!client_)
-        client_ = std::make_unique<CoordinatorClient>(config_.sync.coordinator.address,
-                                                      config_.sync.coordinator);
+        client_ = std::make_unique<CoordinatorClient>(address_, config_.sync.coordinator);
       round_ = client_->status(2).round;
     } catch (const std::exception&) {
       return 0;  // not listening yet, or gone at the end: keep the last round
@@ -284,6 +368,7 @@ class ScheduleReplay {
   std::chrono::steady_clock::time_point start_, last_poll_;
   std::unique_ptr<CoordinatorClient> client_;
   int64_t round_ = 0, total_rounds_;
+  std::string address_;
 };
 
 void signal_all(std::vector<Part>& parts, int sig) {
@@ -305,7 +390,10 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
-int launch(const LaunchOptions& o) {
+int launch(const LaunchOptions& options) {
+  LaunchOptions o = options;
+  if (!o.link.empty())
+    for (const auto& s : link_overrides(o.link)) o.overrides.push_back(s);
   Config config = load_config(o.config_path);
   for (const auto& s : o.overrides) apply_override(config, s);
   validate(config);
@@ -323,6 +411,12 @@ int launch(const LaunchOptions& o) {
   sa.sa_handler = on_signal;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  // Namespaces and qdiscs, when netns shapes the link, live until this returns (or throws).
+  std::unique_ptr<NetnsLink> net = shape_link(config, parts);
+  if (net) {
+    const std::string& address = config.sync.coordinator.address;
+    schedule.reach_at(net->host_address() + address.substr(address.rfind(':')));
+  }
   spdlog::info("launch: {} processes for sync.mode {} into {}", parts.size(), config.sync.mode,
                config.run.dir);
   size_t running = 0;

@@ -10,8 +10,10 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "loco/c10d_compat.h"
+#include "loco/link.h"
 #include "loco/trainer.h"
 
 namespace fs = std::filesystem;
@@ -38,8 +40,16 @@ std::string rank_device(const Config& config, const DistEnv& env) {
 
 class DdpSync : public Sync {
  public:
-  DdpSync(std::shared_ptr<ProcessGroup> group, int64_t bucket_bytes)
-      : group_(std::move(group)), bucket_bytes_(bucket_bytes) {}
+  // `link`: a slow link between the ranks, modelled after each all-reduce (include/loco/link.h).
+  DdpSync(std::shared_ptr<ProcessGroup> group, int64_t bucket_bytes, const LinkConfig& link)
+      : group_(std::move(group)), bucket_bytes_(bucket_bytes), link_(link) {
+    if (link_.limited())
+      link_record_ = {{"mbps", link.mbps},
+                      {"latency_ms", link.latency_ms},
+                      {"shaping", "modelled"},
+                      {"bandwidth", "slept per step: 2(W-1)/W x bytes x 8 / rate"},
+                      {"latency", "slept per step: 2(W-1) x latency_ms (the ring's steps)"}};
+  }
 
   void start(Trainer& trainer) override {
     torch::NoGradGuard no_grad;
@@ -59,10 +69,13 @@ class DdpSync : public Sync {
     double start = now_s();
     group_->all_reduce_sum(buckets);
     grad.div_(double(group_->size()));
-    comm_s_ = now_s() - start;
     wire_sent_ = written < 0 ? -1 : bytes_written_so_far() - written;
     reduced_bytes_ = 0;
     for (const auto& b : buckets) reduced_bytes_ += b.numel() * element;
+    // Gloo's sockets cannot be paced from here: the step waits what the link would have taken.
+    link_s_ = ddp_link_seconds(link_, reduced_bytes_, group_->size());
+    if (link_s_ > 0) std::this_thread::sleep_for(std::chrono::duration<double>(link_s_));
+    comm_s_ = now_s() - start;
   }
 
   void after_step(Trainer& trainer, nlohmann::json& record) override {
@@ -79,6 +92,10 @@ class DdpSync : public Sync {
     record["bytes_down"] = std::llround(ring);
     record["comm_s"] = comm_s_;
     if (wire_sent_ >= 0) record["wire_bytes_sent"] = wire_sent_;
+    if (!link_record_.is_null()) {
+      record["link"] = link_record_;
+      record["link_s"] = link_s_;  // of comm_s: the modelled link's share
+    }
     record["param_checksum"] = param_checksum(trainer.params().data());
   }
 
@@ -87,8 +104,10 @@ class DdpSync : public Sync {
  private:
   std::shared_ptr<ProcessGroup> group_;
   int64_t bucket_bytes_;
+  LinkConfig link_;
+  nlohmann::json link_record_;  // null: unlimited
   int64_t reduced_bytes_ = 0, wire_sent_ = -1;
-  double comm_s_ = 0;
+  double comm_s_ = 0, link_s_ = 0;
 };
 
 }  // namespace
@@ -102,14 +121,26 @@ std::shared_ptr<ProcessGroup> open_process_group(const Config& config, const Dis
   return ProcessGroup::create(env, resolve_device(rank_device(config, env)), timeout);
 }
 
-std::unique_ptr<Sync> make_ddp_sync(const Config& config, std::shared_ptr<ProcessGroup> group) {
+namespace {
+
+std::unique_ptr<Sync> ddp_sync(const Config& config, std::shared_ptr<ProcessGroup> group,
+                               const LinkConfig& link) {
   int64_t bucket_bytes =
       std::max<int64_t>(1, std::llround(config.sync.bucket_mb * 1024.0 * 1024.0));
-  return std::make_unique<DdpSync>(std::move(group), bucket_bytes);
+  return std::make_unique<DdpSync>(std::move(group), bucket_bytes, link);
 }
 
+}  // namespace
+
+// Inside a site (multi-site) the ranks share a fast interconnect: no link there.
+std::unique_ptr<Sync> make_ddp_sync(const Config& config, std::shared_ptr<ProcessGroup> group) {
+  return ddp_sync(config, std::move(group), LinkConfig{});
+}
+
+// Plain DDP: sync.link is between the ranks.
 std::unique_ptr<Sync> make_ddp_sync(const Config& config, const DistEnv& env) {
-  return make_ddp_sync(config, open_process_group(config, env));
+  const LinkConfig link = config.sync.sites.empty() ? config.sync.link : LinkConfig{};
+  return ddp_sync(config, open_process_group(config, env), link);
 }
 
 Config ddp_rank_config(const Config& config, const DistEnv& env) {

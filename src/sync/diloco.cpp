@@ -84,6 +84,8 @@ class CoordinatedSync : public Sync {
     round_tokens_start_ = trainer.tokens();
     spdlog::info("worker {}: pulled the global state of round {} ({} bytes); from step {}",
                  client_->worker_id(), r.round, r.wire_bytes, trainer.step());
+    if (!client_->link_record().is_null())
+      spdlog::info("worker {}: slow link {}", client_->worker_id(), client_->link_record().dump());
   }
 
   void after_step(Trainer& trainer, nlohmann::json& record) override {
@@ -92,7 +94,7 @@ class CoordinatedSync : public Sync {
     if (trainer.step() % config_.sync.inner_steps != 0) return;
     torch::NoGradGuard no_grad;
     auto& params = trainer.params().data();
-    double start = now_s(), codec_s = 0, pull_start = 0;
+    double start = now_s(), codec_s = 0, pull_start = 0, link_start = client_->link_wait_s();
     uint64_t up = 0;
     PullResult down;
     try {
@@ -140,6 +142,10 @@ class CoordinatedSync : public Sync {
     record["idle_s"] = down.wait_s;
     record["pull_s"] = pull_s;
     record["codec_s"] = codec_s;
+    if (!client_->link_record().is_null()) {
+      record["link"] = client_->link_record();
+      record["link_s"] = client_->link_wait_s() - link_start;  // slept for the link this round
+    }
     record["worker"] = client_->worker_id();
     // DiLoCo replicas hold the same parameters after a sync; the checksum lets anyone check.
     record["param_checksum"] = sum;

@@ -128,7 +128,7 @@ SiteRun run_site(const Config& config, const std::string& name, const OuterFacto
   std::unique_ptr<Sync> outer;
   if (env.rank == 0) {
     auto client = std::make_shared<CoordinatorClient>(config.sync.coordinator.address,
-                                                      config.sync.coordinator);
+                                                      config.sync.coordinator, config.sync.link);
     join = client->join(name, GPT(config.model)->num_params());
     join.site_ranks = site.ranks;
     spdlog::info("site {}: joined at round {}, data shard {} of {}", name, join.round, join.shard,
