@@ -113,6 +113,12 @@ Update sparse_update(const CoordinatorCore& core, const std::string& worker, int
   return u;
 }
 
+// Joins a member called `name`, with the model's parameter count.
+JoinInfo join(CoordinatorCore& core, const std::string& name) {
+  const auto& last = core.layout().back();
+  return core.join(name, last.offset + last.numel);
+}
+
 }  // namespace
 
 TEST(DemoGolden, MatchesAnIndependentPyTorchImplementation) {
@@ -133,9 +139,8 @@ TEST(DemoCoordinator, MergesTheMeanOverTheWorkersThatSentEachCoefficient) {
   Config c = demo_config(dir + "/run", 2, 2);
   c.sync.codec.values = "fp32";
   CoordinatorCore core(c, false);
-  const auto& last = core.layout().back();
-  auto a = core.join("a", last.offset + last.numel);
-  auto b = core.join("b", last.offset + last.numel);
+  auto a = join(core, "a");
+  auto b = join(core, "b");
   auto ua = sparse_update(core, a.worker_id, 0, c.sync.codec, 1);
   auto ub = sparse_update(core, b.worker_id, 0, c.sync.codec, 2);
   core.push(ua, 1);
@@ -186,9 +191,8 @@ TEST(DemoCoordinator, RefusesMalformedSparsePayloadsAndKeepsTheRound) {
   std::string dir = loco::testing::temp_dir();
   Config c = demo_config(dir + "/run", 2, 2);
   CoordinatorCore core(c, false);
-  const auto& last = core.layout().back();
-  auto a = core.join("a", last.offset + last.numel);
-  core.join("b", last.offset + last.numel);
+  auto a = join(core, "a");
+  join(core, "b");
   auto code = [&](const Update& u) {
     try {
       core.push(u, 1);
@@ -219,9 +223,8 @@ TEST(DemoCoordinator, RefusesAnotherChunkingAndKeepsTheRound) {
   std::string dir = loco::testing::temp_dir();
   Config c = demo_config(dir + "/run", 2, 2);
   CoordinatorCore core(c, false);
-  const auto& last = core.layout().back();
-  auto a = core.join("a", last.offset + last.numel);
-  auto b = core.join("b", last.offset + last.numel);
+  auto a = join(core, "a");
+  auto b = join(core, "b");
   core.push(sparse_update(core, a.worker_id, 0, c.sync.codec, 1), 1);
   CodecConfig other = c.sync.codec;
   other.chunk = c.sync.codec.chunk / 2;
