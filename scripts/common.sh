@@ -19,6 +19,7 @@ LOCO_PACKAGES=(
   googletest libgtest-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-yaml
   gnuplot-nox openssl iproute2
+  clang libclang-rt-14-dev
 )
 
 # install_packages [extra...]: apt-get install whatever of LOCO_PACKAGES (and extras) is missing.
@@ -37,13 +38,36 @@ install_packages() {
     "${missing[@]}" >/dev/null
 }
 
+# Parallel build jobs: $LOCO_JOBS, or one per core.
+build_jobs() { echo "${LOCO_JOBS:-$(nproc 2>/dev/null || echo 2)}"; }
+
 # build_loco: configure (once) and build into ./build with ccache and precompiled headers.
 build_loco() {
   local jobs
-  jobs=$(nproc 2>/dev/null || echo 2)
+  jobs=$(build_jobs)
   say "building loco (build/, ${jobs} jobs; ccache makes rebuilds fast)"
   if [[ ! -f build/build.ninja ]]; then
     cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   fi
   cmake --build build -j "$jobs"
+}
+
+# build_hardening: the two hardening builds of docs/hardening.md, each configured once.
+#   build-asan/  g++, AddressSanitizer + UBSan on loco's code: the unit-test suites only
+#   build-fuzz/  clang++ with libFuzzer: fuzz_update and its seed writer, and the parts they link
+build_hardening() {
+  local jobs
+  jobs=$(build_jobs)
+  say "building the sanitizer build (build-asan/: ASan + UBSan, unit tests; ${jobs} jobs)"
+  if [[ ! -f build-asan/build.ninja ]]; then
+    cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DLOCO_SANITIZE=ON \
+      -DLOCO_BUILD_BENCH=OFF >/dev/null
+  fi
+  cmake --build build-asan -j "$jobs"
+  say "building the fuzz target (build-fuzz/: clang++, libFuzzer + ASan + UBSan)"
+  if [[ ! -f build-fuzz/build.ninja ]]; then
+    cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
+      -DLOCO_FUZZ=ON -DLOCO_BUILD_TESTS=OFF -DLOCO_BUILD_BENCH=OFF >/dev/null
+  fi
+  cmake --build build-fuzz -j "$jobs" --target fuzz_update make_seeds
 }

@@ -444,6 +444,23 @@ TEST(Malformed, BadScalesValuesAndCountsAreRefused) {
   EXPECT_EQ(refusal(*int8, renamed), "dct payload: written by codec 'int8', expected 'dct'");
 }
 
+// Found by fuzz/fuzz_update.cpp (its memory grew): blocks wider than any encoder writes were
+// accepted, and each new edge n made dct_basis build and keep an n x n basis: 17 bytes with
+// n2 = 4096 cost ~570 MB. Block edges are now 1..64, sync.codec.chunk's range.
+TEST(Malformed, BlocksWiderThanTheCodecsChunkAreRefused) {
+  // 1 x 4096 blocks over a [1, 4096] tensor: band selection, k = 1, one int8 value and its scale.
+  Encoded wide{"dct", {1, 4096}, std::string("\x4c\x01\x04\x03\x01\x00", 6)};
+  for (uint16_t field : {uint16_t(1), uint16_t(4096), uint16_t(1)})
+    wide.payload.append(reinterpret_cast<const char*>(&field), 2);
+  const float scale = 1.0f;
+  wide.payload.append(reinterpret_cast<const char*>(&scale), 4);
+  wide.payload += '\x01';
+  EXPECT_EQ(refusal(*dct(1), wide), "dct payload: chunks of 1x4096: each edge must be 1..64");
+  Encoded fits = dct(1, "int8", "band")->encode(torch::randn({1, 64}));
+  EXPECT_TRUE(decodes(*dct(1), fits));  // the same header at the widest legal edge decodes
+  EXPECT_EQ(fits.payload.substr(0, 6), wide.payload.substr(0, 6));
+}
+
 TEST(Malformed, RandomBytesAndMutationsNeverCrash) {
   std::mt19937 rng(1234);
   auto byte = [&] { return char(rng() & 0xff); };

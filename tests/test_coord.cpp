@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include "loco/checkpoint.h"
@@ -166,6 +167,51 @@ TEST(CoordinatorCore, RefusesBadUpdatesWithoutTouchingTheRound) {
   EXPECT_TRUE(torch::allclose(after, before - 0.25, 1e-6, 1e-6));
   EXPECT_EQ(refusal([&] { core.push(constant_update(core, w.worker_id, 0, 10, 1.0f), 1); }),
             CoordError::kFailedPrecondition);  // stale
+}
+
+// Issue #8: truncated, extended, oversized and random payloads are refused under every codec the
+// coordinator may run with, nothing of them sticks, and the coordinator goes on closing rounds.
+TEST(CoordinatorCore, EveryCodecRefusesTruncatedOversizedAndRandomPayloads) {
+  for (const char* type : {"none", "fp16", "bf16", "int8", "dct"}) {
+    SCOPED_TRACE(type);
+    std::string dir = loco::testing::temp_dir(std::string("_") + type);
+    Config c = small_config(dir + "/run", 1, 2);
+    c.sync.codec.type = type;
+    c.sync.coordinator.max_update_mb = 1;
+    CoordinatorCore core(c, false);
+    auto w = core.join("w", core.layout().back().offset + core.layout().back().numel);
+    auto codec = make_codec(c.sync.codec);
+    auto good = [&] {
+      Update u;
+      u.worker_id = w.worker_id, u.round = 0, u.tokens = 10;
+      for (const auto& l : core.layout())
+        u.tensors.push_back({l.name, "float32", codec->encode(torch::randn(l.shape))});
+      return u;
+    };
+    std::mt19937 gen(7);
+    auto random_bytes = [&](size_t n) {
+      std::string s(n, '\0');
+      for (char& ch : s) ch = char(gen());
+      return s;
+    };
+    for (int trial = 0; trial < 20; ++trial) {
+      auto u = good();
+      auto& payload = u.tensors[size_t(trial) % u.tensors.size()].encoded.payload;
+      if (trial % 4 == 0) payload.resize(gen() % payload.size());   // truncated
+      if (trial % 4 == 1) payload += random_bytes(1 + gen() % 16);  // extended
+      if (trial % 4 == 2) payload = random_bytes(gen() % 256);      // random
+      if (trial % 4 == 3) payload.replace(4, std::string::npos, random_bytes(gen() % 4096));
+      EXPECT_EQ(refusal([&] { core.push(u, 1); }), CoordError::kInvalidArgument) << trial;
+    }
+    auto oversized = good();
+    oversized.tensors[0].encoded.payload += random_bytes(size_t(1) << 20);
+    EXPECT_EQ(refusal([&] { core.push(oversized, 1); }), CoordError::kResourceExhausted);
+    core.tick();
+    EXPECT_EQ(core.round(), 0);
+    EXPECT_FALSE(core.status().members[0].reported);
+    core.push(good(), 1);  // still up: a good push closes the round
+    EXPECT_EQ(core.round(), 1);
+  }
 }
 
 TEST(CoordinatorService, RealServerRefusesBadPushesAndKeepsServing) {

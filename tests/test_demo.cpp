@@ -113,6 +113,12 @@ Update sparse_update(const CoordinatorCore& core, const std::string& worker, int
   return u;
 }
 
+// Joins a member called `name`, with the model's parameter count.
+JoinInfo join(CoordinatorCore& core, const std::string& name) {
+  const auto& last = core.layout().back();
+  return core.join(name, last.offset + last.numel);
+}
+
 }  // namespace
 
 TEST(DemoGolden, MatchesAnIndependentPyTorchImplementation) {
@@ -133,9 +139,8 @@ TEST(DemoCoordinator, MergesTheMeanOverTheWorkersThatSentEachCoefficient) {
   Config c = demo_config(dir + "/run", 2, 2);
   c.sync.codec.values = "fp32";
   CoordinatorCore core(c, false);
-  const auto& last = core.layout().back();
-  auto a = core.join("a", last.offset + last.numel);
-  auto b = core.join("b", last.offset + last.numel);
+  auto a = join(core, "a");
+  auto b = join(core, "b");
   auto ua = sparse_update(core, a.worker_id, 0, c.sync.codec, 1);
   auto ub = sparse_update(core, b.worker_id, 0, c.sync.codec, 2);
   core.push(ua, 1);
@@ -186,9 +191,8 @@ TEST(DemoCoordinator, RefusesMalformedSparsePayloadsAndKeepsTheRound) {
   std::string dir = loco::testing::temp_dir();
   Config c = demo_config(dir + "/run", 2, 2);
   CoordinatorCore core(c, false);
-  const auto& last = core.layout().back();
-  auto a = core.join("a", last.offset + last.numel);
-  core.join("b", last.offset + last.numel);
+  auto a = join(core, "a");
+  join(core, "b");
   auto code = [&](const Update& u) {
     try {
       core.push(u, 1);
@@ -210,6 +214,31 @@ TEST(DemoCoordinator, RefusesMalformedSparsePayloadsAndKeepsTheRound) {
   EXPECT_FALSE(core.status().members[0].reported);
   core.push(sparse_update(core, a.worker_id, 0, c.sync.codec, 3), 1);  // a good one still lands
   EXPECT_TRUE(core.status().members[0].reported || core.status().members[1].reported);
+}
+
+// Found hardening the coordinator (issue #8): payloads of one tensor chunked differently are
+// each valid, but their merge is refused. The coordinator took such a push, then the round's
+// close threw from push() and, on every later tick(), out of the coordinator's main loop.
+TEST(DemoCoordinator, RefusesAnotherChunkingAndKeepsTheRound) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = demo_config(dir + "/run", 2, 2);
+  CoordinatorCore core(c, false);
+  auto a = join(core, "a");
+  auto b = join(core, "b");
+  core.push(sparse_update(core, a.worker_id, 0, c.sync.codec, 1), 1);
+  CodecConfig other = c.sync.codec;
+  other.chunk = c.sync.codec.chunk / 2;
+  try {
+    core.push(sparse_update(core, b.worker_id, 0, other, 2), 1);
+    ADD_FAILURE() << "a push chunked by " << other.chunk << " was accepted";
+  } catch (const CoordError& e) {
+    EXPECT_EQ(e.code, CoordError::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("sync.codec.chunk"), std::string::npos) << e.what();
+  }
+  core.tick();
+  EXPECT_EQ(core.round(), 0);
+  core.push(sparse_update(core, b.worker_id, 0, c.sync.codec, 2), 1);  // the right one closes it
+  EXPECT_EQ(core.round(), 1);
 }
 
 TEST(Demo, ThreeRealWorkersDriftApartAndResync) {

@@ -11,7 +11,7 @@
 //   4      1    selection: 0 top-k (indices sent), 1 band (indices implied by n1, n2, k; none sent)
 //   5      1    reserved, 0
 //   6      2    n1  \ blocks of n1 x n2 over the rows x cols view of the shape (ChunkPlan):
-//   8      2    n2  / n1 divides rows, n2 divides cols, n1 * n2 <= 4096
+//   8      2    n2  / n1 divides rows, n2 divides cols, each 1..64 (sync.codec.chunk's range)
 //   10     2    k   coefficients kept per chunk, 1 <= k <= n1 * n2
 //   12     ...  int8 only: C float32 scales, one per chunk (C = number of chunks), finite, >= 0
 //               C * k values of 4 (fp32), 2 (fp16, bf16) or 1 (int8) bytes, chunk by chunk;
@@ -43,7 +43,10 @@
 namespace loco {
 namespace {
 
-constexpr int64_t kMaxChunkSize = 4096;  // indices fit 12 bits
+// A block's edge is at most make_codec's largest chunk, so a chunk's indices fit 12 bits. Decode
+// refuses wider blocks, which no encoder writes: each new edge n would cost an n x n basis, kept
+// in dct_basis's cache (a 17-byte payload with n = 4096 made the process grow by ~570 MB).
+constexpr int64_t kMaxChunkEdge = 64;
 constexpr float kHalfMax = 65504.0f;
 
 enum class ValueFormat : uint8_t { kFp32 = 0, kFp16 = 1, kBf16 = 2, kInt8 = 3 };
@@ -311,8 +314,8 @@ void check_sparse(const SparseChunks& s) {
 Encoded serialize(const SparseChunks& s, ValueFormat format, bool band) {
   check_sparse(s);
   const auto& p = s.plan;
-  TORCH_CHECK(p.chunk_size() <= kMaxChunkSize, "dct: chunks of ", p.n1, "x", p.n2, " exceed the ",
-              kMaxChunkSize, " coefficients 12-bit indices can address");
+  TORCH_CHECK(p.n1 <= kMaxChunkEdge && p.n2 <= kMaxChunkEdge, "dct: chunks of ", p.n1, "x", p.n2,
+              " are wider than ", kMaxChunkEdge, " (sync.codec.chunk's range)");
   Encoded e{"dct", s.shape, {}};
   wire::put_prefix(e.payload, wire::CodecId::kDct, uint8_t(format));
   wire::put(e.payload, uint8_t(band));
@@ -337,8 +340,8 @@ std::pair<ChunkPlan, int64_t> read_plan(wire::Reader& in, const std::vector<int6
   if (wire::checked_numel(shape, in) == 0) in.fail("the shape has no elements");
   ChunkPlan p = chunk_plan(shape, 1);
   const std::string blocks = std::to_string(n1) + "x" + std::to_string(n2);
-  if (n1 < 1 || n2 < 1 || n1 * n2 > kMaxChunkSize)
-    in.fail("chunks of " + blocks + " are not 1.." + std::to_string(kMaxChunkSize) + " values");
+  if (n1 < 1 || n2 < 1 || n1 > kMaxChunkEdge || n2 > kMaxChunkEdge)
+    in.fail("chunks of " + blocks + ": each edge must be 1.." + std::to_string(kMaxChunkEdge));
   if (p.rows % n1 != 0 || p.cols % n2 != 0)
     in.fail("chunks of " + blocks + " do not tile the shape's " + std::to_string(p.rows) + "x" +
             std::to_string(p.cols));

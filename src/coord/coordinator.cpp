@@ -239,15 +239,22 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
                      "update claims " + std::to_string(u.tokens) + " tokens (must be positive)");
 }
 
-// Decodes (or, `sparse`, only parses) every tensor of `u` with `codec`; throws
-// kInvalidArgument naming the tensor. Decoded tensors may alias u's payloads.
+// Decodes every tensor of `u` with `codec`; throws kInvalidArgument naming the tensor. Decoded
+// tensors may alias u's payloads. With `sparse_chunk` > 0 (demo) it only parses the dct payloads
+// and also refuses a chunking other than the run's (chunk_plan(shape, sparse_chunk), what every
+// worker's codec writes): the round's merge needs one chunking per tensor.
 static std::vector<torch::Tensor> decode_all(const Update& u, const Codec& codec,
-                                             const std::vector<TensorLayout>& layout, bool sparse) {
+                                             const std::vector<TensorLayout>& layout,
+                                             int64_t sparse_chunk) {
   std::vector<torch::Tensor> decoded(layout.size());
   for (size_t i = 0; i < layout.size(); ++i) {
     try {
-      if (sparse) {
-        parse_dct(u.tensors[i].encoded);
+      if (sparse_chunk > 0) {
+        const ChunkPlan plan = parse_dct(u.tensors[i].encoded).plan;
+        if (!(plan == chunk_plan(layout[i].shape, sparse_chunk)))
+          throw CodecError("chunks of " + std::to_string(plan.n1) + "x" + std::to_string(plan.n2) +
+                           ", this run's codec (sync.codec.chunk " + std::to_string(sparse_chunk) +
+                           ") cuts this tensor differently");
         continue;
       }
       decoded[i] = codec.decode_view(u.tensors[i].encoded);
@@ -272,7 +279,7 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
   // Decode everything before touching the round's sum: a bad tensor changes nothing. Decoding
   // checks that every value is finite; `decode_view` may alias the payload (no copy for fp32).
   double work_start = now_s();
-  auto decoded = decode_all(u, *codec_, layout_, demo_);
+  auto decoded = decode_all(u, *codec_, layout_, demo_ ? config_.sync.codec.chunk : 0);
   double decode_s = now_s() - work_start;
   std::unique_lock<std::mutex> lock(mu_);
   auto& m = member_locked(u.worker_id);
@@ -321,7 +328,7 @@ double CoordinatorCore::straggler_deadline_locked() const {
 
 void CoordinatorCore::push_state(const Update& u, uint64_t wire_bytes) {
   auto none = make_codec(CodecConfig{});
-  auto decoded = decode_all(u, *none, layout_, false);
+  auto decoded = decode_all(u, *none, layout_, 0);
   std::unique_lock<std::mutex> lock(mu_);
   auto& m = member_locked(u.worker_id);
   if (u.round != round_ || m.info.reported_state)

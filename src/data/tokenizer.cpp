@@ -16,6 +16,15 @@
 #define LOCO_SENTENCEPIECE_SHIM "libloco_sentencepiece.so"
 #endif
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LOCO_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define LOCO_ASAN 1
+#endif
+
 namespace loco {
 namespace {
 
@@ -44,6 +53,18 @@ std::string executable_dir() {
   return path.substr(0, path.rfind('/'));
 }
 
+// The shim, isolated from the rest of the process (see sentencepiece_shim.cpp). AddressSanitizer
+// refuses RTLD_DEEPBIND outright, so sanitizer builds (LOCO_SANITIZE) load it into a link-map
+// namespace of its own instead: the same isolation, with private copies of its dependencies
+// (the shim frees what it allocates, so the two heaps never mix).
+void* open_shim(const std::string& path) {
+#ifdef LOCO_ASAN
+  return ::dlmopen(LM_ID_NEWLM, path.c_str(), RTLD_NOW | RTLD_LOCAL);
+#else
+  return ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+#endif
+}
+
 // Loads the shim once: $LOCO_SENTENCEPIECE_SHIM, next to the executable, then the build path.
 const Api& api() {
   static Api table;
@@ -57,7 +78,7 @@ const Api& api() {
     void* lib = nullptr;
     std::string errors;
     for (const auto& c : candidates) {
-      lib = ::dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      lib = open_shim(c);
       if (lib) break;
       errors += std::string("\n  ") + ::dlerror();
     }
