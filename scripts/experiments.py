@@ -35,6 +35,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import yaml
 
@@ -44,6 +45,8 @@ EXPERIMENTS = os.path.join(ROOT, "configs", "experiments")
 ORDER = ["h_lr", "batch", "headline", "workers", "slow_link"]
 STEP_KEYS = ["train.max_steps", "sync.inner_steps", "train.eval_every",
              "train.schedule.warmup_steps"]
+# Keys a DDP point does not use: left out, so that a carried H or lr does not make it "stale".
+UNUSED_BY_DDP = ("sync.inner_steps", "sync.outer.", "sync.codec.")
 
 
 def flatten(tree, prefix=""):
@@ -99,6 +102,8 @@ class Point:
         self.unscaled = overrides  # what a carry copies: the file's own numbers
         with open(os.path.join(ROOT, exp["config"])) as f:
             base = flatten(yaml.safe_load(f))
+        if {**base, **overrides}["sync.mode"] == "ddp":
+            overrides = {k: v for k, v in overrides.items() if not k.startswith(UNUSED_BY_DDP)}
         self.settings = {**base, **overrides}
         self.overrides = dict(overrides)
         if scale != 1:
@@ -211,7 +216,7 @@ def run_point(p, loco):
     os.makedirs(p.dir)
     record = {"experiment": p.exp, "point": p.name, "config": p.base_config,
               "overrides": {k: as_set(v) for k, v in p.overrides.items()}, "carried": p.carried,
-              "host": socket.gethostname(), "nproc": os.cpu_count(),
+              "host": socket.gethostname(), "nproc": len(os.sched_getaffinity(0)),
               "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     with open(os.path.join(p.dir, "point.json"), "w") as f:
         json.dump(record, f, indent=1)
@@ -220,6 +225,10 @@ def run_point(p, loco):
             "--set", f"sync.coordinator.address=127.0.0.1:{free_port()}"]
     for key, value in p.overrides.items():
         args += ["--set", f"{key}={as_set(value)}"]
+    for _ in range(60):  # a binary being relinked is missing for a moment
+        if os.path.exists(os.path.join(ROOT, loco)):
+            break
+        time.sleep(1)
     start = datetime.datetime.now()
     with open(p.dir + ".log", "w") as log:
         rc = subprocess.run(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode

@@ -11,7 +11,6 @@ or not run yet.
 """
 import argparse
 import datetime
-import glob
 import json
 import os
 import platform
@@ -51,7 +50,7 @@ def measure(p):
         evals = [r for r in lines if "val_loss" in r and (p.mode != "demo" or r.get("consensus"))]
         m = {"tokens": summary["tokens"], "bytes": summary["bytes_total"], "wall": lines[-1]["wall_s"],
              "vs_ddp": summary["ratio_vs_ddp"], "vs_fp32": summary["ratio_vs_diloco_fp32"],
-             "up": summary["bytes_up"], "down": summary["bytes_total"] - summary["bytes_up"]}
+             "rounds": summary["rounds"]}
     m.update(loss=evals[-1]["val_loss"], bpb=evals[-1]["val_bpb"],
              curve=[(r["wall_s"], r["val_loss"]) for r in evals], started=p.record().get("started"),
              host=p.record().get("host"))
@@ -114,7 +113,7 @@ def table(runs, name):
     return "\n".join(lines) + "\n"
 
 
-def plots(runs, name, page, loco):
+def plots(runs, name, page, loco, out):
     """`loco compare` on the finished points (baseline first); the PNGs beside the page."""
     exp = load(name)
     if not exp.get("plots"):
@@ -124,7 +123,7 @@ def plots(runs, name, page, loco):
     done = list({p.dir: p for p in done}.values())
     if not done:
         return "Plots: not drawn yet (no point has finished).\n"
-    work = os.path.join(os.path.dirname(done[-1].dir), "compare")
+    work = os.path.join(out, name, "compare")
     result = subprocess.run([loco, "compare", *[p.dir for p in done], "--out", work],
                             capture_output=True, text=True)
     if result.returncode != 0:
@@ -182,15 +181,22 @@ def targets(runs):
     # 2: DCT methods: >= 16x fewer bytes than fp32 DiLoCo, >= 1000x fewer than DDP, within 3%.
     _, ddp = runs.get("headline/ddp")
     for name in ("diloco-dct", "demo"):
-        _, m = runs.get(f"headline/{name}")
+        p, m = runs.get(f"headline/{name}")
+        w, h = p.settings["sync.workers"], p.settings["sync.inner_steps"]
         checks = [("≥ 16× fewer bytes than fp32 DiLoCo", "vs_fp32", 16),
                   ("≥ 1000× fewer bytes than DDP", "vs_ddp", 1000)]
         for what, key, need in checks:
             if m is None:
                 out.append(f"| {what} | {name} | not run yet |")
             else:
-                text = (f"{m[key]:,.1f}× (target ≥ {need}×): {size(m['bytes'])} sent, "
-                        f"{size(m['up'])} up and {size(m['down'])} down")
+                text = (f"{m[key]:,.1f}× (target ≥ {need}×): {size(m['bytes'])} sent in all, "
+                        f"{size(m['bytes'] / (m['rounds'] * w))} per worker per round")
+                if key == "vs_ddp" and m[key] < need:
+                    # DDP sends 2(W-1)/W x 2 x 4N a step, fp32 DiLoCo 2 x 4N a round of H steps
+                    ratio = 2 * (w - 1) / w * h
+                    text += (f"; fp32 DiLoCo already sends {ratio:.1f}× less than DDP at H={h}, so "
+                             f"1000× needs {1000 / ratio:.0f}× less than fp32 DiLoCo, "
+                             f"and the codec gives {m['vs_fp32']:.1f}×")
                 out.append(f"| {what} | {name} | {verdict(m[key] >= need, text)} |")
         what = "val loss within 3% of DDP's at equal tokens"
         if m is None or ddp is None:
@@ -224,7 +230,7 @@ def machine():
                       if l.startswith("PRETTY_NAME"))
     except (OSError, StopIteration):
         pass
-    return f"{model}, {os.cpu_count()} cores (nproc), {mem} of memory, {osname}, Linux {platform.release()}"
+    return f"{model}, {len(os.sched_getaffinity(0))} cores (nproc), {mem} of memory, {osname}, Linux {platform.release()}"
 
 
 def commit():
@@ -273,7 +279,7 @@ def main():
         text += [f"## {exp['title']}", "", f"`configs/experiments/{name}.yaml`, runs in `{args.out}/{name}/`.", ""]
         if exp.get("carry"):
             text += ["Carried in from the tuning:", "", carried(runs, name)]
-        text += [table(runs, name), plots(runs, name, args.page, args.loco)]
+        text += [table(runs, name), plots(runs, name, args.page, args.loco, args.out)]
     os.makedirs(os.path.dirname(os.path.abspath(args.page)), exist_ok=True)
     with open(args.page, "w") as f:
         f.write("\n".join(text).rstrip("\n") + "\n")
