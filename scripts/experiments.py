@@ -1,0 +1,313 @@
+#!/usr/bin/python3
+"""The experiments of configs/experiments/*.yaml: their points, their state, and running them.
+
+An experiment file is YAML with these keys (docs/compare.md, "Reproduction"):
+  title     one line: the heading of its table in RESULTS.md
+  config    the base config every point starts from
+  extends   another experiment's name: start from its keys; `set` is merged, the rest replaced
+  set       {key.path: value}: overrides for every point, as `loco launch --set`
+  carry     {experiment: [key.path, ...]}: take these keys from that experiment's best point (the
+            lowest final val loss) once all its points have finished; until then `set` holds
+  baseline  the point the others are measured against: a point here, or EXPERIMENT/POINT
+  plots     true: draw `loco compare`'s plots for RESULTS.md
+  points    {name: {key.path: value}}: one run each
+  grid      {name: "template with {key.path}", key.path: [values], ...}: a run per combination
+Overrides apply in this order: base config < set < carried < the point's own. With --scale S the
+step counts (train.max_steps, sync.inner_steps, train.eval_every, warm-up) are multiplied by S,
+so a --quick run (S = 0.1) has the same rounds, ten times shorter.
+
+A point runs as `loco launch` into OUT/EXPERIMENT/POINT/ (its log beside it, POINT.log) and
+writes point.json there: its overrides, what was carried, when and where it ran. A point is done
+when its coordinator's summary.json says complete (DDP: rank 0's last metrics line is the last
+step, evaluated) and point.json holds the overrides it would get now; otherwise it is run again
+from the start, so an interrupted sweep resumes where it stopped.
+
+usage: experiments.py list|run [EXPERIMENT...] [--out DIR] [--scale S] [--jobs N] [--loco PATH]
+"""
+import argparse
+import concurrent.futures
+import datetime
+import glob
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = os.path.join(ROOT, "configs", "experiments")
+# The order they run in when none is named: the tuning first, since the headline uses its best.
+ORDER = ["h_lr", "batch", "headline", "workers", "slow_link"]
+STEP_KEYS = ["train.max_steps", "sync.inner_steps", "train.eval_every",
+             "train.schedule.warmup_steps"]
+# Keys a DDP point does not use: left out, so that a carried H or lr does not make it "stale".
+UNUSED_BY_DDP = ("sync.inner_steps", "sync.outer.", "sync.codec.")
+
+
+def flatten(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def load(name):
+    """The experiment file's keys, with `extends` resolved and `grid` expanded into `points`."""
+    path = os.path.join(EXPERIMENTS, f"{name}.yaml")
+    if not os.path.exists(path):
+        known = ", ".join(sorted(os.path.basename(p)[:-5] for p in glob.glob(f"{EXPERIMENTS}/*.yaml")))
+        sys.exit(f"error: no experiment '{name}' ({path}); known: {known}")
+    with open(path) as f:
+        exp = yaml.safe_load(f) or {}
+    if "extends" in exp:
+        parent = load(exp.pop("extends"))
+        exp = {**parent, **exp, "set": {**parent.get("set", {}), **exp.get("set", {})}}
+    if "grid" in exp:
+        grid = dict(exp.pop("grid"))
+        template = grid.pop("name")
+        exp["points"] = {}
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values))
+            label = template
+            for key, value in point.items():
+                label = label.replace("{" + key + "}", str(value))
+            exp["points"][label] = point
+    for key in ("title", "config", "points"):
+        if key not in exp:
+            sys.exit(f"error: {path}: no '{key}'")
+    exp["name"] = name
+    return exp
+
+
+def as_set(value):
+    """A YAML value as `--set` takes it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Point:
+    def __init__(self, exp, name, overrides, carried, out, scale):
+        self.exp, self.name, self.carried = exp["name"], name, carried
+        self.base_config = exp["config"]
+        self.dir = os.path.join(out, self.exp, name)
+        self.unscaled = overrides  # what a carry copies: the file's own numbers
+        with open(os.path.join(ROOT, exp["config"])) as f:
+            base = flatten(yaml.safe_load(f))
+        if {**base, **overrides}["sync.mode"] == "ddp":
+            overrides = {k: v for k, v in overrides.items() if not k.startswith(UNUSED_BY_DDP)}
+        self.settings = {**base, **overrides}
+        self.overrides = dict(overrides)
+        if scale != 1:
+            for key in STEP_KEYS:
+                if self.settings.get(key):
+                    self.overrides[key] = max(1, round(self.settings[key] * scale))
+            self.settings.update(self.overrides)
+
+    @property
+    def mode(self):
+        return self.settings["sync.mode"]
+
+    def check(self):
+        s = self.settings
+        if self.mode in ("diloco", "demo") and s["train.max_steps"] % s["sync.inner_steps"]:
+            sys.exit(f"error: {self.exp}/{self.name}: train.max_steps {s['train.max_steps']} is not"
+                     f" a multiple of sync.inner_steps {s['sync.inner_steps']}")
+
+    def record(self):
+        try:
+            with open(os.path.join(self.dir, "point.json")) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def finished(self):
+        """The run completed (whatever settings it had)."""
+        if self.mode == "ddp":
+            lines = read_jsonl(os.path.join(self.dir, "metrics.jsonl"))
+            return bool(lines) and lines[-1].get("step") == self.settings["train.max_steps"] \
+                and "val_loss" in lines[-1]
+        try:
+            with open(os.path.join(self.dir, "coordinator", "summary.json")) as f:
+                return bool(json.load(f).get("complete"))
+        except (OSError, ValueError):
+            return False
+
+    def state(self):
+        if not os.path.isdir(self.dir):
+            return "not run"
+        if not self.finished():
+            return "unfinished"
+        if self.record().get("overrides") != {k: as_set(v) for k, v in self.overrides.items()}:
+            return "stale"  # finished with other settings (a carried best changed)
+        return "done"
+
+    def final_val_loss(self):
+        if self.mode == "ddp":
+            evals = [r for r in read_jsonl(os.path.join(self.dir, "metrics.jsonl")) if "val_loss" in r]
+            return evals[-1]["val_loss"]
+        with open(os.path.join(self.dir, "coordinator", "summary.json")) as f:
+            return json.load(f)["final_val_loss"]
+
+
+def read_jsonl(path):
+    """The complete JSON lines of a metrics file ([] when there is none)."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass  # a line being written
+    except OSError:
+        pass
+    return out
+
+
+def best(name, out, scale, memo):
+    """(point, how it was chosen): an experiment's lowest final val loss, None until all are done."""
+    points = resolve(name, out, scale, memo)
+    done = [p for p in points if p.state() == "done"]
+    if len(done) < len(points):
+        return None, f"{name} has {len(done)} of {len(points)} points done"
+    winner = min(done, key=Point.final_val_loss)
+    return winner, f"{name}/{winner.name}, the lowest final val loss ({winner.final_val_loss():.4f})"
+
+
+def resolve(name, out, scale, memo=None):
+    """The points of an experiment as they would run now (carried values from finished sources)."""
+    memo = {} if memo is None else memo
+    if name in memo:
+        return memo[name]
+    exp = load(name)
+    carried, values = {}, {}
+    for source, keys in (exp.get("carry") or {}).items():
+        winner, how = best(source, out, scale, memo)
+        carried[source] = {"keys": keys, "from": how, "used": winner is not None}
+        if winner is not None:
+            values.update({k: winner.unscaled[k] for k in keys if k in winner.unscaled})
+            carried[source]["values"] = {k: winner.settings[k] for k in keys}
+    points = [Point(exp, pname, {**exp.get("set", {}), **values, **(own or {})}, carried, out, scale)
+              for pname, own in exp["points"].items()]
+    for p in points:
+        p.check()
+    memo[name] = points
+    return points
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_point(p, loco):
+    """Runs one point from the start; True when it finished."""
+    shutil.rmtree(p.dir, ignore_errors=True)
+    os.makedirs(p.dir)
+    record = {"experiment": p.exp, "point": p.name, "config": p.base_config,
+              "overrides": {k: as_set(v) for k, v in p.overrides.items()}, "carried": p.carried,
+              "host": socket.gethostname(), "nproc": len(os.sched_getaffinity(0)),
+              "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    with open(os.path.join(p.dir, "point.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    args = [loco, "launch", "--config", p.base_config, "--set", f"run.dir={p.dir}",
+            "--set", f"run.name={p.exp}-{p.name}",
+            "--set", f"sync.coordinator.address=127.0.0.1:{free_port()}"]
+    for key, value in p.overrides.items():
+        args += ["--set", f"{key}={as_set(value)}"]
+    for _ in range(60):  # a binary being relinked is missing for a moment
+        if os.path.exists(os.path.join(ROOT, loco)):
+            break
+        time.sleep(1)
+    start = datetime.datetime.now()
+    with open(p.dir + ".log", "w") as log:
+        rc = subprocess.run(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    seconds = (datetime.datetime.now() - start).total_seconds()
+    if rc != 0 or not p.finished():
+        print(f"    {p.exp}/{p.name}: FAILED (exit {rc}, {seconds:.0f} s); log: {p.dir}.log")
+        with open(p.dir + ".log") as log:
+            print("      " + "      ".join(log.readlines()[-8:]), end="")
+        return False
+    record["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    record["seconds"] = round(seconds, 1)
+    with open(os.path.join(p.dir, "point.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    # The workers' own checkpoints (~60 MB each) are not needed once the run is over; the
+    # coordinator's (DDP: rank 0's) final checkpoint is the model.
+    for d in glob.glob(os.path.join(p.dir, "worker-*", "checkpoints")) + \
+            glob.glob(os.path.join(p.dir, "rank-*", "checkpoints")):
+        shutil.rmtree(d, ignore_errors=True)
+    print(f"    {p.exp}/{p.name}: done in {seconds:.0f} s, final val loss {p.final_val_loss():.4f}")
+    return True
+
+
+def describe(p):
+    s = p.settings
+    parts = [f"{s['sync.mode']}", f"W={s['sync.workers']}", f"B={s['train.batch_size']}",
+             f"{s['train.max_steps']} steps"]
+    if p.mode != "ddp":
+        parts += [f"H={s['sync.inner_steps']}", f"lr={s['sync.outer.lr']}"]
+        if s.get("sync.codec.type", "none") != "none":
+            parts.append(f"{s['sync.codec.type']} k{s.get('sync.codec.topk')} {s.get('sync.codec.values')}")
+    if s.get("sync.link.mbps"):
+        parts.append(f"link {s['sync.link.mbps']} Mbit/s {s.get('sync.link.latency_ms', 0)} ms")
+    return ", ".join(str(x) for x in parts)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="list or run the points of configs/experiments/")
+    ap.add_argument("action", choices=["list", "run"])
+    ap.add_argument("experiments", nargs="*", help=f"default: all, in this order: {' '.join(ORDER)}")
+    ap.add_argument("--out", default="runs/reproduce")
+    ap.add_argument("--scale", type=float, default=1.0, help="step counts x this (0.1: --quick)")
+    ap.add_argument("--jobs", type=int, default=1, help="points run at once")
+    ap.add_argument("--loco", default=os.environ.get("LOCO", "build/loco"))
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    names = args.experiments or ORDER
+    names = sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+    failed = []
+    for name in names:
+        points = resolve(name, args.out, args.scale)  # anew: a source may have just finished
+        exp = load(name)
+        print(f"==> {name}: {exp['title']}")
+        for source, c in points[0].carried.items():
+            if c["used"]:
+                print(f"    carried from {c['from']}: {c['values']}")
+            else:
+                print(f"    not carried yet ({c['from']}): {', '.join(c['keys'])} as set in the file")
+        todo = []
+        for p in points:
+            state = p.state()
+            print(f"    {p.name:14s} {state:10s} {describe(p)}")
+            if state != "done":
+                todo.append(p)
+        if args.action == "list" or not todo:
+            continue
+        blocked = [s for s, c in points[0].carried.items() if not c["used"] and s in names]
+        if blocked:
+            print(f"    skipped: {', '.join(blocked)} did not finish, and these points need its best")
+            failed.append(name)
+            continue
+        with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            ok = list(pool.map(lambda p: run_point(p, args.loco), todo))
+        if not all(ok):
+            failed.append(name)
+    if failed:
+        print(f"error: not finished: {', '.join(failed)} (run again to retry what failed)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

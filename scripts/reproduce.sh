@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The seed claims at small scale on CPU (issue #7): runs the experiments of configs/experiments/
+# (headline: DDP vs DiLoCo vs DiLoCo+DCT vs decoupled DCT at equal tokens; the tuning sweeps h_lr
+# and batch, whose best settings go into the headline; workers; slow_link) with `loco launch`,
+# then writes docs/RESULTS.md with the tables, plots and target checks.
+#
+#   scripts/reproduce.sh [EXPERIMENT...] [--jobs N] [--quick] [--list]
+#
+# EXPERIMENT: names of configs/experiments/*.yaml (default: all). --jobs N: points run at once
+# (default: one per 4 cores, since a point is 4+ processes of 1 thread; 1 on 2 cores). --quick:
+# step counts / 10 into runs/reproduce-quick/, page in runs/reproduce-quick/RESULTS.md (a smoke
+# test; its numbers are not the results). --list: the points and their state, nothing run.
+# Finished points are skipped, so an interrupted reproduction resumes where it stopped and can be
+# split over several sittings. Env: LOCO (build/loco), OUT (runs/reproduce), NICE (a niceness
+# for the runs, e.g. 10 on a shared machine), SCALE (step counts x SCALE, instead of --quick).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOCO=${LOCO:-build/loco}
+SCALE=${SCALE:-1}
+JOBS=$(( $(nproc 2>/dev/null || echo 1) / 4 ))
+(( JOBS >= 1 )) || JOBS=1
+ACTION=run
+EXPERIMENTS=()
+while (( $# )); do
+  case $1 in
+    --jobs) JOBS=${2:?--jobs takes a number}; shift ;;
+    --jobs=*) JOBS=${1#--jobs=} ;;
+    --quick) SCALE=0.1 ;;
+    --list) ACTION=list ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) EXPERIMENTS+=("$1") ;;
+  esac
+  shift
+done
+if [[ $SCALE == 1 ]]; then
+  OUT=${OUT:-runs/reproduce}
+  PAGE=${PAGE:-docs/RESULTS.md}
+else
+  OUT=${OUT:-runs/reproduce-quick}
+  PAGE=${PAGE:-$OUT/RESULTS.md}
+fi
+[[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
+[[ -x $LOCO ]] || { echo "error: $LOCO not found: build loco first (scripts/quickstart.sh), or set LOCO" >&2; exit 2; }
+PY=/usr/bin/python3  # Debian's, which has python3-yaml (DESIGN.md section 5)
+ARGS=(--out "$OUT" --scale "$SCALE" --loco "$LOCO")
+
+if [[ $ACTION == list ]]; then
+  exec "$PY" scripts/experiments.py list "${EXPERIMENTS[@]}" "${ARGS[@]}"
+fi
+echo "==> reproducing into $OUT (step scale $SCALE, $JOBS point(s) at once${NICE:+, nice $NICE})"
+start=$SECONDS
+rc=0
+${NICE:+nice -n "$NICE"} "$PY" scripts/experiments.py run "${EXPERIMENTS[@]}" "${ARGS[@]}" --jobs "$JOBS" || rc=$?
+echo "==> runs took $(( (SECONDS - start) / 60 )) min; writing $PAGE"
+"$PY" scripts/results_page.py --out "$OUT" --scale "$SCALE" --loco "$LOCO" --page "$PAGE"
+exit $rc

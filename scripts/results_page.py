@@ -1,0 +1,290 @@
+#!/usr/bin/python3
+"""Writes the reproduction's page (docs/RESULTS.md) from the runs of scripts/reproduce.sh.
+
+One table per experiment of configs/experiments/ (every point, "not run yet" where it has not
+finished: no number on the page comes from anywhere but the runs), `loco compare`'s plots for the
+experiments that ask for them, what the tuning carried into the headline, the machine and the
+dates, and the issue's targets checked against the numbers: met, missed (with the measured gap)
+or not run yet.
+
+    results_page.py [--out runs/reproduce] [--scale 1] [--page docs/RESULTS.md] [--loco build/loco]
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import experiments  # noqa: E402  (this folder's)
+from experiments import ORDER, describe, load, read_jsonl, resolve  # noqa: E402
+
+PAGE_ORDER = ["headline", "h_lr", "batch", "workers", "slow_link"]
+TOLERANCE = 5e-5  # "reached" as in loco compare: within half the table's last digit
+
+
+def param_count(s):
+    """loco::param_count: 2 * vocab * width + 12 * layers * width^2."""
+    return 2 * s["model.vocab_size"] * s["model.n_embd"] + 12 * s["model.n_layer"] * s["model.n_embd"] ** 2
+
+
+def measure(p):
+    """A finished point's numbers (docs/compare.md's conventions), or None."""
+    if p.state() != "done":
+        return None
+    s, w = p.settings, p.settings["sync.workers"]
+    if p.mode == "ddp":
+        lines = read_jsonl(os.path.join(p.dir, "metrics.jsonl"))
+        evals = [r for r in lines if "val_loss" in r]
+        sent = w * sum(r.get("bytes_up", 0) + r.get("bytes_down", 0) for r in lines)
+        ddp = s["train.max_steps"] * 2 * 2 * (w - 1) / w * 4 * param_count(s) * w
+        m = {"tokens": lines[-1]["tokens"] * w, "bytes": sent, "wall": lines[-1]["wall_s"],
+             "vs_ddp": ddp / sent if sent else None, "vs_fp32": None}
+    else:
+        with open(os.path.join(p.dir, "coordinator", "summary.json")) as f:
+            summary = json.load(f)
+        lines = read_jsonl(os.path.join(p.dir, "coordinator", "metrics.jsonl"))
+        evals = [r for r in lines if "val_loss" in r and (p.mode != "demo" or r.get("consensus"))]
+        m = {"tokens": summary["tokens"], "bytes": summary["bytes_total"], "wall": lines[-1]["wall_s"],
+             "vs_ddp": summary["ratio_vs_ddp"], "vs_fp32": summary["ratio_vs_diloco_fp32"],
+             "rounds": summary["rounds"]}
+    m.update(loss=evals[-1]["val_loss"], bpb=evals[-1]["val_bpb"],
+             curve=[(r["wall_s"], r["val_loss"]) for r in evals], started=p.record().get("started"),
+             host=p.record().get("host"))
+    return m
+
+
+def time_to(m, loss):
+    return next((t for t, v in m["curve"] if v <= loss + TOLERANCE), None)
+
+
+def size(b):
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.1f} {unit}"
+    return f"{b:.0f} B"
+
+
+def duration(s):
+    return f"{s:.0f} s" if s < 600 else f"{s / 60:.1f} min" if s < 3 * 3600 else f"{s / 3600:.2f} h"
+
+
+def times(x):
+    return "—" if x is None else f"{x:,.1f}×"
+
+
+class Runs:
+    """Every experiment's points and their numbers, and each one's baseline."""
+
+    def __init__(self, out, scale):
+        self.memo = {}
+        self.points = {n: resolve(n, out, scale, self.memo) for n in ORDER}
+        self.numbers = {(p.exp, p.name): measure(p) for ps in self.points.values() for p in ps}
+
+    def get(self, ref, exp=None):
+        """(point, numbers) for 'point' (in exp) or 'experiment/point'."""
+        e, _, name = ref.rpartition("/")
+        e = e or exp
+        point = next(p for p in self.points[e] if p.name == name)
+        return point, self.numbers[(e, name)]
+
+
+def table(runs, name):
+    exp = load(name)
+    base_point, base = runs.get(exp["baseline"], name)
+    ref = f"{base_point.exp}/{base_point.name}"
+    lines = [f"| point | settings | final val loss | vs {ref} | val bpb | tokens | bytes sent | "
+             f"× fewer than DDP | × fewer than fp32 DiLoCo | wall-clock | time to {ref}'s final loss |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in runs.points[name]:
+        m = runs.numbers[(p.exp, p.name)]
+        if m is None:
+            lines.append(f"| {p.name} | {describe(p)} | not run yet | | | | | | | | |")
+            continue
+        gap = f"{100 * (m['loss'] / base['loss'] - 1):+.1f}%" if base else "—"
+        reach = time_to(m, base["loss"]) if base else None
+        reach = "—" if not base else duration(reach) if reach is not None else "not reached"
+        lines.append(f"| {p.name} | {describe(p)} | {m['loss']:.4f} | {gap} | {m['bpb']:.4f} | "
+                     f"{m['tokens']:,} | {size(m['bytes'])} | {times(m['vs_ddp'])} | "
+                     f"{times(m['vs_fp32'])} | {duration(m['wall'])} | {reach} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(runs, name, page, loco, out):
+    """`loco compare` on the finished points (baseline first); the PNGs beside the page."""
+    exp = load(name)
+    if not exp.get("plots"):
+        return ""
+    base_point, _ = runs.get(exp["baseline"], name)
+    done = [p for p in [base_point] + runs.points[name] if runs.numbers[(p.exp, p.name)]]
+    done = list({p.dir: p for p in done}.values())
+    if not done:
+        return "Plots: not drawn yet (no point has finished).\n"
+    work = os.path.join(out, name, "compare")
+    result = subprocess.run([loco, "compare", *[p.dir for p in done], "--out", work],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return f"Plots: `loco compare` failed: {result.stderr.strip().splitlines()[-1:]}\n"
+    target = os.path.join(os.path.dirname(page), "results", name)
+    os.makedirs(target, exist_ok=True)
+    out = []
+    for kind in ("tokens", "time", "bytes"):
+        png = os.path.join(work, f"val_loss_vs_{kind}.png")
+        if os.path.exists(png):
+            shutil.copy(png, target)
+            rel = os.path.relpath(os.path.join(target, os.path.basename(png)), os.path.dirname(page))
+            out.append(f"![val loss vs {kind}]({rel})")
+    return "\n".join(out) + "\n"
+
+
+def carried(runs, name):
+    p = runs.points[name][0]
+    lines = []
+    for source, c in p.carried.items():
+        if c["used"]:
+            values = ", ".join(f"{k} = {v}" for k, v in c["values"].items())
+            lines.append(f"- from **{source}**: {values} ({c['from']}).")
+        else:
+            lines.append(f"- from **{source}**: not yet ({c['from']}); until it has, the file's "
+                         f"values hold for {', '.join(c['keys'])}.")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def verdict(ok, text):
+    return f"**{'met' if ok else 'missed'}**: {text}"
+
+
+def targets(runs):
+    out = ["| target | method | result |", "|---|---|---|"]
+    # 1: under the slow link, reach DDP's final val loss in at most a third of DDP's time.
+    ddp_p, ddp = runs.get("slow_link/ddp")
+    for name in ("diloco", "diloco-dct", "demo"):
+        what = "slow link: DDP's final val loss in ≤ 1/3 of DDP's wall-clock"
+        _, m = runs.get(f"slow_link/{name}")
+        if ddp is None or m is None:
+            out.append(f"| {what} | {name} | not run yet |")
+            continue
+        t, limit = time_to(m, ddp["loss"]), ddp["wall"] / 3
+        if t is None:
+            text = (f"never reached DDP's {ddp['loss']:.4f}: its final val loss is {m['loss']:.4f} "
+                    f"({100 * (m['loss'] / ddp['loss'] - 1):+.1f}%) after {duration(m['wall'])}, "
+                    f"{m['wall'] / ddp['wall']:.2f}× DDP's {duration(ddp['wall'])}; at equal tokens "
+                    f"it learns less per token than DDP, so no speed-up can count")
+            out.append(f"| {what} | {name} | {verdict(False, text)} |")
+        else:
+            text = (f"reached {ddp['loss']:.4f} at {duration(t)} = {t / ddp['wall']:.2f}× DDP's "
+                    f"{duration(ddp['wall'])} (target ≤ 0.33×)")
+            out.append(f"| {what} | {name} | {verdict(t <= limit, text)} |")
+    # 2: DCT methods: >= 16x fewer bytes than fp32 DiLoCo, >= 1000x fewer than DDP, within 3%.
+    _, ddp = runs.get("headline/ddp")
+    for name in ("diloco-dct", "demo"):
+        p, m = runs.get(f"headline/{name}")
+        w, h = p.settings["sync.workers"], p.settings["sync.inner_steps"]
+        checks = [("≥ 16× fewer bytes than fp32 DiLoCo", "vs_fp32", 16),
+                  ("≥ 1000× fewer bytes than DDP", "vs_ddp", 1000)]
+        for what, key, need in checks:
+            if m is None:
+                out.append(f"| {what} | {name} | not run yet |")
+            else:
+                text = (f"{m[key]:,.1f}× (target ≥ {need}×): {size(m['bytes'])} sent in all, "
+                        f"{size(m['bytes'] / (m['rounds'] * w))} per worker per round")
+                if key == "vs_ddp" and m[key] < need:
+                    # DDP sends 2(W-1)/W x 2 x 4N a step, fp32 DiLoCo 2 x 4N a round of H steps
+                    ratio = 2 * (w - 1) / w * h
+                    text += (f"; fp32 DiLoCo already sends {ratio:.1f}× less than DDP at H={h}, so "
+                             f"1000× needs {1000 / ratio:.0f}× less than fp32 DiLoCo, "
+                             f"and the codec gives {m['vs_fp32']:.1f}×")
+                out.append(f"| {what} | {name} | {verdict(m[key] >= need, text)} |")
+        what = "val loss within 3% of DDP's at equal tokens"
+        if m is None or ddp is None:
+            out.append(f"| {what} | {name} | not run yet |")
+        else:
+            gap = 100 * (m["loss"] / ddp["loss"] - 1)
+            text = f"{m['loss']:.4f} vs DDP's {ddp['loss']:.4f}: {gap:+.1f}% (target ≤ +3%)"
+            plain = runs.numbers[("headline", "diloco")]
+            if gap > 3 and plain:
+                own = 100 * (plain["loss"] / ddp["loss"] - 1)
+                text += (f"; fp32 DiLoCo at the same settings is {own:+.1f}%, so {min(own, gap):.1f} "
+                         f"points of the gap are DiLoCo's own and {max(gap - own, 0):.1f} the compression's")
+            out.append(f"| {what} | {name} | {verdict(gap <= 3, text)} |")
+    return "\n".join(out) + "\n"
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+        mem = f"{mem / 2**20:.1f} GiB"
+    except (OSError, StopIteration):
+        mem = "unknown"
+    osname = "unknown OS"
+    try:
+        osname = next(l.split("=", 1)[1].strip().strip('"') for l in open("/etc/os-release")
+                      if l.startswith("PRETTY_NAME"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {len(os.sched_getaffinity(0))} cores (nproc), {mem} of memory, {osname}, Linux {platform.release()}"
+
+
+def commit():
+    def git(*a):
+        return subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/reproduce")
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--page", default="docs/RESULTS.md")
+    ap.add_argument("--loco", default=os.environ.get("LOCO", "build/loco"))
+    args = ap.parse_args()
+    os.chdir(experiments.ROOT)
+    runs = Runs(args.out, args.scale)
+    done = [m for m in runs.numbers.values() if m]
+    starts = sorted(m["started"] for m in done if m.get("started"))
+    hosts = sorted({m["host"] for m in done if m.get("host")})
+    now = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
+    text = ["# Results: the seed claims at small scale on CPU", "",
+            f"Written by `scripts/reproduce.sh` (`scripts/results_page.py`) on {now}, from the runs "
+            f"under `{args.out}/`: every number here comes from those runs; a point that has not "
+            f"finished says \"not run yet\". Do not edit by hand: run the script again.", "",
+            f"- **Machine**: {machine()}.",
+            f"- **Code**: git commit {commit()}; the runs were made by `{args.loco}`.",
+            f"- **Runs**: {len(done)} of {len(runs.numbers)} points finished"
+            + (f", started between {starts[0]} and {starts[-1]} on {', '.join(hosts)}" if starts else "")
+            + ".",
+            f"- **Scale**: step counts × {args.scale:g}"
+            + (" (a --quick smoke run: not the results)" if args.scale != 1 else "")
+            + ". The tiny model (configs/tiny.yaml's shape, 5.2M parameters) on the default corpus "
+              "(data/nlp-corpus); one thread per process, all of a point's processes on this machine.",
+            "",
+            "Reproduce with `scripts/reproduce.sh` (all experiments, resumable; see docs/compare.md, "
+            "\"Reproduction\"). Bytes are the method's own traffic, all workers, whole run, as "
+            "`loco compare` counts them (docs/compare.md): serialized gRPC messages for DiLoCo and "
+            "demo (demo's consensus pushes for evaluation are not counted), the ring all-reduce for "
+            "DDP. *Time to … final loss* is the first evaluation at or below that loss, in the run's "
+            "own wall-clock.", "",
+            "## Targets (issue #7)", "", targets(runs)]
+    for name in PAGE_ORDER:
+        exp = load(name)
+        text += [f"## {exp['title']}", "", f"`configs/experiments/{name}.yaml`, runs in `{args.out}/{name}/`.", ""]
+        if exp.get("carry"):
+            text += ["Carried in from the tuning:", "", carried(runs, name)]
+        text += [table(runs, name), plots(runs, name, args.page, args.loco, args.out)]
+    os.makedirs(os.path.dirname(os.path.abspath(args.page)), exist_ok=True)
+    with open(args.page, "w") as f:
+        f.write("\n".join(text).rstrip("\n") + "\n")
+    print(f"wrote {args.page} ({len(done)} of {len(runs.numbers)} points finished)")
+
+
+if __name__ == "__main__":
+    main()
