@@ -42,15 +42,7 @@ Update constant_update(const CoordinatorCore& core, const std::string& worker, i
   return u;
 }
 
-CoordError::Code refusal(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const CoordError& e) {
-    return e.code;
-  }
-  ADD_FAILURE() << "expected a refusal";
-  return CoordError::kUnavailable;
-}
+using loco::testing::refusal;
 
 std::string write_yaml(const std::string& dir, const Config& c) {
   return loco::testing::write_config(dir, c);

@@ -22,6 +22,7 @@
 namespace fs = std::filesystem;
 using namespace loco;
 using loco::testing::read_text;
+using loco::testing::refusal;
 using loco::testing::spawn_shell;
 using loco::testing::wait_exit;
 
@@ -40,16 +41,6 @@ Update constant_update(const CoordinatorCore& core, const std::string& worker, i
   for (const auto& l : core.layout())
     u.tensors.push_back({l.name, "float32", codec->encode(torch::full(l.shape, value))});
   return u;
-}
-
-CoordError::Code refusal(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const CoordError& e) {
-    return e.code;
-  }
-  ADD_FAILURE() << "expected a refusal";
-  return CoordError::kUnavailable;
 }
 
 std::vector<std::string> members_of(const nlohmann::json& record) {
@@ -100,6 +91,20 @@ std::string loco_cmd(const std::string& args) {
 std::string worker_cmd(const std::string& config, const std::string& dir, const std::string& name) {
   return loco_cmd("worker --config " + config + " --name " + name + " --set run.dir=" + dir +
                   "/worker-" + name);
+}
+
+// A coordinator and one worker per name as separate processes of `config`, logs in `dir`.
+struct Processes {
+  pid_t coordinator;
+  std::vector<pid_t> workers;
+};
+Processes start_run(const std::string& config, const std::string& dir,
+                    const std::vector<std::string>& names) {
+  Processes p;
+  p.coordinator = spawn_shell(loco_cmd("coordinator --config " + config), dir + "/coord.log");
+  for (const auto& name : names)
+    p.workers.push_back(spawn_shell(worker_cmd(config, dir, name), dir + "/" + name + ".log"));
+  return p;
 }
 
 }  // namespace
@@ -314,10 +319,7 @@ TEST(Faults, AKilledWorkerIsDroppedWithinItsLeaseAndItsRestartRejoins) {
   std::string dir = loco::testing::temp_dir();
   Config c = process_config(dir + "/coordinator", 3, 40, 10);
   std::string config = loco::testing::write_config(dir, c);
-  pid_t coord = spawn_shell(loco_cmd("coordinator --config " + config), dir + "/coord.log");
-  std::vector<pid_t> workers;
-  for (std::string name : {"w0", "w1", "w2"})
-    workers.push_back(spawn_shell(worker_cmd(config, dir, name), dir + "/" + name + ".log"));
+  auto [coord, workers] = start_run(config, dir, {"w0", "w1", "w2"});
   ASSERT_TRUE(wait_until([&] { return logged_round(dir + "/coordinator") >= 3; }, 120))
       << read_text(dir + "/coord.log");
   ::kill(workers[2], SIGKILL);  // in the middle of a round
@@ -353,10 +355,7 @@ TEST(Faults, AKilledCoordinatorRestartsFromItsCheckpointAndNoRoundIsLostOrApplie
   std::string dir = loco::testing::temp_dir();
   Config c = process_config(dir + "/coordinator", 2, 30, 10);
   std::string config = loco::testing::write_config(dir, c);
-  pid_t coord = spawn_shell(loco_cmd("coordinator --config " + config), dir + "/coord.log");
-  std::vector<pid_t> workers;
-  for (std::string name : {"w0", "w1"})
-    workers.push_back(spawn_shell(worker_cmd(config, dir, name), dir + "/" + name + ".log"));
+  auto [coord, workers] = start_run(config, dir, {"w0", "w1"});
   ASSERT_TRUE(wait_until([&] { return logged_round(dir + "/coordinator") >= 4; }, 120))
       << read_text(dir + "/coord.log");
   ::kill(coord, SIGKILL);

@@ -63,6 +63,17 @@ inline CommandResult run_loco(const std::string& args) {
   return run_command(std::string(LOCO_BINARY) + " " + args);
 }
 
+// The code of the CoordError that `f` throws (a test failure when it throws none).
+inline loco::CoordError::Code refusal(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const loco::CoordError& e) {
+    return e.code;
+  }
+  ADD_FAILURE() << "expected a refusal";
+  return loco::CoordError::kUnavailable;
+}
+
 // A whole file as a string ("" when it cannot be read).
 inline std::string read_text(const std::string& path) {
   std::ifstream in(path);

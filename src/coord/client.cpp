@@ -85,8 +85,9 @@ CoordinatorClient::CoordinatorClient(const std::string& address, const Coordinat
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(int(4 * kChunkBytes));
   // Reconnect quickly to a coordinator that (re)starts: gRPC's default backoff grows to 2 min.
+  // (Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: it is also the connect timeout, and a TLS handshake
+  // on a loaded machine can take longer than a short backoff.)
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   if (!config.secret_file.empty()) impl_->bearer = bearer(read_secret(config.secret_file));
   impl_->channel = grpc::CreateCustomChannel(address, channel_credentials(config), args);

@@ -68,6 +68,14 @@ std::string netns_unavailable() {
   if (::geteuid() != 0) return "not running as root";
   if (!on_path("ip")) return "`ip` (iproute2) is not installed";
   if (!on_path("tc")) return "`tc` (iproute2) is not installed";
+  // Root with the tools is not enough: inside a chroot or a container `ip netns` may fail to
+  // mount its namespaces. Try one.
+  const std::string probe = "loco-probe-" + std::to_string(::getpid());
+  Outcome r = run("ip netns add " + probe + " && ip -n " + probe + " link set lo up");
+  run("ip netns del " + probe);
+  if (r.code != 0)
+    return "network namespaces do not work here (" +
+           (r.output.empty() ? "exit " + std::to_string(r.code) : r.output) + ")";
   return "";
 }
 
