@@ -392,7 +392,7 @@ TEST(Faults, AKilledCoordinatorRestartsFromItsCheckpointAndNoRoundIsLostOrApplie
 
 TEST(Faults, LaunchReplaysAScheduleInWhichAWorkerLeavesAndComesBack) {
   std::string dir = loco::testing::temp_dir();
-  Config c = process_config(dir + "/run", 3, 30, 10);
+  Config c = process_config(dir + "/run", 3, 30, 40);  // rounds long enough to act within
   std::ofstream(dir + "/schedule.yaml") << "w1: {rounds: [[0, 3], [8, 1000]]}\n";
   c.sync.schedule = dir + "/schedule.yaml";
   auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));

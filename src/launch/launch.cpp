@@ -311,7 +311,7 @@ Schedule load_schedule(const Config& config) {
   return schedule;
 }
 
-// Replays the schedule: asks the coordinator for its round (at most twice a second), stops the
+// Replays the schedule: asks the coordinator for its round (at most 5 times a second), stops the
 // workers whose window closed (SIGTERM: they leave the coordinator) and starts those whose window
 // opened. A worker is not started for the last round: it would join for the round after it.
 class ScheduleReplay {
@@ -332,14 +332,15 @@ class ScheduleReplay {
   // Returns how many parts it started.
   size_t step(std::vector<Part>& parts, const std::string& exe) {
     auto now = std::chrono::steady_clock::now();
-    if (now - last_poll_ < std::chrono::milliseconds(500)) return 0;
+    if (now - last_poll_ < std::chrono::milliseconds(200)) return 0;
     last_poll_ = now;
     try {
       if (!client_)
         client_ = std::make_unique<CoordinatorClient>(address_, config_.sync.coordinator);
       round_ = client_->status(2).round;
     } catch (const std::exception&) {
-      return 0;  // not listening yet, or gone at the end: keep the last round
+      client_.reset();  // a new channel next time: one that failed may wait out its backoff
+      return 0;         // not listening yet, or gone at the end: keep the last round
     }
     double elapsed = std::chrono::duration<double>(now - start_).count();
     size_t started = 0;
