@@ -252,8 +252,7 @@ TEST(LinkLaunch, SlowLinkSlowsTheSyncAsExpected) {
     fast_s += m["sync_s"].get<double>() - m["idle_s"].get<double>();
     EXPECT_FALSE(m.contains("link"));
   }
-  std::cout << "transfer time summed: unlimited " << fast_s << " s, slow link " << slow_s
-            << " s\n";
+  std::cout << "transfer time summed: unlimited " << fast_s << " s, slow link " << slow_s << " s\n";
   EXPECT_GT(slow_s, fast_s + 0.8 * 4 * 1.0) << "slow " << slow_s << " s, fast " << fast_s << " s";
   EXPECT_EQ(slow[0]["link"]["shaping"], "token_bucket");
   EXPECT_EQ(slow[0]["link"]["mbps"], 10);

@@ -137,7 +137,7 @@ JoinInfo CoordinatorCore::join(const std::string& name, int64_t num_params, int3
   // Until a round closes here, everyone starts together in the current round; later joiners
   // take part from the next round (they would come late to this one).
   m.from_round = rounds_closed_here_ == 0 ? round_ : round_ + 1;
-  int64_t starts = -1;  // the round whose state it pulls first, when not from_round
+  int64_t starts = -1;  // the round whose state it pulls first (from_round unless set below)
   auto same = name.empty() ? members_.end() : members_.find(name);
   if (same != members_.end()) {
     // The same worker again (it restarted before its lease lapsed): the new session replaces
@@ -164,11 +164,10 @@ JoinInfo CoordinatorCore::join(const std::string& name, int64_t num_params, int3
   m.info.worker_id = name.empty() ? "#" + std::to_string(next_id_++) : name;
   m.last_seen = now_s();
   members_[m.info.worker_id] = m;
+  if (starts < 0) starts = m.from_round;
   spdlog::info("coordinator: {} joined as {} (shard {}) for round {}, {} live", name,
-               m.info.worker_id, m.info.shard, starts >= 0 ? starts : m.from_round,
-               members_.size());
-  JoinInfo info{m.info.worker_id, starts >= 0 ? starts : m.from_round, m.info.shard,
-                int32_t(config_.sync.workers)};
+               m.info.worker_id, m.info.shard, starts, members_.size());
+  JoinInfo info{m.info.worker_id, starts, m.info.shard, int32_t(config_.sync.workers)};
   info.cursor_tokens = shard_tokens_[size_t(m.info.shard)];
   return info;
 }
