@@ -19,6 +19,8 @@ function(loco_proto_library target proto)
     COMMENT "protoc: ${name}.proto")
   add_library(${target} STATIC ${srcs})
   target_include_directories(${target} SYSTEM PUBLIC ${out})
-  target_link_libraries(${target} PUBLIC gRPC::grpc++ gRPC::grpc++_reflection protobuf::libprotobuf)
+  # ${Protobuf_LIBRARIES} too: a CUDA LibTorch's CMake may define protobuf::libprotobuf first, empty.
+  target_link_libraries(${target} PUBLIC gRPC::grpc++ gRPC::grpc++_reflection protobuf::libprotobuf
+                        ${Protobuf_LIBRARIES})
   target_compile_features(${target} PUBLIC cxx_std_17)
 endfunction()

@@ -16,6 +16,7 @@
 #include "loco/progress.h"
 #include "loco/shard.h"
 #include "loco/tokenizer.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using loco::Batch;
@@ -29,7 +30,7 @@ fs::path temp_root() {
 
 // Removes every test's directory when the run ends.
 struct RemoveTempRoot : ::testing::Environment {
-  void TearDown() override { fs::remove_all(temp_root()); }
+  void TearDown() override { loco::testing::remove_tree(temp_root()); }
 };
 const auto* const kRemoveTempRoot = ::testing::AddGlobalTestEnvironment(new RemoveTempRoot);
 
@@ -38,7 +39,7 @@ fs::path make_temp_dir() {
   const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = test ? std::string(test->test_suite_name()) + "_" + test->name() : "suite";
   fs::path dir = temp_root() / name;
-  fs::remove_all(dir);
+  loco::testing::remove_tree(dir);
   fs::create_directories(dir);
   return dir;
 }
@@ -369,7 +370,7 @@ class Prepare : public ::testing::Test {
     result_ = loco::prepare_data(options("out"));
   }
   static void TearDownTestSuite() {
-    fs::remove_all(*root_);
+    loco::testing::remove_tree(*root_);
     delete root_;
   }
   static loco::PrepareOptions options(const std::string& out) {

@@ -114,7 +114,7 @@ class DdpTest : public ::testing::Test {
   static void SetUpTestSuite() {
     data_dir_ =
         (fs::temp_directory_path() / ("loco_ddp_test_data_" + std::to_string(::getpid()))).string();
-    fs::remove_all(data_dir_);
+    loco::testing::remove_tree(data_dir_);
     loco::PrepareOptions opts;
     opts.inputs = {std::string(LOCO_SOURCE_DIR) + "/tests/data/sample.json"};
     opts.out_dir = data_dir_;
@@ -122,7 +122,7 @@ class DdpTest : public ::testing::Test {
     opts.val_permille = 50;
     loco::prepare_data(opts);
   }
-  static void TearDownTestSuite() { fs::remove_all(data_dir_); }
+  static void TearDownTestSuite() { loco::testing::remove_tree(data_dir_); }
 
   // A small, fast model over the prepared sample; `batch` sequences per rank.
   std::string write_config(const std::string& dir, const std::string& mode, int workers,

@@ -257,7 +257,8 @@ TEST_F(CompareTest, ReadsADilocoRunAndComputesItsRatios) {
   EXPECT_DOUBLE_EQ(summary.ratio_vs_fp32_diloco, 7);
 
   // Without the workers' directories, the coordinator's round lines over the workers.
-  for (int k = 0; k < 4; ++k) fs::remove_all(root_ + "/lines/worker-" + std::to_string(k));
+  for (int k = 0; k < 4; ++k)
+    loco::testing::remove_tree(root_ + "/lines/worker-" + std::to_string(k));
   auto coordinator_only = loco::read_run(root_ + "/lines");
   EXPECT_DOUBLE_EQ(coordinator_only.bytes_up_per_worker, 200000);  // 2 rounds × 400 kB / 4
   EXPECT_DOUBLE_EQ(coordinator_only.bytes_down_per_worker, 200000);

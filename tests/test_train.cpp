@@ -193,7 +193,7 @@ TEST_F(TrainTest, BadInputGetsOneLineErrorAndNonZeroExit) {
       {"--set model.seq_len=4096", "model.seq_len 4096 is longer than data.val"},
       {"--set data.train=" + corrupt, "checksum mismatch"},
       {"--set train.optimizer.name=sgd", "train.optimizer.name: 'sgd' is not one of adamw | muon"},
-      {"--set train.device=cuda", "train.device"},
+      {"--set train.device=cuda:99", "train.device: 'cuda:99'"},  // no CUDA, or no 100th GPU
   };
   for (const auto& c : cases) {
     auto r = run_loco("train --config " + config + " " + c.args);

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <ftw.h>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -28,6 +29,18 @@
 
 namespace loco::testing {
 
+// Removes a directory tree (nothing if it is missing). Not std::filesystem::remove_all: a pip
+// torch's libtorch.so exports a copy of it that jumps to a null pointer (seen with torch 2.11,
+// docs/gpu.md), and the tests link that LibTorch.
+inline void remove_tree(const std::filesystem::path& dir) {
+  auto remove_one = [](const char* path, const struct stat*, int, struct FTW*) {
+    return std::remove(path) == 0 ? 0 : -1;
+  };
+  if (::access(dir.c_str(), F_OK) == 0 &&
+      ::nftw(dir.c_str(), remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+    throw std::runtime_error("could not remove " + dir.string());
+}
+
 // A fresh, empty directory under the system temp dir, named after the running test.
 inline std::string temp_dir(const std::string& tag = "") {
   auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
@@ -35,7 +48,7 @@ inline std::string temp_dir(const std::string& tag = "") {
                      (info ? info->test_suite_name() + std::string("_") + info->name() : "suite") +
                      tag;
   auto dir = std::filesystem::temp_directory_path() / name;
-  std::filesystem::remove_all(dir);
+  remove_tree(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
 }
@@ -141,7 +154,7 @@ inline void save_dump(const std::string& path, const c10::impl::GenericDict& dic
 inline const std::string& prepared_sample() {
   static const std::string dir = [] {
     auto d = std::filesystem::temp_directory_path() / ("loco_sample_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(d);
+    remove_tree(d);
     loco::PrepareOptions opts;
     opts.inputs = {std::string(LOCO_SOURCE_DIR) + "/tests/data/sample.json"};
     opts.out_dir = d.string();

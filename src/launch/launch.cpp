@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <utility>
 
 #include "loco/config.h"
 #include "loco/coord_client.h"
@@ -33,9 +34,13 @@ namespace loco {
 namespace {
 
 struct Part {
+  using Env = std::vector<std::pair<std::string, std::string>>;
+  Part(std::string label, std::vector<std::string> args, Env env = {})
+      : label(std::move(label)), args(std::move(args)), env(std::move(env)) {}
+
   std::string label;
   std::vector<std::string> args;  // after the executable
-  std::vector<std::pair<std::string, std::string>> env;
+  Env env;
   pid_t pid = -1;
   int fd = -1;                  // read end of its stdout+stderr
   std::string pending;          // a partial line

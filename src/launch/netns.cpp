@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -68,8 +69,15 @@ std::string netns_unavailable() {
   if (::geteuid() != 0) return "not running as root";
   if (!on_path("ip")) return "`ip` (iproute2) is not installed";
   if (!on_path("tc")) return "`tc` (iproute2) is not installed";
-  // Root with the tools is not enough: inside a chroot or a container `ip netns` may fail to
-  // mount its namespaces. Try one.
+  // In a chroot `ip netns add` cannot mount the namespace, and the mount of /run/netns it makes
+  // first stays behind on the host: do not try.
+  struct stat root {
+  }, init_root{};
+  if (::stat("/", &root) == 0 && ::stat("/proc/1/root", &init_root) == 0 &&
+      (root.st_dev != init_root.st_dev || root.st_ino != init_root.st_ino))
+    return "running inside a chroot (network namespaces cannot be mounted there)";
+  // Root with the tools is not enough: inside a container `ip netns` may fail to mount its
+  // namespaces. Try one.
   const std::string probe = "loco-probe-" + std::to_string(::getpid());
   Outcome r = run("ip netns add " + probe + " && ip -n " + probe + " link set lo up");
   run("ip netns del " + probe);

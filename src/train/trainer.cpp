@@ -67,6 +67,10 @@ torch::Device resolve_device(const std::string& name) {
     throw ConfigError("train.device: '" + name +
                       "' but this LibTorch has no usable CUDA device (set train.device=cpu, or "
                       "build against a CUDA LibTorch with -DTorch_DIR=...)");
+  if (device.is_cuda() && device.has_index() &&
+      device.index() >= int64_t(torch::cuda::device_count()))
+    throw ConfigError("train.device: '" + name + "' but this machine has " +
+                      std::to_string(torch::cuda::device_count()) + " CUDA device(s)");
   return device;
 }
 

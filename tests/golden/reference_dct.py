@@ -217,7 +217,8 @@ def main():
     ap.add_argument("--atol", type=float, default=1e-5)
     args = ap.parse_args()
     try:
-        dump = torch.load(args.dump)
+        # weights_only=False: torch >= 2.6 defaults to True and refuses torch::pickle_save type tags.
+        dump = torch.load(args.dump, weights_only=False)
         if args.mode == "demo":
             cases = dump["demo"]
         else:

@@ -126,7 +126,9 @@ def load_dump(path, keys):
     if not os.path.isfile(path):
         raise DumpError(f"{path}: no such file")
     try:
-        dump = torch.load(path, map_location="cpu")
+        # weights_only=False: torch >= 2.6 defaults to True and refuses the type tags of
+        # torch::pickle_save; the dump is one this test just wrote.
+        dump = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise DumpError(f"{path}: not a torch dump ({type(e).__name__}: {e})")
     if not isinstance(dump, dict):
