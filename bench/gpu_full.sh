@@ -2,12 +2,13 @@
 # The whole of loco (gRPC coordinator, c10d DDP over NCCL, codecs, tests) built against a CUDA
 # LibTorch 2.x (a pip torch's share/cmake/Torch) and run on its GPU: the check docs/gpu.md records.
 #
-#   bash bench/gpu_full.sh     # logs under $OUT (the device tool's) or bench/results/gpu_full/
+#   bash bench/gpu_full.sh                  # logs under $OUT (the device tool's) or bench/results/gpu_full/
+#   bash bench/gpu_full.sh --download-debs  # on a Debian 12 machine: fill .gpu-deps/ (21 MB)
 #
 # loco's other dependencies come from the system (apt-get install the packages scripts/common.sh
 # names), or, on a machine that cannot fetch, from Debian 12 .deb files in $LOCO_DEPS_DEBS
-# (default .gpu-deps/, made on a Debian machine with `apt-get download ...`), unpacked into
-# $LOCO_DEPS_PREFIX and found through CMAKE_PREFIX_PATH and pkg-config's sysroot.
+# (default .gpu-deps/, made by --download-debs), unpacked into $LOCO_DEPS_PREFIX and found through
+# CMAKE_PREFIX_PATH and pkg-config's sysroot. Env: TESTS (a ctest -R regex), NO_RUNS=1 (tests only).
 # Needs a prepared corpus in data/nlp-corpus (the quickstart makes it) for the training runs.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,23 @@ JOBS=$(nproc)
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
 
 stamp() { echo "== $* ($(date +%T))"; }
+
+# The -dev packages loco builds with and the libraries they need that a CUDA image may lack
+# (libc, libstdc++ and OpenSSL's libssl3 come with any glibc >= 2.36 system; libssl3 is taken
+# anyway, for libssl-dev's link). No libgloo0: a LibTorch 2.x has Gloo inside.
+DEB_PACKAGES=(
+  libgrpc++-dev libgrpc-dev libgrpc++1.51 libgrpc29 protobuf-compiler-grpc
+  libprotobuf-dev libprotobuf32 libprotobuf-lite32 libprotoc32 protobuf-compiler
+  libabsl-dev libabsl20220623 libre2-dev libre2-9 libc-ares-dev libc-ares2 libssl-dev libssl3
+  zlib1g-dev zlib1g libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libyaml-cpp-dev libyaml-cpp0.7
+  nlohmann-json3-dev libcli11-dev libsentencepiece-dev libsentencepiece0 libgloo-dev
+  libgtest-dev libgmock-dev pkgconf pkgconf-bin libpkgconf3
+)
+if [[ ${1:-} == --download-debs ]]; then
+  mkdir -p "$DEBS" && cd "$DEBS" && apt-get download "${DEB_PACKAGES[@]}"
+  echo "$(ls ./*.deb | wc -l) packages in $DEBS ($(du -sh . | cut -f1))"
+  exit
+fi
 
 unpack_debs() {
   stamp "unpacking $(ls "$DEBS"/*.deb | wc -l) Debian packages into $PREFIX"

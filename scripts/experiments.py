@@ -230,6 +230,7 @@ def run_point(p, loco):
             break
         time.sleep(1)
     start = datetime.datetime.now()
+    print(f"    {p.exp}/{p.name}: running since {start:%H:%M}, log: {p.dir}.log")
     with open(p.dir + ".log", "w") as log:
         rc = subprocess.run(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = (datetime.datetime.now() - start).total_seconds()
@@ -265,6 +266,7 @@ def describe(p):
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows up in a redirected log too
     ap = argparse.ArgumentParser(description="list or run the points of configs/experiments/")
     ap.add_argument("action", choices=["list", "run"])
     ap.add_argument("experiments", nargs="*", help=f"default: all, in this order: {' '.join(ORDER)}")
