@@ -116,6 +116,32 @@ class Point:
     def mode(self):
         return self.settings["sync.mode"]
 
+    def run_settings(self):
+        """What decides the run: every setting as `--set` takes it, less the run's name and dir."""
+        return {k: as_set(v) for k, v in self.settings.items() if k not in ("run.name", "run.dir")}
+
+    def twin(self, out):
+        """A finished point elsewhere under out with the same run settings (its dir), or None."""
+        mine = self.run_settings()
+        for path in sorted(glob.glob(os.path.join(out, "*", "*", "point.json"))):
+            d = os.path.dirname(path)
+            if os.path.abspath(d) == os.path.abspath(self.dir):
+                continue
+            try:
+                with open(path) as f:
+                    rec = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if "finished" not in rec or rec.get("same_as"):
+                continue
+            with open(os.path.join(ROOT, rec["config"])) as f:
+                theirs = {k: as_set(v) for k, v in flatten(yaml.safe_load(f)).items()}
+            theirs.update(rec["overrides"])
+            theirs = {k: v for k, v in theirs.items() if k not in ("run.name", "run.dir")}
+            if theirs == mine:
+                return d
+        return None
+
     def check(self):
         s = self.settings
         if self.mode in ("diloco", "demo") and s["train.max_steps"] % s["sync.inner_steps"]:
@@ -210,8 +236,23 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_point(p, loco):
-    """Runs one point from the start; True when it finished."""
+def run_point(p, loco, out):
+    """Runs one point from the start (or takes a finished twin's run); True when it finished."""
+    twin = p.twin(out)
+    if twin:
+        shutil.rmtree(p.dir, ignore_errors=True)
+        shutil.copytree(twin, p.dir, symlinks=True)
+        with open(os.path.join(p.dir, "point.json")) as f:
+            record = json.load(f)
+        record.update(experiment=p.exp, point=p.name, carried=p.carried,
+                      same_as=os.path.relpath(twin, out))
+        with open(os.path.join(p.dir, "point.json"), "w") as f:
+            json.dump(record, f, indent=1)
+        if os.path.exists(twin + ".log"):
+            shutil.copyfile(twin + ".log", p.dir + ".log")
+        print(f"    {p.exp}/{p.name}: the same run as {record['same_as']} (every setting equal):"
+              f" its run copied, final val loss {p.final_val_loss():.4f}")
+        return True
     shutil.rmtree(p.dir, ignore_errors=True)
     os.makedirs(p.dir)
     record = {"experiment": p.exp, "point": p.name, "config": p.base_config,
@@ -302,7 +343,7 @@ def main():
             failed.append(name)
             continue
         with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            ok = list(pool.map(lambda p: run_point(p, args.loco), todo))
+            ok = list(pool.map(lambda p: run_point(p, args.loco, args.out), todo))
         if not all(ok):
             failed.append(name)
     if failed:

@@ -107,7 +107,9 @@ def table(runs, name):
         gap = f"{100 * (m['loss'] / base['loss'] - 1):+.1f}%" if base else "—"
         reach = time_to(m, base["loss"]) if base else None
         reach = "—" if not base else duration(reach) if reach is not None else "not reached"
-        lines.append(f"| {p.name} | {describe(p)} | {m['loss']:.4f} | {gap} | {m['bpb']:.4f} | "
+        twin = p.record().get("same_as")
+        settings = describe(p) + (f" (the run of {twin})" if twin else "")
+        lines.append(f"| {p.name} | {settings} | {m['loss']:.4f} | {gap} | {m['bpb']:.4f} | "
                      f"{m['tokens']:,} | {size(m['bytes'])} | {times(m['vs_ddp'])} | "
                      f"{times(m['vs_fp32'])} | {duration(m['wall'])} | {reach} |")
     return "\n".join(lines) + "\n"
