@@ -239,7 +239,10 @@ def commit():
     def git(*a):
         return subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # The page and its plots are this script's own output: changes to them do not count.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                ":(exclude)docs/RESULTS.md", ":(exclude)docs/results")
+    return head + (" (with uncommitted changes)" if dirty else "")
 
 
 def main():
