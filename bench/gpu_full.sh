@@ -92,7 +92,7 @@ main() {
   stamp "tests on this LibTorch (ctest -j12; CUDA cases run where a suite has them)"
   (cd "$BUILD" && timeout 150 ctest -j12 --timeout 120 --output-on-failure -R "${TESTS:-.}" > "$OUT/ctest.log" 2>&1)
   grep -E 'tests passed|Failed|\*\*\*|Not Run|Timeout' "$OUT/ctest.log" | head -40
-  grep -h -E 'Codec.*Cuda|Cuda' "$OUT/ctest.log" | head -5
+  grep -h -E 'Gpu[A-Za-z]* \.' "$OUT/ctest.log" | head -5  # the cases that need a GPU
 
   [[ ${NO_RUNS:-0} = 1 ]] && return 0
   [[ -f data/nlp-corpus/val.bin ]] || { echo "no data/nlp-corpus: training runs skipped"; return 0; }

@@ -210,7 +210,9 @@ def targets(runs):
             if gap > 3 and plain:
                 own = 100 * (plain["loss"] / ddp["loss"] - 1)
                 text += (f"; fp32 DiLoCo at the same settings is {own:+.1f}%, so {min(own, gap):.1f} "
-                         f"points of the gap are DiLoCo's own and {max(gap - own, 0):.1f} the compression's")
+                         f"points of the gap are DiLoCo's own and {max(gap - own, 0):.1f} "
+                         + ("the compression's" if name == "diloco-dct"
+                            else "the decoupled method's (its own update and compression)"))
             out.append(f"| {what} | {name} | {verdict(gap <= 3, text)} |")
     return "\n".join(out) + "\n"
 
