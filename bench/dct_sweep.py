@@ -75,6 +75,7 @@ def main():
             "k_down": int(c.get("sync.codec.topk_down", 0)) if codec == "dct" else None,
             "values": c["sync.codec.values"] if codec == "dct" else "fp32",
             "resync_every": int(c.get("sync.resync_every", 0)),
+            "outer_lr": float(c["sync.outer.lr"]),
             "bytes": s["bytes_total"],
             "consensus_bytes": s["consensus_bytes_total"],
             "ratio_vs_diloco_fp32": s["ratio_vs_diloco_fp32"],
@@ -83,7 +84,7 @@ def main():
             "val_bpb": s["final_val_bpb"],
             "codec_share_max": codec_share(run, args.h),
         })
-    base = [r for r in rows if r["method"] == "diloco"]
+    base = sorted((r for r in rows if r["method"] == "diloco"), key=lambda r: r["val_loss"])
     if not base:
         print("dct_sweep: no fp32 DiLoCo run to compare with", file=sys.stderr)
         return 1
@@ -96,12 +97,13 @@ def main():
             f.write(json.dumps(r) + "\n")
     order = {"diloco": 0, "diloco+dct": 1, "demo": 2}
     rows.sort(key=lambda r: (order.get(r["method"], 3), r["values"], r["k"] or 0, r["k_down"] or 0,
-                             r["resync_every"]))
-    lines = ["| method | k up | k down | values | resync every | MB sent | × fewer than fp32 DiLoCo | × fewer than DDP | val loss | val bpb | vs fp32 DiLoCo | codec % of round (max) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                             r["resync_every"], r["outer_lr"]))
+    lines = ["| method | k up | k down | values | outer lr | resync every | MB sent | × fewer than fp32 DiLoCo | × fewer than DDP | val loss | val bpb | vs fp32 DiLoCo | codec % of round (max) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['k'] or '–'} | {down_k(r)} | {r['values']} | {r['resync_every'] or '–'} | "
+            f"| {r['method']} | {r['k'] or '–'} | {down_k(r)} | {r['values']} | {r['outer_lr']:g} | "
+            f"{r['resync_every'] or '–'} | "
             f"{r['bytes'] / 1e6:.1f} | {r['ratio_vs_diloco_fp32']:.1f} | {r['ratio_vs_ddp']:.0f} | "
             f"{r['val_loss']:.4f} | {r['val_bpb']:.4f} | {r['gap_pct']:+.1f}% | "
             f"{100 * r['codec_share_max']:.2f} |")
@@ -118,6 +120,8 @@ def main():
             label += f"/{r['k_down']}"
         if r["method"] == "demo":
             label += f" R={r['resync_every']}" if r["resync_every"] else ""
+        if r["outer_lr"] != 0.7:
+            label += f" lr={r['outer_lr']:g}"
         data.setdefault(key, []).append((r["bytes"] / 1e6, r["val_loss"], label or "-"))
     files, plots = [], []
     for i, (key, pts) in enumerate(sorted(data.items())):

@@ -16,6 +16,12 @@ KS_FP16=${KS_FP16:-"32 256"}      # fp16 values, to compare the formats
 # up:down pairs (int8): the download's k (sync.codec.topk_down; default up k x workers) decides
 # most of the bytes, since the average of 4 top-k sets has up to 4k coefficients per chunk
 KS_DOWN=${KS_DOWN:-"128:128 256:256 256:512 384:384"}
+# outer learning rates besides the config's 0.7: the decoupled method's eta scales its whole
+# local step eta * (delta + beta * m), and m carries what was not sent, so it wants its own
+DEMO_LRS=${DEMO_LRS:-"0.2 0.4"}
+DEMO_RESYNC_LR=${DEMO_RESYNC_LR:-0.7}   # eta of the resync_every points
+# up:down@lr points (int8): a compressed update applied late by error feedback may want another lr
+DCT_LRS=${DCT_LRS:-"384:384@1.0"}
 OUT=${OUT:-runs/dct-sweep}
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 mkdir -p "$OUT" bench/results
@@ -56,10 +62,21 @@ for pair in $KS_DOWN; do
   run "diloco-dct-k$up-d$down-int8" sync.codec.type=dct sync.codec.topk="$up" \
     sync.codec.topk_down="$down" sync.codec.values=int8
 done
+for point in $DCT_LRS; do
+  pair=${point%@*} lr=${point#*@}
+  up=${pair%:*} down=${pair#*:}
+  run "diloco-dct-k$up-d$down-int8-lr$lr" sync.codec.type=dct sync.codec.topk="$up" \
+    sync.codec.topk_down="$down" sync.codec.values=int8 sync.outer.lr="$lr"
+done
 run demo-k32-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=32 sync.codec.values=int8
 run demo-k256-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=256 sync.codec.values=int8
+for lr in $DEMO_LRS; do
+  run "demo-k32-int8-lr$lr" sync.mode=demo sync.codec.type=dct sync.codec.topk=32 \
+    sync.codec.values=int8 sync.outer.lr="$lr"
+done
+suffix=$([[ $DEMO_RESYNC_LR == 0.7 ]] || echo "-lr$DEMO_RESYNC_LR")
 for r in 4 2; do
-  run "demo-k32-int8-resync$r" sync.mode=demo sync.codec.type=dct sync.codec.topk=32 \
-    sync.codec.values=int8 sync.resync_every="$r"
+  run "demo-k32-int8-resync$r$suffix" sync.mode=demo sync.codec.type=dct sync.codec.topk=32 \
+    sync.codec.values=int8 sync.resync_every="$r" sync.outer.lr="$DEMO_RESYNC_LR"
 done
 /usr/bin/python3 bench/dct_sweep.py "$OUT" --h "$H"

@@ -61,6 +61,18 @@ def time_to(m, loss):
     return next((t for t, v in m["curve"] if v <= loss + TOLERANCE), None)
 
 
+def loss_at(m, t):
+    """The run's last val loss evaluated by wall-clock t (None before its first evaluation)."""
+    return next((v for s, v in reversed(m["curve"]) if s <= t), None)
+
+
+def ddp_then(ddp, t):
+    """What DDP had reached by wall-clock t, for comparing at equal time."""
+    v = loss_at(ddp, t)
+    return (f"DDP at that wall-clock: {v:.4f}" if v is not None
+            else "DDP had not evaluated yet at that wall-clock")
+
+
 def size(b):
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if b >= scale:
@@ -173,12 +185,13 @@ def targets(runs):
         if t is None:
             text = (f"never reached DDP's {ddp['loss']:.4f}: its final val loss is {m['loss']:.4f} "
                     f"({100 * (m['loss'] / ddp['loss'] - 1):+.1f}%) after {duration(m['wall'])}, "
-                    f"{m['wall'] / ddp['wall']:.2f}× DDP's {duration(ddp['wall'])}; at equal tokens "
-                    f"it learns less per token than DDP, so no speed-up can count")
+                    f"{m['wall'] / ddp['wall']:.2f}× DDP's {duration(ddp['wall'])} "
+                    f"({ddp_then(ddp, m['wall'])}); at equal tokens it learns less per token "
+                    f"than DDP, so no speed-up can count")
             out.append(f"| {what} | {name} | {verdict(False, text)} |")
         else:
             text = (f"reached {ddp['loss']:.4f} at {duration(t)} = {t / ddp['wall']:.2f}× DDP's "
-                    f"{duration(ddp['wall'])} (target ≤ 0.33×)")
+                    f"{duration(ddp['wall'])} (target ≤ 0.33×; {ddp_then(ddp, t)})")
             out.append(f"| {what} | {name} | {verdict(t <= limit, text)} |")
     # 2: DCT methods: >= 16x fewer bytes than fp32 DiLoCo, >= 1000x fewer than DDP, within 3%.
     _, ddp = runs.get("headline/ddp")
