@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""The reproduction's machinery (scripts/experiments.py, scripts/results_page.py) on fake runs.
+
+Experiments are written into a temporary configs/experiments/, and "finished" runs are the files
+`loco launch` leaves (point.json, the coordinator's summary.json and metrics.jsonl), so what is
+checked is how a sweep resolves, carries, resumes and judges, not training. Run by ctest
+(tests/CMakeLists.txt) with Debian's python3 (python3-yaml).
+"""
+import json
+import os
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
+import experiments  # noqa: E402
+import results_page  # noqa: E402
+
+BASE = """\
+train: {max_steps: 100, batch_size: 4, eval_every: 0}
+sync:
+  mode: diloco
+  workers: 4
+  inner_steps: 10
+  outer: {lr: 0.7, momentum: 0.9}
+  codec: {type: none, topk: 32, values: int8}
+"""
+
+
+class Sandbox(unittest.TestCase):
+    """A project root of our own: base.yaml and configs/experiments/, runs under out/."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = self.tmp.name
+        os.makedirs(os.path.join(self.root, "configs", "experiments"))
+        with open(os.path.join(self.root, "base.yaml"), "w") as f:
+            f.write(BASE)
+        self.out = os.path.join(self.root, "out")
+        self.saved = experiments.ROOT, experiments.EXPERIMENTS
+        experiments.ROOT = self.root
+        experiments.EXPERIMENTS = os.path.join(self.root, "configs", "experiments")
+
+    def tearDown(self):
+        experiments.ROOT, experiments.EXPERIMENTS = self.saved
+        self.tmp.cleanup()
+
+    def experiment(self, name, text):
+        with open(os.path.join(experiments.EXPERIMENTS, f"{name}.yaml"), "w") as f:
+            f.write(text)
+
+    def finish(self, point, val_loss):
+        """Leaves what a finished `loco launch` of this point leaves."""
+        os.makedirs(os.path.join(point.dir, "coordinator"), exist_ok=True)
+        record = {"experiment": point.exp, "point": point.name, "config": point.base_config,
+                  "overrides": {k: experiments.as_set(v) for k, v in point.overrides.items()},
+                  "finished": "2026-11-26T00:00:00+00:00"}
+        with open(os.path.join(point.dir, "point.json"), "w") as f:
+            json.dump(record, f)
+        with open(os.path.join(point.dir, "coordinator", "summary.json"), "w") as f:
+            json.dump({"complete": True, "final_val_loss": val_loss}, f)
+
+
+class Experiments(Sandbox):
+    def test_grid_expands_into_named_points_and_extends_merges_set(self):
+        self.experiment("sweep", "title: t\nconfig: base.yaml\nset: {sync.workers: 2}\n"
+                                 "grid: {name: 'H{sync.inner_steps}-lr{sync.outer.lr}',"
+                                 " sync.inner_steps: [10, 50], sync.outer.lr: [0.5, 1.0]}\n")
+        self.experiment("child", "title: c\nconfig: base.yaml\nextends: sweep\n"
+                                 "set: {train.batch_size: 8}\n")
+        sweep = experiments.load("sweep")
+        self.assertEqual(sorted(sweep["points"]), ["H10-lr0.5", "H10-lr1.0", "H50-lr0.5", "H50-lr1.0"])
+        self.assertEqual(sweep["points"]["H50-lr1.0"], {"sync.inner_steps": 50, "sync.outer.lr": 1.0})
+        child = experiments.load("child")
+        self.assertEqual(child["set"], {"sync.workers": 2, "train.batch_size": 8})
+        self.assertEqual(child["title"], "c")
+        self.assertEqual(len(child["points"]), 4)
+
+    def test_a_missing_key_or_experiment_is_named(self):
+        self.experiment("bad", "title: t\nconfig: base.yaml\n")
+        with self.assertRaises(SystemExit) as e:
+            experiments.load("bad")
+        self.assertIn("no 'points'", str(e.exception.code))
+        with self.assertRaises(SystemExit) as e:
+            experiments.load("nope")
+        self.assertIn("no experiment 'nope'", str(e.exception.code))
+        self.assertIn("known: bad", str(e.exception.code))
+
+    def test_steps_not_a_multiple_of_h_are_refused(self):
+        self.experiment("odd", "title: t\nconfig: base.yaml\npoints: {p: {train.max_steps: 105}}\n")
+        with self.assertRaises(SystemExit) as e:
+            experiments.resolve("odd", self.out, 1)
+        self.assertIn("not a multiple of sync.inner_steps", str(e.exception.code))
+
+    def test_the_best_point_is_carried_and_a_changed_best_makes_a_run_stale(self):
+        self.experiment("tune", "title: t\nconfig: base.yaml\n"
+                                "points: {a: {sync.outer.lr: 0.3}, b: {sync.outer.lr: 0.9}}\n")
+        self.experiment("head", "title: h\nconfig: base.yaml\ncarry: {tune: [sync.outer.lr]}\n"
+                                "points: {p: {sync.workers: 8}}\n")
+        (p,) = experiments.resolve("head", self.out, 1)
+        self.assertFalse(p.carried["tune"]["used"])  # until every tuning point has finished
+        self.assertEqual(p.settings["sync.outer.lr"], 0.7)
+        a, b = experiments.resolve("tune", self.out, 1)
+        self.finish(a, 5.0)
+        self.assertFalse(experiments.resolve("head", self.out, 1)[0].carried["tune"]["used"])
+        self.finish(b, 4.0)
+        (p,) = experiments.resolve("head", self.out, 1)
+        self.assertEqual(p.settings["sync.outer.lr"], 0.9)
+        self.assertEqual(p.state(), "not run")
+        self.finish(p, 6.0)
+        self.assertEqual(experiments.resolve("head", self.out, 1)[0].state(), "done")
+        self.finish(a, 3.0)  # a rerun tuning point wins now: the headline ran with the old best
+        (p,) = experiments.resolve("head", self.out, 1)
+        self.assertEqual(p.settings["sync.outer.lr"], 0.3)
+        self.assertEqual(p.state(), "stale")
+
+    def test_an_unfinished_run_is_run_again(self):
+        self.experiment("e", "title: t\nconfig: base.yaml\npoints: {p: {}}\n")
+        (p,) = experiments.resolve("e", self.out, 1)
+        os.makedirs(os.path.join(p.dir, "coordinator"))
+        with open(os.path.join(p.dir, "coordinator", "summary.json"), "w") as f:
+            f.write('{"complete": fa')  # killed while writing
+        self.assertEqual(p.state(), "unfinished")
+
+    def test_a_twin_is_a_finished_run_with_every_setting_equal(self):
+        self.experiment("one", "title: t\nconfig: base.yaml\npoints: {x: {sync.outer.lr: 0.5}}\n")
+        self.experiment("two", "title: t\nconfig: base.yaml\nset: {sync.outer.lr: 0.5}\n"
+                               "points: {same: {}, other: {sync.workers: 2}}\n")
+        (x,) = experiments.resolve("one", self.out, 1)
+        same, other = experiments.resolve("two", self.out, 1)
+        self.assertIsNone(same.twin(self.out))  # x has not run
+        self.finish(x, 5.0)
+        self.assertEqual(same.twin(self.out), x.dir)
+        self.assertIsNone(other.twin(self.out))
+
+    def test_scale_shortens_step_counts_only(self):
+        self.experiment("e", "title: t\nconfig: base.yaml\npoints: {p: {}}\n")
+        (p,) = experiments.resolve("e", self.out, 0.1)
+        self.assertEqual((p.settings["train.max_steps"], p.settings["sync.inner_steps"]), (10, 1))
+        self.assertEqual(p.settings["train.batch_size"], 4)
+
+
+def numbers(loss, wall, curve, **extra):
+    return {"loss": loss, "wall": wall, "curve": curve, "bytes": 1e6, "rounds": 8, **extra}
+
+
+class FakeRuns:
+    """results_page.Runs' interface over numbers given by hand."""
+
+    class P:
+        settings = {"sync.workers": 4, "sync.inner_steps": 50}
+
+    def __init__(self, numbers_by_ref):
+        self.numbers = {tuple(r.split("/")): m for r, m in numbers_by_ref.items()}
+
+    def get(self, ref, exp=None):
+        return self.P(), self.numbers.get(tuple(ref.split("/")))
+
+
+class Targets(unittest.TestCase):
+    def test_loss_at_and_time_to_read_the_curve(self):
+        m = numbers(5.0, 100, [(10, 6.0), (50, 5.5), (100, 5.0)])
+        self.assertEqual(results_page.time_to(m, 5.5), 50)
+        self.assertIsNone(results_page.time_to(m, 4.9))
+        self.assertEqual(results_page.loss_at(m, 60), 5.5)
+        self.assertIsNone(results_page.loss_at(m, 5))
+
+    def test_verdicts_follow_the_numbers(self):
+        ddp = numbers(5.0, 900, [(300, 6.0), (600, 5.5), (900, 5.0)])
+        fast = numbers(4.9, 400, [(200, 5.6), (290, 5.0), (400, 4.9)], vs_fp32=20.0, vs_ddp=2000.0)
+        slow = numbers(4.95, 800, [(400, 5.6), (700, 5.0), (800, 4.95)], vs_fp32=10.0, vs_ddp=500.0)
+        never = numbers(5.6, 300, [(300, 5.6)], vs_fp32=20.0, vs_ddp=2000.0)
+        text = results_page.targets(FakeRuns({
+            "slow_link/ddp": ddp, "slow_link/diloco": fast, "slow_link/diloco-dct": slow,
+            "slow_link/demo": never, "headline/ddp": ddp, "headline/diloco": fast,
+            "headline/diloco-dct": fast, "headline/demo": slow}))
+        rows = [line.split(" | ") for line in text.splitlines()[2:]]
+        verdict = {(r[0].lstrip("| "), r[1]): r[2] for r in rows}
+        link = "slow link: DDP's final val loss in ≤ 1/3 of DDP's wall-clock"
+        self.assertIn("**met**: reached 5.0000 at 290 s = 0.32×", verdict[(link, "diloco")])
+        self.assertIn("**missed**: reached 5.0000 at 11.7 min = 0.78×", verdict[(link, "diloco-dct")])
+        self.assertIn("**missed**: never reached", verdict[(link, "demo")])
+        self.assertIn("DDP at that wall-clock: 6.0000", verdict[(link, "demo")])
+        self.assertIn("**met**", verdict[("≥ 16× fewer bytes than fp32 DiLoCo", "diloco-dct")])
+        self.assertIn("**missed**", verdict[("≥ 16× fewer bytes than fp32 DiLoCo", "demo")])
+        self.assertIn("**missed**", verdict[("≥ 1000× fewer bytes than DDP", "demo")])
+        within = "val loss within 3% of DDP's at equal tokens"
+        self.assertIn("**met**: 4.9000 vs DDP's 5.0000: -2.0%", verdict[(within, "diloco-dct")])
+        self.assertIn("**met**", verdict[(within, "demo")])  # +1.0%
+
+    def test_a_point_not_run_says_so(self):
+        text = results_page.targets(FakeRuns({}))
+        self.assertEqual(text.count("not run yet"), 3 + 2 * 3)
+        self.assertNotIn("**met**", text)
+
+
+if __name__ == "__main__":
+    unittest.main()
