@@ -76,6 +76,7 @@ def main():
             "values": c["sync.codec.values"] if codec == "dct" else "fp32",
             "resync_every": int(c.get("sync.resync_every", 0)),
             "outer_lr": float(c["sync.outer.lr"]),
+            "outer_momentum": float(c["sync.outer.momentum"]),
             "bytes": s["bytes_total"],
             "consensus_bytes": s["consensus_bytes_total"],
             "ratio_vs_diloco_fp32": s["ratio_vs_diloco_fp32"],
@@ -97,12 +98,12 @@ def main():
             f.write(json.dumps(r) + "\n")
     order = {"diloco": 0, "diloco+dct": 1, "demo": 2}
     rows.sort(key=lambda r: (order.get(r["method"], 3), r["values"], r["k"] or 0, r["k_down"] or 0,
-                             r["resync_every"], r["outer_lr"]))
-    lines = ["| method | k up | k down | values | outer lr | resync every | MB sent | × fewer than fp32 DiLoCo | × fewer than DDP | val loss | val bpb | vs fp32 DiLoCo | codec % of round (max) |",
+                             r["resync_every"], r["outer_lr"], -r["outer_momentum"]))
+    lines = ["| method | k up | k down | values | outer lr, momentum | resync every | MB sent | × fewer than fp32 DiLoCo | × fewer than DDP | val loss | val bpb | vs fp32 DiLoCo | codec % of round (max) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['k'] or '–'} | {down_k(r)} | {r['values']} | {r['outer_lr']:g} | "
+            f"| {r['method']} | {r['k'] or '–'} | {down_k(r)} | {r['values']} | {r['outer_lr']:g}, {r['outer_momentum']:g} | "
             f"{r['resync_every'] or '–'} | "
             f"{r['bytes'] / 1e6:.1f} | {r['ratio_vs_diloco_fp32']:.1f} | {r['ratio_vs_ddp']:.0f} | "
             f"{r['val_loss']:.4f} | {r['val_bpb']:.4f} | {r['gap_pct']:+.1f}% | "
@@ -120,8 +121,8 @@ def main():
             label += f"/{r['k_down']}"
         if r["method"] == "demo":
             label += f" R={r['resync_every']}" if r["resync_every"] else ""
-        if r["outer_lr"] != 0.7:
-            label += f" lr={r['outer_lr']:g}"
+        if (r["outer_lr"], r["outer_momentum"]) != (0.7, 0.9):
+            label += f" lr={r['outer_lr']:g} μ={r['outer_momentum']:g}"
         data.setdefault(key, []).append((r["bytes"] / 1e6, r["val_loss"], label or "-"))
     files, plots = [], []
     for i, (key, pts) in enumerate(sorted(data.items())):

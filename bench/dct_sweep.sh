@@ -20,8 +20,10 @@ KS_DOWN=${KS_DOWN:-"128:128 256:256 256:512 384:384"}
 # local step eta * (delta + beta * m), and m carries what was not sent, so it wants its own
 DEMO_LRS=${DEMO_LRS:-"0.2 0.4"}
 DEMO_RESYNC_LR=${DEMO_RESYNC_LR:-0.7}   # eta of the resync_every points
-# up:down@lr points (int8): a compressed update applied late by error feedback may want another lr
-DCT_LRS=${DCT_LRS:-"384:384@1.0"}
+# up:down@lr@momentum points (int8): error feedback applies what a round held back in later
+# rounds, a delay the outer Nesterov momentum then amplifies, so the DCT runs may want their own
+DCT_OUTER=${DCT_OUTER:-"384:384@0.7@0.5 384:384@1.0@0.5"}
+FP32_OUTER=${FP32_OUTER:-"0.7@0.5"}   # lr@momentum: fp32 DiLoCo at the DCT points' other settings
 OUT=${OUT:-runs/dct-sweep}
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 mkdir -p "$OUT" bench/results
@@ -51,6 +53,10 @@ sys.exit(0 if s.get("complete", s["rounds"] == int(sys.argv[2])) else 1)' \
 }
 
 run diloco-fp32 sync.codec.type=none
+for point in $FP32_OUTER; do
+  IFS=@ read -r lr mom <<<"$point"
+  run "diloco-fp32-lr$lr-m$mom" sync.codec.type=none sync.outer.lr="$lr" sync.outer.momentum="$mom"
+done
 for k in $KS; do
   run "diloco-dct-k$k-int8" sync.codec.type=dct sync.codec.topk="$k" sync.codec.values=int8
 done
@@ -62,11 +68,11 @@ for pair in $KS_DOWN; do
   run "diloco-dct-k$up-d$down-int8" sync.codec.type=dct sync.codec.topk="$up" \
     sync.codec.topk_down="$down" sync.codec.values=int8
 done
-for point in $DCT_LRS; do
-  pair=${point%@*} lr=${point#*@}
+for point in $DCT_OUTER; do
+  IFS=@ read -r pair lr mom <<<"$point"
   up=${pair%:*} down=${pair#*:}
-  run "diloco-dct-k$up-d$down-int8-lr$lr" sync.codec.type=dct sync.codec.topk="$up" \
-    sync.codec.topk_down="$down" sync.codec.values=int8 sync.outer.lr="$lr"
+  run "diloco-dct-k$up-d$down-int8-lr$lr-m$mom" sync.codec.type=dct sync.codec.topk="$up" \
+    sync.codec.topk_down="$down" sync.codec.values=int8 sync.outer.lr="$lr" sync.outer.momentum="$mom"
 done
 run demo-k32-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=32 sync.codec.values=int8
 run demo-k256-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=256 sync.codec.values=int8

@@ -66,6 +66,13 @@ def loss_at(m, t):
     return next((v for s, v in reversed(m["curve"]) if s <= t), None)
 
 
+def ddp_to(ddp, m):
+    """How long DDP took to reach the run's own final loss: the speed-up at that loss."""
+    t = time_to(ddp, m["loss"])
+    return "" if t is None else (f"; DDP took {duration(t)} to reach this run's "
+                                 f"{m['loss']:.4f}, {t / m['wall']:.1f}× its time")
+
+
 def ddp_then(ddp, t):
     """What DDP had reached by wall-clock t, for comparing at equal time."""
     v = loss_at(ddp, t)
@@ -186,8 +193,9 @@ def targets(runs):
             text = (f"never reached DDP's {ddp['loss']:.4f}: its final val loss is {m['loss']:.4f} "
                     f"({100 * (m['loss'] / ddp['loss'] - 1):+.1f}%) after {duration(m['wall'])}, "
                     f"{m['wall'] / ddp['wall']:.2f}× DDP's {duration(ddp['wall'])} "
-                    f"({ddp_then(ddp, m['wall'])}); at equal tokens it learns less per token "
-                    f"than DDP, so no speed-up can count")
+                    f"({ddp_then(ddp, m['wall'])}{ddp_to(ddp, m)}): "
+                    + ("it ends within a third of DDP's time, but " if m["wall"] <= limit else "")
+                    + "at equal tokens it learns less per token than DDP and stops short of its loss")
             out.append(f"| {what} | {name} | {verdict(False, text)} |")
         else:
             text = (f"reached {ddp['loss']:.4f} at {duration(t)} = {t / ddp['wall']:.2f}× DDP's "

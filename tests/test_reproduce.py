@@ -181,7 +181,8 @@ class Targets(unittest.TestCase):
         self.assertIn("**met**: reached 5.0000 at 290 s = 0.32×", verdict[(link, "diloco")])
         self.assertIn("**missed**: reached 5.0000 at 11.7 min = 0.78×", verdict[(link, "diloco-dct")])
         self.assertIn("**missed**: never reached", verdict[(link, "demo")])
-        self.assertIn("DDP at that wall-clock: 6.0000", verdict[(link, "demo")])
+        self.assertIn("DDP at that wall-clock: 6.0000; DDP took 10.0 min to reach this run's 5.6000, "
+                      "2.0× its time", verdict[(link, "demo")])
         self.assertIn("**met**", verdict[("≥ 16× fewer bytes than fp32 DiLoCo", "diloco-dct")])
         self.assertIn("**missed**", verdict[("≥ 16× fewer bytes than fp32 DiLoCo", "demo")])
         self.assertIn("**missed**", verdict[("≥ 1000× fewer bytes than DDP", "demo")])
