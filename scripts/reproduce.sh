@@ -53,5 +53,7 @@ start=$SECONDS
 rc=0
 ${NICE:+nice -n "$NICE"} "$PY" scripts/experiments.py run "${EXPERIMENTS[@]}" "${ARGS[@]}" --jobs "$JOBS" || rc=$?
 echo "==> runs took $(( (SECONDS - start) / 60 )) min; writing $PAGE"
-"$PY" scripts/results_page.py --out "$OUT" --scale "$SCALE" --loco "$LOCO" --page "$PAGE"
+README=()
+[[ $SCALE == 1 && $PAGE == docs/RESULTS.md ]] && README=(--readme README.md)  # not for a smoke run
+"$PY" scripts/results_page.py --out "$OUT" --scale "$SCALE" --loco "$LOCO" --page "$PAGE" "${README[@]}"
 exit $rc

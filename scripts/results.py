@@ -11,10 +11,11 @@ import argparse
 import sys
 
 
-def update_readme(path, text):
+def update_readme(path, text, section="results"):
+    """Replaces what lies between the `<!-- SECTION:begin -->` and `<!-- SECTION:end -->` markers."""
     with open(path) as f:
         readme = f.read()
-    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
     if begin not in readme or end not in readme:
         sys.exit(f"error: {path}: no {begin} ... {end} markers")
     head, rest = readme.split(begin, 1)

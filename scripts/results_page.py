@@ -21,6 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import experiments  # noqa: E402  (this folder's)
 from experiments import ORDER, describe, load, read_jsonl, resolve  # noqa: E402
+from results import update_readme  # noqa: E402
 
 PAGE_ORDER = ["headline", "h_lr", "batch", "workers", "slow_link"]
 TOLERANCE = 5e-5  # "reached" as in loco compare: within half the table's last digit
@@ -274,6 +275,8 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--page", default="docs/RESULTS.md")
     ap.add_argument("--loco", default=os.environ.get("LOCO", "build/loco"))
+    ap.add_argument("--readme", help="also put the headline's table into this README, between "
+                                     "its <!-- reproduce:begin --> and <!-- reproduce:end --> markers")
     args = ap.parse_args()
     os.chdir(experiments.ROOT)
     runs = Runs(args.out, args.scale)
@@ -312,6 +315,12 @@ def main():
     with open(args.page, "w") as f:
         f.write("\n".join(text).rstrip("\n") + "\n")
     print(f"wrote {args.page} ({len(done)} of {len(runs.numbers)} points finished)")
+    if args.readme:
+        summary = (f"From [{args.page}]({args.page}), written by `scripts/reproduce.sh` on {now} "
+                   f"({len(done)} of {len(runs.numbers)} points finished; the tuning, the worker "
+                   f"sweep, the slow link and the targets are there):\n\n" + table(runs, "headline"))
+        update_readme(args.readme, summary, "reproduce")
+        print(f"updated {args.readme}")
 
 
 if __name__ == "__main__":
