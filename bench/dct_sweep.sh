@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The bytes-versus-loss trade-off of the DCT methods on the default corpus: fp32 DiLoCo, DiLoCo
 # with the DCT codec for every k in $KS and fp16 / int8 values, and the decoupled method (demo)
-# with and without sync.resync_every. Every run: 4 workers of the tiny model, H inner steps,
-# $ROUNDS rounds, the same seed and data, so all see the same tokens. Finished runs (their
+# with and without sync.resync_every and at its own eta, DiLoCo (fp32 and DCT) at another outer
+# momentum, and the chosen setting on a second seed. Every run: 4 workers of the tiny model, H
+# inner steps, $ROUNDS rounds, the same data, so all see the same tokens. Finished runs (their
 # summary.json exists) are skipped, so an interrupted sweep resumes.
 # Writes bench/results/dct_sweep.{jsonl,md,png} via bench/dct_sweep.py.
 set -euo pipefail
@@ -24,6 +25,9 @@ DEMO_RESYNC_LR=${DEMO_RESYNC_LR:-0.7}   # eta of the resync_every points
 # rounds, a delay the outer Nesterov momentum then amplifies, so the DCT runs may want their own
 DCT_OUTER=${DCT_OUTER:-"384:384@0.7@0.5 384:384@1.0@0.5"}
 FP32_OUTER=${FP32_OUTER:-"0.7@0.5"}   # lr@momentum: fp32 DiLoCo at the DCT points' other settings
+# seed@up:down@lr@momentum: the chosen default again with other seeds, beside fp32 DiLoCo's run
+# at the same outer settings and seed, to see whether its gap holds beyond one seed
+SEEDS=${SEEDS:-"2@256:256@0.7@0.5"}
 OUT=${OUT:-runs/dct-sweep}
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 mkdir -p "$OUT" bench/results
@@ -73,6 +77,15 @@ for point in $DCT_OUTER; do
   up=${pair%:*} down=${pair#*:}
   run "diloco-dct-k$up-d$down-int8-lr$lr-m$mom" sync.codec.type=dct sync.codec.topk="$up" \
     sync.codec.topk_down="$down" sync.codec.values=int8 sync.outer.lr="$lr" sync.outer.momentum="$mom"
+done
+for point in $SEEDS; do
+  IFS=@ read -r seed pair lr mom <<<"$point"
+  up=${pair%:*} down=${pair#*:}
+  run "diloco-fp32-lr$lr-m$mom-seed$seed" sync.codec.type=none sync.outer.lr="$lr" \
+    sync.outer.momentum="$mom" run.seed="$seed"
+  run "diloco-dct-k$up-d$down-int8-lr$lr-m$mom-seed$seed" sync.codec.type=dct sync.codec.topk="$up" \
+    sync.codec.topk_down="$down" sync.codec.values=int8 sync.outer.lr="$lr" \
+    sync.outer.momentum="$mom" run.seed="$seed"
 done
 run demo-k32-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=32 sync.codec.values=int8
 run demo-k256-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=256 sync.codec.values=int8

@@ -55,10 +55,13 @@ train_once "$RUN/ddp" "$(ckpt "$RUN/ddp" "$STEPS")" \
   build/loco launch --config configs/tiny.yaml --set run.dir="$RUN/ddp" --set run.name=ddp \
     --set sync.mode=ddp --set sync.workers=4 --set train.eval_every=10 "${common[@]}"
 
-say "2/3 DiLoCo: a coordinator and 4 workers (configs/diloco-tiny.yaml), $STEPS steps each, H=$H, fp32, into $RUN/diloco"
+# Both DiLoCo runs take the outer momentum the DCT config was tuned with (docs/dct.md), so the
+# two differ only in what they send.
+say "2/3 DiLoCo: a coordinator and 4 workers (configs/diloco-tiny.yaml), $STEPS steps each, H=$H, fp32, outer momentum 0.5, into $RUN/diloco"
 train_once "$RUN/diloco" "$(ckpt "$RUN/diloco/coordinator" $((STEPS / H)))" \
   build/loco launch --config configs/diloco-tiny.yaml --set run.dir="$RUN/diloco" \
-    --set run.name=diloco --set sync.inner_steps="$H" --set train.eval_every=0 "${common[@]}"
+    --set run.name=diloco --set sync.inner_steps="$H" --set sync.outer.momentum=0.5 \
+    --set train.eval_every=0 "${common[@]}"
 
 say "3/3 DiLoCo + DCT: the same, sending top-k DCT coefficients both ways (configs/diloco-dct-tiny.yaml), into $RUN/diloco-dct"
 train_once "$RUN/diloco-dct" "$(ckpt "$RUN/diloco-dct/coordinator" $((STEPS / H)))" \
