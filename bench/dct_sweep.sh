@@ -20,10 +20,10 @@ KS_DOWN=${KS_DOWN:-"128:128 256:256 256:512 384:384"}
 # outer learning rates besides the config's 0.7: the decoupled method's eta scales its whole
 # local step eta * (delta + beta * m), and m carries what was not sent, so it wants its own
 DEMO_LRS=${DEMO_LRS:-"0.2 0.4"}
-DEMO_RESYNC_LR=${DEMO_RESYNC_LR:-0.7}   # eta of the resync_every points
+DEMO_RESYNC_LR=${DEMO_RESYNC_LR:-0.2}   # eta of the resync_every points (the best of DEMO_LRS)
 # up:down@lr@momentum points (int8): error feedback applies what a round held back in later
 # rounds, a delay the outer Nesterov momentum then amplifies, so the DCT runs may want their own
-DCT_OUTER=${DCT_OUTER:-"384:384@0.7@0.5 384:384@1.0@0.5"}
+DCT_OUTER=${DCT_OUTER:-"384:384@0.7@0.5 256:256@0.7@0.5 32:128@0.7@0.5"}
 FP32_OUTER=${FP32_OUTER:-"0.7@0.5"}   # lr@momentum: fp32 DiLoCo at the DCT points' other settings
 # seed@up:down@lr@momentum: the chosen default again with other seeds, beside fp32 DiLoCo's run
 # at the same outer settings and seed, to see whether its gap holds beyond one seed
@@ -72,20 +72,23 @@ for pair in $KS_DOWN; do
   run "diloco-dct-k$up-d$down-int8" sync.codec.type=dct sync.codec.topk="$up" \
     sync.codec.topk_down="$down" sync.codec.values=int8
 done
+# dct_outer UP:DOWN LR MOMENTUM SUFFIX [OVERRIDES...]: an int8 DCT run at those outer settings
+dct_outer() {
+  local up=${1%:*} down=${1#*:} lr=$2 mom=$3 suffix=$4
+  shift 4
+  run "diloco-dct-k$up-d$down-int8-lr$lr-m$mom$suffix" sync.codec.type=dct sync.codec.topk="$up" \
+    sync.codec.topk_down="$down" sync.codec.values=int8 sync.outer.lr="$lr" \
+    sync.outer.momentum="$mom" "$@"
+}
 for point in $DCT_OUTER; do
   IFS=@ read -r pair lr mom <<<"$point"
-  up=${pair%:*} down=${pair#*:}
-  run "diloco-dct-k$up-d$down-int8-lr$lr-m$mom" sync.codec.type=dct sync.codec.topk="$up" \
-    sync.codec.topk_down="$down" sync.codec.values=int8 sync.outer.lr="$lr" sync.outer.momentum="$mom"
+  dct_outer "$pair" "$lr" "$mom" ""
 done
 for point in $SEEDS; do
   IFS=@ read -r seed pair lr mom <<<"$point"
-  up=${pair%:*} down=${pair#*:}
   run "diloco-fp32-lr$lr-m$mom-seed$seed" sync.codec.type=none sync.outer.lr="$lr" \
     sync.outer.momentum="$mom" run.seed="$seed"
-  run "diloco-dct-k$up-d$down-int8-lr$lr-m$mom-seed$seed" sync.codec.type=dct sync.codec.topk="$up" \
-    sync.codec.topk_down="$down" sync.codec.values=int8 sync.outer.lr="$lr" \
-    sync.outer.momentum="$mom" run.seed="$seed"
+  dct_outer "$pair" "$lr" "$mom" "-seed$seed" run.seed="$seed"
 done
 run demo-k32-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=32 sync.codec.values=int8
 run demo-k256-int8 sync.mode=demo sync.codec.type=dct sync.codec.topk=256 sync.codec.values=int8

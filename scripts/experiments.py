@@ -17,9 +17,10 @@ step counts (train.max_steps, sync.inner_steps, train.eval_every, warm-up) are m
 so a --quick run (S = 0.1) has the same rounds, ten times shorter.
 
 A point runs as `loco launch` into OUT/EXPERIMENT/POINT/ (its log beside it, POINT.log) and
-writes point.json there: its overrides, what was carried, when and where it ran. A point is done
-when its coordinator's summary.json says complete (DDP: rank 0's last metrics line is the last
-step, evaluated) and point.json holds the overrides it would get now; otherwise it is run again
+writes point.json there: its overrides, every setting it ran with (`settings`: a point whose
+settings equal a finished one's takes that run), what was carried, when and where it ran. A
+point is done when its coordinator's summary.json says complete (DDP: rank 0's last metrics
+line is the last step, evaluated) and point.json holds the overrides it would get now; otherwise it is run again
 from the start, so an interrupted sweep resumes where it stopped.
 
 usage: experiments.py list|run [EXPERIMENT...] [--out DIR] [--scale S] [--jobs N] [--loco PATH]
@@ -121,7 +122,7 @@ class Point:
         return {k: as_set(v) for k, v in self.settings.items() if k not in ("run.name", "run.dir")}
 
     def twin(self, out):
-        """A finished point elsewhere under out with the same run settings (its dir), or None."""
+        """A finished point elsewhere under out run with the same settings (its dir), or None."""
         mine = self.run_settings()
         for path in sorted(glob.glob(os.path.join(out, "*", "*", "point.json"))):
             d = os.path.dirname(path)
@@ -132,13 +133,7 @@ class Point:
                     rec = json.load(f)
             except (OSError, ValueError):
                 continue
-            if "finished" not in rec or rec.get("same_as"):
-                continue
-            with open(os.path.join(ROOT, rec["config"])) as f:
-                theirs = {k: as_set(v) for k, v in flatten(yaml.safe_load(f)).items()}
-            theirs.update(rec["overrides"])
-            theirs = {k: v for k, v in theirs.items() if k not in ("run.name", "run.dir")}
-            if theirs == mine:
+            if "finished" in rec and not rec.get("same_as") and rec.get("settings") == mine:
                 return d
         return None
 
@@ -257,6 +252,7 @@ def run_point(p, loco, out):
     os.makedirs(p.dir)
     record = {"experiment": p.exp, "point": p.name, "config": p.base_config,
               "overrides": {k: as_set(v) for k, v in p.overrides.items()}, "carried": p.carried,
+              "settings": p.run_settings(),
               "host": socket.gethostname(), "nproc": len(os.sched_getaffinity(0)),
               "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     with open(os.path.join(p.dir, "point.json"), "w") as f:

@@ -55,7 +55,7 @@ class Sandbox(unittest.TestCase):
         os.makedirs(os.path.join(point.dir, "coordinator"), exist_ok=True)
         record = {"experiment": point.exp, "point": point.name, "config": point.base_config,
                   "overrides": {k: experiments.as_set(v) for k, v in point.overrides.items()},
-                  "finished": "2026-11-26T00:00:00+00:00"}
+                  "settings": point.run_settings(), "finished": "2026-11-26T00:00:00+00:00"}
         with open(os.path.join(point.dir, "point.json"), "w") as f:
             json.dump(record, f)
         with open(os.path.join(point.dir, "coordinator", "summary.json"), "w") as f:
