@@ -25,7 +25,7 @@ TEST(Config, ShippedConfigsLoadAndValidate) {
   EXPECT_EQ(tiny.model.seq_len, 256);
   EXPECT_EQ(tiny.model.vocab_size, 4096);
   EXPECT_EQ(tiny.train.batch_size, 8);
-  EXPECT_EQ(tiny.sync.mode, "single");
+  EXPECT_EQ(tiny.sync.mode, Mode::kSingle);
   Config d20 = load_config(std::string(LOCO_SOURCE_DIR) + "/configs/d20.yaml");
   EXPECT_NO_THROW(validate(d20));
   EXPECT_EQ(d20.model.n_layer, 20);
@@ -40,12 +40,12 @@ TEST(Config, ShippedConfigsLoadAndValidate) {
   EXPECT_TRUE(downloads_update(dct.sync));
   Config demo = load_config(std::string(LOCO_SOURCE_DIR) + "/configs/demo-tiny.yaml");
   EXPECT_NO_THROW(validate(demo));
-  EXPECT_EQ(demo.sync.mode, "demo");
+  EXPECT_EQ(demo.sync.mode, Mode::kDemo);
 }
 
 TEST(Config, DemoNeedsTheDctCodecAndDownloadIsKnown) {
   Config c;
-  c.sync.mode = "demo";
+  c.sync.mode = Mode::kDemo;
   std::string msg = error_of([&] { validate(c); });
   EXPECT_NE(msg.find("sync.codec.type to dct"), std::string::npos) << msg;
   c.sync.codec.type = "dct";
@@ -172,7 +172,7 @@ TEST(Config, SitesComeFromYamlListsOrTheCompactForm) {
 
 TEST(Config, SitesValidationNamesTheKey) {
   Config base;
-  base.sync.mode = "diloco";
+  base.sync.mode = Mode::kDiloco;
   base.sync.workers = 2;
   apply_override(base, "sync.sites=a:2,b:2");
   EXPECT_NO_THROW(validate(base));

@@ -291,7 +291,7 @@ TEST(Diloco, OneWorkerWithPlainOuterStepReproducesSingleTraining) {
   // H = 1, lr = 1, momentum = 0: theta_new = theta_start - (theta_start - theta) = theta.
   std::string dir = loco::testing::temp_dir();
   Config single = small_config(dir + "/single", 1, 1);
-  single.sync.mode = "single";
+  single.sync.mode = Mode::kSingle;
   single.train.max_steps = 6;
   auto a = loco::testing::run_loco("train --config " + write_yaml(dir, single));
   ASSERT_EQ(a.exit_code, 0) << a.output;
@@ -334,7 +334,7 @@ TEST(Diloco, TrainRefusesADilocoOrDemoConfigAndSaysWhatToRun) {
   std::string dir = loco::testing::temp_dir();
   for (const char* mode : {"diloco", "demo"}) {
     Config c = small_config(dir + "/run", 2, 2);
-    c.sync.mode = mode;
+    c.sync.mode = mode_from_name(mode);
     c.sync.codec.type = "dct";
     auto r = loco::testing::run_loco("train --config " + write_yaml(dir, c));
     EXPECT_EQ(r.exit_code, 1) << r.output;

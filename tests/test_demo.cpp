@@ -289,7 +289,7 @@ TEST(Demo, ThreeRealWorkersDriftApartAndResync) {
 TEST(DilocoDct, CompressedDownloadKeepsReplicasIdentical) {
   std::string dir = loco::testing::temp_dir();
   Config c = demo_config(dir + "/run", 3, 4);
-  c.sync.mode = "diloco";
+  c.sync.mode = Mode::kDiloco;
   c.sync.codec.topk = 32;
   c.sync.outer.momentum = 0.5;
   c.train.max_steps = 16;

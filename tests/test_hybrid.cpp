@@ -44,7 +44,7 @@ Config small_config(const std::string& run_dir, const std::string& mode, int64_t
   merge_yaml(c, loco::testing::small_run_yaml(run_dir), "test");
   c.train.optimizer.lr = 0.01;
   c.train.eval_every = 0;
-  c.sync.mode = mode;
+  c.sync.mode = mode_from_name(mode);
   c.sync.workers = workers;
   c.sync.inner_steps = 2;
   c.sync.timeout_s = 30;

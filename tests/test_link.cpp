@@ -69,7 +69,7 @@ TEST(LinkConfig, KeysParseAndValidateNamingTheKey) {
   EXPECT_NE(loco::testing::config_error([&] { validate(bad); }).find("sync.link.latency_ms"),
             std::string::npos);
   bad = Config{};
-  bad.sync.mode = "ddp", bad.sync.workers = 2, bad.sync.link.shaping = "netns";
+  bad.sync.mode = Mode::kDdp, bad.sync.workers = 2, bad.sync.link.shaping = "netns";
   EXPECT_NE(
       loco::testing::config_error([&] { validate(bad); }).find("DDP's all-reduce is modelled"),
       std::string::npos);
@@ -284,7 +284,7 @@ TEST(LinkLaunch, DdpRecordsTheModelledLink) {
   std::string dir = loco::testing::temp_dir();
   Config c;
   merge_yaml(c, loco::testing::small_run_yaml(dir + "/run"), "test");
-  c.sync.mode = "ddp", c.sync.workers = 2;
+  c.sync.mode = Mode::kDdp, c.sync.workers = 2;
   c.train.max_steps = 2, c.train.eval_every = 0, c.train.checkpoint_every = 0;
   auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c) +
                                    " --link 20mbit,5ms");

@@ -92,7 +92,7 @@ class CompareTest : public ::testing::Test {
   std::string ddp_run() {
     std::string dir = root_ + "/ddp";
     auto c = config(dir);
-    c.sync.mode = "ddp", c.sync.workers = 2;
+    c.sync.mode = loco::Mode::kDdp, c.sync.workers = 2;
     write_file(dir + "/config.yaml", loco::to_yaml(c));
     std::vector<json> lines;
     for (int s = 1; s <= 4; ++s) {
@@ -115,7 +115,7 @@ class CompareTest : public ::testing::Test {
                          bool with_ratios = false) {
     std::string dir = root_ + "/" + name;
     auto c = config(dir + "/coordinator");
-    c.sync.mode = "diloco", c.sync.workers = 4, c.sync.inner_steps = 10;
+    c.sync.mode = loco::Mode::kDiloco, c.sync.workers = 4, c.sync.inner_steps = 10;
     write_file(dir + "/coordinator/config.yaml", loco::to_yaml(c));
     std::vector<json> lines;
     for (int round = 1; round <= 2; ++round) {
@@ -267,7 +267,7 @@ TEST_F(CompareTest, ReadsADilocoRunAndComputesItsRatios) {
 TEST_F(CompareTest, ReadsDemoFromItsConsensusLinesAndLabelsSites) {
   std::string dir = root_ + "/demo";
   auto c = config(dir + "/coordinator");
-  c.sync.mode = "demo", c.sync.inner_steps = 25, c.sync.codec.type = "dct";
+  c.sync.mode = loco::Mode::kDemo, c.sync.inner_steps = 25, c.sync.codec.type = "dct";
   c.sync.sites = {{"a", 2}, {"b", 2}}, c.sync.workers = 2;
   write_file(dir + "/coordinator/config.yaml", loco::to_yaml(c));
   write_metrics(dir + "/coordinator/metrics.jsonl", {{{"round", 1},

@@ -31,7 +31,7 @@ namespace {
 Config small_config(const std::string& dir) {
   Config c;
   merge_yaml(c, loco::testing::small_run_yaml(dir), "test");
-  c.sync.mode = "diloco";
+  c.sync.mode = Mode::kDiloco;
   c.sync.workers = 1;
   c.sync.inner_steps = 2;
   c.train.max_steps = 2;  // one round

@@ -198,7 +198,7 @@ inline loco::Config coordinated_config(const std::string& run_dir, const std::st
                                        int64_t workers, int64_t inner_steps) {
   loco::Config c;
   loco::merge_yaml(c, small_run_yaml(run_dir), "test");
-  c.sync.mode = mode;
+  c.sync.mode = loco::mode_from_name(mode);
   c.sync.workers = workers;
   c.sync.inner_steps = inner_steps;
   c.sync.coordinator.address = "127.0.0.1:" + std::to_string(free_port());

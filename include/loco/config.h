@@ -143,8 +143,24 @@ struct LinkConfig {
   bool limited() const { return mbps > 0 || latency_ms > 0; }
 };
 
+// How replicas are kept in step (sync.mode), parsed once from the config: code switches on the
+// enum, never on the string. A new method is one value here, its name in kModeNames
+// (src/config/config.cpp), one aggregator and one worker strategy (docs/design.md).
+enum class Mode {
+  kSingle,  // one process, no synchronisation
+  kDdp,     // gradients all-reduced every step (c10d)
+  kDiloco,  // DiLoCo through the coordinator
+  kDemo,    // the decoupled DCT momentum method through the coordinator
+};
+// "single", "ddp", "diloco", "demo": the name in YAML, logs and messages.
+const char* mode_name(Mode mode);
+// The mode named `name`; throws ConfigError listing the valid names.
+Mode mode_from_name(const std::string& name);
+// Whether the mode's workers meet through the coordinator (diloco, demo).
+bool coordinated(Mode mode);
+
 struct SyncConfig {
-  std::string mode = "single";  // single | ddp | diloco | demo; with sites: diloco | demo
+  Mode mode = Mode::kSingle;  // single | ddp | diloco | demo; with sites: diloco | demo
   int64_t workers = 1;
   int64_t inner_steps = 50;
   double bucket_mb = 25.0;   // ddp: gradient all-reduce bucket size in MiB (> 0)

@@ -52,13 +52,13 @@ int run_train(const std::string& config_path, const std::vector<std::string>& ov
     throw loco::ConfigError(
         "sync.sites lists sites: start each of their ranks with `loco worker "
         "--site NAME` (or run them all with `loco launch`)");
-  if (config.sync.mode == "diloco" || config.sync.mode == "demo")
-    throw loco::ConfigError("sync.mode is '" + config.sync.mode +
+  if (loco::coordinated(config.sync.mode))
+    throw loco::ConfigError("sync.mode is '" + std::string(loco::mode_name(config.sync.mode)) +
                             "': run it with `loco launch` (or `loco coordinator` and `loco "
                             "worker --coordinator HOST:PORT`); `loco train` runs single and ddp");
   loco::DistEnv env;
   std::unique_ptr<loco::Sync> sync;
-  if (config.sync.mode == "ddp") {
+  if (config.sync.mode == loco::Mode::kDdp) {
     env = loco::read_dist_env(config.sync.workers);
     sync = loco::make_ddp_sync(config, env);
     config = loco::ddp_rank_config(config, env);
@@ -124,9 +124,10 @@ int run_coordinator_cmd(const std::string& config_path, const std::vector<std::s
 std::unique_ptr<loco::Sync> make_outer_sync(const loco::Config& config,
                                             std::shared_ptr<loco::CoordinatorClient> client,
                                             const loco::JoinInfo& join) {
-  if (config.sync.mode == "diloco" || config.sync.mode == "demo")  // one strategy does both
+  if (loco::coordinated(config.sync.mode))  // one strategy does both
     return loco::make_diloco_sync(config, std::move(client), join);
-  throw loco::ConfigError("sync.mode is '" + config.sync.mode + "': no outer strategy for it");
+  throw loco::ConfigError("sync.mode is '" + std::string(loco::mode_name(config.sync.mode)) +
+                          "': no outer strategy for it");
 }
 
 // One process of a multi-site run (include/loco/hybrid.h).
@@ -168,8 +169,8 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
                const std::string& address, std::string name, const std::string& site) {
   if (!address.empty()) overrides.push_back("sync.coordinator.address=" + address);
   auto config = resolve_config(config_path, overrides);
-  if (config.sync.mode != "diloco" && config.sync.mode != "demo")
-    throw loco::ConfigError("sync.mode is '" + config.sync.mode +
+  if (!loco::coordinated(config.sync.mode))
+    throw loco::ConfigError("sync.mode is '" + std::string(loco::mode_name(config.sync.mode)) +
                             "'; `loco worker` runs sync.mode diloco or demo (use `loco train` "
                             "otherwise)");
   if (!site.empty()) {

@@ -22,6 +22,7 @@ struct Field {
   std::function<void(const std::string&)> set;
   std::function<std::string()> get;
   bool structured = false;
+  bool quoted = false;  // written as a quoted YAML string
 };
 
 Field make_field(int64_t& v) {
@@ -62,7 +63,12 @@ Field make_field(bool& v) {
           [&v] { return std::string(v ? "true" : "false"); }};
 }
 Field make_field(std::string& v) {
-  return {"string", [&v](const std::string& s) { v = s; }, [&v] { return v; }};
+  return {"string", [&v](const std::string& s) { v = s; }, [&v] { return v; }, false, true};
+}
+Field make_field(Mode& v) {
+  return {"one of single | ddp | diloco | demo",
+          [&v](const std::string& s) { v = mode_from_name(s); },
+          [&v] { return std::string(mode_name(v)); }, false, true};
 }
 
 int64_t parse_site_ranks(const std::string& text, size_t index) {
@@ -333,8 +339,8 @@ void validate_sites(const SyncConfig& sync) {
     require(sites[i].ranks >= 1, "sync.sites[" + sites[i].name + "].ranks must be >= 1, not " +
                                      std::to_string(sites[i].ranks));
   }
-  require(sync.mode == "diloco" || sync.mode == "demo",
-          "sync.sites: sync.mode is '" + sync.mode +
+  require(coordinated(sync.mode),
+          "sync.sites: sync.mode is '" + std::string(mode_name(sync.mode)) +
               "' but with sites it is the method between sites: set sync.mode to diloco or demo "
               "(inside a site it is DDP)");
   std::string n = std::to_string(sites.size());
@@ -352,7 +358,7 @@ void validate_link(const SyncConfig& sync) {
           "sync.link.latency_ms must be >= 0 (one-way, ms; 0: none), not " +
               std::to_string(link.latency_ms));
   require_one_of("sync.link.shaping", link.shaping, {"auto", "netns", "token_bucket"});
-  if (link.shaping == "netns" && sync.mode == "ddp" && sync.sites.empty())
+  if (link.shaping == "netns" && sync.mode == Mode::kDdp && sync.sites.empty())
     throw ConfigError(
         "sync.link.shaping: netns shapes the links between workers and the coordinator "
         "(sync.mode diloco or demo, or sites); DDP's all-reduce is modelled instead: set "
@@ -431,7 +437,6 @@ void validate(const Config& c) {
           "train.schedule.warmdown_frac must be in [0, 1]");
   require(t.schedule.min_lr_frac >= 0 && t.schedule.min_lr_frac <= 1,
           "train.schedule.min_lr_frac must be in [0, 1]");
-  require_one_of("sync.mode", c.sync.mode, {"single", "ddp", "diloco", "demo"});
   require(c.sync.workers > 0, "sync.workers must be positive");
   require(c.sync.inner_steps > 0, "sync.inner_steps must be positive");
   require(c.sync.bucket_mb > 0, "sync.bucket_mb must be positive (MiB per all-reduce bucket)");
@@ -453,12 +458,12 @@ void validate(const Config& c) {
   require_one_of("sync.download", c.sync.download, {"auto", "state", "update"});
   require(c.sync.codec.topk_down >= 0, "sync.codec.topk_down must be >= 0 (0: topk x workers)");
   require(c.sync.resync_every >= 0, "sync.resync_every must be >= 0 (0: never)");
-  if (c.sync.mode == "demo")
+  if (c.sync.mode == Mode::kDemo)
     require(c.sync.codec.type == "dct",
             "sync.mode demo sends the DCT of each worker's momentum: set sync.codec.type to dct "
             "(it is '" +
                 c.sync.codec.type + "')");
-  if (c.sync.mode == "diloco" || c.sync.mode == "demo")
+  if (coordinated(c.sync.mode))
     require(t.max_steps % c.sync.inner_steps == 0,
             "train.max_steps (" + std::to_string(t.max_steps) +
                 ") must be a multiple of sync.inner_steps (" + std::to_string(c.sync.inner_steps) +
@@ -494,8 +499,34 @@ std::string read_secret(const std::string& path) {
   return secret;
 }
 
+namespace {
+const std::pair<Mode, const char*> kModeNames[] = {{Mode::kSingle, "single"},
+                                                   {Mode::kDdp, "ddp"},
+                                                   {Mode::kDiloco, "diloco"},
+                                                   {Mode::kDemo, "demo"}};
+}  // namespace
+
+const char* mode_name(Mode mode) {
+  for (const auto& [m, name] : kModeNames)
+    if (m == mode) return name;
+  return "?";
+}
+
+Mode mode_from_name(const std::string& name) {
+  std::string list;
+  for (const auto& [m, n] : kModeNames) {
+    if (name == n) return m;
+    list += (list.empty() ? "" : " | ") + std::string(n);
+  }
+  throw ConfigError("sync.mode: '" + name + "' is not one of " + list);
+}
+
+bool coordinated(Mode mode) {
+  return mode == Mode::kDiloco || mode == Mode::kDemo;
+}
+
 bool downloads_update(const SyncConfig& sync) {
-  return sync.mode == "demo" || sync.download == "update" ||
+  return sync.mode == Mode::kDemo || sync.download == "update" ||
          (sync.download == "auto" && sync.codec.type != "none");
 }
 
@@ -519,7 +550,7 @@ std::string to_yaml(const Config& config) {
     out << YAML::Key << parts.back() << YAML::Value;
     if (field.structured)
       out << YAML::Load(field.get());
-    else if (field.type == "string")
+    else if (field.quoted)
       out << YAML::DoubleQuoted << field.get();
     else
       out << field.get();

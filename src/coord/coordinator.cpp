@@ -54,7 +54,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
     layout_.push_back({s.name, s.shape, s.offset, s.numel});
   theta_ = evaluator_->flat->data().clone();
   sum_ = torch::zeros_like(theta_);
-  demo_ = sync.mode == "demo";
+  demo_ = sync.mode == Mode::kDemo;
   download_update_ = downloads_update(sync);
   CodecConfig down = sync.codec;  // the download keeps up to what all uploads together carried
   down.topk = down.topk_down > 0 ? down.topk_down : down.topk * sync.workers;
@@ -204,7 +204,7 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
   const bool state = u.kind == Update::kState;
   if (state && !demo_)
     throw CoordError(CoordError::kInvalidArgument, "a parameter (STATE) push, but sync.mode is '" +
-                                                       config_.sync.mode +
+                                                       std::string(mode_name(config_.sync.mode)) +
                                                        "'; only demo averages replicas");
   if (state ? members_.at(u.worker_id).info.reported_state : members_.at(u.worker_id).info.reported)
     throw CoordError(CoordError::kFailedPrecondition,

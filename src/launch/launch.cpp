@@ -113,9 +113,9 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
   const int64_t workers = config.sync.workers;
   if (!config.sync.sites.empty()) {
     plan_sites(config, o, parts);
-  } else if (config.sync.mode == "single") {
+  } else if (config.sync.mode == Mode::kSingle) {
     parts.push_back({"train", common_args("train", o), {}});
-  } else if (config.sync.mode == "diloco" || config.sync.mode == "demo") {
+  } else if (coordinated(config.sync.mode)) {
     parts.push_back(coordinator_part(config, o));
     for (int64_t k = 0; k < workers; ++k) {
       auto w = common_args("worker", o);
@@ -125,7 +125,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
       parts.push_back({"w" + std::to_string(k), w, {}});
       parts.back().member = int(k);
     }
-  } else if (config.sync.mode == "ddp") {
+  } else if (config.sync.mode == Mode::kDdp) {
     std::string port = std::to_string(free_port());
     for (int64_t k = 0; k < workers; ++k) {
       std::string r = std::to_string(k), w = std::to_string(workers);
@@ -139,7 +139,8 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
                         {"MASTER_PORT", port}}});
     }
   } else {
-    throw ConfigError("sync.mode: '" + config.sync.mode + "' cannot be launched yet");
+    throw ConfigError("sync.mode: '" + std::string(mode_name(config.sync.mode)) +
+                      "' cannot be launched yet");
   }
   return parts;
 }
@@ -160,7 +161,7 @@ std::string command_line(const Part& p) {
 }
 
 void print_dry_run(const Config& config, const std::vector<Part>& parts) {
-  std::cout << "# " << parts.size() << " processes for sync.mode " << config.sync.mode;
+  std::cout << "# " << parts.size() << " processes for sync.mode " << mode_name(config.sync.mode);
   if (!config.sync.sites.empty())
     std::cout << " between " << config.sync.sites.size() << " site(s)";
   std::cout << "\n";
@@ -172,11 +173,11 @@ void print_dry_run(const Config& config, const std::vector<Part>& parts) {
                  "and pass --coordinator HOST:PORT to every rank. Inside a site, MASTER_ADDR is "
                  "the host of the site's rank 0 and MASTER_PORT a free port there; each host sets "
                  "its own RANK (and LOCAL_RANK). Sites talk only to the coordinator.\n";
-  } else if (config.sync.mode == "diloco" || config.sync.mode == "demo") {
+  } else if (coordinated(config.sync.mode)) {
     std::cout << "# Across hosts: run the coordinator on a host the workers can reach, set "
                  "sync.coordinator.address to HOST:PORT there and pass --coordinator HOST:PORT "
                  "to every worker.\n";
-  } else if (config.sync.mode == "ddp") {
+  } else if (config.sync.mode == Mode::kDdp) {
     std::cout << "# Across hosts: MASTER_ADDR is rank 0's host; each host sets its own RANK "
                  "(and LOCAL_RANK); the same works under torchrun-like launchers, srun or "
                  "Kubernetes.\n";
@@ -231,11 +232,11 @@ std::unique_ptr<NetnsLink> netns_link(const Config& config, std::vector<Part>& p
 std::unique_ptr<NetnsLink> shape_link(const Config& config, std::vector<Part>& parts) {
   const LinkConfig& link = config.sync.link;
   if (!link.limited()) return nullptr;
-  if (config.sync.mode == "single" && config.sync.sites.empty()) {
+  if (config.sync.mode == Mode::kSingle && config.sync.sites.empty()) {
     spdlog::warn("launch: sync.link has nothing to shape with sync.mode single");
     return nullptr;
   }
-  if (config.sync.mode == "ddp" && config.sync.sites.empty()) {
+  if (config.sync.mode == Mode::kDdp && config.sync.sites.empty()) {
     spdlog::info(
         "launch: sync.link {} Mbit/s, {} ms: modelled per DDP step (2(W-1)/W x bytes at "
         "the rate, 2(W-1) latencies)",
@@ -298,11 +299,12 @@ void print_lines(Part& p, const char* data, size_t n, bool flush) {
 // sync.schedule: only DiLoCo workers come and go, and the file names only workers of this run.
 Schedule load_schedule(const Config& config) {
   if (config.sync.schedule.empty()) return {};
-  if ((config.sync.mode != "diloco" && config.sync.mode != "demo") || !config.sync.sites.empty())
+  if (!coordinated(config.sync.mode) || !config.sync.sites.empty())
     throw ConfigError(
         "sync.schedule: workers come and go only in sync.mode diloco or demo without "
         "sync.sites (sync.mode is '" +
-        config.sync.mode + "'" + (config.sync.sites.empty() ? "" : ", with sites") + ")");
+        mode_name(config.sync.mode) + "'" + (config.sync.sites.empty() ? "" : ", with sites") +
+        ")");
   Schedule schedule = Schedule::load(config.sync.schedule);
   for (const auto& name : schedule.sites()) {
     bool known = name.size() > 1 && name.size() < 10 && name[0] == 'w' &&
@@ -423,8 +425,8 @@ int launch(const LaunchOptions& options) {
     const std::string& address = config.sync.coordinator.address;
     schedule.reach_at(net->host_address() + address.substr(address.rfind(':')));
   }
-  spdlog::info("launch: {} processes for sync.mode {} into {}", parts.size(), config.sync.mode,
-               config.run.dir);
+  spdlog::info("launch: {} processes for sync.mode {} into {}", parts.size(),
+               mode_name(config.sync.mode), config.run.dir);
   size_t running = 0;
   for (auto& p : parts) {
     if (schedule.active() && !schedule.up_at_start(p)) {

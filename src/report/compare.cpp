@@ -104,7 +104,7 @@ RunData read_trainer_run(const std::string& dir, const Config& config,
   run.config = config;
   const auto& sync = config.sync;
   const bool one_site = sync.sites.size() == 1;
-  run.kind = sync.mode == "ddp" || one_site ? "ddp" : "single";
+  run.kind = sync.mode == Mode::kDdp || one_site ? "ddp" : "single";
   run.workers = one_site ? sync.sites[0].ranks : run.kind == "ddp" ? sync.workers : 1;
   const double w = double(run.workers);
   if (run.kind == "single")
@@ -166,9 +166,9 @@ RunData read_coordinated_run(const std::string& dir, const fs::path& coord, cons
   run.dir = dir;
   run.config = config;
   const auto& sync = config.sync;
-  run.kind = sync.mode;
+  run.kind = mode_name(sync.mode);
   run.workers = sync.sites.empty() ? sync.workers : int64_t(sync.sites.size());
-  run.label = sync.mode + " " +
+  run.label = run.kind + " " +
               (sync.sites.empty() ? std::to_string(sync.workers) + "w" : sites_label(sync.sites)) +
               " H=" + std::to_string(sync.inner_steps) + " " + codec_label(sync.codec);
   double up = 0, down = 0;
@@ -401,12 +401,12 @@ RunData read_run(const std::string& dir) {
   auto records = read_records(root / "metrics.jsonl", &skipped);
   const auto& sync = config.sync;
   RunData run;
-  if ((sync.mode == "diloco" || sync.mode == "demo") && sync.sites.size() != 1) {
+  if (coordinated(sync.mode) && sync.sites.size() != 1) {
     // The coordinator's own directory, given directly; or one worker's, which is refused.
     bool coordinator = false;
     for (const auto& r : records) coordinator = coordinator || r.contains("bytes_total");
     if (!coordinator)
-      throw CompareError(dir + " is one worker of a " + sync.mode +
+      throw CompareError(dir + " is one worker of a " + std::string(mode_name(sync.mode)) +
                          " run: pass the run's directory, the one that holds coordinator/ (" +
                          (root / "..").lexically_normal().string() + ")");
     run = read_coordinated_run(dir, root, config, records);

@@ -52,7 +52,7 @@ class CoordinatedSync : public Sync {
         site_ranks_(join.site_ranks),
         cursor_tokens_(join.cursor_tokens),
         shard_(join.shard),
-        demo_(config.sync.mode == "demo"),
+        demo_(config.sync.mode == Mode::kDemo),
         download_update_(downloads_update(config.sync)),
         codec_(make_codec(config.sync.codec)) {
     if (!demo_ && config.sync.codec.type != "none" && config.sync.codec.error_feedback)
