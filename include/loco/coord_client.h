@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "loco/config.h"
-#include "loco/coordinator.h"
+#include "loco/protocol.h"
 
 namespace loco {
 

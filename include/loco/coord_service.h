@@ -9,14 +9,12 @@
 #include <string>
 
 #include "loco/config.h"
+#include "loco/protocol.h"
 
 namespace loco {
 
 // Serves until the last round is done and every worker left, or `stop` becomes true.
 // Returns the process exit code.
 int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& stop);
-
-// Bytes per DataChunk of a streamed update or state.
-constexpr size_t kChunkBytes = 1 << 20;
 
 }  // namespace loco

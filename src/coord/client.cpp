@@ -9,9 +9,9 @@
 #include <thread>
 
 #include "loco.grpc.pb.h"
-#include "loco/coord_service.h"
 #include "loco/link.h"
 #include "security.h"
+#include "stream.h"
 
 namespace loco {
 namespace {
@@ -195,37 +195,20 @@ uint64_t CoordinatorClient::push(Update update) {
   v1::PushReply reply;
   auto writer = impl_->stub->PushUpdate(&ctx, &reply);
   v1::UpdateChunk chunk;
-  auto* h = chunk.mutable_header();
-  h->set_worker_id(worker_id_);
-  h->set_round(update.round);
-  h->set_tokens(update.tokens);
-  h->set_loss(update.loss);
-  h->set_kind(update.kind == Update::kState ? v1::STATE : v1::DELTA);
-  for (const auto& t : update.tensors) {
-    auto* spec = h->add_tensors();
-    spec->set_name(t.name);
-    for (int64_t d : t.encoded.shape) spec->add_shape(d);
-    spec->set_dtype(t.dtype);
-    spec->set_codec(t.encoded.codec);
-    spec->set_payload_bytes(t.encoded.payload.size());
-  }
+  update.worker_id = worker_id_;
+  fill_update_header(update, chunk.mutable_header());
   uint64_t wire = chunk.ByteSizeLong();
   impl_->link.latency();  // the message's one-way latency, once
-  bool ok = writer->Write(chunk);
-  impl_->link.sent(wire);
-  for (size_t i = 0; ok && i < update.tensors.size(); ++i) {
-    const std::string& p = update.tensors[i].encoded.payload;
-    for (size_t off = 0; ok && off < p.size(); off += kChunkBytes) {
-      v1::UpdateChunk data;
-      auto* d = data.mutable_data();
-      d->set_tensor(uint32_t(i));
-      d->set_offset(off);
-      d->set_data(p.data() + off, std::min(kChunkBytes, p.size() - off));
-      const uint64_t bytes = data.ByteSizeLong();
-      wire += bytes;
-      ok = writer->Write(data);
+  if (writer->Write(chunk)) {
+    impl_->link.sent(wire);
+    std::vector<std::string_view> payloads;
+    for (const auto& t : update.tensors) payloads.emplace_back(t.encoded.payload);
+    auto write = [&](const v1::UpdateChunk& m, uint64_t bytes) {
+      const bool ok = writer->Write(m);
       impl_->link.sent(bytes);  // paced chunk by chunk as it streams
-    }
+      return ok;
+    };
+    write_chunks<v1::UpdateChunk>(payloads, write, &wire);
   }
   writer->WritesDone();
   grpc::Status s = writer->Finish();
@@ -242,9 +225,7 @@ PullResult CoordinatorClient::stream_pull(const PullSpec& spec, CheckSpecs check
   v1::PullRequest req;
   req.set_worker_id(worker_id_);
   req.set_round(spec.round);
-  req.set_kind(spec.kind == PullKind::kAggregate   ? v1::AGGREGATE
-               : spec.kind == PullKind::kConsensus ? v1::CONSENSUS
-                                                   : v1::PARAMS);
+  req.set_kind(to_proto(spec.kind));
   req.set_with_velocity(spec.with_velocity);
   auto reader = impl_->stub->PullState(&ctx, req);
   v1::StateChunk chunk;
@@ -261,19 +242,18 @@ PullResult CoordinatorClient::stream_pull(const PullSpec& spec, CheckSpecs check
   result.round = chunk.header().round();
   result.wait_s = chunk.header().wait_s();
   result.checksum = chunk.header().checksum();
-  std::vector<uint64_t> sizes;
-  for (const auto& t : chunk.header().tensors()) sizes.push_back(t.payload_bytes());
+  ChunkAssembler chunks(chunk.header().tensors());
   check_specs(chunk.header());
   while (reader->Read(&chunk)) {
     result.wire_bytes += chunk.ByteSizeLong();
     impl_->link.received(chunk.ByteSizeLong());
     const auto& d = chunk.data();
-    TORCH_CHECK(d.tensor() < sizes.size() && d.offset() + d.data().size() <= sizes[d.tensor()],
-                "coordinator sent a chunk outside tensor bounds");
+    chunks.accept(d);  // the coordinator's chunks are checked like a worker's
     sink(d.tensor(), d.offset(), d.data());
   }
   grpc::Status s = reader->Finish();
   if (!s.ok()) fail("PullState", s);
+  chunks.check_complete();
   return result;
 }
 
@@ -327,10 +307,7 @@ PullResult CoordinatorClient::pull_aggregate(int64_t round, const std::vector<Te
       out[i].payload.reserve(specs[int(i)].payload_bytes());
     }
   };
-  auto sink = [&](uint32_t t, uint64_t off, const std::string& data) {
-    TORCH_CHECK(off == out[t].payload.size(), "coordinator's aggregate arrived out of order");
-    out[t].payload.append(data);
-  };
+  auto sink = [&](uint32_t t, uint64_t, const std::string& data) { out[t].payload.append(data); };
   return stream_pull({round, PullKind::kAggregate, false, timeout_s}, check, sink);
 }
 

@@ -15,6 +15,7 @@
 #include "loco.grpc.pb.h"
 #include "loco/coordinator.h"
 #include "security.h"
+#include "stream.h"
 
 namespace loco {
 namespace {
@@ -69,54 +70,23 @@ class Service final : public v1::Coordinator::Service {
                           v1::PushReply* reply) override {
     return guarded("PushUpdate", ctx, [&] {
       v1::UpdateChunk chunk;
-      uint64_t wire = 0;
       if (!reader->Read(&chunk) || !chunk.has_header())
         throw CoordError(CoordError::kInvalidArgument, "a push must start with an UpdateHeader");
-      wire += chunk.ByteSizeLong();
-      Update update;
-      const auto& h = chunk.header();
-      update.worker_id = h.worker_id();
-      update.round = h.round();
-      update.tokens = h.tokens();
-      update.loss = h.loss();
-      update.kind = h.kind() == v1::STATE ? Update::kState : Update::kDelta;
-      uint64_t declared = 0;
-      for (const auto& spec : h.tensors()) {
-        TensorPayload t;
-        t.name = spec.name();
-        t.dtype = spec.dtype();
-        t.encoded.codec = spec.codec();
-        t.encoded.shape.assign(spec.shape().begin(), spec.shape().end());
-        declared += spec.payload_bytes();
-        update.tensors.push_back(std::move(t));
-      }
+      uint64_t wire = chunk.ByteSizeLong(), declared = 0;
+      Update update = update_from_header(chunk.header());
+      ChunkAssembler chunks(chunk.header().tensors());
+      for (size_t i = 0; i < update.tensors.size(); ++i) declared += chunks.size(i);
       core_.check_header(update, declared);  // refuse before receiving a byte of payload
-      std::vector<uint64_t> expected;
-      for (const auto& spec : h.tensors()) expected.push_back(spec.payload_bytes());
       for (size_t i = 0; i < update.tensors.size(); ++i)
-        update.tensors[i].encoded.payload.reserve(expected[i]);
+        update.tensors[i].encoded.payload.reserve(chunks.size(i));
       while (reader->Read(&chunk)) {
         wire += chunk.ByteSizeLong();
         if (!chunk.has_data())
           throw CoordError(CoordError::kInvalidArgument, "a second header in one push");
-        const auto& d = chunk.data();
-        if (d.tensor() >= update.tensors.size())
-          throw CoordError(CoordError::kInvalidArgument, "data chunk for tensor " +
-                                                             std::to_string(d.tensor()) + " of " +
-                                                             std::to_string(update.tensors.size()));
-        auto& payload = update.tensors[d.tensor()].encoded.payload;
-        if (d.offset() != payload.size() || payload.size() + d.data().size() > expected[d.tensor()])
-          throw CoordError(CoordError::kInvalidArgument,
-                           "data chunk for '" + update.tensors[d.tensor()].name + "' at offset " +
-                               std::to_string(d.offset()) + " does not continue its payload");
-        payload.append(d.data());
+        chunks.accept(chunk.data());
+        update.tensors[chunk.data().tensor()].encoded.payload.append(chunk.data().data());
       }
-      for (size_t i = 0; i < update.tensors.size(); ++i)
-        if (update.tensors[i].encoded.payload.size() != expected[i])
-          throw CoordError(CoordError::kInvalidArgument,
-                           "payload of '" + update.tensors[i].name + "' is truncated: " +
-                               std::to_string(update.tensors[i].encoded.payload.size()) + " of " +
-                               std::to_string(expected[i]) + " bytes");
+      chunks.check_complete();
       core_.push(update, wire);
       reply->set_round(update.round);
       reply->set_bytes_received(wire);
@@ -128,55 +98,37 @@ class Service final : public v1::Coordinator::Service {
                          grpc::ServerWriter<v1::StateChunk>* writer) override {
     return guarded("PullState", ctx, [&] {
       double wait_s = 0;
-      const PullKind kind = req->kind() == v1::AGGREGATE   ? PullKind::kAggregate
-                            : req->kind() == v1::CONSENSUS ? PullKind::kConsensus
-                                                           : PullKind::kParams;
+      const PullKind kind = from_proto(req->kind());
       Download d = core_.wait_download(req->worker_id(), kind, req->round(), req->with_velocity(),
                                        config_.sync.coordinator.round_timeout_s * 2, &wait_s);
-      // What to stream: one (spec, bytes) per tensor.
       const auto& layout = core_.layout();
-      std::vector<std::pair<const char*, size_t>> parts;
       v1::StateChunk chunk;
       auto* header = chunk.mutable_header();
       header->set_round(d.round);
       header->set_wait_s(wait_s);
       header->set_checksum(d.checksum);
-      auto add_spec = [&](const std::string& name, const std::vector<int64_t>& shape,
-                          const std::string& codec, const char* data, size_t bytes) {
-        auto* spec = header->add_tensors();
-        spec->set_name(name);
-        for (int64_t dim : shape) spec->add_shape(dim);
-        spec->set_dtype("float32");
-        spec->set_codec(codec);
-        spec->set_payload_bytes(bytes);
-        parts.emplace_back(data, bytes);
-      };
+      std::vector<std::string_view> payloads;  // tensor i's bytes, streamed after the header
       if (kind == PullKind::kAggregate) {
-        for (size_t i = 0; i < layout.size(); ++i)
-          add_spec(layout[i].name, layout[i].shape, d.tensors[i].codec, d.tensors[i].payload.data(),
+        for (size_t i = 0; i < layout.size(); ++i) {
+          add_spec(header->mutable_tensors(), layout[i].name, layout[i].shape, d.tensors[i].codec,
                    d.tensors[i].payload.size());
+          payloads.emplace_back(d.tensors[i].payload);
+        }
       } else {  // raw fp32, the velocity after the parameters when asked for
         const char* base = static_cast<const char*>(d.flat.data_ptr());
         const int64_t n = layout.back().offset + layout.back().numel;
         for (int64_t copy = 0; copy * n < d.flat.numel(); ++copy)
-          for (const auto& l : layout)
-            add_spec(copy ? "velocity/" + l.name : l.name, l.shape, "none",
-                     base + (copy * n + l.offset) * 4, size_t(l.numel) * 4);
+          for (const auto& l : layout) {
+            add_spec(header->mutable_tensors(), copy ? "velocity/" + l.name : l.name, l.shape,
+                     "none", uint64_t(l.numel) * 4);
+            payloads.emplace_back(base + (copy * n + l.offset) * 4, size_t(l.numel) * 4);
+          }
       }
       uint64_t wire = chunk.ByteSizeLong();
       writer->Write(chunk);
-      for (size_t i = 0; i < parts.size(); ++i) {
-        auto [data, bytes] = parts[i];
-        for (size_t off = 0; off < bytes; off += kChunkBytes) {
-          v1::StateChunk out;
-          auto* c = out.mutable_data();
-          c->set_tensor(uint32_t(i));
-          c->set_offset(off);
-          c->set_data(data + off, std::min(kChunkBytes, bytes - off));
-          wire += out.ByteSizeLong();
-          if (!writer->Write(out)) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
-        }
-      }
+      auto write = [&](const v1::StateChunk& m, uint64_t) { return writer->Write(m); };
+      if (!write_chunks<v1::StateChunk>(payloads, write, &wire))
+        return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
       core_.count_download(req->worker_id(), wire, kind);
       return grpc::Status::OK;
     });
@@ -222,6 +174,9 @@ class Service final : public v1::Coordinator::Service {
     } catch (const CoordError& e) {
       spdlog::warn("coordinator: refused {} from {}: {}", rpc, ctx->peer(), e.what());
       return to_status(e);
+    } catch (const StreamError& e) {
+      spdlog::warn("coordinator: refused {} from {}: {}", rpc, ctx->peer(), e.what());
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what());
     } catch (const std::exception& e) {
       spdlog::error("coordinator: {} from {} failed: {}", rpc, ctx->peer(), e.what());
       return grpc::Status(grpc::StatusCode::INTERNAL, e.what());

@@ -1,0 +1,77 @@
+// The coordinator protocol's plain types, shared by the worker's client (coord_client.h) and the
+// coordinator (coordinator.h, the gRPC service): what a push carries, what a pull asks for, what a
+// join returns, how the model's tensors are laid out, and the size of a streamed chunk. Nothing
+// here knows gRPC; proto/loco.proto is the wire form and src/coord/stream.* maps between them.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "loco/codec.h"
+
+namespace loco {
+
+// Bytes per DataChunk of a streamed update or state; gRPC messages stay below 4x this.
+constexpr size_t kChunkBytes = 1 << 20;
+
+// One parameter tensor of the model: name and shape, and where it sits in the flat buffer. Both
+// sides build it from the same model config, in the model's parameter order.
+struct TensorLayout {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0, numel = 0;
+};
+
+struct TensorPayload {
+  std::string name;
+  std::string dtype = "float32";  // of the decoded tensor
+  Encoded encoded;                // codec, shape, payload
+};
+
+// One push: a worker's update for a round, one payload per tensor of the layout.
+struct Update {
+  enum Kind { kDelta, kState };  // the round's encoded update, or full fp32 parameters (demo)
+  Kind kind = kDelta;
+  std::string worker_id;
+  int64_t round = 0;
+  int64_t tokens = 0;  // tokens behind the update: the averaging weight
+  double loss = 0;     // the worker's mean training loss this round (metrics)
+  std::vector<TensorPayload> tensors;
+};
+
+// What a pull fetches (PullKind in proto/loco.proto): the global parameters, the closed round's
+// encoded aggregate, or (demo) the average of the replicas pushed as kState.
+enum class PullKind { kParams, kAggregate, kConsensus };
+
+struct JoinInfo {
+  std::string worker_id;
+  int64_t round = 0;
+  int32_t shard = 0, num_shards = 1;
+  int64_t cursor_tokens = 0;  // tokens the shard contributed in closed rounds: read on from there
+  // Set by the member itself, not the coordinator: the DDP ranks that train its replica (a
+  // site's rank count, docs/multisite.md). Its pushes count their tokens, which the average
+  // weighs by.
+  int64_t site_ranks = 1;
+};
+
+// One live member as `Status` reports it.
+struct MemberInfo {
+  std::string worker_id, name;
+  int32_t shard = 0;
+  bool reported = false, reported_state = false;
+  double last_loss = 0;
+  uint64_t bytes_up = 0, bytes_down = 0;
+};
+
+struct CoordinatorStatus {
+  int64_t round = 0, total_rounds = 0;
+  std::vector<MemberInfo> members;
+  uint64_t bytes_up = 0, bytes_down = 0;
+  double last_val_loss = 0;
+};
+
+}  // namespace loco

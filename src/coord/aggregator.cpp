@@ -1,0 +1,96 @@
+// What every aggregator shares: the layout checks, decoding, the replicas' average, and the
+// choice of aggregator by sync.mode (see aggregator.h).
+#include "aggregator.h"
+
+#include "demo_aggregator.h"
+#include "diloco_aggregator.h"
+#include "loco/coordinator.h"
+
+namespace loco {
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+[[noreturn]] void refuse(const std::string& message) {
+  throw CoordError(CoordError::kInvalidArgument, message);
+}
+
+}  // namespace
+
+void check_tensors(const Update& u, const std::vector<TensorLayout>& layout,
+                   const std::string& codec) {
+  if (u.tensors.size() != layout.size())
+    refuse("update has " + std::to_string(u.tensors.size()) + " tensors, the model has " +
+           std::to_string(layout.size()));
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const auto& t = u.tensors[i];
+    const auto& l = layout[i];
+    if (t.name != l.name)
+      refuse("tensor " + std::to_string(i) + " is '" + t.name + "', expected '" + l.name + "'");
+    if (t.encoded.shape != l.shape)
+      refuse("tensor '" + t.name + "' has shape " + shape_str(t.encoded.shape) + ", expected " +
+             shape_str(l.shape));
+    if (t.dtype != "float32")
+      refuse("tensor '" + t.name + "' has dtype '" + t.dtype + "', expected float32");
+    if (t.encoded.codec != codec)
+      refuse("tensor '" + t.name + "' is encoded with '" + t.encoded.codec + "', expected '" +
+             codec + "'");
+  }
+}
+
+std::vector<torch::Tensor> decode_tensors(const Update& u, const Codec& codec,
+                                          const std::vector<TensorLayout>& layout) {
+  std::vector<torch::Tensor> decoded(layout.size());
+  for (size_t i = 0; i < layout.size(); ++i) {
+    try {
+      decoded[i] = codec.decode_view(u.tensors[i].encoded);
+    } catch (const CodecError& e) {
+      refuse("tensor '" + layout[i].name + "': " + std::string(e.what()));
+    }
+    if (decoded[i].numel() != layout[i].numel)
+      refuse("tensor '" + layout[i].name + "' decodes to " + std::to_string(decoded[i].numel()) +
+             " values, expected " + std::to_string(layout[i].numel));
+  }
+  return decoded;
+}
+
+std::vector<torch::Tensor> ReplicaAverage::decode(const Update& u) const {
+  return decode_tensors(u, *make_codec(CodecConfig{}), layout_);
+}
+
+void ReplicaAverage::add(const std::vector<torch::Tensor>& decoded) {
+  if (!sum_.defined()) {
+    const auto& last = layout_.back();
+    sum_ = torch::zeros({last.offset + last.numel}, torch::kFloat32);
+  }
+  for (size_t i = 0; i < layout_.size(); ++i)
+    sum_.narrow(0, layout_[i].offset, layout_[i].numel).add_(decoded[i].reshape({-1}));
+  ++count_;
+}
+
+void ReplicaAverage::take(torch::Tensor& theta) {
+  theta.copy_(sum_).div_(double(count_));
+  sum_.zero_();
+  count_ = 0;
+}
+
+std::unique_ptr<Aggregator> make_aggregator(const Config& config,
+                                            const std::vector<TensorLayout>& layout) {
+  switch (config.sync.mode) {
+    case Mode::kDiloco:
+      return std::make_unique<DilocoAggregator>(config.sync, layout);
+    case Mode::kDemo:
+      return std::make_unique<DemoAggregator>(config.sync, layout);
+    case Mode::kSingle:
+    case Mode::kDdp:
+      break;
+  }
+  throw ConfigError("sync.mode is '" + std::string(mode_name(config.sync.mode)) +
+                    "': the coordinator serves diloco and demo");
+}
+
+}  // namespace loco

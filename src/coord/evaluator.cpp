@@ -1,0 +1,154 @@
+// The coordinator's evaluation, records and checkpoints (see evaluator.h).
+#include "evaluator.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "loco/checkpoint.h"
+#include "loco/progress.h"
+#include "loco/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace loco {
+
+void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t tokens,
+                                  const torch::Tensor& theta, const torch::Tensor& velocity,
+                                  const torch::Tensor& shard_tokens, double wall_s) {
+  Checkpoint c;
+  c.step = round;
+  c.tokens = tokens;
+  c.tensors["params"] = theta;
+  c.tensors["outer_velocity"] = velocity;
+  c.tensors["shard_tokens"] = shard_tokens;
+  c.wall_s = wall_s;
+  c.config_yaml = to_yaml(config);
+  std::string dir = (fs::path(config.run.dir) / "checkpoints").string();
+  save_checkpoint(checkpoint_path(dir, c.step), c);
+  prune_checkpoints(dir, config.train.keep_checkpoints);
+}
+
+Evaluator::Evaluator(const Config& config) : config_(config) {
+  val_tokens_ = load_checked_tokens("data.val", config_.data.val, config_.model);
+  token_bytes_ = load_token_bytes(config_);
+  model_ = GPT(config_.model);
+  model_->init_weights(config_.run.seed);
+  flat_ = std::make_unique<FlatParams>(*model_);
+}
+
+void Evaluator::start(std::unique_ptr<MetricsWriter> metrics) {
+  metrics_ = std::move(metrics);
+  start_time_ = now_s();
+  thread_ = std::thread([this] { loop(); });
+}
+
+Evaluator::~Evaluator() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Evaluator::submit(ClosedRound r) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(r));
+  }
+  cv_.notify_all();
+}
+
+void Evaluator::drain() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return queue_.empty() && !busy_; });
+}
+
+bool Evaluator::idle() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queue_.empty() && !busy_;
+}
+
+double Evaluator::last_val_loss() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_val_loss_;
+}
+
+double Evaluator::last_val_bpb() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return last_val_bpb_;
+}
+
+void Evaluator::loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, nothing left
+    ClosedRound r = std::move(queue_.front());
+    queue_.pop_front();
+    busy_ = true;
+    lock.unlock();
+    try {
+      evaluate_and_log(r);  // logs without evaluating when r.theta is undefined
+      if (r.velocity.defined())
+        write_coordinator_checkpoint(config_, r.round, r.tokens_total, r.theta, r.velocity,
+                                     r.shard_tokens, now_s() - start_time_);
+    } catch (const std::exception& e) {
+      spdlog::error("coordinator: evaluating round {} failed: {}", r.round, e.what());
+    }
+    lock.lock();
+    busy_ = false;
+    cv_.notify_all();
+  }
+}
+
+void Evaluator::evaluate_and_log(const ClosedRound& r) {
+  const LedgerTotals& b = r.bytes;
+  nlohmann::json record = {{"round", r.round},
+                           {"step", r.round * config_.sync.inner_steps},
+                           {"tokens", r.tokens_total},
+                           {"loss", r.loss},
+                           {"lr", config_.sync.outer.lr},
+                           {"wall_s", r.wall_s},
+                           {"workers", r.workers},
+                           {"members", r.members},
+                           {"bytes_total", b.method},
+                           {"setup_bytes_total", b.setup},
+                           {"fp32_diloco_bytes", b.fp32_diloco},
+                           {"ddp_bytes", b.ddp},
+                           {"ratio_vs_diloco_fp32", b.fp32_diloco / double(b.method)},
+                           {"ratio_vs_ddp", b.ddp / double(b.method)}};
+  if (r.consensus) {
+    record["consensus"] = true;
+    record["consensus_bytes_total"] = b.consensus;
+  } else {
+    record.update({{"bytes_up", r.up},
+                   {"bytes_down", r.down},
+                   {"round_tokens", r.tokens},
+                   {"round_s", r.round_s},
+                   {"live", r.live},
+                   {"deadline_s", r.deadline_s},
+                   {"coord_work_s", r.work_s},
+                   {"coord_work_bytes", r.work_bytes}});
+  }
+  if (r.theta.defined()) {
+    flat_->data().copy_(r.theta);
+    const auto& t = config_.train;
+    EvalStats e = evaluate_model(model_, val_tokens_, token_bytes_, t.batch_size,
+                                 config_.model.seq_len, t.eval_batches, torch::Device(torch::kCPU));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_val_loss_ = e.loss;
+      last_val_bpb_ = e.bpb;
+    }
+    spdlog::info("coordinator: round {}{} | val loss {:.4f} | val bpb {:.4f}", r.round,
+                 r.consensus ? " (consensus of the replicas)" : "", e.loss, e.bpb);
+    record["val_loss"] = e.loss;
+    record["val_bpb"] = e.bpb;
+  }
+  metrics_->write(record);
+}
+
+}  // namespace loco

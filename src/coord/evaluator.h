@@ -1,0 +1,87 @@
+// The coordinator's evaluation and records, off the round's path: a thread that takes closed
+// rounds in order, evaluates the model they carry on the val split (val loss, bits per byte),
+// writes their metrics.jsonl / TensorBoard record and, when a round carries its outer state, its
+// checkpoint. Also the coordinator's checkpoint writer, which close_round calls directly when a
+// round's state must be on disk before any worker can pull it.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ledger.h"
+#include "loco/config.h"
+#include "loco/metrics.h"
+#include "loco/model.h"
+#include "loco/optim.h"
+
+namespace loco {
+
+// What a closed round (or a demo consensus) leaves for the evaluation thread.
+struct ClosedRound {
+  int64_t round = 0, tokens = 0, tokens_total = 0;
+  double loss = 0, round_s = 0, wall_s = 0;
+  double work_s = 0;        // decoding, averaging and stepping (the coordinator's own work) ...
+  uint64_t work_bytes = 0;  // ... on this many bytes of decoded fp32 data
+  uint64_t up = 0, down = 0;
+  LedgerTotals bytes;  // run totals so far
+  int workers = 0;
+  std::vector<std::string> members;  // who reported, in id order
+  int live = 0;                      // members at the close
+  double deadline_s = 0;             // the straggler deadline in force
+  bool consensus = false;            // a demo consensus (evaluated) rather than a round close
+  torch::Tensor theta;               // evaluate these parameters (undefined: log only)
+  torch::Tensor velocity;            // checkpoint the round with this outer state (demo)
+  torch::Tensor shard_tokens;
+};
+
+// The coordinator's checkpoint of round `round`: parameters, outer velocity, the data shards'
+// cursors and the resolved config, written atomically into run.dir/checkpoints (pruned to
+// train.keep_checkpoints).
+void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t tokens,
+                                  const torch::Tensor& theta, const torch::Tensor& velocity,
+                                  const torch::Tensor& shard_tokens, double wall_s);
+
+class Evaluator {
+ public:
+  // Loads the val split and tokenizer and builds the model (the run's init, whose parameter
+  // layout `flat()` gives); throws ConfigError before anything is written.
+  explicit Evaluator(const Config& config);
+  ~Evaluator();  // finishes what is queued, then stops
+  // Starts the thread, writing records with `metrics` (the run's metrics.jsonl and tb/).
+  void start(std::unique_ptr<MetricsWriter> metrics);
+
+  // The model's parameters as one flat buffer, in its initial state (the global model's start).
+  FlatParams& flat() { return *flat_; }
+  void submit(ClosedRound r);
+  // Blocks until every submitted round is evaluated, logged and checkpointed.
+  void drain();
+  bool idle() const;
+  double last_val_loss() const;
+  double last_val_bpb() const;
+  double start_time() const { return start_time_; }
+
+ private:
+  void loop();
+  void evaluate_and_log(const ClosedRound& r);
+
+  Config config_;
+  GPT model_{nullptr};
+  std::unique_ptr<FlatParams> flat_;
+  torch::Tensor val_tokens_, token_bytes_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  double start_time_ = 0;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<ClosedRound> queue_;
+  bool busy_ = false, stop_ = false;
+  double last_val_loss_ = 0, last_val_bpb_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace loco
