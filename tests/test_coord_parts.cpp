@@ -9,6 +9,7 @@
 #include "coord/membership.h"
 #include "coord/stream.h"
 #include "loco/coordinator.h"
+#include "loco/progress.h"
 #include "loco/shard.h"
 #include "test_util.h"
 
@@ -22,7 +23,7 @@ std::vector<TensorLayout> two_tensors() {
 
 // An update whose tensors are `values[i]` flattened, encoded with `codec`.
 Update update_of(const std::vector<TensorLayout>& layout, const std::vector<torch::Tensor>& values,
-                 const Codec& codec, int64_t tokens) {
+                 Codec& codec, int64_t tokens) {
   Update u;
   u.worker_id = "w", u.round = 0, u.tokens = tokens;
   for (size_t i = 0; i < layout.size(); ++i)

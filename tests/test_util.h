@@ -25,6 +25,7 @@
 #include "loco/coordinator.h"
 #include "loco/launch.h"
 #include "loco/model.h"
+#include "loco/optim.h"
 #include "loco/prepare.h"
 
 namespace loco::testing {
