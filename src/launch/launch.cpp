@@ -303,8 +303,8 @@ Schedule load_schedule(const Config& config) {
     throw ConfigError(
         "sync.schedule: workers come and go only in sync.mode diloco or demo without "
         "sync.sites (sync.mode is '" +
-        mode_name(config.sync.mode) + "'" + (config.sync.sites.empty() ? "" : ", with sites") +
-        ")");
+        std::string(mode_name(config.sync.mode)) + "'" +
+        (config.sync.sites.empty() ? "" : ", with sites") + ")");
   Schedule schedule = Schedule::load(config.sync.schedule);
   for (const auto& name : schedule.sites()) {
     bool known = name.size() > 1 && name.size() < 10 && name[0] == 'w' &&
