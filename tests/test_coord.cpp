@@ -9,11 +9,13 @@
 #include <fstream>
 #include <random>
 #include <thread>
+#include <typeinfo>
 
 #include "loco/checkpoint.h"
 #include "loco/coord_client.h"
 #include "loco/coord_service.h"
 #include "loco/coordinator.h"
+#include "loco/diloco.h"
 #include "loco/metrics.h"
 #include "loco/model.h"
 #include "test_util.h"
@@ -62,6 +64,34 @@ TEST(OuterNesterov, MatchesTorchSgdWithNesterov) {
     reference.mutable_grad() = delta.clone();
     sgd.step();
     ASSERT_TRUE(torch::allclose(theta, reference.detach(), 1e-6, 1e-6)) << "step " << step;
+  }
+}
+
+// One strategy class per sync.mode, chosen by the factory; a mode without a coordinator is a
+// configuration error that names sync.mode. Nothing here touches the (absent) client.
+TEST(CoordinatedSync, FactoryPicksTheClassOfTheMode) {
+  Config c = small_config(loco::testing::temp_dir() + "/run", 1, 2);
+  const std::pair<Mode, std::string> classes[] = {{Mode::kDiloco, "DilocoSync"},
+                                                  {Mode::kDemo, "DemoSync"}};
+  for (const auto& [mode, name] : classes) {
+    c.sync.mode = mode;
+    c.sync.codec.type = mode == Mode::kDemo ? "dct" : "none";
+    auto sync = make_coordinated_sync(c, nullptr, JoinInfo{});
+    ASSERT_TRUE(sync) << mode_name(mode);
+    const Sync& s = *sync;
+    EXPECT_NE(std::string(typeid(s).name()).find(name), std::string::npos)
+        << mode_name(mode) << " made " << typeid(s).name();
+  }
+  for (Mode mode : {Mode::kSingle, Mode::kDdp}) {
+    c.sync.mode = mode;
+    try {
+      make_coordinated_sync(c, nullptr, JoinInfo{});
+      ADD_FAILURE() << mode_name(mode) << " made a coordinated strategy";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("sync.mode is '" + std::string(mode_name(mode))),
+                std::string::npos)
+          << e.what();
+    }
   }
 }
 

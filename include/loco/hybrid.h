@@ -42,7 +42,7 @@ namespace loco {
 
 class ProcessGroup;
 
-// Makes the outer (between-site) strategy of a site's rank 0, as make_diloco_sync does.
+// Makes the outer (between-site) strategy of a site's rank 0: make_coordinated_sync (diloco.h).
 using OuterFactory = std::function<std::unique_ptr<Sync>(
     const Config&, std::shared_ptr<CoordinatorClient>, const JoinInfo&)>;
 

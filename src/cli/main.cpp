@@ -120,19 +120,9 @@ int run_coordinator_cmd(const std::string& config_path, const std::vector<std::s
   return loco::run_coordinator(config, resume, g_stop);
 }
 
-// The between-site (outer) strategy of sync.mode, for a DiLoCo worker or a site's rank 0.
-std::unique_ptr<loco::Sync> make_outer_sync(const loco::Config& config,
-                                            std::shared_ptr<loco::CoordinatorClient> client,
-                                            const loco::JoinInfo& join) {
-  if (loco::coordinated(config.sync.mode))  // one strategy does both
-    return loco::make_diloco_sync(config, std::move(client), join);
-  throw loco::ConfigError("sync.mode is '" + std::string(loco::mode_name(config.sync.mode)) +
-                          "': no outer strategy for it");
-}
-
 // One process of a multi-site run (include/loco/hybrid.h).
 int run_site_worker(const loco::Config& config, const std::string& site) {
-  auto r = loco::run_site(config, site, make_outer_sync);
+  auto r = loco::run_site(config, site, loco::make_coordinated_sync);
   const auto& s = r.summary;
   std::cout << "done: site " << site << " rank " << r.rank << " of " << r.ranks << ", " << s.steps
             << " steps, " << s.tokens << " tokens";
@@ -197,7 +187,7 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
   spdlog::info("worker {}: joined at round {}, data shard {} of {}", join.worker_id, join.round,
                join.shard, join.num_shards);
   loco::Trainer trainer(config, /*resume=*/false, join.shard, join.num_shards,
-                        make_outer_sync(config, client, join));
+                        loco::make_coordinated_sync(config, client, join));
   auto s = trainer.run();
   std::cout << "done: worker " << join.worker_id << ", " << s.steps << " steps, " << s.tokens
             << " tokens; final val loss " << s.final_eval.loss << "\nmetrics:    " << s.metrics_path

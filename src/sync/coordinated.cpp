@@ -1,0 +1,251 @@
+// The shared part of the coordinator's worker strategies (see coordinated.h): start-up and the
+// first pull, the round's skeleton, recovery, heartbeats; and make_coordinated_sync, the one place
+// that maps sync.mode to a strategy.
+#include "coordinated.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <optional>
+
+#include "loco/diloco.h"
+#include "loco/progress.h"
+#include "loco/shard.h"
+#include "loco/trainer.h"
+
+namespace loco {
+
+CoordinatedSync::CoordinatedSync(const Config& config, std::shared_ptr<CoordinatorClient> client,
+                                 const JoinInfo& join)
+    : config_(config),
+      client_(std::move(client)),
+      round_(join.round),
+      download_update_(downloads_update(config.sync)),
+      codec_(make_codec(config.sync.codec)),
+      site_ranks_(join.site_ranks),
+      cursor_tokens_(join.cursor_tokens),
+      shard_(join.shard) {}
+
+CoordinatedSync::~CoordinatedSync() {
+  stop_heartbeats();
+}
+
+void CoordinatedSync::start(Trainer& trainer) {
+  for (const auto& s : trainer.params().slots())
+    layout_.push_back({s.name, s.shape, s.offset, s.numel});
+  auto& params = trainer.params().data();
+  prepare(params);
+  if (round_ > 0 && site_ranks_ > 1)
+    throw std::runtime_error("round " + std::to_string(round_) +
+                             " is under way: a site of several ranks cannot join a run midway");
+  // A worker joining midway may wait a whole round for its first state: keep the lease.
+  heartbeats_ = std::thread([this] { heartbeat_loop(); });
+  PullResult r = pull_params(params, /*with_velocity=*/velocity().defined() && round_ > 0);
+  theta_start_ = params.clone();
+  if (round_ > 0 || cursor_tokens_ > 0)
+    trainer.set_position(round_ * config_.sync.inner_steps, cursor_after(trainer, cursor_tokens_));
+  round_tokens_start_ = trainer.tokens();
+  spdlog::info("worker {}: pulled the global state of round {} ({} bytes); from step {}",
+               client_->worker_id(), r.round, r.wire_bytes, trainer.step());
+  if (!client_->link_record().is_null())
+    spdlog::info("worker {}: slow link {}", client_->worker_id(), client_->link_record().dump());
+}
+
+void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
+  loss_sum_ += record.at("loss").get<double>();
+  ++loss_count_;
+  if (trainer.step() % config_.sync.inner_steps != 0) return;
+  torch::NoGradGuard no_grad;
+  auto& params = trainer.params().data();
+  double start = now_s(), codec_s = 0, pull_start = 0, link_start = client_->link_wait_s();
+  uint64_t up = 0;
+  PullResult down;
+  try {
+    up = client_->push(make_update(trainer, &codec_s));
+    pull_start = now_s();
+    down = download(params, &codec_s);
+  } catch (const RpcError& e) {
+    if (e.code == RpcError::kOther || site_ranks_ > 1) throw;
+    recover(trainer, e, record);
+    return;
+  }
+  double pull_s = now_s() - pull_start;
+  round_ = down.round;
+  // Every replica's checksum goes into the metrics; the method may check it against the
+  // coordinator's, or change the parameters again (then it sums them again).
+  uint64_t sum = checksum(params);
+  after_round(params, down, sum, record);
+  start_round(trainer);
+  record["round"] = round_;
+  record["bytes_up"] = up;
+  record["bytes_down"] = down.wire_bytes;
+  record["sync_s"] = now_s() - start;
+  record["idle_s"] = down.wait_s;
+  record["pull_s"] = pull_s;
+  record["codec_s"] = codec_s;
+  if (!client_->link_record().is_null()) {
+    record["link"] = client_->link_record();
+    record["link_s"] = client_->link_wait_s() - link_start;  // slept for the link this round
+  }
+  record["worker"] = client_->worker_id();
+  // DiLoCo replicas hold the same parameters after a sync; the checksum lets anyone check.
+  record["param_checksum"] = sum;
+}
+
+void CoordinatedSync::finish(Trainer&) {
+  stop_heartbeats();
+  client_->leave();
+}
+
+uint64_t CoordinatedSync::checksum(const torch::Tensor& flat) {
+  auto host = flat.to(torch::kCPU).contiguous();
+  return fnv1a64(host.data_ptr(), size_t(host.numel()) * 4);
+}
+
+PullResult CoordinatedSync::pull_params(torch::Tensor& params, bool with_velocity) {
+  if (!with_velocity) return client_->pull(round_, layout_, params, pull_timeout());
+  torch::Tensor v = velocity();
+  auto both = torch::empty({2 * params.numel()}, params.options());
+  PullResult r = client_->pull(round_, layout_, both, pull_timeout(), PullKind::kParams,
+                               /*with_velocity=*/true);
+  params.copy_(both.narrow(0, 0, params.numel()));
+  v.copy_(both.narrow(0, params.numel(), params.numel()));
+  return r;
+}
+
+std::runtime_error CoordinatedSync::bad_aggregate(size_t i, const CodecError& e) const {
+  return std::runtime_error("coordinator's aggregate for '" + layout_[i].name + "': " + e.what());
+}
+
+// The round's header (tokens, mean loss) and one payload per tensor of delta_, encoded by the
+// method.
+Update CoordinatedSync::make_update(Trainer& trainer, double* codec_s) {
+  delta_ = theta_start_ - trainer.params().data();
+  Update u;
+  u.round = round_;
+  u.tokens = (trainer.tokens() - round_tokens_start_) * site_ranks_;
+  u.loss = loss_count_ ? loss_sum_ / double(loss_count_) : 0.0;
+  double t = now_s();
+  for (const auto& l : layout_) {
+    TensorPayload p;
+    p.name = l.name;
+    p.encoded = encode_tensor(l, delta_.narrow(0, l.offset, l.numel).view(l.shape));
+    u.tensors.push_back(std::move(p));
+  }
+  *codec_s += now_s() - t;
+  return u;
+}
+
+// The round's result: the new state itself, or the encoded aggregate that the method applies.
+PullResult CoordinatedSync::download(torch::Tensor& params, double* codec_s) {
+  if (!download_update_) return client_->pull(round_ + 1, layout_, params, pull_timeout());
+  std::vector<Encoded> aggregate;
+  PullResult down = client_->pull_aggregate(round_ + 1, layout_, aggregate, pull_timeout());
+  double t = now_s();
+  apply_download(params, aggregate);
+  *codec_s += now_s() - t;
+  return down;
+}
+
+// The round went on without this worker: its push came too late (a straggler), the coordinator
+// restarted from a checkpoint, or it dropped this worker. Takes the coordinator's current state
+// (rejoining first unless merely late), moves the trainer to that round and, on a rejoin, to
+// the data its shard has not contributed yet. This round's own work is discarded.
+void CoordinatedSync::recover(Trainer& trainer, const RpcError& first, nlohmann::json& record) {
+  auto& params = trainer.params().data();
+  std::optional<LoaderCursor> cursor;
+  const double give_up = now_s() + config_.sync.coordinator.connect_timeout_s;
+  bool rejoin = first.code != RpcError::kFailedPrecondition;
+  spdlog::warn("worker {}: {}; {}", client_->worker_id(), first.what(),
+               rejoin ? "joining again" : "taking the current state");
+  while (true) {
+    try {
+      if (rejoin) {
+        JoinInfo j = client_->rejoin();  // retries while the coordinator is unreachable
+        if (j.shard != shard_)
+          throw std::runtime_error("the coordinator gave data shard " + std::to_string(j.shard) +
+                                   " to this worker, which reads shard " + std::to_string(shard_) +
+                                   " (another worker took it)");
+        round_ = j.round;
+        cursor = cursor_after(trainer, j.cursor_tokens);
+      } else {
+        ++round_;  // the round this push was for has closed: the next state exists
+      }
+      PullResult r = pull_params(params, /*with_velocity=*/velocity().defined());
+      round_ = r.round;
+      break;
+    } catch (const RpcError& e) {
+      if (e.code == RpcError::kOther || now_s() > give_up) throw;
+      spdlog::warn("worker {}: {}; joining again", client_->worker_id(), e.what());
+      rejoin = true;
+    }
+  }
+  discard_round();  // what the method kept belongs to discarded work
+  trainer.set_position(round_ * config_.sync.inner_steps, cursor);
+  start_round(trainer);
+  spdlog::info("worker {}: continues at round {} (step {})", client_->worker_id(), round_,
+               trainer.step());
+  record["round"] = round_;
+  record["recovered"] = rejoin ? "rejoined" : "late";
+  record["worker"] = client_->worker_id();
+  record["param_checksum"] = checksum(params);
+}
+
+// Where this worker's data stream continues after its shard contributed `tokens` tokens.
+LoaderCursor CoordinatedSync::cursor_after(Trainer& trainer, int64_t tokens) const {
+  const int64_t windows = tokens / (site_ranks_ * config_.model.seq_len);
+  const int64_t per_epoch = std::max<int64_t>(1, trainer.loader().windows_per_epoch());
+  return {windows / per_epoch, windows % per_epoch};
+}
+
+// The next round starts from the current parameters, tokens and an empty loss sum.
+void CoordinatedSync::start_round(Trainer& trainer) {
+  theta_start_.copy_(trainer.params().data());
+  round_tokens_start_ = trainer.tokens();
+  loss_sum_ = 0, loss_count_ = 0;
+}
+
+// Renews the lease. Failures are logged when they start and when they end, not every beat.
+void CoordinatedSync::heartbeat_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto period = std::chrono::duration<double>(config_.sync.coordinator.heartbeat_s);
+  int failing = 0;
+  while (!cv_.wait_for(lock, period, [this] { return stopping_; })) {
+    lock.unlock();
+    try {
+      client_->heartbeat();
+      if (failing) spdlog::info("worker: heartbeats go through again (after {} failed)", failing);
+      failing = 0;
+    } catch (const std::exception& e) {
+      if (!failing++) spdlog::warn("worker: heartbeat failed: {}; retrying quietly", e.what());
+    }
+    lock.lock();
+  }
+}
+
+void CoordinatedSync::stop_heartbeats() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (heartbeats_.joinable()) heartbeats_.join();
+}
+
+std::unique_ptr<Sync> make_coordinated_sync(const Config& config,
+                                            std::shared_ptr<CoordinatorClient> client,
+                                            const JoinInfo& join) {
+  switch (config.sync.mode) {
+    case Mode::kDiloco:
+      return make_diloco_strategy(config, std::move(client), join);
+    case Mode::kDemo:
+      return make_demo_strategy(config, std::move(client), join);
+    case Mode::kSingle:
+    case Mode::kDdp:
+      break;  // no coordinator: the Trainer's own strategies (single, DDP)
+  }
+  throw ConfigError("sync.mode is '" + std::string(mode_name(config.sync.mode)) +
+                    "': not a method that meets through the coordinator (diloco, demo)");
+}
+
+}  // namespace loco

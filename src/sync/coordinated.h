@@ -1,0 +1,101 @@
+// What every worker strategy that meets the others through the coordinator shares (private to
+// src/sync): the tensor layout, the lease's heartbeats, the round's skeleton (push this worker's
+// update, download the round's result, record the sync in the step's metrics), recovery after a
+// late push, a coordinator restart or a drop, the data cursor, and pulls of the global state
+// (with the outer velocity when the method replays the outer step).
+//
+// A method is a subclass (src/sync/diloco_sync.cpp, src/sync/demo_sync.cpp) that fills in the
+// hooks below; make_coordinated_sync (include/loco/diloco.h) picks it from sync.mode.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "loco/codec.h"
+#include "loco/coord_client.h"
+#include "loco/loader.h"
+#include "loco/sync.h"
+
+namespace loco {
+
+class CoordinatedSync : public Sync {
+ public:
+  CoordinatedSync(const Config& config, std::shared_ptr<CoordinatorClient> client,
+                  const JoinInfo& join);
+  ~CoordinatedSync() override;
+
+  void start(Trainer& trainer) override;
+  // Every sync.inner_steps steps: push, download, after_round, then the metrics of the sync.
+  void after_step(Trainer& trainer, nlohmann::json& record) override;
+  void finish(Trainer& trainer) override;
+
+ protected:
+  // --- the method's hooks ---
+  // In start(), before the first pull: allocate the method's state for `params`.
+  virtual void prepare(const torch::Tensor& params) {}
+  // The outer velocity that pulls of the global state carry along, or an undefined tensor when
+  // the method keeps none (then pulls carry the parameters alone).
+  virtual torch::Tensor velocity() { return {}; }
+  // One tensor of this round's update: `x` is its slice of delta_ = theta_start_ - theta.
+  virtual Encoded encode_tensor(const TensorLayout& l, const torch::Tensor& x) = 0;
+  // With a downloaded aggregate (sync.download update): the new parameters from it, written
+  // into `params`, tensor i of `aggregate` being layout_[i].
+  virtual void apply_download(torch::Tensor& params, const std::vector<Encoded>& aggregate) = 0;
+  // After the download of round round_: checks or exchanges more, may add to `down`'s bytes, to
+  // the record, and must update `checksum` when it changes the parameters.
+  virtual void after_round(torch::Tensor& params, PullResult& down, uint64_t& checksum,
+                           nlohmann::json& record) {}
+  // The round's work is being discarded (recover): drop what was kept from it.
+  virtual void discard_round() {}
+
+  // --- shared by the methods ---
+  // FNV-1a over the flat fp32 parameters, as the coordinator computes it.
+  static uint64_t checksum(const torch::Tensor& flat);
+  // Pulls round round_'s global state into `params` (and the outer velocity with it).
+  PullResult pull_params(torch::Tensor& params, bool with_velocity);
+  double pull_timeout() const { return 2 * config_.sync.coordinator.round_timeout_s + 60; }
+  // The error for tensor i of the coordinator's aggregate that would not decode.
+  std::runtime_error bad_aggregate(size_t i, const CodecError& e) const;
+
+  Config config_;
+  std::shared_ptr<CoordinatorClient> client_;
+  int64_t round_;
+  const bool download_update_;
+  std::unique_ptr<Codec> codec_;       // sync.codec
+  std::vector<TensorLayout> layout_;   // the flat parameters' tensors, in order
+  torch::Tensor theta_start_, delta_;  // the round's starting parameters; theta_start_ - theta
+
+ private:
+  Update make_update(Trainer& trainer, double* codec_s);
+  PullResult download(torch::Tensor& params, double* codec_s);
+  void recover(Trainer& trainer, const RpcError& first, nlohmann::json& record);
+  LoaderCursor cursor_after(Trainer& trainer, int64_t tokens) const;
+  void start_round(Trainer& trainer);
+  void heartbeat_loop();
+  void stop_heartbeats();
+
+  int64_t site_ranks_, cursor_tokens_;
+  int32_t shard_;
+  int64_t round_tokens_start_ = 0, loss_count_ = 0;
+  double loss_sum_ = 0;
+  std::thread heartbeats_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+};
+
+// The strategies, one per method (make_coordinated_sync chooses).
+std::unique_ptr<Sync> make_diloco_strategy(const Config& config,
+                                           std::shared_ptr<CoordinatorClient> client,
+                                           const JoinInfo& join);
+std::unique_ptr<Sync> make_demo_strategy(const Config& config,
+                                         std::shared_ptr<CoordinatorClient> client,
+                                         const JoinInfo& join);
+
+}  // namespace loco

@@ -1,0 +1,83 @@
+// DiLoCo on the worker (sync.mode diloco), on the skeleton of coordinated.h. Every
+// sync.inner_steps steps it sends the pseudo-gradient delta = theta_start - theta, encoded with
+// sync.codec (with error feedback when the codec is lossy and sync.codec.error_feedback is set).
+// Then either the new global state replaces the parameters (sync.download state), or the round's
+// encoded average is replayed through the coordinator's outer step from theta_start (sync.download
+// update), and a checksum of the result against the coordinator's triggers a full resync.
+#include <spdlog/spdlog.h>
+
+#include "coordinated.h"
+#include "loco/optim.h"
+
+namespace loco {
+namespace {
+
+class DilocoSync : public CoordinatedSync {
+ public:
+  DilocoSync(const Config& config, std::shared_ptr<CoordinatorClient> client, const JoinInfo& join)
+      : CoordinatedSync(config, std::move(client), join) {
+    if (config.sync.codec.type != "none" && config.sync.codec.error_feedback)
+      feedback_ = std::make_unique<ErrorFeedback>(*codec_);
+  }
+
+ private:
+  void prepare(const torch::Tensor& params) override {
+    if (download_update_)
+      outer_ = std::make_unique<OuterNesterov>(config_.sync.outer.lr, config_.sync.outer.momentum,
+                                               params);
+  }
+
+  torch::Tensor velocity() override { return outer_ ? outer_->velocity() : torch::Tensor(); }
+
+  Encoded encode_tensor(const TensorLayout& l, const torch::Tensor& x) override {
+    return feedback_ ? feedback_->encode(l.name, x) : codec_->encode(x);
+  }
+
+  // Download update: theta = theta_start, then the coordinator's outer step on the decoded
+  // average, bit for bit.
+  void apply_download(torch::Tensor& params, const std::vector<Encoded>& aggregate) override {
+    for (size_t i = 0; i < layout_.size(); ++i)
+      delta_.narrow(0, layout_[i].offset, layout_[i].numel)
+          .copy_(decode_checked(aggregate[i], i).reshape({-1}));
+    params.copy_(theta_start_);
+    outer_->step(params, delta_);
+  }
+
+  // A replayed step must land on the coordinator's parameters; if not, pull them in full.
+  void after_round(torch::Tensor& params, PullResult& down, uint64_t& sum,
+                   nlohmann::json& record) override {
+    if (!download_update_ || sum == down.checksum) return;
+    spdlog::warn(
+        "worker {}: parameters differ from the coordinator's after round {}; "
+        "resyncing in full",
+        client_->worker_id(), round_);
+    down.wire_bytes += pull_params(params, /*with_velocity=*/true).wire_bytes;
+    record["resynced"] = true;
+    sum = checksum(params);
+  }
+
+  void discard_round() override {
+    if (feedback_) feedback_->residuals().clear();
+  }
+
+  torch::Tensor decode_checked(const Encoded& e, size_t i) const {
+    try {
+      return codec_->decode(e).to(delta_.device());
+    } catch (const CodecError& err) {
+      throw bad_aggregate(i, err);
+    }
+  }
+
+  std::unique_ptr<ErrorFeedback> feedback_;  // with a lossy codec and error feedback
+  std::unique_ptr<OuterNesterov> outer_;     // download update: the replayed outer step
+};
+
+}  // namespace
+
+std::unique_ptr<Sync> make_diloco_strategy(const Config& config,
+                                           std::shared_ptr<CoordinatorClient> client,
+                                           const JoinInfo& join) {
+  return std::make_unique<DilocoSync>(config, std::move(client), join);
+}
+
+}  // namespace loco
