@@ -7,9 +7,9 @@
 // 3. Training steps on CUDA: tiny model with AdamW and Muon at batch 8 and 32, then the
 //    d20-shaped model with Muon at batch 8 (fp32, fp32 with TF32, bf16 weights): ms/step,
 //    tokens/s, MFU against the measured ceiling, peak memory.
-// One JSON line per measurement on stdout ({"check": ...}), then a short summary. Without a CUDA
-// device it runs the CPU half of 1, says "no CUDA device" and exits 0. Built only with
-// -DLOCO_CORE_ONLY=ON (cmake/LocoCoreOnly.cmake); run on a GPU machine by bench/gpu_check.sh.
+// One JSON line per measurement on stdout ({"check": ...}, check_output.h), then a short summary.
+// Without a CUDA device it runs the CPU half of 1, says "no CUDA device" and exits 0. Built only
+// with -DLOCO_CORE_ONLY=ON (cmake/LocoCoreOnly.cmake); run on a GPU machine by bench/gpu_check.sh.
 #include <torch/torch.h>
 #include <torch/version.h>
 #ifndef LOCO_WITH_CUDA
@@ -22,10 +22,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "check_output.h"
 #include "loco/model.h"
 #include "loco/optim.h"
 
@@ -36,38 +36,11 @@ using loco::GPT;
 using loco::ModelConfig;
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::string> g_summary;  // human-readable lines, printed at the end
-
-// One JSON object per line: emit("check", {num("x", 1.0), str("y", "z")}).
-std::string num(const std::string& key, double v) {
-  std::ostringstream s;
-  s.precision(6);
-  s << '"' << key << "\":";
-  if (std::isfinite(v))
-    s << v;
-  else
-    s << "null";
-  return s.str();
-}
-std::string str(const std::string& key, const std::string& v) {
-  std::string esc;
-  for (char c : v) {
-    if (c == '"' || c == '\\') esc += '\\';
-    esc += (c == '\n' ? ' ' : c);
-  }
-  return "\"" + key + "\":\"" + esc + "\"";
-}
-void emit(const std::string& check, const std::vector<std::string>& fields) {
-  std::string line = "{\"check\":\"" + check + "\"";
-  for (const auto& f : fields) line += "," + f;
-  std::printf("%s}\n", line.c_str());
-  std::fflush(stdout);
-}
-std::string fmt(const char* format, double a = 0, double b = 0, double c = 0, double d = 0) {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, format, a, b, c, d);
-  return buf;
-}
+using loco::bench::emit;
+using loco::bench::fmt;
+using loco::bench::g_summary;
+using loco::bench::num;
+using loco::bench::str;
 
 const char* kAttention =
 #if TORCH_VERSION_MAJOR >= 2
@@ -195,6 +168,30 @@ void init_tiny(FlatParams& flat, GPT& model) {
   flat.data().add_(torch::randn({flat.numel()}) * 0.02);
 }
 
+// One Muon step (AdamW on embedding and head) from the gradients in flat_c and flat_g, on both
+// devices, and how far the weights then differ.
+void compare_muon_step(FlatParams& flat_c, FlatParams& flat_g) {
+  loco::OptimizerConfig oc;
+  oc.name = "muon";
+  auto opt_c = loco::make_optimizer(oc, flat_c), opt_g = loco::make_optimizer(oc, flat_g);
+  opt_c->step(1.0);
+  opt_g->step(1.0);
+  // AdamW's first step moves each weight by about lr * sign(g), so an element whose gradient is
+  // ~0 may move opposite ways on the two devices: report the Muon matrices apart from the rest.
+  double muon_diff = 0, adamw_diff = 0;
+  for (const auto& s : flat_c.slots()) {
+    double d = max_abs_diff(flat_g.data().narrow(0, s.offset, s.numel),
+                            flat_c.data().narrow(0, s.offset, s.numel));
+    bool adamw = s.name.rfind("wte.", 0) == 0 || s.name.rfind("lm_head.", 0) == 0;
+    (adamw ? adamw_diff : muon_diff) = std::max(adamw ? adamw_diff : muon_diff, d);
+  }
+  emit("cpu_vs_cuda_muon_step", {num("muon_matrices_max_abs_diff", muon_diff),
+                                 num("adamw_params_max_abs_diff", adamw_diff)});
+  g_summary.push_back(
+      fmt("  after one Muon step: block matrices max |diff| %.2e, embedding/head (AdamW) %.2e",
+          muon_diff, adamw_diff));
+}
+
 void compare_cpu_cuda(bool have_cuda) {
   const auto cfg = tiny_config();
   const torch::Device cpu(torch::kCPU), cuda(torch::kCUDA, 0);
@@ -244,26 +241,7 @@ void compare_cpu_cuda(bool have_cuda) {
                           grad_max, grad_rel_l2) +
                       ", worst slot " + worst + fmt(" (rel %.1e)", worst_rel));
 
-  // One Muon step (AdamW on embedding and head) from those gradients, on both devices.
-  loco::OptimizerConfig oc;
-  oc.name = "muon";
-  auto opt_c = loco::make_optimizer(oc, flat_c), opt_g = loco::make_optimizer(oc, flat_g);
-  opt_c->step(1.0);
-  opt_g->step(1.0);
-  // AdamW's first step moves each weight by about lr * sign(g), so an element whose gradient is
-  // ~0 may move opposite ways on the two devices: report the Muon matrices apart from the rest.
-  double muon_diff = 0, adamw_diff = 0;
-  for (const auto& s : flat_c.slots()) {
-    double d = max_abs_diff(flat_g.data().narrow(0, s.offset, s.numel),
-                            flat_c.data().narrow(0, s.offset, s.numel));
-    bool adamw = s.name.rfind("wte.", 0) == 0 || s.name.rfind("lm_head.", 0) == 0;
-    (adamw ? adamw_diff : muon_diff) = std::max(adamw ? adamw_diff : muon_diff, d);
-  }
-  emit("cpu_vs_cuda_muon_step", {num("muon_matrices_max_abs_diff", muon_diff),
-                                 num("adamw_params_max_abs_diff", adamw_diff)});
-  g_summary.push_back(
-      fmt("  after one Muon step: block matrices max |diff| %.2e, embedding/head (AdamW) %.2e",
-          muon_diff, adamw_diff));
+  compare_muon_step(flat_c, flat_g);
 }
 
 // ---- 2. Matmul ceiling ---------------------------------------------------------------------

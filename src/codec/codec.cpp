@@ -1,5 +1,6 @@
 // The simple codecs (none, fp16, bf16, int8), make_codec, error feedback, and the byte helpers of
-// wire.h that every codec shares. The dct codec is in dct.cpp.
+// wire.h that every codec shares. The dct codec is in dct.cpp (with dct_transform.cpp and
+// dct_select.cpp).
 //
 // Layouts (little-endian), after the 4-byte prefix described in wire.h (its own byte is 0):
 //   none        N float32 values                                    4 + 4N bytes
