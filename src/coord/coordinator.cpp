@@ -66,14 +66,12 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   outer_ = std::make_unique<OuterNesterov>(sync.outer.lr, sync.outer.momentum, theta_);
 
   shard_tokens_.assign(size_t(sync.workers), 0);
-  fs::create_directories(config_.run.dir);
-  std::string ckpt_dir = (fs::path(config_.run.dir) / "checkpoints").string();
+  std::string newest =
+      prepare_run_dir(config_.run.dir, resume ? RunStart::kResume : RunStart::kFresh);
   int64_t keep_metrics = -1;
   if (resume) {
-    auto found = list_checkpoints(ckpt_dir);
-    if (found.empty()) throw ConfigError("--resume: no checkpoint in " + ckpt_dir);
-    Checkpoint c = load_checkpoint(found.back());
-    TORCH_CHECK(c.tensors.at("params").numel() == theta_.numel(), found.back(),
+    Checkpoint c = load_checkpoint(newest);
+    TORCH_CHECK(c.tensors.at("params").numel() == theta_.numel(), newest,
                 ": parameter count differs from the model config");
     theta_.copy_(c.tensors.at("params"));
     outer_->velocity().copy_(c.tensors.at("outer_velocity"));
@@ -84,11 +82,9 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
       for (int64_t i = 0; i < sync.workers; ++i)
         shard_tokens_[size_t(i)] = shards->second[i].item<int64_t>();
     keep_metrics = round_ * sync.inner_steps;  // records are keyed by step, not round
-    spdlog::info("coordinator: resumed from {} at round {}", found.back(), round_);
+    spdlog::info("coordinator: resumed from {} at round {}", newest, round_);
   }
-  std::ofstream(fs::path(config_.run.dir) / "config.yaml") << to_yaml(config_);
-  metrics_ = std::make_unique<MetricsWriter>((fs::path(config_.run.dir) / "metrics.jsonl").string(),
-                                             keep_metrics);
+  metrics_ = open_run_files(config_, keep_metrics);
   for (int32_t s = int32_t(sync.workers) - 1; s >= 0; --s) free_shards_.push_back(s);
   start_time_ = now_s();
   round_started_ = start_time_;

@@ -14,7 +14,7 @@
 
 #include "loco/codec.h"
 #include "loco/optim.h"
-#include "loco/shard.h"
+#include "loco/checkpoint.h"
 #include "loco/trainer.h"
 
 namespace loco {
@@ -38,8 +38,7 @@ torch::Tensor demo_apply(torch::Tensor& m, const torch::Tensor& theta_start,
 namespace {
 
 uint64_t checksum(const torch::Tensor& flat) {
-  auto host = flat.to(torch::kCPU).contiguous();
-  return fnv1a64(host.data_ptr(), size_t(host.numel()) * 4);
+  return param_checksum(flat);
 }
 
 class CoordinatedSync : public Sync {

@@ -134,4 +134,11 @@ void prune_checkpoints(const std::string& dir, int64_t keep) {
   for (size_t i = 0; i + keep < paths.size(); ++i) fs::remove(paths[i]);
 }
 
+uint64_t param_checksum(const torch::Tensor& flat) {
+  TORCH_CHECK(flat.scalar_type() == torch::kFloat,
+              "param_checksum: expected float32 parameters, got ", flat.scalar_type());
+  auto host = flat.detach().to(torch::kCPU).contiguous();
+  return fnv1a64(host.data_ptr(), size_t(host.numel()) * sizeof(float));
+}
+
 }  // namespace loco
