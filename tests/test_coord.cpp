@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 #include <typeinfo>
@@ -143,6 +144,36 @@ TEST(CoordinatorCore, ResumeKeepsTheMetricsOfCheckpointedRounds) {
   ASSERT_EQ(tb.json.at("events").size(), 2u);
   EXPECT_EQ(tb.json.at("events")[1].at("step"), 4);
   EXPECT_TRUE(tb.json.at("events")[1].at("scalars").contains("val_loss"));
+}
+
+// The failure mode of issue 19: a fresh coordinator in an older run's run.dir would write its
+// round-1 checkpoint among the old run's (pruning keeps the highest steps: the old run's), so a
+// later --resume would restore the old run. Refused, and nothing there is touched.
+TEST(CoordinatorCore, RefusesARunDirHoldingCheckpointsWithoutResumeAndTouchesNothing) {
+  std::string dir = loco::testing::temp_dir();
+  const std::string run = dir + "/run";
+  fs::create_directories(run + "/checkpoints");
+  const std::map<std::string, std::string> before = {
+      {"config.yaml", "train: {max_steps: 80}\n"},
+      {"metrics.jsonl", "{\"step\": 40, \"round\": 1}\n"},
+      {"summary.json", "{\"complete\": true, \"bytes_up\": 1234}\n"},
+      {"checkpoints/step_00000020.pt", "the earlier run's"}};
+  for (const auto& [name, text] : before) std::ofstream(run + "/" + name) << text;
+  Config c = small_config(run, 1, 2);
+  std::string error = loco::testing::config_error([&] { CoordinatorCore core(c, false); });
+  EXPECT_NE(error.find("run.dir " + run + " already holds checkpoints"), std::string::npos)
+      << error;
+  EXPECT_NE(error.find("pass --resume"), std::string::npos) << error;
+  for (const auto& [name, text] : before)
+    EXPECT_EQ(loco::testing::read_text(run + "/" + name), text) << name;
+  EXPECT_FALSE(fs::exists(run + "/tb"));  // no metrics writer was opened
+  EXPECT_EQ(list_checkpoints(run + "/checkpoints").size(), 1u);
+  // --resume in a run.dir without checkpoints says so.
+  Config empty = small_config(dir + "/empty", 1, 2);
+  error = loco::testing::config_error([&] { CoordinatorCore core(empty, true); });
+  EXPECT_NE(error.find("--resume: no checkpoint in " + dir + "/empty/checkpoints"),
+            std::string::npos)
+      << error;
 }
 
 TEST(CoordinatorCore, RefusesBadUpdatesWithoutTouchingTheRound) {
@@ -358,6 +389,44 @@ TEST(Launch, DryRunPrintsTheCommandsAndAFailingPartFailsTheRun) {
                                         " --set data.val=/nonexistent.bin");
   EXPECT_NE(bad.exit_code, 0) << bad.output;
   EXPECT_NE(bad.output.find("launch: failed"), std::string::npos) << bad.output;
+}
+
+// A finished 4-round run, then a second `loco launch` into its run.dir with train.max_steps
+// halved: refused before any process starts, naming the dir; the first run's files unchanged.
+TEST(Launch, ASecondLaunchIntoAFinishedRunIsRefusedBeforeAnythingStarts) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", 2, 2);
+  c.train.eval_every = 0;  // 8 steps of H = 2: 4 rounds
+  std::string path = write_yaml(dir, c);
+  auto first = loco::testing::run_loco("launch --config " + path);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const std::vector<std::string> files = {"coordinator/config.yaml", "coordinator/summary.json",
+                                          "coordinator/metrics.jsonl", "worker-0/config.yaml",
+                                          "worker-1/metrics.jsonl"};
+  std::map<std::string, std::string> before;
+  for (const auto& f : files) before[f] = loco::testing::read_text(dir + "/run/" + f);
+  EXPECT_NE(before["coordinator/summary.json"].find("\"complete\": true"), std::string::npos);
+
+  auto second = loco::testing::run_loco("launch --config " + path + " --set train.max_steps=4");
+  EXPECT_EQ(second.exit_code, 1) << second.output;
+  EXPECT_NE(second.output.find("error: run.dir " + dir +
+                               "/run/coordinator (coord) already holds "
+                               "checkpoints"),
+            std::string::npos)
+      << second.output;
+  EXPECT_EQ(second.output.find("[coord]"), std::string::npos) << second.output;  // none started
+  EXPECT_EQ(second.output.find("[w0]"), std::string::npos) << second.output;
+  for (const auto& f : files)
+    EXPECT_EQ(loco::testing::read_text(dir + "/run/" + f), before[f]) << f;
+  // A worker started by hand into its old run.dir refuses before it joins anything.
+  auto worker = loco::testing::run_loco("worker --config " + path + " --set run.dir=" + dir +
+                                        "/run/worker-0");
+  EXPECT_EQ(worker.exit_code, 1) << worker.output;
+  EXPECT_NE(worker.output.find("run.dir " + dir + "/run/worker-0 already holds checkpoints"),
+            std::string::npos)
+      << worker.output;
+  EXPECT_EQ(loco::testing::read_text(dir + "/run/worker-0/config.yaml"),
+            before["worker-0/config.yaml"]);
 }
 
 TEST(Diloco, TrainRefusesADilocoOrDemoConfigAndSaysWhatToRun) {

@@ -10,7 +10,7 @@
 #include "coord/stream.h"
 #include "loco/coordinator.h"
 #include "loco/progress.h"
-#include "loco/shard.h"
+#include "loco/checkpoint.h"
 #include "test_util.h"
 
 using namespace loco;
@@ -92,7 +92,7 @@ TEST(DilocoAggregator, EncodedDownloadIsWhatItStepsWithAndCarriesTheChecksum) {
                          int8->decode(agg->aggregate()[1]).reshape({-1})});
   worker.step(replay, avg);
   EXPECT_TRUE(torch::equal(replay, theta));
-  EXPECT_EQ(agg->checksum(), fnv1a64(theta.data_ptr(), size_t(theta.numel()) * 4));
+  EXPECT_EQ(agg->checksum(), param_checksum(theta));
 }
 
 TEST(DilocoAggregator, RefusesAPushThatDoesNotDecodeAndNamesTheTensor) {

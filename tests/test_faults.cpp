@@ -393,6 +393,7 @@ TEST(Faults, AKilledCoordinatorRestartsFromItsCheckpointAndNoRoundIsLostOrApplie
 TEST(Faults, LaunchReplaysAScheduleInWhichAWorkerLeavesAndComesBack) {
   std::string dir = loco::testing::temp_dir();
   Config c = process_config(dir + "/run", 3, 30, 40);  // rounds long enough to act within
+  c.train.checkpoint_every = 40;  // w1 comes back to a run.dir that holds its own checkpoints
   std::ofstream(dir + "/schedule.yaml") << "w1: {rounds: [[0, 3], [8, 1000]]}\n";
   c.sync.schedule = dir + "/schedule.yaml";
   auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));
@@ -411,4 +412,5 @@ TEST(Faults, LaunchReplaysAScheduleInWhichAWorkerLeavesAndComesBack) {
   auto gap = std::find(with_w1.begin(), with_w1.end(), false);
   ASSERT_NE(gap, with_w1.end()) << "w1 never left";
   EXPECT_NE(std::find(gap, with_w1.end(), true), with_w1.end()) << "w1 never came back";
+  EXPECT_FALSE(list_checkpoints(dir + "/run/worker-1/checkpoints").empty());
 }

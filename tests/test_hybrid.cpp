@@ -129,8 +129,8 @@ TEST(Hybrid, TwoSitesOfTwoRanksTrainOneModel) {
     ASSERT_EQ(ranks[site + "/0"].size(), 16u) << site;
     ASSERT_EQ(ranks[site + "/1"].size(), 16u) << site;
     // The ranks of a site hold the same parameters after every step.
-    EXPECT_EQ(column<int64_t>(ranks[site + "/0"], "param_checksum"),
-              column<int64_t>(ranks[site + "/1"], "param_checksum"))
+    EXPECT_EQ(column<uint64_t>(ranks[site + "/0"], "param_checksum"),
+              column<uint64_t>(ranks[site + "/1"], "param_checksum"))
         << site;
     EXPECT_TRUE(fs::exists(wdir + "/checkpoints"));
     EXPECT_TRUE(fs::is_symlink(wdir + "/rank-1/checkpoints"));
@@ -138,10 +138,10 @@ TEST(Hybrid, TwoSitesOfTwoRanksTrainOneModel) {
   for (size_t i = 0; i < 16; ++i) {
     int64_t step = int64_t(i) + 1;
     bool sync = step % c.sync.inner_steps == 0;
-    std::set<int64_t> checksums;
+    std::set<uint64_t> checksums;
     for (const auto& [label, records] : ranks) {
       const auto& rec = records[i];
-      checksums.insert(rec.at("param_checksum").get<int64_t>());
+      checksums.insert(rec.at("param_checksum").get<uint64_t>());
       EXPECT_GT(rec.at("site_bytes_up").get<int64_t>(), 0) << label << " step " << step;
       EXPECT_EQ(rec.contains("round"), sync) << label << " step " << step;
       bool rank0 = label.back() == '0';
@@ -177,7 +177,7 @@ TEST(Hybrid, OneSiteIsPlainDdp) {
     auto y = metrics_of(dir + "/ddp" + sub + "/metrics.jsonl");
     ASSERT_EQ(x.size(), 6u) << sub;
     EXPECT_EQ(column<double>(x, "loss"), column<double>(y, "loss")) << sub;
-    EXPECT_EQ(column<int64_t>(x, "param_checksum"), column<int64_t>(y, "param_checksum")) << sub;
+    EXPECT_EQ(column<uint64_t>(x, "param_checksum"), column<uint64_t>(y, "param_checksum")) << sub;
   }
   EXPECT_EQ(metrics_of(dir + "/site/metrics.jsonl").back().at("val_loss"),
             metrics_of(dir + "/ddp/metrics.jsonl").back().at("val_loss"));
@@ -344,7 +344,7 @@ TEST(Hybrid, TwoSitesRunTheDecoupledMethodBetweenThem) {
   ASSERT_EQ(a1.size(), 16u);
   ASSERT_EQ(b0.size(), 16u);
   // Site a's ranks agree after every step; the sites agree only after a resync (rounds 2, 4).
-  EXPECT_EQ(column<int64_t>(a0, "param_checksum"), column<int64_t>(a1, "param_checksum"));
+  EXPECT_EQ(column<uint64_t>(a0, "param_checksum"), column<uint64_t>(a1, "param_checksum"));
   for (int64_t round = 1; round <= 4; ++round) {
     size_t i = size_t(round * c.sync.inner_steps - 1);
     bool same = a0[i].at("param_checksum") == b0[i].at("param_checksum");

@@ -46,4 +46,11 @@ std::vector<std::string> list_checkpoints(const std::string& dir);
 // Removes all but the newest `keep` checkpoints in `dir`.
 void prune_checkpoints(const std::string& dir, int64_t keep);
 
+// FNV-1a 64 over the 64-bit words of flat float32 parameters (copied to the host first; an odd
+// last float is its own word, zero-padded): equal on two
+// replicas exactly when their parameters are, up to a collision. Every mode logs it as
+// metrics.jsonl's `param_checksum` (a uint64), and a DiLoCo worker replaying an encoded download
+// checks it against the coordinator's.
+uint64_t param_checksum(const torch::Tensor& flat);
+
 }  // namespace loco

@@ -16,8 +16,8 @@
 // log it) and rank_loss this rank's own; allreduce_bytes the gradient bytes reduced (the bucket
 // sizes summed); bytes_up = bytes_down = 2(W-1)/W * allreduce_bytes, a ring all-reduce's traffic
 // per rank; wire_bytes_sent what this process really wrote to its sockets during the all-reduce
-// (Gloo on Linux only); comm_s the seconds spent in it; param_checksum the float32 bit patterns
-// of the parameters summed as integers, equal on every rank while the replicas agree.
+// (Gloo on Linux only); comm_s the seconds spent in it; param_checksum (checkpoint.h) FNV-1a of
+// the parameters, equal on every rank while the replicas agree.
 #pragma once
 
 #include <torch/types.h>
@@ -44,10 +44,6 @@ std::unique_ptr<Sync> make_ddp_sync(const Config& config, std::shared_ptr<Proces
 // each step's all-reduce what the link would have taken (ddp_link_seconds in loco/link.h) and
 // records "link" and "link_s" (part of comm_s) in the metrics.
 std::unique_ptr<Sync> make_ddp_sync(const Config& config, const DistEnv& env);
-
-// The parameters' float32 bit patterns summed as integers: equal on two ranks exactly when their
-// replicas agree (up to a collision), and cheap enough to log every step.
-int64_t param_checksum(const torch::Tensor& data);
 
 // The config this rank trains with: run.dir as described above (creating run.dir/rank-r and its
 // checkpoints link for r > 0), train.device "cuda" made cuda:LOCAL_RANK, and train.eval_batches

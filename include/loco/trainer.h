@@ -3,8 +3,9 @@
 // A Trainer owns the model, its flat parameters, the optimizer and the data streams of one
 // process. run() trains to train.max_steps, logging progress, evaluating every eval_every steps
 // (val loss and bits per byte), checkpointing every checkpoint_every steps and writing
-// metrics.jsonl and config.yaml into run.dir. Constructed with resume = true it continues from the
-// newest checkpoint in run.dir/checkpoints exactly where the interrupted run stood.
+// metrics.jsonl and config.yaml into run.dir (run_dir.h). Constructed with RunStart::kResume it
+// continues from the newest checkpoint in run.dir/checkpoints exactly where the interrupted run
+// stood; with kFresh it refuses a run.dir that holds checkpoints.
 #pragma once
 
 #include <memory>
@@ -16,6 +17,7 @@
 #include "loco/loader.h"
 #include "loco/model.h"
 #include "loco/optim.h"
+#include "loco/run_dir.h"
 #include "loco/sync.h"
 
 namespace loco {
@@ -51,7 +53,7 @@ class Trainer {
  public:
   // `rank`/`world_size` choose this worker's share of the training stream. `sync` (optional)
   // joins this trainer to others (see sync.h); without one the trainer runs alone.
-  Trainer(const Config& config, bool resume, int64_t rank = 0, int64_t world_size = 1,
+  Trainer(const Config& config, RunStart start, int64_t rank = 0, int64_t world_size = 1,
           std::unique_ptr<Sync> sync = nullptr);
   ~Trainer();
 

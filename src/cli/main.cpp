@@ -25,6 +25,7 @@
 #include "loco/dist_env.h"
 #include "loco/hybrid.h"
 #include "loco/prepare.h"
+#include "loco/run_dir.h"
 #include "loco/sample.h"
 #include "loco/trainer.h"
 
@@ -63,7 +64,8 @@ int run_train(const std::string& config_path, const std::vector<std::string>& ov
     sync = loco::make_ddp_sync(config, env);
     config = loco::ddp_rank_config(config, env);
   }
-  loco::Trainer trainer(config, resume, env.rank, env.world_size, std::move(sync));
+  loco::Trainer trainer(config, resume ? loco::RunStart::kResume : loco::RunStart::kFresh, env.rank,
+                        env.world_size, std::move(sync));
   auto s = trainer.run();
   std::cout << "done: " << s.steps << " steps, " << s.tokens << " tokens in "
             << std::lround(s.wall_s) << " s";
@@ -155,15 +157,21 @@ void leave_on_stop_signal(sigset_t set, std::shared_ptr<loco::CoordinatorClient>
   }).detach();
 }
 
+// `rejoin` (--resume): this worker took part in the run before (restarted after a crash, or by
+// the launcher for sync.schedule); its run.dir may hold its own checkpoints and goes on.
 int run_worker(const std::string& config_path, std::vector<std::string> overrides,
-               const std::string& address, std::string name, const std::string& site) {
+               const std::string& address, std::string name, const std::string& site, bool rejoin) {
   if (!address.empty()) overrides.push_back("sync.coordinator.address=" + address);
   auto config = resolve_config(config_path, overrides);
   if (!loco::coordinated(config.sync.mode))
     throw loco::ConfigError("sync.mode is '" + std::string(loco::mode_name(config.sync.mode)) +
                             "'; `loco worker` runs sync.mode diloco or demo (use `loco train` "
                             "otherwise)");
+  if (!rejoin) loco::refuse_used_run_dir(config.run.dir);  // before it joins anything
   if (!site.empty()) {
+    if (rejoin)
+      throw loco::ConfigError("--resume with --site " + site +
+                              ": a site's ranks start a run together; they cannot rejoin one");
     if (!name.empty())
       throw loco::ConfigError("--name " + name + " and --site " + site +
                               ": a site joins the coordinator under its own name; drop --name");
@@ -186,7 +194,8 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
   auto join = client->join(name, num_params);
   spdlog::info("worker {}: joined at round {}, data shard {} of {}", join.worker_id, join.round,
                join.shard, join.num_shards);
-  loco::Trainer trainer(config, /*resume=*/false, join.shard, join.num_shards,
+  loco::Trainer trainer(config, rejoin ? loco::RunStart::kRejoin : loco::RunStart::kFresh,
+                        join.shard, join.num_shards,
                         loco::make_coordinated_sync(config, client, join));
   auto s = trainer.run();
   std::cout << "done: worker " << join.worker_id << ", " << s.steps << " steps, " << s.tokens
@@ -290,6 +299,8 @@ int main(int argc, char** argv) {
   worker->add_option("--site", worker_site,
                      "run as a rank of this site of sync.sites (the torchrun variables describe "
                      "the site's ranks)");
+  worker->add_flag("--resume", resume,
+                   "rejoin the run this worker left: keep its run.dir (checkpoints, metrics)");
 
   loco::LaunchOptions launch_opts;
   auto* launch = app.add_subcommand("launch", "run a whole experiment as local processes");
@@ -319,7 +330,8 @@ int main(int argc, char** argv) {
     }
     if (coordinator->parsed()) return run_coordinator_cmd(config_path, overrides, resume);
     if (worker->parsed())
-      return run_worker(config_path, overrides, coordinator_address, worker_name, worker_site);
+      return run_worker(config_path, overrides, coordinator_address, worker_name, worker_site,
+                        resume);
     if (launch->parsed()) return loco::launch(launch_opts);
     if (compare->parsed()) return run_compare(compare_opts);
     if (bench_train->parsed())

@@ -39,18 +39,14 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   members_ = std::make_unique<Membership>(sync.workers, sync.coordinator);
   ledger_ = std::make_unique<ByteLedger>(theta_.numel(), sync.workers, sync.inner_steps);
 
-  fs::create_directories(config_.run.dir);
-  std::string ckpt_dir = (fs::path(config_.run.dir) / "checkpoints").string();
+  std::string newest =
+      prepare_run_dir(config_.run.dir, resume ? RunStart::kResume : RunStart::kFresh);
   int64_t keep_metrics = -1;
   if (resume) {
-    auto found = list_checkpoints(ckpt_dir);
-    if (found.empty()) throw ConfigError("--resume: no checkpoint in " + ckpt_dir);
-    restore(found.back());
+    restore(newest);
     keep_metrics = round_ * sync.inner_steps;  // records are keyed by step, not round
   }
-  std::ofstream(fs::path(config_.run.dir) / "config.yaml") << to_yaml(config_);
-  evaluator_->start(std::make_unique<MetricsWriter>(
-      (fs::path(config_.run.dir) / "metrics.jsonl").string(), keep_metrics));
+  evaluator_->start(open_run_files(config_, keep_metrics));
   start_time_ = now_s();
   round_started_ = start_time_;
   spdlog::info(

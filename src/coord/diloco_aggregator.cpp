@@ -3,7 +3,7 @@
 
 #include <torch/torch.h>
 
-#include "loco/shard.h"
+#include "loco/checkpoint.h"
 
 namespace loco {
 
@@ -35,7 +35,7 @@ void DilocoAggregator::close(torch::Tensor& theta, OuterNesterov& outer, int64_t
   if (download_update_) encode_aggregate();
   outer.step(theta, sum_);
   sum_.zero_();
-  if (download_update_) checksum_ = fnv1a64(theta.data_ptr(), size_t(theta.numel()) * 4);
+  if (download_update_) checksum_ = param_checksum(theta);
 }
 
 void DilocoAggregator::encode_aggregate() {

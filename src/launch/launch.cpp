@@ -22,6 +22,7 @@
 #include <set>
 #include <utility>
 
+#include "loco/checkpoint.h"
 #include "loco/config.h"
 #include "loco/coord_client.h"
 #include "loco/link.h"
@@ -41,6 +42,7 @@ struct Part {
   std::string label;
   std::vector<std::string> args;  // after the executable
   Env env;
+  std::string run_dir;  // its run.dir (a DDP rank r > 0's rank-r/ links its checkpoints)
   pid_t pid = -1;
   int fd = -1;                  // read end of its stdout+stderr
   std::string pending;          // a partial line
@@ -69,7 +71,9 @@ std::vector<std::string> common_args(const std::string& command, const LaunchOpt
 Part coordinator_part(const Config& config, const LaunchOptions& o) {
   auto coord = common_args("coordinator", o);
   coord.insert(coord.end(), {"--set", "run.dir=" + config.run.dir + "/coordinator"});
-  return {"coord", coord, {}};
+  Part p("coord", coord);
+  p.run_dir = config.run.dir + "/coordinator";
+  return p;
 }
 
 // Multi-site (docs/multisite.md): the coordinator (unless there is one site: plain DDP) and every
@@ -84,12 +88,13 @@ void plan_sites(const Config& config, const LaunchOptions& o, std::vector<Part>&
     const SiteConfig& site = sites[k];
     int port = free_port();
     while (!ports.insert(port).second) port = free_port();
+    const std::string site_dir =
+        between ? config.run.dir + "/worker-" + std::to_string(k) : config.run.dir;
     for (int64_t r = 0; r < site.ranks; ++r) {
       auto args = common_args("worker", o);
       if (between)
-        args.insert(args.end(),
-                    {"--set", "run.dir=" + config.run.dir + "/worker-" + std::to_string(k),
-                     "--coordinator", config.sync.coordinator.address});
+        args.insert(args.end(), {"--set", "run.dir=" + site_dir, "--coordinator",
+                                 config.sync.coordinator.address});
       args.insert(args.end(), {"--site", site.name});
       std::vector<std::pair<std::string, std::string>> env;
       if (site.ranks > 1) {
@@ -103,6 +108,7 @@ void plan_sites(const Config& config, const LaunchOptions& o, std::vector<Part>&
       }
       parts.push_back({site.name + "/" + std::to_string(r), args, env});
       parts.back().member = int(k);
+      parts.back().run_dir = site_dir;
     }
   }
 }
@@ -115,6 +121,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
     plan_sites(config, o, parts);
   } else if (config.sync.mode == Mode::kSingle) {
     parts.push_back({"train", common_args("train", o), {}});
+    parts.back().run_dir = dir;
   } else if (coordinated(config.sync.mode)) {
     parts.push_back(coordinator_part(config, o));
     for (int64_t k = 0; k < workers; ++k) {
@@ -124,6 +131,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
                 config.sync.coordinator.address, "--name", "w" + std::to_string(k)});
       parts.push_back({"w" + std::to_string(k), w, {}});
       parts.back().member = int(k);
+      parts.back().run_dir = dir + "/worker-" + std::to_string(k);
     }
   } else if (config.sync.mode == Mode::kDdp) {
     std::string port = std::to_string(free_port());
@@ -137,12 +145,26 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
                         {"LOCAL_WORLD_SIZE", w},
                         {"MASTER_ADDR", "127.0.0.1"},
                         {"MASTER_PORT", port}}});
+      parts.back().run_dir = dir;
     }
   } else {
     throw ConfigError("sync.mode: '" + std::string(mode_name(config.sync.mode)) +
                       "' cannot be launched yet");
   }
   return parts;
+}
+
+// Nothing of an earlier run may be touched: every part's run.dir is checked before any process
+// starts (run_dir.h), so a refused launch leaves config.yaml, metrics.jsonl and summary.json as
+// they were.
+void refuse_used_run_dirs(const std::vector<Part>& parts) {
+  for (const auto& p : parts) {
+    if (list_checkpoints(p.run_dir + "/checkpoints").empty()) continue;
+    throw ConfigError("run.dir " + p.run_dir + " (" + p.label +
+                      ") already holds checkpoints of an earlier run; `loco launch` starts new "
+                      "runs only: choose another run.dir (--set run.dir=...), or continue that "
+                      "run with `loco coordinator --resume` / `loco train --resume`");
+  }
 }
 
 std::string quoted(const std::string& s) {
@@ -358,6 +380,9 @@ class ScheduleReplay {
         spdlog::info("launch: schedule: starting {} (round {}, {:.0f} s)", p.label, round_,
                      elapsed);
         p.waiting = false, p.status = -1, p.pending.clear();
+        // It takes part in this run again: its run.dir, checked at launch, holds its own files.
+        if (std::find(p.args.begin(), p.args.end(), "--resume") == p.args.end())
+          p.args.push_back("--resume");
         start(p, exe);
         ++started;
       } else if (!want && p.pid > 0 && p.status < 0 && !p.scheduled_stop) {
@@ -414,6 +439,7 @@ int launch(const LaunchOptions& options) {
                 << ": `loco launch` starts and stops the listed workers as it says\n";
     return 0;
   }
+  refuse_used_run_dirs(parts);
   std::string exe = self_exe();
   struct sigaction sa {};
   sa.sa_handler = on_signal;

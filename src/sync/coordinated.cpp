@@ -8,6 +8,7 @@
 #include <chrono>
 #include <optional>
 
+#include "loco/checkpoint.h"
 #include "loco/diloco.h"
 #include "loco/progress.h"
 #include "loco/shard.h"
@@ -73,7 +74,7 @@ void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
   round_ = down.round;
   // Every replica's checksum goes into the metrics; the method may check it against the
   // coordinator's, or change the parameters again (then it sums them again).
-  uint64_t sum = checksum(params);
+  uint64_t sum = param_checksum(params);
   after_round(params, down, sum, record);
   start_round(trainer);
   record["round"] = round_;
@@ -95,11 +96,6 @@ void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
 void CoordinatedSync::finish(Trainer&) {
   stop_heartbeats();
   client_->leave();
-}
-
-uint64_t CoordinatedSync::checksum(const torch::Tensor& flat) {
-  auto host = flat.to(torch::kCPU).contiguous();
-  return fnv1a64(host.data_ptr(), size_t(host.numel()) * 4);
 }
 
 PullResult CoordinatedSync::pull_params(torch::Tensor& params, bool with_velocity) {
@@ -188,7 +184,7 @@ void CoordinatedSync::recover(Trainer& trainer, const RpcError& first, nlohmann:
   record["round"] = round_;
   record["recovered"] = rejoin ? "rejoined" : "late";
   record["worker"] = client_->worker_id();
-  record["param_checksum"] = checksum(params);
+  record["param_checksum"] = param_checksum(params);
 }
 
 // Where this worker's data stream continues after its shard contributed `tokens` tokens.

@@ -55,8 +55,6 @@ class CoordinatedSync : public Sync {
   virtual void discard_round() {}
 
   // --- shared by the methods ---
-  // FNV-1a over the flat fp32 parameters, as the coordinator computes it.
-  static uint64_t checksum(const torch::Tensor& flat);
   // Pulls round round_'s global state into `params` (and the outer velocity with it).
   PullResult pull_params(torch::Tensor& params, bool with_velocity);
   double pull_timeout() const { return 2 * config_.sync.coordinator.round_timeout_s + 60; }

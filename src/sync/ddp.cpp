@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "loco/c10d_compat.h"
+#include "loco/checkpoint.h"
 #include "loco/link.h"
 #include "loco/trainer.h"
 
@@ -111,10 +112,6 @@ class DdpSync : public Sync {
 };
 
 }  // namespace
-
-int64_t param_checksum(const torch::Tensor& data) {
-  return data.view(torch::kInt32).sum(torch::kInt64).item<int64_t>();
-}
 
 std::shared_ptr<ProcessGroup> open_process_group(const Config& config, const DistEnv& env) {
   auto timeout = std::chrono::milliseconds(std::llround(config.sync.timeout_s * 1e3));

@@ -66,7 +66,7 @@ class DemoSync : public CoordinatedSync {
                    nlohmann::json& record) override {
     if (!consensus_due(round_)) return;
     exchange_state(params, record);
-    if (resync_due(round_)) sum = checksum(params);  // adopted the consensus
+    if (resync_due(round_)) sum = param_checksum(params);  // adopted the consensus
   }
 
   void discard_round() override { momentum_.zero_(); }

@@ -53,7 +53,7 @@ class DilocoSync : public CoordinatedSync {
         client_->worker_id(), round_);
     down.wire_bytes += pull_params(params, /*with_velocity=*/true).wire_bytes;
     record["resynced"] = true;
-    sum = checksum(params);
+    sum = param_checksum(params);
   }
 
   void discard_round() override {

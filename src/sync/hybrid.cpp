@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "loco/c10d_compat.h"
+#include "loco/checkpoint.h"
 #include "loco/ddp.h"
 #include "loco/dist_env.h"
 #include "loco/model.h"
@@ -118,7 +119,8 @@ SiteRun run_site(const Config& config, const std::string& name, const OuterFacto
   out.rank = env.rank, out.ranks = env.world_size;
   if (config.sync.sites.size() == 1) {  // nothing between sites: plain DDP, no coordinator
     auto sync = make_ddp_sync(config, env);
-    Trainer trainer(ddp_rank_config(config, env), false, env.rank, env.world_size, std::move(sync));
+    Trainer trainer(ddp_rank_config(config, env), RunStart::kFresh, env.rank, env.world_size,
+                    std::move(sync));
     out.summary = trainer.run();
     return out;
   }
@@ -136,7 +138,7 @@ SiteRun run_site(const Config& config, const std::string& name, const OuterFacto
     outer = make_outer(config, client, join);
   }
   if (!group) {  // a site of one rank: a plain DiLoCo worker
-    Trainer trainer(config, false, join.shard, join.num_shards, std::move(outer));
+    Trainer trainer(config, RunStart::kFresh, join.shard, join.num_shards, std::move(outer));
     out.summary = trainer.run();
     return out;
   }
@@ -145,7 +147,7 @@ SiteRun run_site(const Config& config, const std::string& name, const OuterFacto
                    rank0_wait(config)));
   int64_t shard = 0, num_shards = 1;
   shared >> shard >> num_shards;
-  Trainer trainer(ddp_rank_config(config, env), false, shard + num_shards * env.rank,
+  Trainer trainer(ddp_rank_config(config, env), RunStart::kFresh, shard + num_shards * env.rank,
                   num_shards * env.world_size,
                   make_hybrid_sync(config, group, std::move(outer), name));
   out.summary = trainer.run();

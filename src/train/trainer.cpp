@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 
 #include "loco/checkpoint.h"
 #include "loco/metrics.h"
@@ -74,7 +73,7 @@ torch::Device resolve_device(const std::string& name) {
   return device;
 }
 
-Trainer::Trainer(const Config& config, bool resume, int64_t rank, int64_t world_size,
+Trainer::Trainer(const Config& config, RunStart start, int64_t rank, int64_t world_size,
                  std::unique_ptr<Sync> sync)
     : config_(config), device_(resolve_device(config.train.device)), sync_(std::move(sync)) {
   validate(config_);
@@ -96,22 +95,13 @@ Trainer::Trainer(const Config& config, bool resume, int64_t rank, int64_t world_
     throw ConfigError("data.train (" + config_.data.train + "): " + e.what());
   }
 
-  fs::create_directories(config_.run.dir);
-  std::string ckpt_dir = (fs::path(config_.run.dir) / "checkpoints").string();
+  std::string newest = prepare_run_dir(config_.run.dir, start);
   int64_t keep_metrics_up_to = -1;
-  if (resume) {
-    auto found = list_checkpoints(ckpt_dir);
-    if (found.empty()) throw ConfigError("--resume: no checkpoint in " + ckpt_dir);
-    restore(found.back());
+  if (!newest.empty()) {
+    restore(newest);
     keep_metrics_up_to = step_;
-  } else if (!list_checkpoints(ckpt_dir).empty()) {
-    throw ConfigError("run.dir " + config_.run.dir +
-                      " already holds checkpoints; pass --resume to continue it, or choose "
-                      "another run.dir (--set run.dir=...)");
   }
-  std::ofstream(fs::path(config_.run.dir) / "config.yaml") << to_yaml(config_);
-  metrics_ = std::make_unique<MetricsWriter>((fs::path(config_.run.dir) / "metrics.jsonl").string(),
-                                             keep_metrics_up_to);
+  metrics_ = open_run_files(config_, keep_metrics_up_to);
   spdlog::info("model: {} layers, width {}, {} heads, {:.2f}M parameters, {:.1f} MFLOP/token",
                m.n_layer, m.n_embd, m.n_head, model_->num_params() / 1e6,
                model_->flops_per_token() / 1e6);
