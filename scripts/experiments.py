@@ -43,6 +43,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(ROOT, "configs", "experiments")
 # The order they run in when none is named: the tuning first, since the headline uses its best.
+# Others run only when named: dct_sweep (bench/dct_sweep.sh, its table in docs/dct.md).
 ORDER = ["h_lr", "batch", "headline", "workers", "slow_link"]
 STEP_KEYS = ["train.max_steps", "sync.inner_steps", "train.eval_every",
              "train.schedule.warmup_steps"]

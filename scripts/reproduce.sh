@@ -6,10 +6,11 @@
 #
 #   scripts/reproduce.sh [EXPERIMENT...] [--jobs N] [--quick] [--list]
 #
-# EXPERIMENT: names of configs/experiments/*.yaml (default: all). --jobs N: points run at once
-# (default: one per 4 cores, since a point is 4+ processes of 1 thread; 1 on 2 cores). --quick:
-# step counts / 10 into runs/reproduce-quick/, page in runs/reproduce-quick/RESULTS.md (a smoke
-# test; its numbers are not the results). --list: the points and their state, nothing run.
+# EXPERIMENT: names of configs/experiments/*.yaml (default: the five above; dct_sweep runs only
+# when named, bench/dct_sweep.sh writes its table). --jobs N: points run at once (default: one per
+# 4 cores, since a point is 4+ processes of 1 thread; 1 on 2 cores). --quick: step counts / 10
+# into runs/reproduce-quick/, page in runs/reproduce-quick/RESULTS.md (a smoke test; its numbers
+# are not the results). --list: the points and their state, nothing run.
 # Finished points are skipped, so an interrupted reproduction resumes where it stopped and can be
 # split over several sittings. Env: LOCO (build/loco), OUT (runs/reproduce), NICE (a niceness
 # for the runs, e.g. 10 on a shared machine), SCALE (step counts x SCALE, instead of --quick).

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""The reproduction's machinery (scripts/experiments.py, scripts/results_page.py) on fake runs.
+"""The reproduction's machinery (scripts/experiments.py, scripts/results_page.py, and the DCT
+sweep's table bench/dct_sweep.py) on fake runs.
 
 Experiments are written into a temporary configs/experiments/, and "finished" runs are the files
 `loco launch` leaves (point.json, the coordinator's summary.json and metrics.jsonl), so what is
@@ -8,12 +9,17 @@ checked is how a sweep resolves, carries, resumes and judges, not training. Run 
 """
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
 
+import yaml
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
+sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+import dct_sweep  # noqa: E402
 import experiments  # noqa: E402
 import results_page  # noqa: E402
 
@@ -139,6 +145,91 @@ class Experiments(Sandbox):
         (p,) = experiments.resolve("e", self.out, 0.1)
         self.assertEqual((p.settings["train.max_steps"], p.settings["sync.inner_steps"]), (10, 1))
         self.assertEqual(p.settings["train.batch_size"], 4)
+
+
+def nested(flat):
+    """{a.b: 1} -> {a: {b: 1}}: a resolved config as a run directory holds it."""
+    out = {}
+    for key, value in flat.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+class DctSweep(unittest.TestCase):
+    """configs/experiments/dct_sweep.yaml (the repository's own) and bench/dct_sweep.py's table."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.out = self.tmp.name
+        self.points = {p.name: p for p in experiments.resolve("dct_sweep", self.out, 1)}
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_every_point_sees_the_same_tokens_and_no_two_are_the_same_run(self):
+        self.assertEqual(len(self.points), 24)  # the rows of docs/dct.md's table
+        self.assertNotIn("dct_sweep", experiments.ORDER)  # a plain reproduction does not run it
+        for p in self.points.values():
+            s = p.settings
+            self.assertEqual((s["sync.workers"], s["train.batch_size"], s["train.max_steps"],
+                              s["sync.inner_steps"]), (4, 4, 200, 25), p.name)
+        runs = [json.dumps(p.run_settings(), sort_keys=True) for p in self.points.values()]
+        self.assertEqual(len(set(runs)), len(runs))
+
+    def test_the_shipped_dct_config_is_a_measured_point(self):
+        with open(os.path.join(experiments.ROOT, "configs", "diloco-dct-tiny.yaml")) as f:
+            shipped = experiments.flatten(yaml.safe_load(f))
+        point = self.points["diloco-dct-k256-d256-int8-lr0.7-m0.5"].settings
+        for key in ("sync.mode", "sync.codec.type", "sync.codec.topk", "sync.codec.topk_down",
+                    "sync.codec.values", "sync.outer.lr", "sync.outer.momentum"):
+            self.assertEqual(point[key], shipped[key], key)
+        demo = self.points["demo-k32-int8-resync2-lr0.2"].settings
+        self.assertEqual((demo["sync.mode"], demo["sync.outer.lr"], demo["sync.resync_every"]),
+                         ("demo", 0.2, 2))
+
+    def finish(self, name, val_loss, codec_s=0.0, complete=True):
+        """What `loco launch` leaves of a point: the resolved config, summary.json, metrics."""
+        p = self.points[name]
+        os.makedirs(os.path.join(p.dir, "coordinator"))
+        with open(os.path.join(p.dir, "coordinator", "config.yaml"), "w") as f:
+            yaml.safe_dump(nested(p.settings), f)
+        with open(os.path.join(p.dir, "coordinator", "summary.json"), "w") as f:
+            json.dump({"complete": complete, "bytes_total": 52.9e6, "consensus_bytes_total": 0,
+                       "ratio_vs_diloco_fp32": 25.4, "ratio_vs_ddp": 952.0,
+                       "final_val_loss": val_loss, "final_val_bpb": val_loss / 2}, f)
+        os.makedirs(os.path.join(p.dir, "worker-0"))
+        with open(os.path.join(p.dir, "worker-0", "metrics.jsonl"), "w") as f:
+            for step in range(1, 26):  # a round of 25 steps of 100 ms, codec_s at its end
+                f.write(json.dumps({"step": step, "step_ms": 100.0,
+                                    **({"codec_s": codec_s} if step == 25 else {})}) + "\n")
+
+    def test_the_table_reads_the_points_experiments_py_runs(self):
+        self.finish("diloco-fp32", 6.1373)
+        self.finish("diloco-fp32-lr0.7-m0.5", 5.9627)
+        self.finish("diloco-dct-k256-d256-int8-lr0.7-m0.5", 6.1230, codec_s=0.225)
+        self.finish("demo-k32-int8-lr0.2", 6.6162, complete=False)  # killed: left out
+        rows = dct_sweep.rows_of(os.path.join(self.out, "dct_sweep"))
+        self.assertEqual([r["run"] for r in rows], ["diloco-fp32", "diloco-fp32-lr0.7-m0.5",
+                                                    "diloco-dct-k256-d256-int8-lr0.7-m0.5"])
+        lines = dct_sweep.table(rows).splitlines()
+        self.assertEqual(lines[0].count("|"), 15)
+        # against the best fp32 DiLoCo of its seed (momentum 0.5: 5.9627), codec 0.225 s of 2.5 s
+        self.assertEqual(lines[4], "| diloco+dct | 256 | 256 | int8 | 0.7, 0.5 | – | 1337 | 52.9 | "
+                                   "25.4 | 952 | 6.1230 | 3.0615 | +2.7% | 9.00 |")
+        self.assertIn("| diloco | – | – | fp32 | 0.7, 0.9 | – | 1337 |", lines[2])
+        self.assertIn("| +2.9% |", lines[2])
+        results = os.path.join(self.out, "results")
+        run = subprocess.run([sys.executable, os.path.join(HERE, "..", "bench", "dct_sweep.py"),
+                              os.path.join(self.out, "dct_sweep"), "--results", results],
+                             capture_output=True, text=True)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        with open(os.path.join(results, "dct_sweep.md")) as f:
+            self.assertEqual(f.read(), dct_sweep.table(rows))
+        self.assertIn("3 finished runs", run.stdout)
 
 
 def numbers(loss, wall, curve, **extra):

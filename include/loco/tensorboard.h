@@ -4,12 +4,13 @@
 // An event file is a sequence of TFRecords:
 //   uint64 length (little-endian) | uint32 masked_crc32c(length) | data | uint32
 //   masked_crc32c(data)
-// where `data` is a serialized tensorflow.Event, hand-encoded here (field numbers as in
-// tensorflow/core/util/event.proto and summary.proto):
+// where `data` is a serialized tensorflow.Event, generated from proto/tensorboard.proto (the part
+// of tensorflow/core/util/event.proto and summary.proto that scalars need, same field numbers):
 //   Event   { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
 //   Summary { repeated Value value = 1; }
 //   Value   { string tag = 1; float simple_value = 2; }
-// The first record of a file is an Event with file_version "brain.Event:2".
+// The first record of a file is an Event with file_version "brain.Event:2". To read one back,
+// tensorflow::Event::ParseFromString (tensorboard.pb.h) on each of read_records().
 #pragma once
 
 #include <cstddef>
@@ -38,8 +39,6 @@ std::string frame_record(const std::string& data);
 // The data of each intact record of a TFRecord file, in order. Reading stops at the first torn
 // or corrupt record (a crash mid-write), like read_metrics skips a torn last line.
 std::vector<std::string> read_records(const std::string& path);
-// The step of a serialized Event (0 when it has none, as protobuf's default).
-int64_t event_step(const std::string& event);
 
 // Appends events to a new file `dir`/events.out.tfevents.<unix seconds>.<host>.<pid> (a ".N"
 // suffix is added if that name is taken), creating `dir`. Each event is flushed as written, so

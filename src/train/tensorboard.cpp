@@ -1,14 +1,15 @@
-// TensorBoard event files: CRC-32C, TFRecord framing and a hand-encoded tensorflow.Event (see
-// include/loco/tensorboard.h).
+// TensorBoard event files: CRC-32C, TFRecord framing, and tensorflow.Event messages generated from
+// proto/tensorboard.proto (see include/loco/tensorboard.h).
 #include "loco/tensorboard.h"
 
 #include <unistd.h>
 
 #include <array>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <stdexcept>
+
+#include "tensorboard.pb.h"
 
 namespace loco {
 namespace {
@@ -30,48 +31,8 @@ const std::array<uint32_t, 256>& crc_table() {
   return table;
 }
 
-// Protobuf wire format: tag = field << 3 | wire type (0 varint, 1 fixed64, 2 bytes, 5 fixed32).
-void put_varint(std::string& out, uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(char(uint8_t(v) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(char(uint8_t(v)));
-}
-
-void put_fixed(std::string& out, uint64_t bits, int bytes) {
+void put_le(std::string& out, uint64_t bits, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(char(uint8_t(bits >> (8 * i))));
-}
-
-void put_double(std::string& out, int field, double v) {
-  uint64_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  put_varint(out, uint64_t(field) << 3 | 1);
-  put_fixed(out, bits, 8);
-}
-
-void put_float(std::string& out, int field, float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  put_varint(out, uint64_t(field) << 3 | 5);
-  put_fixed(out, bits, 4);
-}
-
-void put_bytes(std::string& out, int field, const std::string& bytes) {
-  put_varint(out, uint64_t(field) << 3 | 2);
-  put_varint(out, bytes.size());
-  out += bytes;
-}
-
-uint64_t get_varint(const std::string& in, size_t& pos) {
-  uint64_t v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (pos >= in.size()) throw std::runtime_error("truncated varint in event");
-    uint8_t b = uint8_t(in[pos++]);
-    v |= uint64_t(b & 0x7f) << shift;
-    if (!(b & 0x80)) return v;
-  }
-  throw std::runtime_error("varint longer than 10 bytes in event");
 }
 
 uint64_t get_le(const char* p, int bytes) {
@@ -102,35 +63,32 @@ uint32_t masked_crc32c(const void* data, size_t size) {
 }
 
 std::string encode_file_version_event(double wall_time, const std::string& version) {
-  std::string event;
-  put_double(event, 1, wall_time);
-  put_bytes(event, 3, version);
-  return event;
+  tensorflow::Event event;
+  event.set_wall_time(wall_time);
+  event.set_file_version(version);
+  return event.SerializeAsString();
 }
 
 std::string encode_scalars_event(double wall_time, int64_t step,
                                  const std::vector<Scalar>& values) {
-  std::string summary;
+  tensorflow::Event event;
+  event.set_wall_time(wall_time);
+  event.set_step(step);
+  auto* summary = event.mutable_summary();
   for (const auto& s : values) {
-    std::string value;
-    put_bytes(value, 1, s.tag);
-    put_float(value, 2, s.value);
-    put_bytes(summary, 1, value);
+    auto* value = summary->add_value();
+    value->set_tag(s.tag);
+    value->set_simple_value(s.value);
   }
-  std::string event;
-  put_double(event, 1, wall_time);
-  put_varint(event, 2 << 3 | 0);
-  put_varint(event, uint64_t(step));
-  put_bytes(event, 5, summary);
-  return event;
+  return event.SerializeAsString();
 }
 
 std::string frame_record(const std::string& data) {
   std::string record;
-  put_fixed(record, data.size(), 8);
-  put_fixed(record, masked_crc32c(record.data(), 8), 4);
+  put_le(record, data.size(), 8);
+  put_le(record, masked_crc32c(record.data(), 8), 4);
   record += data;
-  put_fixed(record, masked_crc32c(data.data(), data.size()), 4);
+  put_le(record, masked_crc32c(data.data(), data.size()), 4);
   return record;
 }
 
@@ -149,37 +107,6 @@ std::vector<std::string> read_records(const std::string& path) {
     records.push_back(std::move(data));
   }
   return records;
-}
-
-int64_t event_step(const std::string& event) {
-  size_t pos = 0;
-  int64_t step = 0;
-  while (pos < event.size()) {
-    uint64_t tag = get_varint(event, pos);
-    switch (tag & 7) {
-      case 0: {
-        uint64_t v = get_varint(event, pos);
-        if (tag >> 3 == 2) step = int64_t(v);
-        break;
-      }
-      case 1:
-        pos += 8;
-        break;
-      case 2: {
-        uint64_t length = get_varint(event, pos);
-        if (length > event.size() - pos) throw std::runtime_error("field runs past the event");
-        pos += length;
-        break;
-      }
-      case 5:
-        pos += 4;
-        break;
-      default:
-        throw std::runtime_error("unsupported wire type in event");
-    }
-  }
-  if (pos != event.size()) throw std::runtime_error("event ends inside a field");
-  return step;
 }
 
 EventWriter::EventWriter(const std::string& dir) {
@@ -214,14 +141,10 @@ void truncate_event_files(const std::string& dir, int64_t keep_up_to_step) {
     fs::path tmp = path.parent_path() / ".rewrite.tmp";
     {
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      for (const auto& event : read_records(path.string())) {
-        int64_t step;
-        try {
-          step = event_step(event);
-        } catch (const std::runtime_error&) {
-          break;  // not an event we can read: treat it like a torn tail
-        }
-        if (step <= keep_up_to_step) out << frame_record(event);
+      for (const auto& data : read_records(path.string())) {
+        tensorflow::Event event;
+        if (!event.ParseFromString(data)) break;  // not an event we can read: like a torn tail
+        if (event.step() <= keep_up_to_step) out << frame_record(data);
       }
     }
     fs::rename(tmp, path);
