@@ -8,8 +8,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 
 #include "aggregator.h"
 #include "evaluator.h"
@@ -19,9 +17,8 @@
 #include "loco/metrics.h"
 #include "loco/optim.h"
 #include "loco/progress.h"
+#include "loco/run_dir.h"
 #include "membership.h"
-
-namespace fs = std::filesystem;
 
 namespace loco {
 

@@ -5,6 +5,7 @@
 // (train.eval_every), the last round and every sync.resync_every rounds, push the full parameters
 // for the coordinator's consensus average; on resync rounds adopt that average.
 #include "coordinated.h"
+#include "loco/checkpoint.h"
 #include "loco/diloco.h"
 
 namespace loco {

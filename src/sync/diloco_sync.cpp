@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "coordinated.h"
+#include "loco/checkpoint.h"
 #include "loco/optim.h"
 
 namespace loco {
