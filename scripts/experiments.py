@@ -19,9 +19,9 @@ so a --quick run (S = 0.1) has the same rounds, ten times shorter.
 A point runs as `loco launch` into OUT/EXPERIMENT/POINT/ (its log beside it, POINT.log) and
 writes point.json there: its overrides, every setting it ran with (`settings`: a point whose
 settings equal a finished one's takes that run), what was carried, when and where it ran. A
-point is done when its coordinator's summary.json says complete (DDP: rank 0's last metrics
-line is the last step, evaluated) and point.json holds the overrides it would get now; otherwise it is run again
-from the start, so an interrupted sweep resumes where it stopped.
+point is done when its summary.json says complete (the coordinator's; DDP: rank 0's, in the run
+directory) and point.json holds the overrides it would get now; otherwise it is run again from the
+start, so an interrupted sweep resumes where it stopped.
 
 usage: experiments.py list|run [EXPERIMENT...] [--out DIR] [--scale S] [--jobs N] [--loco PATH]
 """
@@ -151,17 +151,19 @@ class Point:
         except (OSError, ValueError):
             return {}
 
+    def summary(self):
+        """The run's summary.json, written at its end by the process that owns it: the
+        coordinator, or DDP's rank 0 (include/loco/bytes.h has its byte fields); {} without one."""
+        path = os.path.join(self.dir, *(() if self.mode == "ddp" else ("coordinator",)), "summary.json")
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
     def finished(self):
         """The run completed (whatever settings it had)."""
-        if self.mode == "ddp":
-            lines = read_jsonl(os.path.join(self.dir, "metrics.jsonl"))
-            return bool(lines) and lines[-1].get("step") == self.settings["train.max_steps"] \
-                and "val_loss" in lines[-1]
-        try:
-            with open(os.path.join(self.dir, "coordinator", "summary.json")) as f:
-                return bool(json.load(f).get("complete"))
-        except (OSError, ValueError):
-            return False
+        return bool(self.summary().get("complete"))
 
     def state(self):
         if not os.path.isdir(self.dir):
@@ -173,11 +175,7 @@ class Point:
         return "done"
 
     def final_val_loss(self):
-        if self.mode == "ddp":
-            evals = [r for r in read_jsonl(os.path.join(self.dir, "metrics.jsonl")) if "val_loss" in r]
-            return evals[-1]["val_loss"]
-        with open(os.path.join(self.dir, "coordinator", "summary.json")) as f:
-            return json.load(f)["final_val_loss"]
+        return self.summary()["final_val_loss"]
 
 
 def read_jsonl(path):

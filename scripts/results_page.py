@@ -27,31 +27,21 @@ PAGE_ORDER = ["headline", "h_lr", "batch", "workers", "slow_link"]
 TOLERANCE = 5e-5  # "reached" as in loco compare: within half the table's last digit
 
 
-def param_count(s):
-    """loco::param_count: 2 * vocab * width + 12 * layers * width^2."""
-    return 2 * s["model.vocab_size"] * s["model.n_embd"] + 12 * s["model.n_layer"] * s["model.n_embd"] ** 2
-
-
 def measure(p):
-    """A finished point's numbers (docs/compare.md's conventions), or None."""
+    """A finished point's numbers (docs/compare.md's conventions), or None. Bytes and ratios are
+    the run's own summary.json's (include/loco/bytes.h), never recomputed here."""
     if p.state() != "done":
         return None
-    s, w = p.settings, p.settings["sync.workers"]
+    summary = p.summary()
     if p.mode == "ddp":
         lines = read_jsonl(os.path.join(p.dir, "metrics.jsonl"))
         evals = [r for r in lines if "val_loss" in r]
-        sent = w * sum(r.get("bytes_up", 0) + r.get("bytes_down", 0) for r in lines)
-        ddp = s["train.max_steps"] * 2 * 2 * (w - 1) / w * 4 * param_count(s) * w
-        m = {"tokens": lines[-1]["tokens"] * w, "bytes": sent, "wall": lines[-1]["wall_s"],
-             "vs_ddp": ddp / sent if sent else None, "vs_fp32": None}
     else:
-        with open(os.path.join(p.dir, "coordinator", "summary.json")) as f:
-            summary = json.load(f)
         lines = read_jsonl(os.path.join(p.dir, "coordinator", "metrics.jsonl"))
         evals = [r for r in lines if "val_loss" in r and (p.mode != "demo" or r.get("consensus"))]
-        m = {"tokens": summary["tokens"], "bytes": summary["bytes_total"], "wall": lines[-1]["wall_s"],
-             "vs_ddp": summary["ratio_vs_ddp"], "vs_fp32": summary["ratio_vs_diloco_fp32"],
-             "rounds": summary["rounds"]}
+    m = {"tokens": summary["tokens"], "bytes": summary["bytes_total"], "wall": lines[-1]["wall_s"],
+         "vs_ddp": summary["ratio_vs_ddp"], "vs_fp32": summary["ratio_vs_diloco_fp32"],
+         "rounds": summary.get("rounds")}
     m.update(loss=evals[-1]["val_loss"], bpb=evals[-1]["val_bpb"],
              curve=[(r["wall_s"], r["val_loss"]) for r in evals], started=p.record().get("started"),
              host=p.record().get("host"))
@@ -216,8 +206,8 @@ def targets(runs):
                 text = (f"{m[key]:,.1f}× (target ≥ {need}×): {size(m['bytes'])} sent in all, "
                         f"{size(m['bytes'] / (m['rounds'] * w))} per worker per round")
                 if key == "vs_ddp" and m[key] < need:
-                    # DDP sends 2(W-1)/W x 2 x 4N a step, fp32 DiLoCo 2 x 4N a round of H steps
-                    ratio = 2 * (w - 1) / w * h
+                    # what DDP would have sent over what fp32 DiLoCo would have (its summary's)
+                    ratio = m["vs_ddp"] / m["vs_fp32"]
                     text += (f"; fp32 DiLoCo already sends {ratio:.1f}× less than DDP at H={h}, so "
                              f"1000× needs {1000 / ratio:.0f}× less than fp32 DiLoCo, "
                              f"and the codec gives {m['vs_fp32']:.1f}×")

@@ -277,6 +277,17 @@ TEST_F(DdpTest, TwoRanksFollowOneProcessWithTheirCombinedBatch) {
     double wire = r0.back().at("wire_bytes_sent").get<double>();
     EXPECT_NEAR(wire, double(grad_bytes), 0.1 * double(grad_bytes));
   }
+  // Rank 0's summary.json: the ring traffic it counted, both ranks, which is what DDP sends by
+  // bytes.h's formula; rank 1 writes none.
+  auto summary = nlohmann::json::parse(read_text(dir + "/run/summary.json"));
+  EXPECT_TRUE(summary.at("complete").get<bool>());
+  EXPECT_EQ(summary.at("bytes_up").get<double>(), 6.0 * double(grad_bytes) * 2);
+  EXPECT_EQ(summary.at("bytes_total").get<double>(), 2 * 6.0 * double(grad_bytes) * 2);
+  EXPECT_EQ(summary.at("ddp_bytes").get<double>(), summary.at("bytes_total").get<double>());
+  EXPECT_EQ(summary.at("ratio_vs_ddp").get<double>(), 1.0);
+  EXPECT_TRUE(summary.at("ratio_vs_diloco_fp32").is_null());
+  EXPECT_EQ(summary.at("tokens"), 2 * r0.back().at("tokens").get<int64_t>());
+  EXPECT_FALSE(fs::exists(dir + "/run/rank-1/summary.json"));
   // Rank 0 alone checkpoints (rank 1's checkpoints/ is a link to them), and its final
   // parameters are the single run's.
   EXPECT_TRUE(fs::is_symlink(dir + "/run/rank-1/checkpoints"));
@@ -317,6 +328,11 @@ TEST_F(DdpTest, InterruptedRunResumesOnEveryRank) {
                 parts[i].at("param_checksum").get<uint64_t>())
           << sub << " step " << i + 1;
   }
+  // The resumed run's summary counts the steps before the stop too.
+  auto whole = nlohmann::json::parse(read_text(dir + "/whole/summary.json"));
+  auto parts = nlohmann::json::parse(read_text(dir + "/parts/summary.json"));
+  for (const char* key : {"bytes_up", "bytes_down", "bytes_total", "ddp_bytes", "ratio_vs_ddp"})
+    EXPECT_EQ(parts.at(key), whole.at(key)) << key;
 }
 
 TEST_F(DdpTest, KilledRankFailsTheOthersWithinTheTimeout) {

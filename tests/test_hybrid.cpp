@@ -134,6 +134,7 @@ TEST(Hybrid, TwoSitesOfTwoRanksTrainOneModel) {
         << site;
     EXPECT_TRUE(fs::exists(wdir + "/checkpoints"));
     EXPECT_TRUE(fs::is_symlink(wdir + "/rank-1/checkpoints"));
+    EXPECT_FALSE(fs::exists(wdir + "/summary.json")) << "the coordinator's summary is the run's";
   }
   for (size_t i = 0; i < 16; ++i) {
     int64_t step = int64_t(i) + 1;
@@ -181,6 +182,12 @@ TEST(Hybrid, OneSiteIsPlainDdp) {
   }
   EXPECT_EQ(metrics_of(dir + "/site/metrics.jsonl").back().at("val_loss"),
             metrics_of(dir + "/ddp/metrics.jsonl").back().at("val_loss"));
+  // Its rank 0 writes DDP's summary.json, the same bytes and ratios.
+  auto x = nlohmann::json::parse(std::ifstream(dir + "/site/summary.json"));
+  auto y = nlohmann::json::parse(std::ifstream(dir + "/ddp/summary.json"));
+  for (const char* key : {"bytes_total", "ddp_bytes", "ratio_vs_ddp", "tokens"})
+    EXPECT_EQ(x.at(key), y.at(key)) << key;
+  EXPECT_EQ(x.at("ratio_vs_ddp").get<double>(), 1.0);
 }
 
 TEST(Hybrid, SitesOfOneRankArePlainDiloco) {

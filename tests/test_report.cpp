@@ -1,7 +1,8 @@
 // `loco compare` (include/loco/compare.h) on small run directories built from real files: a
-// single run, a DDP run, DiLoCo and demo runs, whose table numbers follow from their metrics by
-// hand; the plots through gnuplot; and the bad inputs (not a run, a worker's directory, other
-// data, torn and empty metrics files). One test compares a real tiny `loco train` run.
+// single run, a DDP run, DiLoCo and demo runs, whose table numbers follow from their metrics and
+// summaries by hand; the plots through gnuplot; and the bad inputs (not a run, a worker's
+// directory, other data, torn and empty metrics files). One test compares a real tiny `loco
+// train` run. The byte formulas (include/loco/bytes.h) are checked against counts of their own.
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "loco/bytes.h"
 #include "loco/compare.h"
 #include "loco/config.h"
 #include "loco/model.h"
@@ -84,13 +86,30 @@ class CompareTest : public ::testing::Test {
       lines.push_back(r);
     }
     write_metrics(dir + "/metrics.jsonl", lines);
+    // What the process writes at the end: it sent nothing, and DDP with one rank sends nothing.
+    write_file(dir + "/summary.json", json({{"bytes_up", 0},
+                                            {"bytes_down", 0},
+                                            {"bytes_total", 0},
+                                            {"fp32_diloco_bytes", nullptr},
+                                            {"ddp_bytes", 0},
+                                            {"ratio_vs_diloco_fp32", nullptr},
+                                            {"ratio_vs_ddp", nullptr},
+                                            {"tokens", 4000},
+                                            {"steps", 4},
+                                            {"total_steps", 4},
+                                            {"complete", true},
+                                            {"final_val_loss", 4.0}})
+                                          .dump());
     return dir;
   }
 
   // DDP, 2 ranks: 500 tokens per rank per step, 6 s a step, the ring's 2(W−1)/W·4N = 4N each
-  // way per rank per step; val loss 4.5 at step 2, 3.9 at step 4.
-  std::string ddp_run() {
-    std::string dir = root_ + "/ddp";
+  // way per rank per step; val loss 4.5 at step 2, 3.9 at step 4. Rank 0's summary.json says
+  // what DDP sends, 2·4N a step all ranks each way (`ratio_vs_ddp`: 1), unless `summary` is false
+  // (a run still going or stopped); `ratio_vs_ddp` another value, written as the run's own.
+  std::string ddp_run(const std::string& name = "ddp", bool summary = true,
+                      double ratio_vs_ddp = 1.0) {
+    std::string dir = root_ + "/" + name;
     auto c = config(dir);
     c.sync.mode = loco::Mode::kDdp, c.sync.workers = 2;
     write_file(dir + "/config.yaml", loco::to_yaml(c));
@@ -105,14 +124,33 @@ class CompareTest : public ::testing::Test {
     }
     write_metrics(dir + "/metrics.jsonl", lines);
     write_metrics(dir + "/rank-1/metrics.jsonl", lines);
+    if (summary)
+      write_file(dir + "/summary.json", json({{"bytes_up", 4 * kN4 * 2},
+                                              {"bytes_down", 4 * kN4 * 2},
+                                              {"bytes_total", 16 * kN4},
+                                              {"fp32_diloco_bytes", nullptr},
+                                              {"ddp_bytes", ratio_vs_ddp * 16 * kN4},
+                                              {"ratio_vs_diloco_fp32", nullptr},
+                                              {"ratio_vs_ddp", ratio_vs_ddp},
+                                              {"tokens", 4000},
+                                              {"complete", true}})
+                                            .dump());
     return dir;
   }
 
+  // Where a fake coordinator run carries its ratios: nowhere (older than those fields), in its
+  // lines (stopped before its summary), or in its lines and summary.json (finished).
+  enum class Ratios { kNone, kLines, kSummary };
+
   // DiLoCo, 4 workers, H = 10, fp32: two rounds of 4000 tokens, 8 s each, 400 kB up and down
-  // (all workers) in the coordinator's lines; val loss 4.2 then `final_loss`. No ratios in the
-  // lines unless `with_ratios`.
+  // (all workers) in the coordinator's lines; val loss 4.2 then `final_loss`. Its ratios, as the
+  // coordinator writes them where `ratios` says: DDP would have sent 2·2(W−1)·4N a step, fp32
+  // DiLoCo 2·4N per worker a round; kLines writes 50 and 2 instead, to tell them apart.
   std::string diloco_run(const std::string& name = "diloco", double final_loss = 3.8,
-                         bool with_ratios = false) {
+                         Ratios ratios = Ratios::kSummary) {
+    const double ddp_bytes = 2 * 10 * 2 * 2 * 3 * kN4, fp32_bytes = 2 * 4 * 2 * kN4;
+    const json own = {{"ratio_vs_ddp", ddp_bytes / 1600000},
+                      {"ratio_vs_diloco_fp32", fp32_bytes / 1600000}};
     std::string dir = root_ + "/" + name;
     auto c = config(dir + "/coordinator");
     c.sync.mode = loco::Mode::kDiloco, c.sync.workers = 4, c.sync.inner_steps = 10;
@@ -130,10 +168,26 @@ class CompareTest : public ::testing::Test {
                 {"bytes_total", 800000 * round},
                 {"val_loss", round == 1 ? 4.2 : final_loss},
                 {"val_bpb", 1.5}};
-      if (with_ratios) r.update({{"ratio_vs_ddp", 50.0}, {"ratio_vs_diloco_fp32", 2.0}});
+      if (ratios == Ratios::kLines)
+        r.update({{"ratio_vs_ddp", 50.0}, {"ratio_vs_diloco_fp32", 2.0}});
+      if (ratios == Ratios::kSummary) r.update(own);  // the same each round: both grow alike
       lines.push_back(r);
     }
     write_metrics(dir + "/coordinator/metrics.jsonl", lines);
+    if (ratios == Ratios::kSummary) {
+      json summary = {{"rounds", 2},
+                      {"total_rounds", 2},
+                      {"complete", true},
+                      {"tokens", 8000},
+                      {"bytes_up", 800000},
+                      {"bytes_down", 800000},
+                      {"bytes_total", 1600000},
+                      {"fp32_diloco_bytes", fp32_bytes},
+                      {"ddp_bytes", ddp_bytes},
+                      {"final_val_loss", final_loss}};
+      summary.update(own);
+      write_file(dir + "/coordinator/summary.json", summary.dump());
+    }
     // Each worker's own lines: 100 kB up and 150 kB down a round (its last download, which the
     // coordinator's lines never show, included).
     for (int k = 0; k < 4; ++k) {
@@ -197,6 +251,44 @@ TEST(ParamCount, MatchesTheModel) {
   m.n_layer = 2, m.n_head = 2, m.n_embd = 64, m.vocab_size = 512;
   EXPECT_EQ(loco::param_count(m), loco::GPT(m)->num_params());
   EXPECT_EQ(loco::param_count(m), 163840);
+  int64_t numel = 0;  // every tensor the model holds, counted one by one
+  for (const auto& p : loco::GPT(m)->parameters()) numel += p.numel();
+  EXPECT_EQ(loco::param_count(m), numel);
+}
+
+// The reference formulas against counts of their own: a ring all-reduce simulated chunk by chunk,
+// and the fp32 tensors a DiLoCo round moves.
+TEST(ByteFormulas, MatchARingAllReduceAndFp32Rounds) {
+  loco::ModelConfig m;
+  m.n_layer = 2, m.n_head = 2, m.n_embd = 64, m.vocab_size = 512;
+  const int64_t n = loco::GPT(m)->num_params();
+  const double gradient = double(torch::zeros({n}, torch::kFloat32).nbytes());  // 4N
+  for (int64_t w = 1; w <= 8; ++w) {
+    // A ring of w ranks: the gradient in w chunks; w−1 reduce-scatter then w−1 all-gather
+    // steps, each of which every rank sends one chunk to its neighbour, who receives it.
+    double sent = 0, received = 0;
+    for (int64_t step = 0; step < 2 * (w - 1); ++step)
+      for (int64_t rank = 0; rank < w; ++rank)
+        sent += gradient / double(w), received += gradient / double(w);
+    EXPECT_NEAR(loco::ddp_step_bytes(n, w), sent + received, 1e-6 * gradient) << w << " ranks";
+  }
+  EXPECT_EQ(loco::ddp_step_bytes(n, 1), 0);  // one rank sends nothing
+  for (int64_t reporters = 0; reporters <= 4; ++reporters) {
+    double moved = 0;  // each reporter pushes its whole Δ and pulls the whole new θ
+    for (int64_t k = 0; k < reporters; ++k) moved += gradient + gradient;
+    EXPECT_EQ(loco::fp32_diloco_round_bytes(n, reporters), moved) << reporters;
+  }
+  // A run's fields: 2 ranks, 3 steps, each rank logging 4N up and down a step (the ring of 2).
+  auto ddp = loco::ddp_run_bytes(n, 2, 3, 3 * gradient, 3 * gradient);
+  EXPECT_EQ(ddp.at("bytes_total").get<double>(), 2 * 2 * 3 * gradient);
+  EXPECT_EQ(ddp.at("ddp_bytes").get<double>(), 2 * 2 * 3 * gradient);
+  EXPECT_EQ(ddp.at("ratio_vs_ddp").get<double>(), 1.0);
+  EXPECT_TRUE(ddp.at("fp32_diloco_bytes").is_null());
+  EXPECT_TRUE(ddp.at("ratio_vs_diloco_fp32").is_null());
+  auto single = loco::ddp_run_bytes(n, 1, 3, 0, 0);
+  EXPECT_EQ(single.at("bytes_total").get<double>(), 0);
+  EXPECT_EQ(single.at("ddp_bytes").get<double>(), 0);
+  EXPECT_TRUE(single.at("ratio_vs_ddp").is_null());
 }
 
 TEST_F(CompareTest, ReadsASingleRun) {
@@ -211,6 +303,8 @@ TEST_F(CompareTest, ReadsASingleRun) {
   EXPECT_DOUBLE_EQ(run.wall_s, 40);
   EXPECT_DOUBLE_EQ(run.bytes_total, 0);
   EXPECT_TRUE(std::isnan(run.ratio_vs_ddp));
+  EXPECT_TRUE(std::isnan(run.ratio_vs_fp32_diloco));
+  EXPECT_EQ(run.ratio_source, "summary.json");
 }
 
 TEST_F(CompareTest, ReadsADdpRunOnTheGlobalScale) {
@@ -226,10 +320,48 @@ TEST_F(CompareTest, ReadsADdpRunOnTheGlobalScale) {
   EXPECT_DOUBLE_EQ(run.bytes_down_per_worker, 4 * kN4);
   EXPECT_NEAR(run.ratio_vs_ddp, 1.0, 1e-12);  // it is DDP: 2·2(W−1)/W·4N per rank per step
   EXPECT_TRUE(std::isnan(run.ratio_vs_fp32_diloco));
+  EXPECT_EQ(run.ratio_source, "summary.json");
+  EXPECT_DOUBLE_EQ(run.bytes_total, 16 * kN4);
+
+  // Stopped before rank 0 wrote its summary: the same fields from its lines, by bytes.h.
+  auto stopped = loco::read_run(ddp_run("stopped", /*summary=*/false));
+  EXPECT_EQ(stopped.ratio_source, "computed");
+  EXPECT_NEAR(stopped.ratio_vs_ddp, 1.0, 1e-12);
+  EXPECT_TRUE(std::isnan(stopped.ratio_vs_fp32_diloco));
+  EXPECT_DOUBLE_EQ(stopped.bytes_total, 16 * kN4);
+}
+
+// The ratios in the table are the ones the run wrote, not recomputed: a DDP run whose summary
+// says 42 (its buckets, say, held more than the fp32 gradient) and a DiLoCo run whose summary
+// disagrees with its lines and with the formulas.
+TEST_F(CompareTest, RatiosComeFromTheRunsSummary) {
+  auto ddp = loco::read_run(ddp_run("odd", true, 42.0));
+  EXPECT_EQ(ddp.ratio_source, "summary.json");
+  EXPECT_DOUBLE_EQ(ddp.ratio_vs_ddp, 42);
+  std::string dir = diloco_run("own", 3.8, Ratios::kLines);
+  write_file(dir + "/coordinator/summary.json", json({{"bytes_total", 1600000},
+                                                      {"fp32_diloco_bytes", 11 * 1600000},
+                                                      {"ddp_bytes", 777 * 1600000},
+                                                      {"ratio_vs_diloco_fp32", 11.0},
+                                                      {"ratio_vs_ddp", 777.0}})
+                                                    .dump());
+  auto diloco = loco::read_run(dir);
+  std::string table = loco::compare_table({ddp, diloco});
+  auto a = row(table, ddp.dir), b = row(table, diloco.dir);
+  ASSERT_EQ(a.size(), 11u) << table;
+  ASSERT_EQ(b.size(), 11u) << table;
+  EXPECT_EQ(a[7], "42.0×");
+  EXPECT_EQ(a[8], "—");
+  EXPECT_EQ(b[7], "777.0×");
+  EXPECT_EQ(b[8], "11.0×");
+  EXPECT_NE(table.find(ddp.dir + ": summary.json, " + diloco.dir + ": summary.json"),
+            std::string::npos)
+      << table;
 }
 
 TEST_F(CompareTest, ReadsADilocoRunAndComputesItsRatios) {
-  auto run = loco::read_run(diloco_run());
+  // A run older than the ratio fields: computed by include/loco/bytes.h's formulas.
+  auto run = loco::read_run(diloco_run("diloco", 3.8, Ratios::kNone));
   EXPECT_EQ(run.kind, "diloco");
   EXPECT_EQ(run.label, "diloco 4w H=10 fp32");
   ASSERT_EQ(run.curve.size(), 2u);
@@ -244,7 +376,7 @@ TEST_F(CompareTest, ReadsADilocoRunAndComputesItsRatios) {
   EXPECT_NEAR(run.ratio_vs_fp32_diloco, 2 * 4 * 2 * kN4 / 1600000, 1e-9);
 
   // The run's own ratios win: summary.json first, else the last metrics line carrying them.
-  auto lines = loco::read_run(diloco_run("lines", 3.8, /*with_ratios=*/true));
+  auto lines = loco::read_run(diloco_run("lines", 3.8, Ratios::kLines));
   EXPECT_EQ(lines.ratio_source, "metrics.jsonl");
   EXPECT_DOUBLE_EQ(lines.ratio_vs_ddp, 50);
   write_file(
@@ -314,6 +446,10 @@ TEST_F(CompareTest, TableHoldsWhatTheFilesImply) {
   EXPECT_EQ(slow[10], "not reached");
   EXPECT_EQ(row(table, runs[4].dir).at(10), "16.0 s") << "4.00004 prints as the baseline's 4.0000";
   EXPECT_NE(table.find("Baseline: the first run given, " + runs[0].dir), std::string::npos);
+  EXPECT_NE(table.find(runs[0].dir + ": n/a, " + runs[1].dir + ": summary.json, " + runs[2].dir +
+                       ": summary.json"),
+            std::string::npos)
+      << table;
 }
 
 TEST_F(CompareTest, WritesPlotsAndTable) {
@@ -434,6 +570,13 @@ TEST(CompareRealRun, TinyTrainRunComparesEndToEnd) {
   std::ofstream(dir + "/config.yaml") << loco::testing::small_run_yaml(dir + "/run");
   auto train = loco::testing::run_loco("train --config " + dir + "/config.yaml");
   ASSERT_EQ(train.exit_code, 0) << train.output;
+  // The process wrote its summary: nothing sent, no ratios (include/loco/bytes.h).
+  auto summary = json::parse(slurp(dir + "/run/summary.json"));
+  EXPECT_TRUE(summary.at("complete").get<bool>());
+  EXPECT_EQ(summary.at("bytes_total").get<double>(), 0);
+  EXPECT_EQ(summary.at("ddp_bytes").get<double>(), 0);
+  EXPECT_TRUE(summary.at("ratio_vs_ddp").is_null());
+  EXPECT_EQ(loco::read_run(dir + "/run").ratio_source, "summary.json");
   auto r = loco::testing::run_loco("compare " + dir + "/run " + dir + "/run --out " + dir + "/out");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("| " + dir + "/run | single [" + dir + "/run] |"), std::string::npos)

@@ -3,8 +3,9 @@
 sweep's table bench/dct_sweep.py) on fake runs.
 
 Experiments are written into a temporary configs/experiments/, and "finished" runs are the files
-`loco launch` leaves (point.json, the coordinator's summary.json and metrics.jsonl), so what is
-checked is how a sweep resolves, carries, resumes and judges, not training. Run by ctest
+`loco launch` leaves (point.json; the summary.json and metrics.jsonl of the process that owns the
+run: the coordinator's, DDP's rank 0's), so what is checked is how a sweep resolves, carries,
+resumes, measures and judges, not training. Run by ctest
 (tests/CMakeLists.txt) with Debian's python3 (python3-yaml).
 """
 import json
@@ -56,16 +57,32 @@ class Sandbox(unittest.TestCase):
         with open(os.path.join(experiments.EXPERIMENTS, f"{name}.yaml"), "w") as f:
             f.write(text)
 
-    def finish(self, point, val_loss):
-        """Leaves what a finished `loco launch` of this point leaves."""
-        os.makedirs(os.path.join(point.dir, "coordinator"), exist_ok=True)
+    def finish(self, point, val_loss, **summary):
+        """Leaves what a finished `loco launch` of this point leaves: point.json, and the last
+        metrics line and summary.json of the process that owns the run (the coordinator's; DDP:
+        rank 0's, in the run directory), with the byte fields include/loco/bytes.h defines
+        (`summary` overrides them)."""
+        ddp = point.mode == "ddp"
+        run = point.dir if ddp else os.path.join(point.dir, "coordinator")
+        os.makedirs(run, exist_ok=True)
         record = {"experiment": point.exp, "point": point.name, "config": point.base_config,
                   "overrides": {k: experiments.as_set(v) for k, v in point.overrides.items()},
                   "settings": point.run_settings(), "finished": "2026-11-26T00:00:00+00:00"}
         with open(os.path.join(point.dir, "point.json"), "w") as f:
             json.dump(record, f)
-        with open(os.path.join(point.dir, "coordinator", "summary.json"), "w") as f:
-            json.dump({"complete": True, "final_val_loss": val_loss}, f)
+        steps = point.settings["train.max_steps"]
+        with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"step": steps, "tokens": 1600, "wall_s": 60.0, "val_loss": val_loss,
+                                "val_bpb": 2.0}) + "\n")
+        fields = {"complete": True, "final_val_loss": val_loss, "tokens": 6400,
+                  "bytes_up": 5e5, "bytes_down": 5e5, "bytes_total": 1e6,
+                  "fp32_diloco_bytes": None if ddp else 8e6, "ddp_bytes": 1e6 if ddp else 3e8,
+                  "ratio_vs_diloco_fp32": None if ddp else 8.0, "ratio_vs_ddp": 1.0 if ddp else 300.0}
+        if not ddp:
+            fields.update(rounds=steps // point.settings["sync.inner_steps"], total_rounds=10)
+        fields.update(summary)
+        with open(os.path.join(run, "summary.json"), "w") as f:
+            json.dump(fields, f)
 
 
 class Experiments(Sandbox):
@@ -139,6 +156,32 @@ class Experiments(Sandbox):
         self.finish(x, 5.0)
         self.assertEqual(same.twin(self.out), x.dir)
         self.assertIsNone(other.twin(self.out))
+
+    def test_a_ddp_point_is_done_when_rank_0_wrote_its_summary(self):
+        self.experiment("e", "title: t\nconfig: base.yaml\npoints: {ddp: {sync.mode: ddp}}\n")
+        (p,) = experiments.resolve("e", self.out, 1)
+        self.finish(p, 5.0)
+        self.assertEqual(p.state(), "done")
+        self.assertEqual(p.final_val_loss(), 5.0)
+        os.remove(os.path.join(p.dir, "summary.json"))  # stopped, or older than the summary
+        self.assertEqual(p.state(), "unfinished")
+
+    def test_measure_takes_bytes_and_ratios_from_the_runs_summary(self):
+        self.experiment("e", "title: t\nconfig: base.yaml\n"
+                             "points: {ddp: {sync.mode: ddp}, diloco: {}}\n")
+        points = {p.name: p for p in experiments.resolve("e", self.out, 1)}
+        # Numbers no formula gives for these settings: they can only come from the summaries.
+        self.finish(points["ddp"], 5.0, tokens=777, bytes_total=1234.0, ratio_vs_ddp=0.5)
+        self.finish(points["diloco"], 4.0, tokens=888, bytes_total=4321.0, ratio_vs_ddp=321.0,
+                    ratio_vs_diloco_fp32=12.5, rounds=9)
+        ddp = results_page.measure(points["ddp"])
+        self.assertEqual((ddp["tokens"], ddp["bytes"], ddp["vs_ddp"], ddp["vs_fp32"]),
+                         (777, 1234.0, 0.5, None))
+        self.assertEqual((ddp["loss"], ddp["wall"]), (5.0, 60.0))
+        diloco = results_page.measure(points["diloco"])
+        self.assertEqual((diloco["tokens"], diloco["bytes"], diloco["vs_ddp"], diloco["vs_fp32"],
+                          diloco["rounds"]), (888, 4321.0, 321.0, 12.5, 9))
+        self.assertEqual(diloco["loss"], 4.0)
 
     def test_scale_shortens_step_counts_only(self):
         self.experiment("e", "title: t\nconfig: base.yaml\npoints: {p: {}}\n")
@@ -277,6 +320,9 @@ class Targets(unittest.TestCase):
         self.assertIn("**met**", verdict[("≥ 16× fewer bytes than fp32 DiLoCo", "diloco-dct")])
         self.assertIn("**missed**", verdict[("≥ 16× fewer bytes than fp32 DiLoCo", "demo")])
         self.assertIn("**missed**", verdict[("≥ 1000× fewer bytes than DDP", "demo")])
+        # fp32 DiLoCo vs DDP from the run's own ratios (500× vs DDP, 10× vs fp32 DiLoCo)
+        self.assertIn("fp32 DiLoCo already sends 50.0× less than DDP at H=50, so 1000× needs 20×",
+                      verdict[("≥ 1000× fewer bytes than DDP", "demo")])
         within = "val loss within 3% of DDP's at equal tokens"
         self.assertIn("**met**: 4.9000 vs DDP's 5.0000: -2.0%", verdict[(within, "diloco-dct")])
         self.assertIn("**met**", verdict[(within, "demo")])  # +1.0%

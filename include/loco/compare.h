@@ -15,6 +15,9 @@
 //           the ranks. A single run sends nothing and has no point on the bytes plot.
 //   curve   single/DDP: rank 0's evaluation lines; DiLoCo/demo: the coordinator's lines with
 //           `val_loss` (demo: its consensus lines).
+//   ratios  read, never recomputed, from the summary.json of the process that owns the run (the
+//           coordinator's; single/DDP: rank 0's in RUN/), whose byte fields include/loco/bytes.h
+//           defines; see RunData::ratio_source for runs without one.
 #pragma once
 
 #include <cstdint>
@@ -54,18 +57,18 @@ struct RunData {
   double bytes_up_per_worker = 0;  // the method's traffic per worker, summed over the run
   double bytes_down_per_worker = 0;
   // Communication reduction: what DDP / fp32 DiLoCo would have sent for the same steps (rounds)
-  // over bytes_total. NaN where it does not apply (single; fp32 DiLoCo for DDP).
+  // over bytes_total, as the run's summary.json says (include/loco/bytes.h). NaN where it does
+  // not apply (single; fp32 DiLoCo for DDP).
   double ratio_vs_ddp = 0;
   double ratio_vs_fp32_diloco = 0;
-  std::string ratio_source;   // "summary.json", "metrics.jsonl" or "computed"
+  // Where they came from: "summary.json"; "metrics.jsonl" (a coordinator's last line carrying
+  // them: a run stopped before its summary); "computed" (neither: a DDP or single run stopped
+  // early, or a run older than these fields), with include/loco/bytes.h's formulas.
+  std::string ratio_source;
   int64_t skipped_lines = 0;  // incomplete lines of the main metrics file (warned)
 
   const EvalPoint& final_eval() const { return curve.back(); }
 };
-
-// Parameters of the GPT that `model` describes: 2·vocab·width + 12·layers·width² (embedding,
-// untied head, 4 attention and 2 MLP matrices of width² and 4·width² per block, no biases).
-int64_t param_count(const ModelConfig& model);
 
 // Reads one run. Throws CompareError: not a run, no config, no evaluation yet, a DiLoCo worker's
 // directory instead of the run's. Warns (spdlog) about incomplete metrics lines it skipped.

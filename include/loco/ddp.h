@@ -18,6 +18,10 @@
 // per rank; wire_bytes_sent what this process really wrote to its sockets during the all-reduce
 // (Gloo on Linux only); comm_s the seconds spent in it; param_checksum (checkpoint.h) FNV-1a of
 // the parameters, equal on every rank while the replicas agree.
+//
+// At the end rank 0 writes run.dir/summary.json (Trainer): the ring traffic its lines counted,
+// all ranks, and what DDP sends by include/loco/bytes.h's formula (ratio_vs_ddp 1 when the
+// buckets held the 4N-byte fp32 gradient); `loco compare` reads the ratios there.
 #pragma once
 
 #include <torch/types.h>

@@ -35,6 +35,11 @@ class Sync {
   virtual void finish(Trainer& trainer) {}
   // Whether this process writes checkpoints and the final evaluation (DDP: rank 0 only).
   virtual bool is_primary() const { return true; }
+  // Once at the end of a run, on the primary: the method's fields of the run's summary.json (the
+  // byte fields of include/loco/bytes.h, over the whole run, and `tokens`, the run's global
+  // count). Null (the default) when the run's summary is not this process's to write: a DiLoCo
+  // worker or a site of a multi-site run, whose coordinator writes it.
+  virtual nlohmann::json summary(Trainer& trainer) { return nullptr; }
 };
 
 }  // namespace loco

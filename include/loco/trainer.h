@@ -3,9 +3,11 @@
 // A Trainer owns the model, its flat parameters, the optimizer and the data streams of one
 // process. run() trains to train.max_steps, logging progress, evaluating every eval_every steps
 // (val loss and bits per byte), checkpointing every checkpoint_every steps and writing
-// metrics.jsonl and config.yaml into run.dir (run_dir.h). Constructed with RunStart::kResume it
-// continues from the newest checkpoint in run.dir/checkpoints exactly where the interrupted run
-// stood; with kFresh it refuses a run.dir that holds checkpoints.
+// metrics.jsonl and config.yaml into run.dir (run_dir.h), and at the end summary.json when the
+// run is this process's (single; DDP's rank 0: see Sync::summary and include/loco/bytes.h).
+// Constructed with RunStart::kResume it continues from the newest checkpoint in
+// run.dir/checkpoints exactly where the interrupted run stood; with kFresh it refuses a run.dir
+// that holds checkpoints.
 #pragma once
 
 #include <memory>
@@ -74,9 +76,11 @@ class Trainer {
   DataLoader& loader() { return *loader_; }
   const torch::Device& device() const { return device_; }
   const std::string& last_checkpoint() const { return last_checkpoint_; }
+  const std::string& metrics_path() const;  // run.dir/metrics.jsonl
 
  private:
   void restore(const std::string& path);
+  void write_summary(const TrainSummary& summary);
   double current_lr() const;
 
   Config config_;

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "loco/bytes.h"
+
 namespace loco {
 
 ByteLedger::ByteLedger(int64_t num_params, int64_t workers, int64_t inner_steps)
@@ -37,9 +39,8 @@ void ByteLedger::down(uint64_t bytes, Purpose purpose) {
 }
 
 std::pair<uint64_t, uint64_t> ByteLedger::close_round(int64_t reporters) {
-  const double n4 = 4.0 * double(num_params_), w = double(workers_);
-  totals_.fp32_diloco += double(reporters) * 2 * n4;
-  totals_.ddp += double(inner_steps_) * 2 * 2 * (w - 1) * n4;
+  totals_.fp32_diloco += fp32_diloco_round_bytes(num_params_, reporters);
+  totals_.ddp += double(inner_steps_) * ddp_step_bytes(num_params_, workers_);
   std::pair<uint64_t, uint64_t> round{round_up_, round_down_};
   round_up_ = round_down_ = 0;
   return round;

@@ -1,7 +1,7 @@
 // The coordinator's ledger of bytes: every byte a member sends or receives, as serialized on the
 // wire, by purpose, per round and for the run; and, beside them, what fp32 DiLoCo and DDP would
-// have sent for the same rounds. It is where those two formulas live for coordinated runs:
-// summary.json carries its totals() and `loco compare` and the scripts read them from there.
+// have sent for the same rounds, by include/loco/bytes.h's formulas: summary.json carries its
+// summary() and `loco compare` and the scripts read them from there.
 // Not thread-safe: CoordinatorCore calls it under its lock.
 #pragma once
 

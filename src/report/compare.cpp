@@ -17,6 +17,7 @@
 
 #include <sys/wait.h>
 
+#include "loco/bytes.h"
 #include "loco/metrics.h"
 #include "loco/shard.h"
 
@@ -45,6 +46,26 @@ double number(const json& r, const char* key, double fallback = 0) {
 bool has_number(const json& r, const char* key) {
   auto it = r.find(key);
   return it != r.end() && it->is_number();
+}
+
+// The run's summary.json (null when there is none, or it is torn).
+json read_summary(const fs::path& path) {
+  std::ifstream in(path);
+  return in ? json::parse(in, nullptr, /*allow_exceptions=*/false) : json();
+}
+
+// Whether `summary` holds the ratio fields (include/loco/bytes.h); null values count: "does not
+// apply" (a DDP run's fp32 DiLoCo ratio).
+bool has_ratios(const json& summary) {
+  return summary.is_object() && summary.contains("ratio_vs_ddp") &&
+         summary.contains("ratio_vs_diloco_fp32");
+}
+
+// Takes the ratios from `from` (null ratios are NaN).
+void take_ratios(RunData& run, const json& from, const char* source) {
+  run.ratio_vs_ddp = number(from, "ratio_vs_ddp", kNaN);
+  run.ratio_vs_fp32_diloco = number(from, "ratio_vs_diloco_fp32", kNaN);
+  run.ratio_source = source;
 }
 
 Config read_config(const fs::path& dir) {
@@ -124,13 +145,14 @@ RunData read_trainer_run(const std::string& dir, const Config& config,
                            number(r, "val_loss"), number(r, "val_bpb", kNaN)});
   }
   run.bytes_up_per_worker = up, run.bytes_down_per_worker = down;
-  run.bytes_total = (up + down) * w;
-  // DDP's own formula, 2·2(W−1)/W·4N per rank per step: 1× when the buckets held 4N bytes.
-  const double ddp =
-      double(reduced_steps) * 2 * 2 * (w - 1) / w * 4 * double(param_count(config.model)) * w;
-  run.ratio_vs_ddp = run.kind == "ddp" && run.bytes_total > 0 ? ddp / run.bytes_total : kNaN;
-  run.ratio_vs_fp32_diloco = kNaN;
-  run.ratio_source = "computed";
+  // Rank 0 (or the single process) writes summary.json when the run ends; before that (still
+  // running, or stopped), the same fields from what its lines counted so far.
+  json summary = read_summary(fs::path(dir) / "summary.json");
+  const bool own = has_ratios(summary);
+  if (!own)
+    summary = ddp_run_bytes(param_count(config.model), run.workers, reduced_steps, up, down);
+  take_ratios(run, summary, own ? "summary.json" : "computed");
+  run.bytes_total = number(summary, "bytes_total", (up + down) * w);
   return run;
 }
 
@@ -194,24 +216,19 @@ RunData read_coordinated_run(const std::string& dir, const fs::path& coord, cons
     run.bytes_up_per_worker = up / double(run.workers);
     run.bytes_down_per_worker = down / double(run.workers);
   }
-  json summary;
-  if (std::ifstream in(coord / "summary.json"); in)
-    summary = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  json summary = read_summary(coord / "summary.json");
   if (has_number(summary, "bytes_total")) run.bytes_total = number(summary, "bytes_total");
-  if (has_number(summary, "ratio_vs_ddp") && has_number(summary, "ratio_vs_diloco_fp32")) {
-    run.ratio_vs_ddp = number(summary, "ratio_vs_ddp");
-    run.ratio_vs_fp32_diloco = number(summary, "ratio_vs_diloco_fp32");
-    run.ratio_source = "summary.json";
-  } else if (last_ratios) {
-    run.ratio_vs_ddp = number(*last_ratios, "ratio_vs_ddp");
-    run.ratio_vs_fp32_diloco = number(*last_ratios, "ratio_vs_diloco_fp32");
-    run.ratio_source = "metrics.jsonl";
-  } else {  // the coordinator's own formulas (docs/dct.md), from the config
-    const double n4 = 4.0 * double(param_count(config.model)), w = double(run.workers);
-    const double ddp = double(rounds) * double(sync.inner_steps) * 2 * 2 * (w - 1) * n4;
-    const double fp32 = double(rounds) * w * 2 * n4;
-    run.ratio_vs_ddp = run.bytes_total > 0 ? ddp / run.bytes_total : kNaN;
-    run.ratio_vs_fp32_diloco = run.bytes_total > 0 ? fp32 / run.bytes_total : kNaN;
+  if (has_ratios(summary)) {
+    take_ratios(run, summary, "summary.json");
+  } else if (last_ratios) {  // stopped before its summary: its last line that carries them
+    take_ratios(run, *last_ratios, "metrics.jsonl");
+  } else {  // a run older than those fields: bytes.h's formulas, every worker in every round
+    const int64_t n = param_count(config.model);
+    const double fp32 = double(rounds) * fp32_diloco_round_bytes(n, run.workers);
+    const double ddp = double(rounds * sync.inner_steps) * ddp_step_bytes(n, run.workers);
+    const bool sent = run.bytes_total > 0;
+    run.ratio_vs_ddp = sent ? ddp / run.bytes_total : kNaN;
+    run.ratio_vs_fp32_diloco = sent ? fp32 / run.bytes_total : kNaN;
     run.ratio_source = "computed";
   }
   return run;
@@ -376,10 +393,6 @@ void run_gnuplot(const std::string& gnuplot, const fs::path& dir, const std::str
 }
 
 }  // namespace
-
-int64_t param_count(const ModelConfig& m) {
-  return 2 * m.vocab_size * m.n_embd + 12 * m.n_layer * m.n_embd * m.n_embd;
-}
 
 RunData read_run(const std::string& dir) {
   const fs::path root(dir);

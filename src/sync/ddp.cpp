@@ -12,9 +12,11 @@
 #include <fstream>
 #include <thread>
 
+#include "loco/bytes.h"
 #include "loco/c10d_compat.h"
 #include "loco/checkpoint.h"
 #include "loco/link.h"
+#include "loco/metrics.h"
 #include "loco/trainer.h"
 
 namespace fs = std::filesystem;
@@ -101,6 +103,22 @@ class DdpSync : public Sync {
   }
 
   bool is_primary() const override { return group_->rank() == 0; }
+
+  // The ring traffic rank 0 logged, every step of the run (a resumed run's earlier steps are
+  // still in its metrics.jsonl), and what DDP sends by bytes.h's formula for as many steps.
+  nlohmann::json summary(Trainer& trainer) override {
+    double up = 0, down = 0;
+    int64_t steps = 0;
+    for (const auto& r : read_metrics(trainer.metrics_path())) {
+      if (!r.contains("bytes_up")) continue;
+      ++steps, up += r["bytes_up"].get<double>(), down += r.value("bytes_down", 0.0);
+    }
+    const int64_t w = group_->size();
+    auto out = ddp_run_bytes(trainer.params().numel(), w, steps, up, down);
+    out["tokens"] = trainer.tokens() * w;
+    if (!link_record_.is_null()) out["link"] = link_record_;
+    return out;
+  }
 
  private:
   std::shared_ptr<ProcessGroup> group_;

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "loco/bytes.h"
 #include "loco/checkpoint.h"
 #include "loco/metrics.h"
 #include "loco/progress.h"
@@ -263,6 +264,7 @@ TrainSummary Trainer::run() {
     summary.final_loss = s.loss;
   }
   if (sync_) sync_->finish(*this);
+  if (primary) write_summary(summary);
   summary.steps = step_;
   summary.tokens = tokens_;
   summary.wall_s = wall_offset_s_;
@@ -270,6 +272,27 @@ TrainSummary Trainer::run() {
   summary.metrics_path = metrics_->path();
   summary.checkpoint_path = last_checkpoint_;
   return summary;
+}
+
+const std::string& Trainer::metrics_path() const {
+  return metrics_->path();
+}
+
+void Trainer::write_summary(const TrainSummary& s) {
+  // A single run is one rank that sent nothing (include/loco/bytes.h).
+  nlohmann::json out =
+      sync_ ? sync_->summary(*this) : ddp_run_bytes(params_->numel(), 1, step_, 0, 0);
+  if (out.is_null()) return;  // the coordinator's to write
+  if (!out.contains("tokens")) out["tokens"] = tokens_;
+  out.update({{"steps", step_},
+              {"total_steps", config_.train.max_steps},
+              {"complete", step_ >= config_.train.max_steps},
+              {"wall_s", wall_offset_s_},
+              {"final_val_loss", s.final_eval.loss},
+              {"final_val_bpb", s.final_eval.bpb}});
+  const std::string path = (fs::path(config_.run.dir) / "summary.json").string();
+  std::ofstream(path + ".tmp") << out.dump(1) << "\n";
+  fs::rename(path + ".tmp", path);  // readers never see half a file
 }
 
 GPT load_model(const std::string& checkpoint_path, const torch::Device& device, Config* config) {
