@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 # Eager-PyTorch reference timing for loco's DCT codec (bench/codec_bench.cpp times loco's own).
 #
-# The transform is the one DESIGN.md describes, written the way the public reference (bloc97/DeMo,
-# demo.py) writes it: cut into n1 x n2 chunks with a rearrange, DCT-II by einsum with the cached
-# bases, top-k of |coefficient| per chunk, int8 values with one scale per chunk; then dequantise,
-# scatter into dense chunks, inverse einsum, rearrange back. Tensors have the tiny model's shapes.
+# The transform is the one docs/design.md "DCT, concretely" describes, written the way the public
+# reference (bloc97/DeMo, demo.py) writes it: cut into n1 x n2 chunks with a rearrange, DCT-II by
+# einsum with the cached bases, top-k of |coefficient| per chunk, int8 values with one scale per
+# chunk; then dequantise, scatter into dense chunks, inverse einsum, rearrange back. Tensors have
+# the tiny model's shapes.
 #
 #   codec_bench.py [--chunk 64] [--topk 32] [--repeats 20] [--threads 1]   prints one JSON object
 #

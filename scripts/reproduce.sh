@@ -43,7 +43,8 @@ else
 fi
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 [[ -x $LOCO ]] || { echo "error: $LOCO not found: build loco first (scripts/quickstart.sh), or set LOCO" >&2; exit 2; }
-PY=/usr/bin/python3  # Debian's, which has python3-yaml (DESIGN.md section 5)
+# Debian's Python, which has python3-yaml (docs/design.md "Pitfalls on this machine")
+PY=/usr/bin/python3
 ARGS=(--out "$OUT" --scale "$SCALE" --loco "$LOCO")
 
 if [[ $ACTION == list ]]; then

@@ -34,14 +34,14 @@ int64_t param_count(const ModelConfig& model);
 
 // fp32 DiLoCo, one round, all workers together: each of the `reporters` workers whose
 // pseudo-gradient went into the round sends its full Δ up (4N bytes) and pulls the full new θ
-// down (4N): reporters · 2 · 4N. (docs/design.md §1 "DiLoCo": "Upload is the encoded Δᵢ.
-// Download is ... the new θ"; fp32 is the encoding that sends them whole.)
+// down (4N): reporters · 2 · 4N. (docs/design.md "The algorithms", "DiLoCo": the upload is the
+// encoded Δᵢ, the download the new θ or the encoded average; fp32 sends them whole.)
 double fp32_diloco_round_bytes(int64_t num_params, int64_t reporters);
 
 // DDP, one step, all `ranks` together, both ways: a ring all-reduce of the 4N-byte fp32 gradient
-// sends 2(W−1)/W · 4N bytes per rank and receives as many (docs/design.md §1 "DDP"; the
-// bytes_up = bytes_down each rank logs, include/loco/ddp.h), so 2 · 2(W−1)/W · 4N · W =
-// 4(W−1) · 4N. 0 for one rank, which sends nothing.
+// sends 2(W−1)/W · 4N bytes per rank and receives as many (docs/design.md "The algorithms",
+// "DDP (baseline)"; the bytes_up = bytes_down each rank logs, include/loco/ddp.h), so
+// 2 · 2(W−1)/W · 4N · W = 4(W−1) · 4N. 0 for one rank, which sends nothing.
 double ddp_step_bytes(int64_t num_params, int64_t ranks);
 
 // summary.json's byte fields (above) for a run without a coordinator: `ranks` ranks of a model of

@@ -2,7 +2,7 @@
 //
 //   none  raw float32                      fp16 / bf16  half-precision values
 //   int8  one float32 scale per chunk of values, int8 values
-//   dct   chunked orthonormal DCT-II (DESIGN.md "DCT, concretely"), top-k (or highest band) of
+//   dct   chunked orthonormal DCT-II (docs/design.md "DCT, concretely"), top-k (or highest band) of
 //         each chunk, indices packed in 12 bits, values fp32 / fp16 / bf16 / int8 (int8: one
 //         float32 scale per chunk)
 //

@@ -1,7 +1,7 @@
 // metrics.jsonl: one JSON object per line, flushed as written, so a crash loses at most the
-// line being written. Keys follow DESIGN.md section 3 (step, tokens, loss, lr, wall_s, ...).
-// The same records also go to TensorBoard event files in `tb/` beside metrics.jsonl (see
-// docs/design.md, "Metrics and TensorBoard").
+// line being written. The same records also go to TensorBoard event files in `tb/` beside
+// metrics.jsonl. The keys (step, tokens, loss, lr, wall_s, ...) and the event files:
+// docs/design.md, "Metrics and TensorBoard".
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -4,7 +4,7 @@
 //   ddp     gradients all-reduced every step through c10d (Gloo on CPU, NCCL on CUDA)
 //   diloco  every sync.inner_steps steps, the pseudo-gradient goes to the coordinator, which
 //           averages it, applies the outer Nesterov step and sends back the new parameters
-//   demo    decoupled DCT momentum (DESIGN.md section 1)
+//   demo    decoupled DCT momentum (docs/design.md "Decoupled DCT momentum")
 //
 // A strategy never owns the model; it reads and writes the Trainer's flat parameters and
 // gradients (trainer.params()).

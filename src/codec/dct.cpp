@@ -1,7 +1,8 @@
-// The dct codec (DESIGN.md "DCT, concretely" and "Wire encoding"): its wire format, encode and
-// decode, and the sparse merge the coordinator uses. The transform is in dct_transform.cpp, the
-// choice of the top-k |coefficients| (or the highest band) of every chunk in dct_select.cpp; this
-// file writes the kept values as fp32 / fp16 / bf16 / int8 and their indices packed in 12 bits.
+// The dct codec (docs/design.md "DCT, concretely" and "Wire encoding and byte accounting"): its
+// wire format, encode and decode, and the sparse merge the coordinator uses. The transform is in
+// dct_transform.cpp, the choice of the top-k |coefficients| (or the highest band) of every chunk in
+// dct_select.cpp; this file writes the kept values as fp32 / fp16 / bf16 / int8 and their indices
+// packed in 12 bits.
 //
 // Wire layout (little-endian). Bytes 0-3 are the prefix every codec writes (wire.h).
 //   offset size

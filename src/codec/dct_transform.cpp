@@ -1,5 +1,5 @@
-// The DCT of the dct codec (DESIGN.md "DCT, concretely"): the orthonormal basis, how a tensor is
-// cut into chunks, the batched forward and inverse transforms, the band of highest frequencies,
+// The DCT of the dct codec (docs/design.md "DCT, concretely"): the orthonormal basis, how a tensor
+// is cut into chunks, the batched forward and inverse transforms, the band of highest frequencies,
 // and the inverse of a sparse set of kept coefficients (to_dense).
 //
 // Speed (docs/codec.md): the forward transform works on the tensor's own layout (a bmm over

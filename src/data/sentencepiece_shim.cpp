@@ -5,7 +5,8 @@
 // LibTorch links the system protobuf 3.21. Linked into one executable, the two copies interpose
 // on each other and the process crashes during static initialisation. Loaded locally with deep
 // binding, SentencePiece resolves to its own copy and nothing else sees it. This is the only file
-// that includes SentencePiece's headers (they also clash with Abseil, see DESIGN.md section 5).
+// that includes SentencePiece's headers (they also clash with Abseil, see docs/design.md "Pitfalls
+// on this machine").
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 

@@ -3,7 +3,7 @@
 #
 # tests/test_codec.cpp dumps, for several tensors, the input, loco's chunk plan, DCT coefficients,
 # kept indices and values, and decoded tensor, plus one sparse merge; this script recomputes them
-# in float64 from the definitions (DESIGN.md "DCT, concretely"; docs/codec.md) and compares:
+# in float64 from the definitions (docs/design.md "DCT, concretely"; docs/codec.md) and compares:
 #   plan          n1 = largest divisor of rows <= chunk, n2 likewise for cols
 #   coefficients  D1 . B . D2^T of every block, D the orthonormal DCT-II basis
 #   selection     topk: k distinct indices whose |coefficient| is at least the k-th largest
@@ -15,9 +15,9 @@
 #
 #   reference_dct.py check DUMP.pt [--rtol 1e-4] [--atol 1e-5]
 #
-# `demo` checks the decoupled DCT momentum method (DESIGN.md section 1) on a dump of several
-# workers over several rounds: from loco's theta_start and theta_end of each worker and round it
-# recomputes, in float64, m = beta m + delta, the top-k of DCT(m) per chunk (fp32 values), the
+# `demo` checks the decoupled DCT momentum method (docs/design.md "Decoupled DCT momentum") on a
+# dump of several workers over several rounds: from loco's theta_start and theta_end of each
+# worker and round it recomputes, in float64, m = beta m + delta, the top-k of DCT(m) per chunk (fp32 values), the
 # error feedback m -= IDCT(kept), the merge (each coefficient the mean over the workers that sent
 # it), m += IDCT(merged), theta = theta_start - lr (delta + beta m), and compares m and theta.
 #
