@@ -28,8 +28,8 @@ echo "Torch_DIR=$TORCH_DIR nvcc=$NVCC"; [ -n "$NVCC" ] && "$NVCC" --version | ta
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}  # else torch's CMake probes the GPU
 export LD_LIBRARY_PATH=$TORCH_PKG/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
-# The top-level CMakeLists.txt includes cmake/LocoProto.cmake (protobuf, gRPC) before the
-# LOCO_CORE_ONLY hook; a stub module found first keeps those packages out of a core-only build.
+# A stub cmake/LocoProto.cmake (protobuf, gRPC), found first: no longer needed now that the
+# LOCO_CORE_ONLY hook returns before CMakeLists.txt includes it, and harmless.
 STUB=$(mktemp -d)
 printf 'function(loco_proto_library)\nendfunction()\n' > "$STUB/LocoProto.cmake"
 
