@@ -187,20 +187,6 @@ void start(Part& p, const std::string& exe) {
   p.fd = fds[0];
 }
 
-void print_lines(Part& p, const char* data, size_t n, bool flush) {
-  p.pending.append(data, n);
-  size_t pos;
-  while ((pos = p.pending.find('\n')) != std::string::npos) {
-    std::cout << "[" << p.label << "] " << p.pending.substr(0, pos) << "\n";
-    p.pending.erase(0, pos + 1);
-  }
-  if (flush && !p.pending.empty()) {
-    std::cout << "[" << p.label << "] " << p.pending << "\n";
-    p.pending.clear();
-  }
-  std::cout.flush();
-}
-
 void catch_stop_signals() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
