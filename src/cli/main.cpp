@@ -221,16 +221,33 @@ std::string first_line(const std::exception& e) {
   return msg.substr(0, msg.find('\n'));
 }
 
-}  // namespace
+// Where CLI11 puts what the command line says, and the subcommands, to see which one was given.
+struct Cli {
+  loco::PrepareOptions prep;
+  std::string config_path;
+  std::vector<std::string> overrides;
+  bool resume = false;
+  loco::SampleOptions sample_opts;
+  int64_t bench_steps = 10, bench_warmup = 2;
+  bool bench_json = false;
+  std::string coordinator_address, worker_name, worker_site;
+  loco::LaunchOptions launch_opts;
+  loco::CompareOptions compare_opts;
+  CLI::App *prepare = nullptr, *train = nullptr, *sample = nullptr, *bench_train = nullptr,
+           *coordinator = nullptr, *worker = nullptr, *launch = nullptr, *compare = nullptr;
+};
 
-int main(int argc, char** argv) {
-  spdlog::set_pattern("[%H:%M:%S] %v");
-  CLI::App app{"loco: low-communication (DiLoCo-style) language-model pretraining"};
-  app.require_subcommand(1);
+// --config and --set, as every subcommand that reads a config has them.
+void add_config_options(CLI::App* command, std::string& config_path,
+                        std::vector<std::string>& overrides) {
+  command->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  command->add_option("--set", overrides, "override: key.path=value (repeatable)");
+}
 
+void add_data(CLI::App& app, Cli& cli) {
   auto* data = app.add_subcommand("data", "data preparation");
   data->require_subcommand(1);
-  loco::PrepareOptions prep;
+  loco::PrepareOptions& prep = cli.prep;
   auto* prepare = data->add_subcommand("prepare", "text/JSONL/JSON -> tokenizer + token shards");
   prepare->add_option("--input", prep.inputs, "input files or directories")
       ->required()
@@ -244,16 +261,18 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   prepare->add_option("--threads", prep.num_threads, "tokenizer training threads")
       ->capture_default_str();
+  cli.prepare = prepare;
+}
 
-  std::string config_path;
-  std::vector<std::string> overrides;
-  bool resume = false;
+void add_train(CLI::App& app, Cli& cli) {
   auto* train = app.add_subcommand("train", "train one worker");
-  train->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
-  train->add_option("--set", overrides, "override: key.path=value (repeatable)");
-  train->add_flag("--resume", resume, "continue from the newest checkpoint in run.dir");
+  add_config_options(train, cli.config_path, cli.overrides);
+  train->add_flag("--resume", cli.resume, "continue from the newest checkpoint in run.dir");
+  cli.train = train;
+}
 
-  loco::SampleOptions sample_opts;
+void add_sample(CLI::App& app, Cli& cli) {
+  loco::SampleOptions& sample_opts = cli.sample_opts;
   auto* sample = app.add_subcommand("sample", "continue a prompt with a checkpoint");
   sample->add_option("--checkpoint", sample_opts.checkpoint, "checkpoint file")
       ->required()
@@ -265,80 +284,106 @@ int main(int argc, char** argv) {
   sample->add_option("--top-k", sample_opts.top_k, "0 = all")->capture_default_str();
   sample->add_option("--seed", sample_opts.seed)->capture_default_str();
   sample->add_option("--device", sample_opts.device)->capture_default_str();
+  cli.sample = sample;
+}
 
+void add_bench(CLI::App& app, Cli& cli) {
   auto* bench = app.add_subcommand("bench", "benchmarks");
   bench->require_subcommand(1);
-  int64_t bench_steps = 10, bench_warmup = 2;
-  bool bench_json = false;
   auto* bench_train = bench->add_subcommand("train", "training throughput and MFU");
-  bench_train->add_option("--config", config_path, "YAML config")
-      ->required()
-      ->check(CLI::ExistingFile);
-  bench_train->add_option("--set", overrides, "override: key.path=value (repeatable)");
-  bench_train->add_option("--steps", bench_steps, "timed steps")->capture_default_str();
-  bench_train->add_option("--warmup", bench_warmup, "untimed steps first")->capture_default_str();
-  bench_train->add_flag("--json", bench_json, "print one JSON line");
+  add_config_options(bench_train, cli.config_path, cli.overrides);
+  bench_train->add_option("--steps", cli.bench_steps, "timed steps")->capture_default_str();
+  bench_train->add_option("--warmup", cli.bench_warmup, "untimed steps first")
+      ->capture_default_str();
+  bench_train->add_flag("--json", cli.bench_json, "print one JSON line");
+  cli.bench_train = bench_train;
+}
 
+void add_coordinator(CLI::App& app, Cli& cli) {
   auto* coordinator = app.add_subcommand("coordinator", "serve a DiLoCo run's coordinator (gRPC)");
-  coordinator->add_option("--config", config_path, "YAML config")
-      ->required()
-      ->check(CLI::ExistingFile);
-  coordinator->add_option("--set", overrides, "override: key.path=value (repeatable)");
-  coordinator->add_flag("--resume", resume, "continue from the newest coordinator checkpoint");
+  add_config_options(coordinator, cli.config_path, cli.overrides);
+  coordinator->add_flag("--resume", cli.resume, "continue from the newest coordinator checkpoint");
+  cli.coordinator = coordinator;
+}
 
-  std::string coordinator_address;
+void add_worker(CLI::App& app, Cli& cli) {
   auto* worker = app.add_subcommand("worker", "train as one DiLoCo worker of a coordinator");
-  worker->add_option("--config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
-  worker->add_option("--set", overrides, "override: key.path=value (repeatable)");
-  worker->add_option("--coordinator", coordinator_address,
+  add_config_options(worker, cli.config_path, cli.overrides);
+  worker->add_option("--coordinator", cli.coordinator_address,
                      "HOST:PORT (default: sync.coordinator.address)");
-  std::string worker_name;
-  worker->add_option("--name", worker_name,
+  worker->add_option("--name", cli.worker_name,
                      "this worker's id at the coordinator (default: host:pid)");
-  std::string worker_site;
-  worker->add_option("--site", worker_site,
+  worker->add_option("--site", cli.worker_site,
                      "run as a rank of this site of sync.sites (the torchrun variables describe "
                      "the site's ranks)");
-  worker->add_flag("--resume", resume,
+  worker->add_flag("--resume", cli.resume,
                    "rejoin the run this worker left: keep its run.dir (checkpoints, metrics)");
+  cli.worker = worker;
+}
 
-  loco::LaunchOptions launch_opts;
+void add_launch(CLI::App& app, Cli& cli) {
+  loco::LaunchOptions& launch_opts = cli.launch_opts;
   auto* launch = app.add_subcommand("launch", "run a whole experiment as local processes");
-  launch->add_option("--config", launch_opts.config_path, "YAML config")
-      ->required()
-      ->check(CLI::ExistingFile);
-  launch->add_option("--set", launch_opts.overrides, "override: key.path=value (repeatable)");
+  add_config_options(launch, launch_opts.config_path, launch_opts.overrides);
   launch->add_flag("--dry-run", launch_opts.dry_run, "print the per-process (per-host) commands");
   launch->add_option("--link", launch_opts.link,
                      "slow link per worker, e.g. 100mbit,50ms (sync.link.mbps, latency_ms)");
+  cli.launch = launch;
+}
 
-  loco::CompareOptions compare_opts;
+void add_compare(CLI::App& app, Cli& cli) {
+  loco::CompareOptions& compare_opts = cli.compare_opts;
   auto* compare = app.add_subcommand(
       "compare", "plots (val loss vs tokens, time, bytes) and a table of runs (docs/compare.md)");
   compare->add_option("runs", compare_opts.runs, "run directories; the first is the baseline")
       ->required();
   compare->add_option("--out", compare_opts.out_dir, "output directory")->capture_default_str();
   compare->add_option("--gnuplot", compare_opts.gnuplot, "gnuplot binary")->capture_default_str();
+  cli.compare = compare;
+}
+
+// Runs the subcommand that was given; its exceptions reach main.
+int run_command(const Cli& cli) {
+  if (cli.prepare->parsed()) return run_prepare(cli.prep);
+  if (cli.train->parsed()) return run_train(cli.config_path, cli.overrides, cli.resume);
+  if (cli.sample->parsed()) {
+    std::cout << cli.sample_opts.prompt << loco::sample(cli.sample_opts) << "\n";
+    return 0;
+  }
+  if (cli.coordinator->parsed())
+    return run_coordinator_cmd(cli.config_path, cli.overrides, cli.resume);
+  if (cli.worker->parsed())
+    return run_worker(cli.config_path, cli.overrides, cli.coordinator_address, cli.worker_name,
+                      cli.worker_site, cli.resume);
+  if (cli.launch->parsed()) return loco::launch(cli.launch_opts);
+  if (cli.compare->parsed()) return run_compare(cli.compare_opts);
+  if (cli.bench_train->parsed())
+    return run_bench(cli.config_path, cli.overrides, cli.bench_steps, cli.bench_warmup,
+                     cli.bench_json);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("[%H:%M:%S] %v");
+  CLI::App app{"loco: low-communication (DiLoCo-style) language-model pretraining"};
+  app.require_subcommand(1);
+  Cli cli;
+  add_data(app, cli);
+  add_train(app, cli);
+  add_sample(app, cli);
+  add_bench(app, cli);
+  add_coordinator(app, cli);
+  add_worker(app, cli);
+  add_launch(app, cli);
+  add_compare(app, cli);
 
   CLI11_PARSE(app, argc, argv);
   try {
-    if (prepare->parsed()) return run_prepare(prep);
-    if (train->parsed()) return run_train(config_path, overrides, resume);
-    if (sample->parsed()) {
-      std::cout << sample_opts.prompt << loco::sample(sample_opts) << "\n";
-      return 0;
-    }
-    if (coordinator->parsed()) return run_coordinator_cmd(config_path, overrides, resume);
-    if (worker->parsed())
-      return run_worker(config_path, overrides, coordinator_address, worker_name, worker_site,
-                        resume);
-    if (launch->parsed()) return loco::launch(launch_opts);
-    if (compare->parsed()) return run_compare(compare_opts);
-    if (bench_train->parsed())
-      return run_bench(config_path, overrides, bench_steps, bench_warmup, bench_json);
+    return run_command(cli);
   } catch (const std::exception& e) {
     spdlog::error("error: {}", first_line(e));
     return 1;
   }
-  return 0;
 }

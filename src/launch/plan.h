@@ -1,0 +1,52 @@
+// The processes of one `loco launch` (include/loco/launch.h), planned before any starts: a Part
+// per process (its arguments, environment, run.dir and, at run time, its pid and output pipe),
+// the check that no part's run.dir holds an earlier run, how sync.link is shaped for the parts,
+// and the --dry-run listing of them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "loco/config.h"
+#include "loco/launch.h"
+#include "netns.h"
+
+namespace loco::launcher {
+
+struct Part {
+  using Env = std::vector<std::pair<std::string, std::string>>;
+  Part(std::string label, std::vector<std::string> args, Env env = {})
+      : label(std::move(label)), args(std::move(args)), env(std::move(env)) {}
+
+  std::string label;
+  std::vector<std::string> args;  // after the executable
+  Env env;
+  std::string run_dir;  // its run.dir (a DDP rank r > 0's rank-r/ links its checkpoints)
+  pid_t pid = -1;
+  int fd = -1;                  // read end of its stdout+stderr
+  std::string pending;          // a partial line
+  int status = -1;              // exit code once it ended
+  int member = -1;              // the coordinator member it belongs to (a worker, a site); -1: none
+  std::string netns;            // the network namespace it runs in (sync.link shaped by netns)
+  bool waiting = false;         // down by the schedule (sync.schedule), to be started later
+  bool scheduled_stop = false;  // the schedule stopped it: its exit is no failure
+};
+
+// Every process of the run in `config`, each given `o`'s config file and overrides.
+std::vector<Part> plan(const Config& config, const LaunchOptions& o);
+
+// Throws ConfigError when a part's run.dir already holds checkpoints of an earlier run.
+void refuse_used_run_dirs(const std::vector<Part>& parts);
+
+// Decides how sync.link is shaped for this run and tells every part (in shape_link.cpp); returns
+// the namespaces when netns shapes it (they live as long as the result), else null.
+std::unique_ptr<NetnsLink> shape_link(const Config& config, std::vector<Part>& parts);
+
+// --dry-run: the commands that run the same experiment across hosts (in dry_run.cpp).
+void print_dry_run(const Config& config, const std::vector<Part>& parts, bool scheduled);
+
+}  // namespace loco::launcher

@@ -1,0 +1,50 @@
+// `loco launch` replaying sync.schedule (include/loco/schedule.h): the schedule, checked against
+// the run, and the replay that starts and stops workers as the coordinator's rounds go by.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loco/config.h"
+#include "loco/coord_client.h"
+#include "loco/schedule.h"
+#include "plan.h"
+
+namespace loco::launcher {
+
+// sync.schedule: only DiLoCo workers come and go, and the file names only workers of this run.
+Schedule load_schedule(const Config& config);
+
+// Replays the schedule: asks the coordinator for its round (at most 5 times a second), stops the
+// workers whose window closed (SIGTERM: they leave the coordinator) and starts those whose window
+// opened. A worker is not started for the last round: it would join for the round after it.
+class ScheduleReplay {
+ public:
+  ScheduleReplay(const Config& config, Schedule schedule)
+      : config_(config),
+        schedule_(std::move(schedule)),
+        start_(std::chrono::steady_clock::now()),
+        total_rounds_(config.train.max_steps / config.sync.inner_steps),
+        address_(config.sync.coordinator.address) {}
+
+  // Where the coordinator listens when it is not config's address (netns: on the bridge).
+  void reach_at(const std::string& address) { address_ = address; }
+
+  bool active() const { return !schedule_.empty(); }
+  bool up_at_start(const Part& p) const { return schedule_.up(p.label, 0, 0); }
+
+  // Returns how many parts it started.
+  size_t step(std::vector<Part>& parts, const std::string& exe);
+
+ private:
+  const Config& config_;
+  Schedule schedule_;
+  std::chrono::steady_clock::time_point start_, last_poll_;
+  std::unique_ptr<CoordinatorClient> client_;
+  int64_t round_ = 0, total_rounds_;
+  std::string address_;
+};
+
+}  // namespace loco::launcher
