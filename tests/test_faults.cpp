@@ -390,4 +390,9 @@ TEST(Faults, LaunchReplaysAScheduleInWhichAWorkerLeavesAndComesBack) {
   ASSERT_NE(gap, with_w1.end()) << "w1 never left";
   EXPECT_NE(std::find(gap, with_w1.end(), true), with_w1.end()) << "w1 never came back";
   EXPECT_FALSE(list_checkpoints(dir + "/run/worker-1/checkpoints").empty());
+  // The schedule's stop is no failure (sync.on_failure restart): nothing was restarted.
+  std::string events = read_text(dir + "/run/launch_events.jsonl");
+  EXPECT_NE(events.find("\"action\":\"schedule\",\"event\":\"exited\""), std::string::npos)
+      << events;
+  EXPECT_EQ(events.find("\"event\":\"restarted\""), std::string::npos) << events;
 }

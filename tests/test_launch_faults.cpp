@@ -148,6 +148,44 @@ TEST(LaunchFaults, AKilledCoordinatorIsRestartedWithResumeAndTheRunFinishes) {
   EXPECT_TRUE(summary.at("complete").get<bool>());
 }
 
+// Killed before its first checkpoint, the coordinator has nothing to resume: it starts fresh,
+// its metrics so far moved aside, and the workers join it again.
+TEST(LaunchFaults, ACoordinatorKilledBeforeItsFirstCheckpointStartsFresh) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 6;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  std::string config = loco::testing::write_config(dir, c);
+  auto started = [&] { return pid_of(dir + "/run", "coord") > 0; };
+  ASSERT_EQ(launch_and_kill(config, dir, "coord", started), 0) << read_text(dir + "/launch.log");
+
+  expect_every_round_once(dir + "/run", rounds);
+  auto restarted = events_of(dir + "/run", "coord", "restarted");
+  ASSERT_EQ(restarted.size(), 1u) << read_text(dir + "/run/launch_events.jsonl");
+  EXPECT_EQ(restarted.front().at("action"), "fresh");
+  EXPECT_NE(read_text(dir + "/launch.log").find("fresh: no checkpoint yet"), std::string::npos);
+}
+
+// --on-failure continue: a killed worker stays down and the run finishes with the other.
+TEST(LaunchFaults, OnFailureContinueLeavesAKilledWorkerDown) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 8;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  std::string config = loco::testing::write_config(dir, c);
+  ASSERT_EQ(launch_and_kill(
+                config, dir, "w1", [&] { return reached(dir, 2); }, "--on-failure continue"),
+            0)
+      << read_text(dir + "/launch.log");
+  expect_every_round_once(dir + "/run", rounds);
+  auto exited = events_of(dir + "/run", "w1", "exited");
+  ASSERT_EQ(exited.size(), 1u);
+  EXPECT_EQ(exited.front().at("action"), "continue");
+  EXPECT_TRUE(events_of(dir + "/run", "w1", "restarted").empty());
+  auto last = read_metrics(dir + "/run/coordinator/metrics.jsonl").back();
+  EXPECT_EQ(last.at("members"), nlohmann::json::array({"w0"}));
+  EXPECT_NE(read_text(dir + "/launch.log").find("the run goes on with 1 of 2 workers"),
+            std::string::npos);
+}
+
 // w1's run.dir is a plain file: it joins, fails to make its run.dir and exits 1, every time.
 TEST(LaunchFaults, AWorkerThatFailsAtEveryStartIsGivenUpAndTheRunGoesOn) {
   std::string dir = loco::testing::temp_dir();
