@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "loco/checkpoint.h"
+#include "launch/failure.h"
 #include "loco/metrics.h"
 #include "test_util.h"
 
@@ -97,6 +98,51 @@ double final_val_loss(const std::string& run_dir) {
 }
 
 }  // namespace
+
+// The policy alone: backoff doubling, give-up past the limit, what continue and stop mean, and
+// stop for DDP and sites (no rank can rejoin) whatever sync.on_failure says.
+TEST(LaunchFailurePolicy, BacksOffGivesUpAndStopsWhereNothingCanRejoin) {
+  Config c = process_config("/nonexistent", 2, 10, 10);
+  c.sync.restart_limit = 3;
+  launcher::Part worker("w1", {}), coord("coord", {});
+  launcher::FailurePolicy policy(c);
+  for (double delay : {1.0, 2.0, 4.0}) {
+    auto d = policy.on_failure(worker, false, 2);
+    EXPECT_EQ(d.kind, launcher::Decision::kRestart);
+    EXPECT_EQ(d.delay_s, delay);
+  }
+  auto d = policy.on_failure(worker, false, 2);
+  EXPECT_EQ(d.kind, launcher::Decision::kGiveUp);
+  EXPECT_EQ(d.reason,
+            "it failed 4 times, more than sync.restart_limit 3 within sync.restart_window_s 300 s");
+  EXPECT_EQ(policy.on_failure(coord, false, 2).kind, launcher::Decision::kRestart);
+  EXPECT_EQ(policy.on_failure(worker, true, 10).kind, launcher::Decision::kLeaveDown);  // run over
+  EXPECT_EQ(policy.on_failure(worker, false, 9).kind,
+            launcher::Decision::kLeaveDown);  // last round
+  EXPECT_EQ(policy.too_few_workers(1), "");
+  c.sync.coordinator.min_workers = 2;
+  EXPECT_EQ(policy.too_few_workers(1),
+            "only 1 of 2 workers remain, below sync.coordinator.min_workers 2");
+
+  c.sync.on_failure = "continue";
+  EXPECT_EQ(launcher::FailurePolicy(c).on_failure(worker, false, 2).kind,
+            launcher::Decision::kLeaveDown);
+  EXPECT_EQ(launcher::FailurePolicy(c).on_failure(coord, false, 2).kind, launcher::Decision::kStop);
+  c.sync.on_failure = "stop";
+  EXPECT_EQ(launcher::FailurePolicy(c).on_failure(worker, false, 2).kind,
+            launcher::Decision::kStop);
+  c.sync.on_failure = "restart";
+  Config ddp = c;
+  ddp.sync.mode = Mode::kDdp;
+  auto rank = launcher::FailurePolicy(ddp).on_failure(launcher::Part("r1", {}), false, -1);
+  EXPECT_EQ(rank.kind, launcher::Decision::kStop);
+  EXPECT_NE(rank.reason.find("means stop without a coordinator"), std::string::npos);
+  Config sites = c;
+  sites.sync.sites = {{"a", 2}, {"b", 2}};
+  auto site = launcher::FailurePolicy(sites).on_failure(launcher::Part("a/1", {}), false, 2);
+  EXPECT_EQ(site.kind, launcher::Decision::kStop);
+  EXPECT_NE(site.reason.find("means stop with sync.sites"), std::string::npos);
+}
 
 TEST(LaunchFaults, AKilledWorkerIsRestartedAndEveryRoundIsAppliedOnce) {
   std::string dir = loco::testing::temp_dir();
