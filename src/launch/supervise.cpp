@@ -159,7 +159,10 @@ class Supervisor {
         break;
       case Decision::kLeaveDown:
         spdlog::warn("launch: {}; leaving it down ({})", what, d.reason);
-        leave_down(p);
+        if (coordinator_done())  // the run is complete, but the failure is still reported
+          late_failure_ = what + " after the coordinator finished the run";
+        else
+          leave_down(p);
         break;
     }
   }
@@ -264,8 +267,9 @@ class Supervisor {
     if (g_interrupted) return 130;
     if (!first_failure_.empty()) worst = 1;
     if (worst)
-      spdlog::error("launch: failed: {}",
-                    first_failure_.empty() ? "a part was stopped" : first_failure_);
+      spdlog::error("launch: failed: {}", !first_failure_.empty()  ? first_failure_
+                                          : !late_failure_.empty() ? late_failure_
+                                                                   : "a part was stopped");
     return worst;
   }
 
@@ -279,7 +283,7 @@ class Supervisor {
   bool stopping_ = false, killed_ = false;
   std::chrono::steady_clock::time_point stop_deadline_ =
       std::chrono::steady_clock::time_point::max();
-  std::string first_failure_;
+  std::string first_failure_, late_failure_;
 };
 
 }  // namespace
