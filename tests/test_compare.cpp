@@ -179,3 +179,26 @@ TEST(CompareRealRun, TinyTrainRunComparesEndToEnd) {
   EXPECT_FALSE(fs::exists(dir + "/out/val_loss_vs_bytes.svg")) << "a single run sends nothing";
   EXPECT_NE(slurp(dir + "/out/val_loss_vs_tokens.svg").find("single ["), std::string::npos);
 }
+
+// The restarts `loco launch` recorded (launch_events.jsonl) go on a line below the table; a run
+// without an events file reads n/a, and a table of such runs only has no such line.
+TEST_F(CompareTest, CountsRestartsFromTheLaunchEventsFile) {
+  std::string faulty = diloco_run("faulty", 3.8, Ratios::kLines);
+  std::string plain = diloco_run("plain", 3.8, Ratios::kLines);
+  EXPECT_EQ(loco::compare_table({loco::read_run(plain)}).find("Restarts after"), std::string::npos);
+  write_file(faulty + "/launch_events.jsonl",
+             "{\"process\":\"w1\",\"event\":\"exited\",\"signal\":9,\"action\":\"restart\"}\n"
+             "{\"process\":\"w1\",\"event\":\"restarted\",\"action\":\"resume\"}\n"
+             "{\"process\":\"coord\",\"event\":\"restarted\",\"action\":\"resume\"}\n"
+             "{\"process\":\"w2\",\"event\":\"given_up\",\"reason\":\"...\"}\n"
+             "{\"process\":\"w0\",\"event\":\"rest");  // a torn last line is skipped
+  auto run = loco::read_run(faulty);
+  EXPECT_EQ(run.restarts, 2);
+  EXPECT_EQ(run.given_up, 1);
+  std::string table = loco::compare_table({run, loco::read_run(plain)});
+  EXPECT_NE(table.find("Restarts after failures (loco launch, launch_events.jsonl): " + faulty +
+                       ": 2 (1 given up), " + plain + ": n/a."),
+            std::string::npos)
+      << table;
+  EXPECT_EQ(row(table, faulty).size(), 11u) << table;
+}

@@ -111,9 +111,11 @@ TEST(Launch, DryRunPrintsTheCommandsAndAFailingPartFailsTheRun) {
   EXPECT_NE(dry.output.find("loco coordinator --config " + path), std::string::npos) << dry.output;
   EXPECT_NE(dry.output.find("--coordinator " + c.sync.coordinator.address), std::string::npos);
   EXPECT_NE(dry.output.find("worker-1"), std::string::npos);
-  // A worker whose model disagrees with the coordinator's is refused and fails the launch.
-  auto bad = loco::testing::run_command(std::string(LOCO_BINARY) + " launch --config " + path +
-                                        " --set data.val=/nonexistent.bin");
+  // Parts that cannot start fail the launch (given up at once with sync.restart_limit 0; the
+  // default, 5 restarts with backoff, takes half a minute: LaunchFaults tests it).
+  auto bad =
+      loco::testing::run_command(std::string(LOCO_BINARY) + " launch --config " + path +
+                                 " --set data.val=/nonexistent.bin --set sync.restart_limit=0");
   EXPECT_NE(bad.exit_code, 0) << bad.output;
   EXPECT_NE(bad.output.find("launch: failed"), std::string::npos) << bad.output;
 }

@@ -21,10 +21,12 @@
 
 namespace fs = std::filesystem;
 using namespace loco;
+using loco::testing::process_config;
 using loco::testing::read_text;
 using loco::testing::refusal;
 using loco::testing::spawn_shell;
 using loco::testing::wait_exit;
+using loco::testing::wait_until;
 
 namespace {
 
@@ -47,16 +49,6 @@ std::vector<std::string> members_of(const nlohmann::json& record) {
   return record.at("members").get<std::vector<std::string>>();
 }
 
-// Polls until `done` or `timeout_s` passes; whether `done` held.
-bool wait_until(const std::function<bool()>& done, double timeout_s) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  while (std::chrono::steady_clock::now() < end) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return done();
-}
-
 std::vector<nlohmann::json> metrics_of(const std::string& path) {
   return fs::exists(path) ? read_metrics(path) : std::vector<nlohmann::json>{};
 }
@@ -67,21 +59,6 @@ int64_t logged_round(const std::string& coordinator_dir) {
   for (const auto& r : metrics_of(coordinator_dir + "/metrics.jsonl"))
     if (r.contains("round")) round = std::max(round, r.at("round").get<int64_t>());
   return round;
-}
-
-// A coordinated run for the process tests: `workers` workers, `rounds` rounds of `h` steps,
-// fast heartbeats and a short lease, evaluation every round.
-Config process_config(const std::string& run_dir, int64_t workers, int64_t rounds, int64_t h) {
-  Config c = loco::testing::coordinated_config(run_dir, "diloco", workers, h);
-  c.train.max_steps = rounds * h;
-  c.train.eval_every = h;
-  c.train.checkpoint_every = 0;
-  c.train.log_every = h;
-  c.sync.coordinator.heartbeat_s = 0.2;
-  c.sync.coordinator.lease_s = 1.5;
-  c.sync.coordinator.round_timeout_s = 60;
-  c.sync.coordinator.connect_timeout_s = 60;
-  return c;
 }
 
 std::string loco_cmd(const std::string& args) {
@@ -413,4 +390,9 @@ TEST(Faults, LaunchReplaysAScheduleInWhichAWorkerLeavesAndComesBack) {
   ASSERT_NE(gap, with_w1.end()) << "w1 never left";
   EXPECT_NE(std::find(gap, with_w1.end(), true), with_w1.end()) << "w1 never came back";
   EXPECT_FALSE(list_checkpoints(dir + "/run/worker-1/checkpoints").empty());
+  // The schedule's stop is no failure (sync.on_failure restart): nothing was restarted.
+  std::string events = read_text(dir + "/run/launch_events.jsonl");
+  EXPECT_NE(events.find("\"action\":\"schedule\",\"event\":\"exited\""), std::string::npos)
+      << events;
+  EXPECT_EQ(events.find("\"event\":\"restarted\""), std::string::npos) << events;
 }

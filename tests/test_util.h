@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include <string>
+#include <chrono>
+#include <thread>
 
 #include "loco/codec.h"
 #include "loco/config.h"
@@ -204,6 +206,32 @@ inline loco::Config coordinated_config(const std::string& run_dir, const std::st
   c.sync.inner_steps = inner_steps;
   c.sync.coordinator.address = "127.0.0.1:" + std::to_string(free_port());
   return c;
+}
+
+// A coordinated run for the process tests: `workers` workers, `rounds` rounds of `h` steps,
+// fast heartbeats and a short lease, evaluation every round.
+inline loco::Config process_config(const std::string& run_dir, int64_t workers, int64_t rounds,
+                                   int64_t h) {
+  loco::Config c = coordinated_config(run_dir, "diloco", workers, h);
+  c.train.max_steps = rounds * h;
+  c.train.eval_every = h;
+  c.train.checkpoint_every = 0;
+  c.train.log_every = h;
+  c.sync.coordinator.heartbeat_s = 0.2;
+  c.sync.coordinator.lease_s = 1.5;
+  c.sync.coordinator.round_timeout_s = 60;
+  c.sync.coordinator.connect_timeout_s = 60;
+  return c;
+}
+
+// Polls until `done` or `timeout_s` passes; whether `done` held.
+inline bool wait_until(const std::function<bool()>& done, double timeout_s) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  while (std::chrono::steady_clock::now() < end) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return done();
 }
 
 // The model's tensors, as a worker lays them out for the coordinator.

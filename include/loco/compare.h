@@ -66,6 +66,10 @@ struct RunData {
   // early, or a run older than these fields), with include/loco/bytes.h's formulas.
   std::string ratio_source;
   int64_t skipped_lines = 0;  // incomplete lines of the main metrics file (warned)
+  // From run.dir/launch_events.jsonl (`loco launch`, docs/faults.md): processes the launcher
+  // restarted after a failure, and gave up on; -1 when the run has no events file.
+  int64_t restarts = -1;
+  int64_t given_up = 0;
 
   const EvalPoint& final_eval() const { return curve.back(); }
 };

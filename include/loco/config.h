@@ -180,6 +180,19 @@ struct SyncConfig {
   // A YAML file saying when each DiLoCo worker is up (windows in rounds or seconds, or a CSV
   // trace); `loco launch` replays it by stopping and starting workers. Empty: always up.
   std::string schedule;
+  // What `loco launch` does when a process it started exits abnormally (a non-zero status or a
+  // signal it did not send; docs/faults.md): "restart" (the default: a worker rejoins with
+  // --resume, the coordinator restarts from its checkpoint, with backoff from 1 s doubling to
+  // 30 s), "continue" (leave it down; the run goes on while sync.coordinator.min_workers
+  // workers remain) or "stop" (stop every process, exit non-zero). Without a coordinator
+  // (single, ddp) and for the ranks of sync.sites, every value means stop. `--on-failure`
+  // overrides it.
+  std::string on_failure = "restart";
+  // A process that fails more than restart_limit times within restart_window_s seconds is given
+  // up on (left down); the run goes on while min_workers workers remain. restart_limit >= 0,
+  // restart_window_s > 0.
+  int64_t restart_limit = 5;
+  double restart_window_s = 300;
   OuterConfig outer;
   CodecConfig codec;
   CoordinatorConfig coordinator;

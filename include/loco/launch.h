@@ -1,7 +1,10 @@
 // `loco launch`: a whole experiment as local processes — the coordinator and sync.workers
 // workers (diloco), sync.workers ranks (ddp, with torchrun-style variables), or one trainer
-// (single). Each output line is prefixed with its origin ("[coord]", "[w2]", "[r1]"). Ctrl-C or
-// the failure of any part stops the rest; the exit code is non-zero if any part failed.
+// (single). Each output line is prefixed with its origin ("[coord]", "[w2]", "[r1]"). A part
+// that fails is restarted, left down or stops the rest by sync.on_failure (docs/faults.md);
+// every start, exit, restart, give-up and stop goes into run.dir/launch_events.jsonl. Ctrl-C or
+// SIGTERM stops every part (a second one kills them); the exit code is 0 when the run finished,
+// 1 when a failure stopped it, 130 when interrupted.
 // --dry-run prints the commands that run the same experiment across hosts instead.
 // With a sync.link (or --link), the launcher shapes it (docs/link.md): as root with ip and tc,
 // each worker (or site) in a network namespace of its own, tc on its veth; otherwise the
@@ -17,7 +20,8 @@ struct LaunchOptions {
   std::string config_path;
   std::vector<std::string> overrides;  // --set key=value, passed on to every part
   bool dry_run = false;
-  std::string link;  // --link SPEC ("100mbit,50ms"): sync.link.mbps and latency_ms overrides
+  std::string link;        // --link SPEC ("100mbit,50ms"): sync.link.mbps and latency_ms overrides
+  std::string on_failure;  // --on-failure restart|continue|stop: overrides sync.on_failure
 };
 
 int launch(const LaunchOptions& options);

@@ -328,6 +328,9 @@ void add_launch(CLI::App& app, Cli& cli) {
   launch->add_flag("--dry-run", launch_opts.dry_run, "print the per-process (per-host) commands");
   launch->add_option("--link", launch_opts.link,
                      "slow link per worker, e.g. 100mbit,50ms (sync.link.mbps, latency_ms)");
+  launch->add_option("--on-failure", launch_opts.on_failure,
+                     "restart | continue | stop: what to do when a process fails (overrides "
+                     "sync.on_failure; docs/faults.md)");
   cli.launch = launch;
 }
 

@@ -194,6 +194,9 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.resync_every", c.sync.resync_every);
   add("sync.sites", c.sync.sites);
   add("sync.schedule", c.sync.schedule);
+  add("sync.on_failure", c.sync.on_failure);
+  add("sync.restart_limit", c.sync.restart_limit);
+  add("sync.restart_window_s", c.sync.restart_window_s);
   add("sync.outer.lr", c.sync.outer.lr);
   add("sync.outer.momentum", c.sync.outer.momentum);
   add("sync.codec.type", c.sync.codec.type);

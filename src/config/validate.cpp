@@ -110,6 +110,9 @@ void validate_sync(const SyncConfig& sync) {
   require(sync.bucket_mb > 0, "sync.bucket_mb must be positive (MiB per all-reduce bucket)");
   require(sync.timeout_s > 0, "sync.timeout_s must be positive (seconds)");
   validate_sites(sync);
+  require_one_of("sync.on_failure", sync.on_failure, {"restart", "continue", "stop"});
+  require(sync.restart_limit >= 0 && sync.restart_window_s > 0,
+          "sync.restart_limit must be >= 0 and sync.restart_window_s positive (seconds)");
   require_one_of("sync.codec.type", sync.codec.type, {"none", "fp16", "bf16", "int8", "dct"});
 }
 

@@ -14,6 +14,7 @@
 
 #include "loco/config.h"
 #include "loco/link.h"
+#include "events.h"
 #include "plan.h"
 #include "schedule_replay.h"
 #include "supervise.h"
@@ -27,11 +28,12 @@ std::string self_exe() {
   return fs::read_symlink("/proc/self/exe").string();
 }
 
-// The config file with --link's and then --set's overrides (both added to o.overrides, which
-// every part is given), validated.
+// The config file with --set's, then --link's and --on-failure's overrides (added to o.overrides,
+// which every part is given), validated.
 Config resolve_config(LaunchOptions& o) {
   if (!o.link.empty())
     for (const auto& s : link_overrides(o.link)) o.overrides.push_back(s);
+  if (!o.on_failure.empty()) o.overrides.push_back("sync.on_failure=" + o.on_failure);
   Config config = load_config(o.config_path);
   for (const auto& s : o.overrides) apply_override(config, s);
   validate(config);
@@ -70,9 +72,14 @@ int launch(const LaunchOptions& options) {
     const std::string& address = config.sync.coordinator.address;
     schedule.reach_at(net->host_address() + address.substr(address.rfind(':')));
   }
-  spdlog::info("launch: {} processes for sync.mode {} into {}", parts.size(),
-               mode_name(config.sync.mode), config.run.dir);
-  return launcher::supervise(parts, schedule, exe);
+  spdlog::info("launch: {} processes for sync.mode {} into {} (sync.on_failure {})", parts.size(),
+               mode_name(config.sync.mode), config.run.dir, config.sync.on_failure);
+  fs::create_directories(config.run.dir);
+  const bool coordinator = parts.front().label == "coord";
+  launcher::EventLog events(config.run.dir + "/launch_events.jsonl",
+                            coordinator ? parts.front().run_dir + "/metrics.jsonl" : "");
+  schedule.log_to(&events);
+  return launcher::supervise(parts, schedule, exe, config, events);
 }
 
 }  // namespace loco

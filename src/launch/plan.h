@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,11 +30,16 @@ struct Part {
   pid_t pid = -1;
   int fd = -1;                  // read end of its stdout+stderr
   std::string pending;          // a partial line
-  int status = -1;              // exit code once it ended
+  int status = -1;              // exit code once it ended (128 + the signal that ended it)
+  int signal = 0;               // the signal that ended it (0: it exited)
   int member = -1;              // the coordinator member it belongs to (a worker, a site); -1: none
   std::string netns;            // the network namespace it runs in (sync.link shaped by netns)
   bool waiting = false;         // down by the schedule (sync.schedule), to be started later
   bool scheduled_stop = false;  // the schedule stopped it: its exit is no failure
+  bool down = false;            // failed and left down (sync.on_failure continue, given up)
+  bool restart_pending = false;  // failed; restarts at restart_at (sync.on_failure restart)
+  std::chrono::steady_clock::time_point restart_at;
+  int restarts = 0;  // how many times sync.on_failure restarted it
 };
 
 // Every process of the run in `config`, each given `o`'s config file and overrides.

@@ -55,11 +55,13 @@ size_t ScheduleReplay::step(std::vector<Part>& parts, const std::string& exe) {
       if (std::find(p.args.begin(), p.args.end(), "--resume") == p.args.end())
         p.args.push_back("--resume");
       start(p, exe);
+      if (events_) events_->write(p, "started", {{"action", "schedule"}});
       ++started;
     } else if (!want && p.pid > 0 && p.status < 0 && !p.scheduled_stop) {
       spdlog::info("launch: schedule: stopping {} (round {}, {:.0f} s)", p.label, round_, elapsed);
       p.scheduled_stop = true;
       ::kill(p.pid, SIGTERM);
+      if (events_) events_->write(p, "stopped", {{"signal", SIGTERM}, {"reason", "schedule"}});
     }
   }
   return started;

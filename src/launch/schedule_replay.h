@@ -10,6 +10,7 @@
 #include "loco/config.h"
 #include "loco/coord_client.h"
 #include "loco/schedule.h"
+#include "events.h"
 #include "plan.h"
 
 namespace loco::launcher {
@@ -29,6 +30,9 @@ class ScheduleReplay {
         total_rounds_(config.train.max_steps / config.sync.inner_steps),
         address_(config.sync.coordinator.address) {}
 
+  // Where its starts and stops are recorded (launch_events.jsonl).
+  void log_to(EventLog* events) { events_ = events; }
+
   // Where the coordinator listens when it is not config's address (netns: on the bridge).
   void reach_at(const std::string& address) { address_ = address; }
 
@@ -45,6 +49,7 @@ class ScheduleReplay {
   std::unique_ptr<CoordinatorClient> client_;
   int64_t round_ = 0, total_rounds_;
   std::string address_;
+  EventLog* events_ = nullptr;
 };
 
 }  // namespace loco::launcher

@@ -1,5 +1,6 @@
 // `loco launch` supervising its processes (supervise.h): fork and exec, the prefixed output of
-// each, the wait for their exits, the stop of the rest on a failure or a signal, and the exit code.
+// each, the wait for their exits, the failure policy carried out (restart, leave down, give up,
+// stop the rest: failure.h), the stop on a signal, the events file, and the exit code.
 #include "supervise.h"
 
 #include <poll.h>
@@ -9,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -16,9 +18,9 @@
 namespace loco::launcher {
 namespace {
 
-volatile sig_atomic_t g_interrupted = 0;
+volatile sig_atomic_t g_interrupted = 0;  // how many SIGINT/SIGTERM came
 void on_signal(int) {
-  g_interrupted = 1;
+  g_interrupted = g_interrupted + 1;
 }
 
 void print_lines(Part& p, const char* data, size_t n, bool flush) {
@@ -35,22 +37,34 @@ void print_lines(Part& p, const char* data, size_t n, bool flush) {
   std::cout.flush();
 }
 
-void signal_all(std::vector<Part>& parts, int sig) {
-  for (auto& p : parts)
-    if (p.pid > 0 && p.status < 0) ::kill(p.pid, sig);
+// The events file's fields for an exit: its status or signal and what the launcher does.
+nlohmann::json exit_fields(const Part& p, const std::string& action) {
+  nlohmann::json j = {{"action", action}};
+  if (p.signal > 0)
+    j["signal"] = p.signal;
+  else
+    j["status"] = p.status;
+  return j;
 }
 
 // One launch's processes from their start to the exit code, a step of the loop per method.
 class Supervisor {
  public:
-  Supervisor(std::vector<Part>& parts, ScheduleReplay& schedule, const std::string& exe)
-      : parts_(parts), schedule_(schedule), exe_(exe) {}
+  Supervisor(std::vector<Part>& parts, ScheduleReplay& schedule, const std::string& exe,
+             const Config& config, EventLog& events)
+      : parts_(parts),
+        schedule_(schedule),
+        exe_(exe),
+        config_(config),
+        events_(events),
+        policy_(config) {}
 
   int run() {
     start_all();
-    while (running_ > 0) {
+    while (running_ > 0 || restarts_pending()) {
       drain_output();
       reap();
+      restart_due();
       if (schedule_.active() && !stopping_ && first_failure_.empty() && !g_interrupted)
         running_ += schedule_.step(parts_, exe_);
       stop_when_asked();
@@ -67,6 +81,7 @@ class Supervisor {
         continue;
       }
       start(p, exe_);
+      events_.write(p, "started", {{"action", "launch"}});
       ++running_;
     }
   }
@@ -101,32 +116,139 @@ class Supervisor {
       if (p.pid < 0 || p.status >= 0 || p.fd >= 0) continue;
       int status = 0;
       if (::waitpid(p.pid, &status, WNOHANG) != p.pid) continue;
-      p.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      p.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+      p.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + p.signal;
       --running_;
       if (p.scheduled_stop) {  // down until the schedule starts it again
-        spdlog::info("launch: schedule: {} stopped (status {})", p.label, p.status);
+        spdlog::info("launch: schedule: {} stopped ({})", p.label, describe_exit(p));
+        events_.write(p, "exited", exit_fields(p, "schedule"));
         p.scheduled_stop = false, p.waiting = true, p.pid = -1;
-        continue;
-      }
-      if (p.status != 0 && !stopping_) {
-        first_failure_ = p.label + " exited with status " + std::to_string(p.status);
-        spdlog::error("launch: {}; stopping the rest", first_failure_);
+      } else if (p.status == 0 || stopping_ || g_interrupted) {
+        // done, or stopped by the launcher (or by the Ctrl-C that the terminal sent it too)
+        events_.write(p, "exited", exit_fields(p, "none"));
+      } else {
+        on_failure(p);
       }
     }
   }
 
-  // A failure or a signal: SIGTERM to every part, SIGKILL to those still there 10 s later.
+  // sync.on_failure's answer to `p`'s abnormal exit (failure.h), carried out.
+  void on_failure(Part& p) {
+    Decision d = policy_.on_failure(p, coordinator_done(), coordinator_round());
+    nlohmann::json fields = exit_fields(p, action_name(d.kind));
+    fields["reason"] = d.reason;
+    if (d.kind == Decision::kRestart) fields["delay_s"] = d.delay_s;
+    events_.write(p, "exited", fields);
+    const std::string what = p.label + " exited with " + describe_exit(p);
+    switch (d.kind) {
+      case Decision::kRestart:
+        spdlog::warn("launch: {}; restarting it in {:g} s ({})", what, d.delay_s, d.reason);
+        p.restart_pending = true;
+        p.restart_at = std::chrono::steady_clock::now() +
+                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                           std::chrono::duration<double>(d.delay_s));
+        break;
+      case Decision::kStop:
+        first_failure_ = what;
+        spdlog::error("launch: {}; stopping the rest ({})", what, d.reason);
+        break;
+      case Decision::kGiveUp:
+        spdlog::error("launch: {}; giving up on it: {}", what, d.reason);
+        events_.write(p, "given_up", {{"reason", d.reason}});
+        leave_down(p);
+        break;
+      case Decision::kLeaveDown:
+        spdlog::warn("launch: {}; leaving it down ({})", what, d.reason);
+        if (coordinator_done())  // the run is complete, but the failure is still reported
+          late_failure_ = what + " after the coordinator finished the run";
+        else
+          leave_down(p);
+        break;
+    }
+  }
+
+  // `p` stays down: the run goes on if enough workers remain (unless it is over already).
+  void leave_down(Part& p) {
+    p.down = true;
+    if (coordinator_done()) return;
+    int64_t remaining = 0;
+    for (const auto& q : parts_) remaining += q.member >= 0 && !q.down;
+    std::string too_few = policy_.too_few_workers(remaining);
+    if (too_few.empty()) {
+      spdlog::info("launch: the run goes on with {} of {} workers", remaining,
+                   config_.sync.workers);
+      return;
+    }
+    first_failure_ = too_few;
+    spdlog::error("launch: {}; stopping the rest", too_few);
+  }
+
+  // Starts again the failed parts whose backoff has passed: a worker rejoins (--resume), the
+  // coordinator resumes from its checkpoint.
+  void restart_due() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto& p : parts_) {
+      if (!p.restart_pending || now < p.restart_at) continue;
+      p.restart_pending = false;
+      if (stopping_ || !first_failure_.empty() || g_interrupted) continue;
+      if (p.label == "coord")
+        prepare_coordinator_restart(p);
+      else if (std::find(p.args.begin(), p.args.end(), "--resume") == p.args.end())
+        p.args.push_back("--resume");
+      p.status = -1, p.signal = 0, p.pending.clear();
+      start(p, exe_);
+      ++running_, ++p.restarts;
+      bool resume = std::find(p.args.begin(), p.args.end(), "--resume") != p.args.end();
+      spdlog::info("launch: restarted {} (pid {}{}, restart {})", p.label, p.pid,
+                   resume ? ", --resume" : ", fresh: no checkpoint yet", p.restarts);
+      events_.write(p, "restarted",
+                    {{"action", resume ? "resume" : "fresh"}, {"attempt", p.restarts}});
+    }
+  }
+
+  bool restarts_pending() const {
+    return std::any_of(parts_.begin(), parts_.end(),
+                       [](const Part& p) { return p.restart_pending; });
+  }
+
+  // The coordinator ended the run (exited 0); false when there is none.
+  bool coordinator_done() const {
+    for (const auto& p : parts_)
+      if (p.label == "coord") return p.status == 0 && !p.restart_pending;
+    return false;
+  }
+
+  int64_t coordinator_round() const {
+    for (const auto& p : parts_)
+      if (p.label == "coord") return last_logged_round(p.run_dir + "/metrics.jsonl");
+    return -1;
+  }
+
+  void signal_all(int sig, const std::string& reason) {
+    for (auto& p : parts_) {
+      if (p.pid <= 0 || p.status >= 0) continue;
+      ::kill(p.pid, sig);
+      events_.write(p, "stopped", {{"signal", sig}, {"reason", reason}});
+    }
+  }
+
+  // A failure or a signal: SIGTERM to every part, SIGKILL to those still there 10 s later or at
+  // a second signal.
   void stop_when_asked() {
     bool failed = !first_failure_.empty();
     if (!stopping_ && (failed || g_interrupted)) {
       if (g_interrupted) spdlog::info("launch: interrupted; stopping every process");
       stopping_ = true;
-      signal_all(parts_, SIGTERM);
+      for (auto& p : parts_) p.restart_pending = false;
+      signal_all(SIGTERM, g_interrupted ? "interrupted" : first_failure_);
       stop_deadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     }
-    if (stopping_ && std::chrono::steady_clock::now() > stop_deadline_) {
-      signal_all(parts_, SIGKILL);
+    bool again = g_interrupted >= 2 && !killed_;
+    if (stopping_ && (again || std::chrono::steady_clock::now() > stop_deadline_)) {
+      if (again) spdlog::warn("launch: interrupted again; killing every process");
+      signal_all(SIGKILL, again ? "interrupted again" : "still running 10 s after SIGTERM");
       stop_deadline_ = std::chrono::steady_clock::time_point::max();
+      killed_ = again;
     }
   }
 
@@ -137,24 +259,31 @@ class Supervisor {
         spdlog::info("launch: {} was down at the end (schedule)", p.label);
         continue;
       }
-      if (p.status != 0) worst = 1;
-      spdlog::info("launch: {} exited with status {}", p.label, p.status);
+      spdlog::info("launch: {} {} with {}{}", p.label,
+                   p.down ? "was left down after exiting" : "exited", describe_exit(p),
+                   p.restarts ? fmt::format(" ({} restarts)", p.restarts) : std::string());
+      if (p.status != 0 && !p.down) worst = 1;
     }
     if (g_interrupted) return 130;
+    if (!first_failure_.empty()) worst = 1;
     if (worst)
-      spdlog::error("launch: failed: {}",
-                    first_failure_.empty() ? "a part was stopped" : first_failure_);
+      spdlog::error("launch: failed: {}", !first_failure_.empty()  ? first_failure_
+                                          : !late_failure_.empty() ? late_failure_
+                                                                   : "a part was stopped");
     return worst;
   }
 
   std::vector<Part>& parts_;
   ScheduleReplay& schedule_;
   const std::string& exe_;
+  const Config& config_;
+  EventLog& events_;
+  FailurePolicy policy_;
   size_t running_ = 0;
-  bool stopping_ = false;
+  bool stopping_ = false, killed_ = false;
   std::chrono::steady_clock::time_point stop_deadline_ =
       std::chrono::steady_clock::time_point::max();
-  std::string first_failure_;
+  std::string first_failure_, late_failure_;
 };
 
 }  // namespace
@@ -194,8 +323,9 @@ void catch_stop_signals() {
   ::sigaction(SIGTERM, &sa, nullptr);
 }
 
-int supervise(std::vector<Part>& parts, ScheduleReplay& schedule, const std::string& exe) {
-  return Supervisor(parts, schedule, exe).run();
+int supervise(std::vector<Part>& parts, ScheduleReplay& schedule, const std::string& exe,
+              const Config& config, EventLog& events) {
+  return Supervisor(parts, schedule, exe, config, events).run();
 }
 
 }  // namespace loco::launcher

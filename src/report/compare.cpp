@@ -3,6 +3,7 @@
 // include/loco/compare.h and docs/compare.md).
 #include "loco/compare.h"
 
+#include <algorithm>
 #include <spdlog/spdlog.h>
 
 #include <cmath>
@@ -131,6 +132,27 @@ void check_comparable(const std::vector<RunData>& runs) {
   }
 }
 
+// A line on the restarts (and give-ups) `loco launch` recorded for each run; "" when no run has
+// an events file.
+std::string launch_faults_line(const std::vector<RunData>& runs) {
+  bool any =
+      std::any_of(runs.begin(), runs.end(), [](const RunData& r) { return r.restarts >= 0; });
+  if (!any) return "";
+  std::ostringstream s;
+  s << "\nRestarts after failures (loco launch, launch_events.jsonl): ";
+  for (size_t i = 0; i < runs.size(); ++i) {
+    s << (i ? ", " : "") << runs[i].dir << ": ";
+    if (runs[i].restarts < 0) {
+      s << "n/a";
+      continue;
+    }
+    s << runs[i].restarts;
+    if (runs[i].given_up > 0) s << " (" << runs[i].given_up << " given up)";
+  }
+  s << ".\n";
+  return s.str();
+}
+
 std::string compare_table(const std::vector<RunData>& runs) {
   if (runs.empty()) return "";
   const RunData& base = runs[0];
@@ -164,6 +186,7 @@ std::string compare_table(const std::vector<RunData>& runs) {
     s << (i ? ", " : "") << runs[i].dir << ": "
       << (std::isfinite(runs[i].ratio_vs_ddp) ? runs[i].ratio_source : "n/a");
   s << ").\n";
+  s << launch_faults_line(runs);
   return s.str();
 }
 

@@ -217,6 +217,20 @@ RunData read_coordinated_run(const std::string& dir, const fs::path& coord, cons
   return run;
 }
 
+// The restarts and give-ups `loco launch` recorded in the run's launch_events.jsonl, if any.
+void read_launch_events(const fs::path& root, RunData& run) {
+  std::ifstream in(root / "launch_events.jsonl");
+  if (!in) return;
+  run.restarts = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    json e = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!e.is_object() || !e.contains("event")) continue;
+    run.restarts += e["event"] == "restarted";
+    run.given_up += e["event"] == "given_up";
+  }
+}
+
 }  // namespace
 
 RunData read_run(const std::string& dir) {
@@ -229,6 +243,7 @@ RunData read_run(const std::string& dir) {
     RunData run = read_coordinated_run(dir, coord, read_config(coord), records);
     run.skipped_lines = skipped;
     require_evaluation(run, coord / "metrics.jsonl", records.size());
+    read_launch_events(root, run);
     return run;
   }
   if (!fs::exists(root / "metrics.jsonl"))
@@ -253,6 +268,7 @@ RunData read_run(const std::string& dir) {
   }
   run.skipped_lines = skipped;
   require_evaluation(run, root / "metrics.jsonl", records.size());
+  read_launch_events(root, run);
   return run;
 }
 

@@ -1,0 +1,313 @@
+// `loco launch` through faults (sync.on_failure, docs/faults.md): real launches of the tiny
+// model whose processes are killed with real signals, found by their pids in the launcher's
+// run.dir/launch_events.jsonl; a worker that fails at every start; and --on-failure stop.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "loco/checkpoint.h"
+#include "launch/failure.h"
+#include "loco/metrics.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using namespace loco;
+using loco::testing::process_config;
+using loco::testing::read_text;
+using loco::testing::wait_exit;
+using loco::testing::wait_until;
+
+namespace {
+
+// Every complete line of a launch's events file.
+std::vector<nlohmann::json> events_of(const std::string& run_dir) {
+  std::vector<nlohmann::json> events;
+  std::ifstream in(run_dir + "/launch_events.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object()) events.push_back(j);
+  }
+  return events;
+}
+
+// The events of `process` named `event`.
+std::vector<nlohmann::json> events_of(const std::string& run_dir, const std::string& process,
+                                      const std::string& event) {
+  std::vector<nlohmann::json> found;
+  for (auto& e : events_of(run_dir))
+    if (e.at("process") == process && e.at("event") == event) found.push_back(e);
+  return found;
+}
+
+// The pid `process` was last started under (-1 before it starts).
+pid_t pid_of(const std::string& run_dir, const std::string& process) {
+  pid_t pid = -1;
+  for (auto& e : events_of(run_dir))
+    if (e.at("process") == process && (e.at("event") == "started" || e.at("event") == "restarted"))
+      pid = e.at("pid").get<pid_t>();
+  return pid;
+}
+
+int64_t logged_round(const std::string& metrics_path) {
+  int64_t round = 0;
+  if (!fs::exists(metrics_path)) return 0;
+  for (const auto& r : read_metrics(metrics_path))
+    if (r.contains("round")) round = std::max(round, r.at("round").get<int64_t>());
+  return round;
+}
+
+// Starts `loco launch` of `config` in the background, its output in `log`.
+pid_t start_launch(const std::string& config, const std::string& log,
+                   const std::string& extra = "") {
+  return loco::testing::spawn_shell(
+      std::string(LOCO_BINARY) + " launch --config " + config + " " + extra, log);
+}
+
+// Launches `config` (output in dir/launch.log), SIGKILLs `process` (its pid from the events file)
+// once `ready` holds, and returns the launch's exit code; `killed` gets the pid killed.
+int launch_and_kill(const std::string& config, const std::string& dir, const std::string& process,
+                    const std::function<bool()>& ready, const std::string& extra = "",
+                    pid_t* killed = nullptr) {
+  pid_t launch = start_launch(config, dir + "/launch.log", extra);
+  pid_t pid = -1;
+  if (!wait_until(ready, 120) || (pid = pid_of(dir + "/run", process)) <= 0 ||
+      ::kill(pid, SIGKILL) != 0)
+    ADD_FAILURE() << "could not kill " << process << ":\n" << read_text(dir + "/launch.log");
+  if (killed) *killed = pid;
+  return wait_exit(launch);
+}
+
+// Whether the coordinator of the run in dir/run has closed `round` rounds.
+bool reached(const std::string& dir, int64_t round) {
+  return logged_round(dir + "/run/coordinator/metrics.jsonl") >= round;
+}
+
+// The coordinator's metrics hold rounds 1..rounds, each once and in order.
+void expect_every_round_once(const std::string& run_dir, int64_t rounds) {
+  auto metrics = read_metrics(run_dir + "/coordinator/metrics.jsonl");
+  ASSERT_EQ(int64_t(metrics.size()), rounds);
+  for (size_t i = 0; i < metrics.size(); ++i)
+    EXPECT_EQ(metrics[i].at("round").get<int64_t>(), int64_t(i) + 1);
+}
+
+double final_val_loss(const std::string& run_dir) {
+  return read_metrics(run_dir + "/coordinator/metrics.jsonl").back().at("val_loss").get<double>();
+}
+
+}  // namespace
+
+// The policy alone: backoff doubling, give-up past the limit, what continue and stop mean, and
+// stop for DDP and sites (no rank can rejoin) whatever sync.on_failure says.
+TEST(LaunchFailurePolicy, BacksOffGivesUpAndStopsWhereNothingCanRejoin) {
+  Config c = process_config("/nonexistent", 2, 10, 10);
+  c.sync.restart_limit = 3;
+  launcher::Part worker("w1", {}), coord("coord", {});
+  launcher::FailurePolicy policy(c);
+  for (double delay : {1.0, 2.0, 4.0}) {
+    auto d = policy.on_failure(worker, false, 2);
+    EXPECT_EQ(d.kind, launcher::Decision::kRestart);
+    EXPECT_EQ(d.delay_s, delay);
+  }
+  auto d = policy.on_failure(worker, false, 2);
+  EXPECT_EQ(d.kind, launcher::Decision::kGiveUp);
+  EXPECT_EQ(d.reason,
+            "it failed 4 times, more than sync.restart_limit 3 within sync.restart_window_s 300 s");
+  EXPECT_EQ(policy.on_failure(coord, false, 2).kind, launcher::Decision::kRestart);
+  EXPECT_EQ(policy.on_failure(worker, true, 10).kind, launcher::Decision::kLeaveDown);  // run over
+  EXPECT_EQ(policy.on_failure(worker, false, 9).kind,
+            launcher::Decision::kLeaveDown);  // last round
+  EXPECT_EQ(policy.too_few_workers(1), "");
+  c.sync.coordinator.min_workers = 2;
+  EXPECT_EQ(policy.too_few_workers(1),
+            "only 1 of 2 workers remain, below sync.coordinator.min_workers 2");
+
+  c.sync.on_failure = "continue";
+  EXPECT_EQ(launcher::FailurePolicy(c).on_failure(worker, false, 2).kind,
+            launcher::Decision::kLeaveDown);
+  EXPECT_EQ(launcher::FailurePolicy(c).on_failure(coord, false, 2).kind, launcher::Decision::kStop);
+  c.sync.on_failure = "stop";
+  EXPECT_EQ(launcher::FailurePolicy(c).on_failure(worker, false, 2).kind,
+            launcher::Decision::kStop);
+  c.sync.on_failure = "restart";
+  Config ddp = c;
+  ddp.sync.mode = Mode::kDdp;
+  auto rank = launcher::FailurePolicy(ddp).on_failure(launcher::Part("r1", {}), false, -1);
+  EXPECT_EQ(rank.kind, launcher::Decision::kStop);
+  EXPECT_NE(rank.reason.find("means stop without a coordinator"), std::string::npos);
+  Config sites = c;
+  sites.sync.sites = {{"a", 2}, {"b", 2}};
+  auto site = launcher::FailurePolicy(sites).on_failure(launcher::Part("a/1", {}), false, 2);
+  EXPECT_EQ(site.kind, launcher::Decision::kStop);
+  EXPECT_NE(site.reason.find("means stop with sync.sites"), std::string::npos);
+}
+
+TEST(LaunchFaults, AKilledWorkerIsRestartedAndEveryRoundIsAppliedOnce) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 12;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  std::string config = loco::testing::write_config(dir, c);
+  auto clean =
+      loco::testing::run_loco("launch --config " + config + " --set run.dir=" + dir + "/clean");
+  ASSERT_EQ(clean.exit_code, 0) << clean.output;
+
+  pid_t w1 = -1;
+  ASSERT_EQ(launch_and_kill(
+                config, dir, "w1", [&] { return reached(dir, 3); }, "", &w1),
+            0)
+      << read_text(dir + "/launch.log");
+
+  expect_every_round_once(dir + "/run", rounds);
+  auto exited = events_of(dir + "/run", "w1", "exited");
+  ASSERT_FALSE(exited.empty());
+  EXPECT_EQ(exited.front().value("signal", 0), SIGKILL) << exited.front();
+  EXPECT_EQ(exited.front().at("action"), "restart") << exited.front();
+  EXPECT_TRUE(exited.front().contains("round")) << exited.front();
+  auto restarted = events_of(dir + "/run", "w1", "restarted");
+  ASSERT_EQ(restarted.size(), 1u) << read_text(dir + "/run/launch_events.jsonl");
+  EXPECT_NE(restarted.front().at("pid").get<pid_t>(), w1);
+  EXPECT_NE(read_text(dir + "/launch.log").find("[w1] "), std::string::npos);
+  double faulty = final_val_loss(dir + "/run"), reference = final_val_loss(dir + "/clean");
+  EXPECT_NEAR(faulty, reference, 0.03 * reference) << "clean " << reference;
+}
+
+TEST(LaunchFaults, AKilledCoordinatorIsRestartedWithResumeAndTheRunFinishes) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 10;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  std::string config = loco::testing::write_config(dir, c);
+  auto checkpointed = [&] {
+    return reached(dir, 2) && !list_checkpoints(dir + "/run/coordinator/checkpoints").empty();
+  };
+  ASSERT_EQ(launch_and_kill(config, dir, "coord", checkpointed), 0)
+      << read_text(dir + "/launch.log");
+
+  expect_every_round_once(dir + "/run", rounds);
+  auto restarted = events_of(dir + "/run", "coord", "restarted");
+  ASSERT_EQ(restarted.size(), 1u) << read_text(dir + "/run/launch_events.jsonl");
+  EXPECT_EQ(restarted.front().at("action"), "resume");
+  std::string log = read_text(dir + "/launch.log");
+  EXPECT_NE(log.find("resumed from"), std::string::npos) << log;
+  auto summary = nlohmann::json::parse(read_text(dir + "/run/coordinator/summary.json"));
+  EXPECT_TRUE(summary.at("complete").get<bool>());
+}
+
+// Killed before its first checkpoint, the coordinator has nothing to resume: it starts fresh,
+// its metrics so far moved aside, and the workers join it again.
+TEST(LaunchFaults, ACoordinatorKilledBeforeItsFirstCheckpointStartsFresh) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 6;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  std::string config = loco::testing::write_config(dir, c);
+  auto started = [&] { return pid_of(dir + "/run", "coord") > 0; };
+  ASSERT_EQ(launch_and_kill(config, dir, "coord", started), 0) << read_text(dir + "/launch.log");
+
+  expect_every_round_once(dir + "/run", rounds);
+  auto restarted = events_of(dir + "/run", "coord", "restarted");
+  ASSERT_EQ(restarted.size(), 1u) << read_text(dir + "/run/launch_events.jsonl");
+  EXPECT_EQ(restarted.front().at("action"), "fresh");
+  EXPECT_NE(read_text(dir + "/launch.log").find("fresh: no checkpoint yet"), std::string::npos);
+}
+
+// --on-failure continue: a killed worker stays down and the run finishes with the other.
+TEST(LaunchFaults, OnFailureContinueLeavesAKilledWorkerDown) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 8;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  std::string config = loco::testing::write_config(dir, c);
+  ASSERT_EQ(launch_and_kill(
+                config, dir, "w1", [&] { return reached(dir, 2); }, "--on-failure continue"),
+            0)
+      << read_text(dir + "/launch.log");
+  expect_every_round_once(dir + "/run", rounds);
+  auto exited = events_of(dir + "/run", "w1", "exited");
+  ASSERT_EQ(exited.size(), 1u);
+  EXPECT_EQ(exited.front().at("action"), "continue");
+  EXPECT_TRUE(events_of(dir + "/run", "w1", "restarted").empty());
+  auto last = read_metrics(dir + "/run/coordinator/metrics.jsonl").back();
+  EXPECT_EQ(last.at("members"), nlohmann::json::array({"w0"}));
+  EXPECT_NE(read_text(dir + "/launch.log").find("the run goes on with 1 of 2 workers"),
+            std::string::npos);
+}
+
+// w1's run.dir is a plain file: it joins, fails to make its run.dir and exits 1, every time.
+TEST(LaunchFaults, AWorkerThatFailsAtEveryStartIsGivenUpAndTheRunGoesOn) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 6;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  c.sync.restart_limit = 2;
+  c.sync.coordinator.min_workers = 1;
+  c.sync.coordinator.round_timeout_s = 5;
+  std::string config = loco::testing::write_config(dir, c);
+  fs::create_directories(dir + "/run");
+  std::ofstream(dir + "/run/worker-1") << "not a directory\n";
+  auto r = loco::testing::run_loco("launch --config " + config);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  EXPECT_EQ(events_of(dir + "/run", "w1", "exited").size(), 3u);
+  EXPECT_EQ(events_of(dir + "/run", "w1", "restarted").size(), 2u);
+  auto given_up = events_of(dir + "/run", "w1", "given_up");
+  ASSERT_EQ(given_up.size(), 1u) << read_text(dir + "/run/launch_events.jsonl");
+  EXPECT_NE(r.output.find("launch: w1 exited with status 1; giving up on it: it failed 3 times, "
+                          "more than sync.restart_limit 2 within sync.restart_window_s 300 s"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("the run goes on with 1 of 2 workers"), std::string::npos);
+  expect_every_round_once(dir + "/run", rounds);
+}
+
+TEST(LaunchFaults, OnFailureStopStopsTheRunWhenAWorkerDies) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = process_config(dir + "/run", 2, 30, 10);
+  std::string config = loco::testing::write_config(dir, c);
+  auto bad = loco::testing::run_loco("launch --dry-run --on-failure later --config " + config);
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("sync.on_failure: 'later' is not one of restart | continue | stop"),
+            std::string::npos)
+      << bad.output;
+
+  EXPECT_EQ(launch_and_kill(
+                config, dir, "w0", [&] { return reached(dir, 1); }, "--on-failure stop"),
+            1);
+  std::string log = read_text(dir + "/launch.log");
+  EXPECT_NE(log.find("launch: w0 exited with signal 9 (Killed); stopping the rest "
+                     "(sync.on_failure is stop)"),
+            std::string::npos)
+      << log;
+  auto exited = events_of(dir + "/run", "w0", "exited");
+  ASSERT_EQ(exited.size(), 1u);
+  EXPECT_EQ(exited.front().at("action"), "stop");
+  EXPECT_FALSE(events_of(dir + "/run", "coord", "stopped").empty());
+  EXPECT_TRUE(events_of(dir + "/run", "w0", "restarted").empty());
+}
+
+// SIGTERM to the launcher stops every process (nothing restarted, the coordinator's checkpoints
+// kept for --resume); a second signal kills what is left at once.
+TEST(LaunchFaults, SigtermStopsEveryProcessAndASecondOneKills) {
+  for (int signals : {1, 2}) {
+    SCOPED_TRACE(signals);
+    std::string dir = loco::testing::temp_dir(std::to_string(signals));
+    Config c = process_config(dir + "/run", 2, 30, 10);
+    std::string config = loco::testing::write_config(dir, c);
+    pid_t launch = start_launch(config, dir + "/launch.log");
+    ASSERT_TRUE(wait_until([&] { return reached(dir, 1); }, 120)) << read_text(dir + "/launch.log");
+    ::kill(launch, SIGTERM);
+    if (signals == 2) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      ::kill(launch, SIGTERM);
+    }
+    EXPECT_EQ(wait_exit(launch), 130);
+    std::string log = read_text(dir + "/launch.log");
+    EXPECT_NE(log.find("launch: interrupted; stopping every process"), std::string::npos) << log;
+    if (signals == 2)
+      EXPECT_NE(log.find("launch: interrupted again; killing every process"), std::string::npos)
+          << log;
+    for (std::string process : {"coord", "w0", "w1"}) {
+      EXPECT_FALSE(events_of(dir + "/run", process, "stopped").empty()) << process;
+      EXPECT_TRUE(events_of(dir + "/run", process, "restarted").empty()) << process;
+    }
+    EXPECT_FALSE(list_checkpoints(dir + "/run/coordinator/checkpoints").empty());
+  }
+}
