@@ -143,6 +143,36 @@ TEST(CoordinatorCore, ResumeKeepsTheMetricsOfCheckpointedRounds) {
   EXPECT_TRUE(tb.json.at("events")[1].at("scalars").contains("val_loss"));
 }
 
+// A coordinator killed after a round's checkpoint but before its metrics record (the evaluation
+// thread writes it after the round was served) would leave that round unlogged for good: the
+// restart evaluates it again from its checkpoint, and every round is logged once.
+TEST(CoordinatorCore, ResumeLogsARoundThatWasCheckpointedButNotLogged) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", 1, 2);
+  c.sync.coordinator.checkpoint_every = 1;
+  {
+    CoordinatorCore core(c, false);
+    auto a = core.join("a", core.layout().back().offset + core.layout().back().numel);
+    for (int64_t round = 0; round < 2; ++round)
+      core.push(constant_update(core, a.worker_id, round, 100, 0.01f), 1);
+    core.drain();
+  }
+  auto before = read_metrics(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(before.size(), 2u);
+  std::ofstream(dir + "/run/metrics.jsonl") << before[0].dump() << "\n";  // round 2's is lost
+  {
+    CoordinatorCore resumed(c, true);
+    resumed.drain();
+  }
+  auto metrics = read_metrics(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  EXPECT_EQ(metrics[1].at("round").get<int64_t>(), 2);
+  EXPECT_TRUE(metrics[1].value("relogged", false));
+  EXPECT_EQ(metrics[1].at("round_tokens").get<int64_t>(), 100);
+  EXPECT_EQ(metrics[1].at("tokens").get<int64_t>(), before[1].at("tokens").get<int64_t>());
+  EXPECT_DOUBLE_EQ(metrics[1].at("val_loss").get<double>(), before[1].at("val_loss").get<double>());
+}
+
 // The failure mode of issue 19: a fresh coordinator in an older run's run.dir would write its
 // round-1 checkpoint among the old run's (pruning keeps the highest steps: the old run's), so a
 // later --resume would restore the old run. Refused, and nothing there is touched.

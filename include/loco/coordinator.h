@@ -107,6 +107,11 @@ class CoordinatorCore {
 
  private:
   void restore(const std::string& checkpoint);
+  // A coordinator killed between a round's checkpoint (written before the round is served) and
+  // its metrics record (written by the evaluation thread) leaves the round unlogged. On a
+  // restart, each such round whose checkpoint is still on disk is evaluated and logged again,
+  // marked "relogged" (its bytes and training loss are lost with the process).
+  void relog_lost_rounds();
   // Lets the aggregator update the global model with the round's pushes and hands the round to
   // the evaluation thread. Called with mu_ held.
   void close_round_locked();

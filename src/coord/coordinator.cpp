@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 
 #include "aggregator.h"
 #include "evaluator.h"
@@ -44,6 +46,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
     keep_metrics = round_ * sync.inner_steps;  // records are keyed by step, not round
   }
   evaluator_->start(open_run_files(config_, keep_metrics));
+  if (resume) relog_lost_rounds();
   start_time_ = now_s();
   round_started_ = start_time_;
   spdlog::info(
@@ -66,6 +69,32 @@ void CoordinatorCore::restore(const std::string& path) {
   auto shards = c.tensors.find("shard_tokens");  // absent in checkpoints of older versions
   if (shards != c.tensors.end()) members_->restore_shard_tokens(shards->second);
   spdlog::info("coordinator: resumed from {} at round {}", path, round_);
+}
+
+void CoordinatorCore::relog_lost_rounds() {
+  if (!aggregator_->steps_global_model()) return;  // demo logs its consensus rounds instead
+  int64_t last_round = 0, last_tokens = 0;
+  std::ifstream in(std::filesystem::path(config_.run.dir) / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto r = nlohmann::json::parse(line, nullptr, false);
+    if (r.is_discarded() || !r.contains("round") || !r.contains("tokens")) continue;
+    last_round = r["round"].get<int64_t>(), last_tokens = r["tokens"].get<int64_t>();
+  }
+  const std::string dir = (std::filesystem::path(config_.run.dir) / "checkpoints").string();
+  for (const auto& file : list_checkpoints(dir)) {
+    Checkpoint c = load_checkpoint(file);
+    if (c.step <= last_round) continue;
+    if (c.step != last_round + 1) break;  // a round between them is gone: log none after it
+    ClosedRound r;
+    r.relogged = true;
+    r.round = c.step, r.tokens_total = c.tokens, r.tokens = c.tokens - last_tokens;
+    r.wall_s = c.wall_s;
+    r.theta = c.tensors.at("params");
+    spdlog::warn("coordinator: round {} was checkpointed but not logged; evaluating it again",
+                 r.round);
+    evaluator_->submit(std::move(r));
+    last_round = c.step, last_tokens = c.tokens;
+  }
 }
 
 Member& CoordinatorCore::member_locked(const std::string& worker_id) {

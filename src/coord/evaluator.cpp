@@ -105,6 +105,17 @@ void Evaluator::loop() {
 }
 
 void Evaluator::evaluate_and_log(const ClosedRound& r) {
+  if (r.relogged) {
+    nlohmann::json record = {{"round", r.round},
+                             {"step", r.round * config_.sync.inner_steps},
+                             {"tokens", r.tokens_total},
+                             {"round_tokens", r.tokens},
+                             {"lr", config_.sync.outer.lr},
+                             {"wall_s", r.wall_s},
+                             {"relogged", true}};
+    evaluate_into(r, record);
+    return metrics_->write(record);
+  }
   const LedgerTotals& b = r.bytes;
   nlohmann::json record = {{"round", r.round},
                            {"step", r.round * config_.sync.inner_steps},
@@ -133,6 +144,11 @@ void Evaluator::evaluate_and_log(const ClosedRound& r) {
                    {"coord_work_s", r.work_s},
                    {"coord_work_bytes", r.work_bytes}});
   }
+  evaluate_into(r, record);
+  metrics_->write(record);
+}
+
+void Evaluator::evaluate_into(const ClosedRound& r, nlohmann::json& record) {
   if (r.theta.defined()) {
     flat_->data().copy_(r.theta);
     const auto& t = config_.train;
@@ -148,7 +164,6 @@ void Evaluator::evaluate_and_log(const ClosedRound& r) {
     record["val_loss"] = e.loss;
     record["val_bpb"] = e.bpb;
   }
-  metrics_->write(record);
 }
 
 }  // namespace loco

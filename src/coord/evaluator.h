@@ -35,6 +35,7 @@ struct ClosedRound {
   int live = 0;                      // members at the close
   double deadline_s = 0;             // the straggler deadline in force
   bool consensus = false;            // a demo consensus (evaluated) rather than a round close
+  bool relogged = false;             // logged again after a restart: only what a checkpoint holds
   torch::Tensor theta;               // evaluate these parameters (undefined: log only)
   torch::Tensor velocity;            // checkpoint the round with this outer state (demo)
   torch::Tensor shard_tokens;
@@ -69,6 +70,8 @@ class Evaluator {
  private:
   void loop();
   void evaluate_and_log(const ClosedRound& r);
+  // Evaluates r.theta, when defined, into the record's val_loss and val_bpb.
+  void evaluate_into(const ClosedRound& r, nlohmann::json& record);
 
   Config config_;
   GPT model_{nullptr};
