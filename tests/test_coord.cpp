@@ -46,6 +46,15 @@ Update constant_update(const CoordinatorCore& core, const std::string& worker, i
   return u;
 }
 
+// Two rounds of one worker pushing 100 tokens, checkpointed and logged, then the core is gone.
+void run_two_rounds(const Config& c) {
+  CoordinatorCore core(c, false);
+  auto a = core.join("a", core.layout().back().offset + core.layout().back().numel);
+  for (int64_t round = 0; round < 2; ++round)
+    core.push(constant_update(core, a.worker_id, round, 100, 0.01f), 1);
+  core.drain();
+}
+
 using loco::testing::refusal;
 
 }  // namespace
@@ -123,13 +132,7 @@ TEST(CoordinatorCore, ResumeKeepsTheMetricsOfCheckpointedRounds) {
   std::string dir = loco::testing::temp_dir();
   Config c = small_config(dir + "/run", 1, 2);
   c.sync.coordinator.checkpoint_every = 1;
-  {
-    CoordinatorCore core(c, false);
-    auto a = core.join("a", core.layout().back().offset + core.layout().back().numel);
-    for (int64_t round = 0; round < 2; ++round)
-      core.push(constant_update(core, a.worker_id, round, 100, 0.01f), 1);
-    core.drain();
-  }
+  run_two_rounds(c);
   ASSERT_EQ(read_metrics(dir + "/run/metrics.jsonl").size(), 2u);
   CoordinatorCore resumed(c, true);
   EXPECT_EQ(resumed.round(), 2);
@@ -150,13 +153,7 @@ TEST(CoordinatorCore, ResumeLogsARoundThatWasCheckpointedButNotLogged) {
   std::string dir = loco::testing::temp_dir();
   Config c = small_config(dir + "/run", 1, 2);
   c.sync.coordinator.checkpoint_every = 1;
-  {
-    CoordinatorCore core(c, false);
-    auto a = core.join("a", core.layout().back().offset + core.layout().back().numel);
-    for (int64_t round = 0; round < 2; ++round)
-      core.push(constant_update(core, a.worker_id, round, 100, 0.01f), 1);
-    core.drain();
-  }
+  run_two_rounds(c);
   auto before = read_metrics(dir + "/run/metrics.jsonl");
   ASSERT_EQ(before.size(), 2u);
   std::ofstream(dir + "/run/metrics.jsonl") << before[0].dump() << "\n";  // round 2's is lost

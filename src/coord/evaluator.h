@@ -65,7 +65,6 @@ class Evaluator {
   bool idle() const;
   double last_val_loss() const;
   double last_val_bpb() const;
-  double start_time() const { return start_time_; }
 
  private:
   void loop();
