@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Faults against a clean run (docs/faults.md): the same DiLoCo run (3 workers of the tiny model on
-# the default corpus, H inner steps, ROUNDS rounds) once undisturbed through `loco launch`, and
-# once as separate processes hit by real signals:
-#   round  4: SIGKILL worker w2 (mid-round)          round  7: start w2 again (it rejoins)
-#   round 10: SIGKILL the coordinator, restart it with --resume 2 s later
+# the default corpus, H inner steps, ROUNDS rounds) twice through `loco launch`: once undisturbed,
+# once hit by real signals sent to the pids the launcher reports in run.dir/launch_events.jsonl,
+# with the launcher's failure policy (sync.on_failure restart) doing all the recovery:
+#   round  4: SIGKILL worker w2 (mid-round)       -> the launcher restarts it, it rejoins
+#   round 10: SIGKILL the coordinator             -> the launcher restarts it with --resume
 #   round 14: SIGSTOP worker w1 for lease + 2 s (hung: dropped, then late), then SIGCONT
-#   round 17: SIGTERM worker w0 (it leaves)           round 19: start w0 again
-# Then checks every round is in the coordinator's metrics exactly once and compares the final
-# val loss with the clean run's. Writes bench/results/faults.{md,json}.
+#   round 17: SIGTERM worker w0 (it leaves, exits) -> the launcher restarts it, it rejoins
+# Then checks the launch exited 0, every round is in the coordinator's metrics exactly once, and
+# compares the final val loss with the clean run's. Writes bench/results/faults.{md,json}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCO=${LOCO:-build/loco}
@@ -31,10 +32,7 @@ rm -rf "$OUT/clean"
 
 dir="$OUT/faulty"
 rm -rf "$dir" && mkdir -p "$dir"
-ADDR=127.0.0.1:$(port)
-F=("${ARGS[@]}" --set sync.coordinator.address="$ADDR")
-coordinator() { "$LOCO" coordinator "${F[@]}" --set run.dir="$dir/coordinator" "$@" >>"$dir/coordinator.log" 2>&1 & }
-worker() { "$LOCO" worker "${F[@]}" --set run.dir="$dir/worker-$1" --name "$1" >>"$dir/$1.log" 2>&1 & }
+events="$dir/run/launch_events.jsonl"
 round() {  # the last round in the coordinator's metrics
   /usr/bin/python3 -c 'import json, sys
 r = 0
@@ -43,34 +41,43 @@ try:
         try: r = max(r, json.loads(line).get("round", 0))
         except ValueError: pass
 except OSError: pass
-print(r)' "$dir/coordinator/metrics.jsonl"
+print(r)' "$dir/run/coordinator/metrics.jsonl"
+}
+pid_of() {  # the pid the launcher last started $1 under (its events file)
+  /usr/bin/python3 -c 'import json, sys
+pid = -1
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e["process"] == sys.argv[2] and e["event"] in ("started", "restarted"): pid = e["pid"]
+print(pid)' "$events" "$1"
 }
 wait_round() { while (( $(round) < $1 )); do sleep 0.2; done; }
-declare -A pid
 log() { echo "    [round $(round)] $*"; echo "$(date +%T) round $(round): $*" >>"$dir/faults.log"; }
+hit() {  # hit SIGNAL PROCESS: the signal to the launched process's current pid
+  local p; p=$(pid_of "$2"); kill -"$1" "$p"; log "SIG$1 $2 (pid $p)"
+}
 
-echo "==> faulty run: $dir"
-coordinator; pid[coord]=$!
-for w in w0 w1 w2; do worker "$w"; pid[$w]=$!; done
-wait_round 4;  kill -KILL "${pid[w2]}"; log "SIGKILL w2"
-wait_round 7;  worker w2; pid[w2]=$!; log "started w2 again"
-wait_round 10; kill -KILL "${pid[coord]}"; log "SIGKILL coordinator"
-sleep 2;       coordinator --resume; pid[coord]=$!; log "restarted the coordinator with --resume"
-wait_round 14; kill -STOP "${pid[w1]}"; log "SIGSTOP w1"
-sleep $((LEASE + 2)); kill -CONT "${pid[w1]}"; log "SIGCONT w1"
-wait_round 17; kill -TERM "${pid[w0]}"; log "SIGTERM w0"
-wait_round 19; worker w0; pid[w0]=$!; log "started w0 again"
+echo "==> faulty run: $dir (loco launch, sync.on_failure restart)"
+"$LOCO" launch "${ARGS[@]}" --set run.dir="$dir/run" \
+  --set sync.coordinator.address=127.0.0.1:"$(port)" >"$dir/launch.log" 2>&1 &
+launch=$!
+wait_round 4;  hit KILL w2
+wait_round 10; hit KILL coord
+wait_round 14; hit STOP w1
+sleep $((LEASE + 2)); hit CONT w1
+wait_round 17; hit TERM w0
 status=0
-for p in "${pid[@]}"; do wait "$p" || status=$?; done
-(( status == 0 )) || { echo "error: a process of the faulty run failed (logs in $dir)" >&2; exit 1; }
+wait "$launch" || status=$?
+(( status == 0 )) || { tail -30 "$dir/launch.log"; echo "error: the faulty launch exited $status ($dir/launch.log)" >&2; exit 1; }
 
 /usr/bin/python3 - "$OUT" "$ROUNDS" <<'EOF'
 import json, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
+run_dir = {"clean": f"{out}/clean", "faulty": f"{out}/faulty/run"}
 def metrics(run):
-    return [json.loads(l) for l in open(f"{out}/{run}/coordinator/metrics.jsonl") if l.strip()]
+    return [json.loads(l) for l in open(f"{run_dir[run]}/coordinator/metrics.jsonl") if l.strip()]
 def summary(run):
-    return json.load(open(f"{out}/{run}/coordinator/summary.json"))
+    return json.load(open(f"{run_dir[run]}/coordinator/summary.json"))
 clean, faulty = summary("clean"), summary("faulty")
 fm = metrics("faulty")
 seen = [r["round"] for r in fm]
@@ -79,14 +86,27 @@ tokens_ok = sum(r["round_tokens"] for r in fm) == faulty["tokens"]
 members = {r["round"]: r["members"] for r in fm}
 gap = 100 * (faulty["final_val_loss"] / clean["final_val_loss"] - 1)
 faults = [line.strip().split(": ", 1) for line in open(f"{out}/faulty/faults.log")]
-rows = ["| fault injected (real signal) | at | outcome |", "|---|---|---|"]
+events = [json.loads(l) for l in open(f"{out}/faulty/run/launch_events.jsonl") if l.strip()]
+def launcher_did(process, pid):
+    """What the launcher logged after `process` (pid) exited: restarted, or nothing."""
+    after = False
+    for e in events:
+        if e["process"] != process: continue
+        if e["event"] == "exited" and e["pid"] == pid: after = True
+        elif after and e["event"] == "restarted":
+            return f"exited; the launcher restarted it ({e['action']}, attempt {e['attempt']})"
+    return "no exit: it recovered by itself" if not after else "exited; not restarted"
+rows = ["| fault injected (real signal) | at | what followed |", "|---|---|---|"]
 for when, what in faults:
-    rows.append(f"| {what} | {when.split(' ', 1)[1]} | survived |")
+    sig, process, pid = what.split()[0], what.split()[1], int(what.split("pid ")[1].rstrip(")"))
+    outcome = "continued" if sig == "SIGCONT" else launcher_did(process, pid)
+    rows.append(f"| {what} | {when.split(' ', 1)[1]} | {outcome} |")
+restarts = sum(e["event"] == "restarted" for e in events)
 result = {
     "clean_val_loss": clean["final_val_loss"], "faulty_val_loss": faulty["final_val_loss"],
     "gap_pct": gap, "rounds_once_each": once, "tokens_consistent": tokens_ok,
     "clean_tokens": clean["tokens"], "faulty_tokens": faulty["tokens"],
-    "members": members, "complete": faulty["complete"],
+    "members": members, "complete": faulty["complete"], "launcher_restarts": restarts,
 }
 json.dump(result, open("bench/results/faults.json", "w"), indent=1)
 md = "\n".join(rows) + "\n\n" + "\n".join([
@@ -95,7 +115,8 @@ md = "\n".join(rows) + "\n\n" + "\n".join([
     f"| faulty | {rounds} | {faulty['tokens']:,} | {faulty['final_val_loss']:.4f} | {gap:+.2f}% |",
 ]) + "\n\n" + (f"Every round in the faulty run's metrics exactly once: {'yes' if once else 'NO'}; "
                f"round tokens add up to the run's total: {'yes' if tokens_ok else 'NO'}; "
-               f"summary complete: {faulty['complete']}.\n")
+               f"summary complete: {faulty['complete']}; the launcher restarted {restarts} "
+               f"processes and exited 0.\n")
 md += "\nMembers by round: " + "; ".join(
     f"{r}: {','.join(m)}" for r, m in members.items()) + "\n"
 open("bench/results/faults.md", "w").write(md)

@@ -6,8 +6,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "loco/checkpoint.h"
+#include "loco/config.h"
 #include "launch/failure.h"
 #include "loco/metrics.h"
 #include "test_util.h"
@@ -100,8 +102,8 @@ double final_val_loss(const std::string& run_dir) {
 }  // namespace
 
 // The policy alone: backoff doubling, give-up past the limit, what continue and stop mean, and
-// stop for DDP and sites (no rank can rejoin) whatever sync.on_failure says.
-TEST(LaunchFailurePolicy, BacksOffGivesUpAndStopsWhereNothingCanRejoin) {
+// the ranks of a DDP run or of a site failing (and restarting) as one group.
+TEST(LaunchFailurePolicy, BacksOffGivesUpAndRestartsRanksByGroup) {
   Config c = process_config("/nonexistent", 2, 10, 10);
   c.sync.restart_limit = 3;
   launcher::Part worker("w1", {}), coord("coord", {});
@@ -132,16 +134,32 @@ TEST(LaunchFailurePolicy, BacksOffGivesUpAndStopsWhereNothingCanRejoin) {
   EXPECT_EQ(launcher::FailurePolicy(c).on_failure(worker, false, 2).kind,
             launcher::Decision::kStop);
   c.sync.on_failure = "restart";
+  // Ranks fail as a group: a DDP run restarts whole (and stops when given up on or with
+  // continue); a site's failures are counted once per site, whichever rank failed.
   Config ddp = c;
   ddp.sync.mode = Mode::kDdp;
-  auto rank = launcher::FailurePolicy(ddp).on_failure(launcher::Part("r1", {}), false, -1);
+  launcher::Part r1("r1", {}), r0("r0", {});
+  r1.group = r0.group = "run";
+  launcher::FailurePolicy ddp_policy(ddp);
+  EXPECT_EQ(ddp_policy.on_failure(r1, false, -1).kind, launcher::Decision::kRestart);
+  auto again = ddp_policy.on_failure(r0, false, -1);
+  EXPECT_EQ(again.kind, launcher::Decision::kRestart);
+  EXPECT_EQ(again.delay_s, 2.0);  // the group's second failure
+  ddp.sync.on_failure = "continue";
+  auto rank = launcher::FailurePolicy(ddp).on_failure(r1, false, -1);
   EXPECT_EQ(rank.kind, launcher::Decision::kStop);
-  EXPECT_NE(rank.reason.find("means stop without a coordinator"), std::string::npos);
+  EXPECT_NE(rank.reason.find("cannot go on without one of its ranks"), std::string::npos);
+  ddp.sync.on_failure = "restart", ddp.sync.restart_limit = 0;
+  EXPECT_EQ(launcher::FailurePolicy(ddp).on_failure(r1, false, -1).kind,
+            launcher::Decision::kStop);  // given up: no run without it
   Config sites = c;
   sites.sync.sites = {{"a", 2}, {"b", 2}};
-  auto site = launcher::FailurePolicy(sites).on_failure(launcher::Part("a/1", {}), false, 2);
-  EXPECT_EQ(site.kind, launcher::Decision::kStop);
-  EXPECT_NE(site.reason.find("means stop with sync.sites"), std::string::npos);
+  launcher::Part a0("a/0", {}), a1("a/1", {});
+  a0.group = a1.group = "site a";
+  launcher::FailurePolicy site_policy(sites);
+  EXPECT_EQ(site_policy.on_failure(a1, false, 2).delay_s, 1.0);
+  EXPECT_EQ(site_policy.on_failure(a0, false, 2).delay_s, 2.0);
+  EXPECT_EQ(site_policy.on_failure(a0, false, 9).kind, launcher::Decision::kLeaveDown);
 }
 
 TEST(LaunchFaults, AKilledWorkerIsRestartedAndEveryRoundIsAppliedOnce) {
@@ -281,6 +299,119 @@ TEST(LaunchFaults, OnFailureStopStopsTheRunWhenAWorkerDies) {
   EXPECT_EQ(exited.front().at("action"), "stop");
   EXPECT_FALSE(events_of(dir + "/run", "coord", "stopped").empty());
   EXPECT_TRUE(events_of(dir + "/run", "w0", "restarted").empty());
+}
+
+// A rank of a site killed: the launcher stops the site's other rank and starts both again with
+// --resume; rank 0 joins the coordinator again under the site's name, pulls the state and hands
+// it (with the step and data position) to rank 1 before the first step. Every round is applied
+// once and the site's two ranks hold the same parameters after every sync, before and after.
+TEST(LaunchFaults, AKilledSiteRankRestartsItsWholeSiteWhichRejoins) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 10;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  apply_override(c, "sync.sites=a:2,b:1");
+  std::string config = loco::testing::write_config(dir, c);
+  ASSERT_EQ(launch_and_kill(config, dir, "a/1", [&] { return reached(dir, 3); }), 0)
+      << read_text(dir + "/launch.log");
+
+  expect_every_round_once(dir + "/run", rounds);
+  auto killed = events_of(dir + "/run", "a/1", "exited");
+  ASSERT_FALSE(killed.empty());
+  EXPECT_EQ(killed.front().value("signal", 0), SIGKILL) << killed.front();
+  EXPECT_EQ(killed.front().at("action"), "restart") << killed.front();
+  auto stopped = events_of(dir + "/run", "a/0", "stopped");
+  ASSERT_EQ(stopped.size(), 1u) << read_text(dir + "/run/launch_events.jsonl");
+  EXPECT_NE(stopped.front().at("reason").get<std::string>().find("restarting site a"),
+            std::string::npos);
+  for (std::string rank : {"a/0", "a/1"}) {
+    auto restarted = events_of(dir + "/run", rank, "restarted");
+    ASSERT_EQ(restarted.size(), 1u) << rank << read_text(dir + "/run/launch_events.jsonl");
+    EXPECT_EQ(restarted.front().at("action"), "resume") << rank;
+  }
+  EXPECT_TRUE(events_of(dir + "/run", "b/0", "restarted").empty());
+  EXPECT_TRUE(events_of(dir + "/run", "coord", "restarted").empty());
+  // The site's ranks agree after every sync, those after its return included (a step trained
+  // again after the return is compared at its last time).
+  auto checksums = [](const std::string& path) {
+    std::map<int64_t, uint64_t> by_step;
+    for (const auto& r : read_metrics(path))
+      if (r.contains("param_checksum")) by_step[r.at("step")] = r.at("param_checksum");
+    return by_step;
+  };
+  auto rank0 = checksums(dir + "/run/worker-0/metrics.jsonl");
+  auto rank1 = checksums(dir + "/run/worker-0/rank-1/metrics.jsonl");
+  const int64_t returned_after = (killed.front().at("round").get<int64_t>() + 1) * c.sync.inner_steps;
+  int compared = 0, after_return = 0;
+  for (const auto& [step, sum] : rank1) {
+    if (!rank0.count(step)) continue;
+    EXPECT_EQ(sum, rank0[step]) << "step " << step;
+    ++compared;
+    after_return += step > returned_after;
+  }
+  EXPECT_GE(compared, 4);
+  EXPECT_GT(after_return, 0) << "no sync of site a after its return (after step " << returned_after
+                             << ")";
+}
+
+// A DDP rank, or a single trainer, killed after a checkpoint: the launcher stops the other
+// ranks and starts them all again with --resume from the newest checkpoint; the run completes.
+TEST(LaunchFaults, AKilledDdpRankOrTrainerResumesTheRunFromItsCheckpoint) {
+  for (const char* mode : {"ddp", "single"}) {
+    SCOPED_TRACE(mode);
+    std::string dir = loco::testing::temp_dir(mode);
+    Config c = process_config(dir + "/run", 2, 6, 10);
+    c.sync.mode = mode_from_name(mode);
+    c.sync.workers = c.sync.mode == Mode::kDdp ? 2 : 1;
+    c.train.checkpoint_every = 10;
+    std::string config = loco::testing::write_config(dir, c);
+    const std::string victim = c.sync.mode == Mode::kDdp ? "r1" : "train";
+    auto checkpointed = [&] { return !list_checkpoints(dir + "/run/checkpoints").empty(); };
+    ASSERT_EQ(launch_and_kill(config, dir, victim, checkpointed), 0)
+        << read_text(dir + "/launch.log");
+    for (const auto& e : events_of(dir + "/run")) {
+      if (e.at("event") != "restarted") continue;
+      EXPECT_EQ(e.at("action"), "resume") << e;
+    }
+    EXPECT_EQ(events_of(dir + "/run", victim, "restarted").size(), 1u)
+        << read_text(dir + "/run/launch_events.jsonl");
+    if (c.sync.mode == Mode::kDdp) {
+      EXPECT_EQ(events_of(dir + "/run", "r0", "restarted").size(), 1u);
+      EXPECT_EQ(events_of(dir + "/run", "r0", "stopped").size(), 1u);
+    }
+    EXPECT_NE(read_text(dir + "/launch.log").find("resumed from"), std::string::npos);
+    auto summary = nlohmann::json::parse(read_text(dir + "/run/summary.json"));
+    EXPECT_EQ(summary.at("steps").get<int64_t>(), c.train.max_steps) << summary;
+    auto steps = read_metrics(dir + "/run/metrics.jsonl");
+    ASSERT_FALSE(steps.empty());
+    EXPECT_EQ(steps.back().at("step").get<int64_t>(), c.train.max_steps);
+  }
+}
+
+// A worker stopped (SIGSTOP) past its lease, then continued: the coordinator dropped it and
+// closed its rounds without it; on SIGCONT it finds out and rejoins. The launcher restarts
+// nothing (nothing exited) and the run completes with every round once.
+TEST(LaunchFaults, AWorkerStoppedPastItsLeaseRejoinsWhenContinued) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 10;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  std::string config = loco::testing::write_config(dir, c);
+  pid_t launch = start_launch(config, dir + "/launch.log");
+  ASSERT_TRUE(wait_until([&] { return reached(dir, 2); }, 120)) << read_text(dir + "/launch.log");
+  pid_t w1 = pid_of(dir + "/run", "w1");
+  ASSERT_GT(w1, 0);
+  ASSERT_EQ(::kill(w1, SIGSTOP), 0);
+  const int64_t stopped_at = logged_round(dir + "/run/coordinator/metrics.jsonl");
+  // the coordinator goes on without it: a round closes while w1 is stopped
+  bool went_on = wait_until([&] { return reached(dir, stopped_at + 1); }, 60);
+  ::kill(w1, SIGCONT);
+  EXPECT_TRUE(went_on) << read_text(dir + "/launch.log");
+  ASSERT_EQ(wait_exit(launch), 0) << read_text(dir + "/launch.log");
+  expect_every_round_once(dir + "/run", rounds);
+  EXPECT_TRUE(events_of(dir + "/run", "w1", "restarted").empty());
+  bool recovered = false;
+  for (const auto& r : read_metrics(dir + "/run/worker-1/metrics.jsonl"))
+    recovered = recovered || r.contains("recovered");
+  EXPECT_TRUE(recovered) << read_text(dir + "/launch.log");
 }
 
 // SIGTERM to the launcher stops every process (nothing restarted, the coordinator's checkpoints

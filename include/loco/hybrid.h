@@ -62,6 +62,11 @@ struct SiteRun {
 // One process of site `site` from start to end: checks --site against sync.sites, reads the
 // site's torchrun variables, joins the site's process group and (rank 0) the coordinator at
 // sync.coordinator.address, trains. Start-up mistakes are one-line ConfigErrors or DistErrors.
-SiteRun run_site(const Config& config, const std::string& site, const OuterFactory& make_outer);
+// `rejoin` (`loco worker --site NAME --resume`, every rank of the site): the site took part in
+// the run before and comes back as a whole; rank 0 joins again under the site's name, pulls the
+// current state and hands it, with the step and data position, to its ranks before the first
+// step. With a single site (plain DDP, no coordinator) it resumes from the newest checkpoint.
+SiteRun run_site(const Config& config, const std::string& site, const OuterFactory& make_outer,
+                 bool rejoin = false);
 
 }  // namespace loco

@@ -123,8 +123,8 @@ int run_coordinator_cmd(const std::string& config_path, const std::vector<std::s
 }
 
 // One process of a multi-site run (include/loco/hybrid.h).
-int run_site_worker(const loco::Config& config, const std::string& site) {
-  auto r = loco::run_site(config, site, loco::make_coordinated_sync);
+int run_site_worker(const loco::Config& config, const std::string& site, bool rejoin) {
+  auto r = loco::run_site(config, site, loco::make_coordinated_sync, rejoin);
   const auto& s = r.summary;
   std::cout << "done: site " << site << " rank " << r.rank << " of " << r.ranks << ", " << s.steps
             << " steps, " << s.tokens << " tokens";
@@ -169,13 +169,10 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
                             "otherwise)");
   if (!rejoin) loco::refuse_used_run_dir(config.run.dir);  // before it joins anything
   if (!site.empty()) {
-    if (rejoin)
-      throw loco::ConfigError("--resume with --site " + site +
-                              ": a site's ranks start a run together; they cannot rejoin one");
     if (!name.empty())
       throw loco::ConfigError("--name " + name + " and --site " + site +
                               ": a site joins the coordinator under its own name; drop --name");
-    return run_site_worker(config, site);
+    return run_site_worker(config, site, rejoin);
   }
   if (!config.sync.sites.empty())
     throw loco::ConfigError(
@@ -317,7 +314,8 @@ void add_worker(CLI::App& app, Cli& cli) {
                      "run as a rank of this site of sync.sites (the torchrun variables describe "
                      "the site's ranks)");
   worker->add_flag("--resume", cli.resume,
-                   "rejoin the run this worker left: keep its run.dir (checkpoints, metrics)");
+                   "rejoin the run this worker (or, with --site, this site: every rank) left: "
+                   "keep its run.dir (checkpoints, metrics)");
   cli.worker = worker;
 }
 

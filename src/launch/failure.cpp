@@ -43,16 +43,15 @@ FailurePolicy::FailurePolicy(const Config& config)
 Decision FailurePolicy::on_failure(const Part& p, bool coordinator_done, int64_t round) {
   const std::string& policy = config_.sync.on_failure;
   if (policy == "stop") return {Decision::kStop, 0, 0, "sync.on_failure is stop"};
-  if (!coordinated(config_.sync.mode))
-    return {Decision::kStop, 0, 0,
-            "a DDP rank or a single trainer cannot be replaced in a running process group "
-            "(sync.on_failure " +
-                policy + " means stop without a coordinator)"};
-  if (!config_.sync.sites.empty())
-    return {Decision::kStop, 0, 0,
-            "the ranks of a site cannot rejoin the run: restarting or leaving down a site (or its "
-            "coordinator) is not supported yet (sync.on_failure " +
-                policy + " means stop with sync.sites)"};
+  if (p.group == "run") {  // a trainer or the DDP ranks: all of them again, from the checkpoint
+    if (policy == "continue")
+      return {Decision::kStop, 0, 0,
+              "a DDP run cannot go on without one of its ranks (sync.on_failure continue means "
+              "stop here)"};
+    Decision d = restart_or_give_up(p);
+    if (d.kind == Decision::kGiveUp) d.kind = Decision::kStop;  // no run without it
+    return d;
+  }
   if (p.label == "coord") {
     if (policy == "continue")
       return {Decision::kStop, 0, 0, "the run cannot go on without its coordinator"};
@@ -60,6 +59,7 @@ Decision FailurePolicy::on_failure(const Part& p, bool coordinator_done, int64_t
     if (d.kind == Decision::kGiveUp) d.kind = Decision::kStop;  // no run without it
     return d;
   }
+  // a worker, or a site (restarted or left down as a whole)
   if (coordinator_done) return {Decision::kLeaveDown, 0, 0, "the coordinator finished the run"};
   if (round >= 0 && round + 1 >= total_rounds_)
     return {Decision::kLeaveDown, 0, 0, "the last round is under way: a restart would miss it"};
@@ -69,7 +69,7 @@ Decision FailurePolicy::on_failure(const Part& p, bool coordinator_done, int64_t
 
 Decision FailurePolicy::restart_or_give_up(const Part& p) {
   auto now = std::chrono::steady_clock::now();
-  auto& times = failures_[p.label];
+  auto& times = failures_[p.group.empty() ? p.label : p.group];
   times.push_back(now);
   const auto span = std::chrono::duration<double>(config_.sync.restart_window_s);
   while (!times.empty() && now - times.front() > span) times.pop_front();
@@ -94,7 +94,7 @@ std::string FailurePolicy::too_few_workers(int64_t remaining) const {
          " workers remain, below sync.coordinator.min_workers " + std::to_string(min);
 }
 
-void prepare_coordinator_restart(Part& p) {
+void prepare_resume(Part& p) {
   if (has_flag(p.args, "--resume")) return;
   if (!list_checkpoints(p.run_dir + "/checkpoints").empty()) {
     p.args.push_back("--resume");

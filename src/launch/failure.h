@@ -1,8 +1,10 @@
 // `loco launch`'s failure policy (sync.on_failure, sync.restart_limit, sync.restart_window_s;
 // docs/faults.md): what to do about a process that exited abnormally — a non-zero status or a
 // signal the launcher did not send, nor the schedule. Workers restart (rejoining with --resume)
-// or stay down; the coordinator restarts from its checkpoint; single, DDP and site ranks stop
-// the run, since a rank cannot rejoin its process group.
+// or stay down; the coordinator restarts from its checkpoint. Ranks restart with their group
+// (Part::group), since a rank cannot rejoin a running process group: a site's ranks all rejoin
+// the run (or all stay down), a trainer or the DDP ranks all resume from the newest checkpoint.
+// Failures are counted per group.
 #pragma once
 
 #include <chrono>
@@ -46,9 +48,10 @@ class FailurePolicy {
   std::map<std::string, std::deque<std::chrono::steady_clock::time_point>> failures_;
 };
 
-// The coordinator's command line for a restart: --resume once its checkpoints dir holds a
-// checkpoint; before that, a fresh start, its metrics.jsonl (rounds no checkpoint kept) moved to
-// metrics.lost.jsonl so that every round is logged once.
-void prepare_coordinator_restart(Part& p);
+// The command line of a coordinator, a trainer or a DDP rank (or a lone site's) for a restart:
+// --resume once its checkpoints dir holds a checkpoint; before that, a fresh start, its
+// metrics.jsonl (rounds or steps no checkpoint kept) moved to metrics.lost.jsonl so that every
+// round or step is logged once.
+void prepare_resume(Part& p);
 
 }  // namespace loco::launcher

@@ -56,6 +56,7 @@ void plan_sites(const Config& config, const LaunchOptions& o, std::vector<Part>&
       }
       parts.push_back({site.name + "/" + std::to_string(r), args, env});
       parts.back().member = int(k);
+      parts.back().group = between ? "site " + site.name : "run";
       parts.back().run_dir = site_dir;
     }
   }
@@ -72,6 +73,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
   } else if (config.sync.mode == Mode::kSingle) {
     parts.push_back({"train", common_args("train", o), {}});
     parts.back().run_dir = dir;
+    parts.back().group = "run";
   } else if (coordinated(config.sync.mode)) {
     parts.push_back(coordinator_part(config, o));
     for (int64_t k = 0; k < workers; ++k) {
@@ -96,6 +98,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
                         {"MASTER_ADDR", "127.0.0.1"},
                         {"MASTER_PORT", port}}});
       parts.back().run_dir = dir;
+      parts.back().group = "run";
     }
   } else {
     throw ConfigError("sync.mode: '" + std::string(mode_name(config.sync.mode)) +

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <set>
 
 namespace loco::launcher {
 namespace {
@@ -123,6 +124,14 @@ class Supervisor {
         spdlog::info("launch: schedule: {} stopped ({})", p.label, describe_exit(p));
         events_.write(p, "exited", exit_fields(p, "schedule"));
         p.scheduled_stop = false, p.waiting = true, p.pid = -1;
+      } else if (p.group_stop || ((p.restart_pending || p.down) && !stopping_)) {
+        // its group restarts or goes down because another of its processes failed
+        spdlog::info("launch: {} exited with {} ({} {})", p.label, describe_exit(p), p.group,
+                     p.down ? "stays down" : "restarts");
+        nlohmann::json fields = exit_fields(p, p.down ? "continue" : "restart");
+        fields["reason"] = "its group (" + p.group + ") " + (p.down ? "stays down" : "restarts");
+        events_.write(p, "exited", fields);
+        p.group_stop = false;
       } else if (p.status == 0 || stopping_ || g_interrupted) {
         // done, or stopped by the launcher (or by the Ctrl-C that the terminal sent it too)
         events_.write(p, "exited", exit_fields(p, "none"));
@@ -140,25 +149,28 @@ class Supervisor {
     if (d.kind == Decision::kRestart) fields["delay_s"] = d.delay_s;
     events_.write(p, "exited", fields);
     const std::string what = p.label + " exited with " + describe_exit(p);
+    const std::string whom = p.group.empty() ? "it" : p.group;
     switch (d.kind) {
-      case Decision::kRestart:
-        spdlog::warn("launch: {}; restarting it in {:g} s ({})", what, d.delay_s, d.reason);
-        p.restart_pending = true;
-        p.restart_at = std::chrono::steady_clock::now() +
-                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                           std::chrono::duration<double>(d.delay_s));
+      case Decision::kRestart: {
+        spdlog::warn("launch: {}; restarting {} in {:g} s ({})", what, whom, d.delay_s, d.reason);
+        auto at = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                      std::chrono::duration<double>(d.delay_s));
+        for (Part* q : group_of(p)) q->restart_pending = true, q->restart_at = at;
+        stop_group(p, "restarting " + whom + " after " + what);
         break;
+      }
       case Decision::kStop:
         first_failure_ = what;
         spdlog::error("launch: {}; stopping the rest ({})", what, d.reason);
         break;
       case Decision::kGiveUp:
-        spdlog::error("launch: {}; giving up on it: {}", what, d.reason);
+        spdlog::error("launch: {}; giving up on {}: {}", what, whom, d.reason);
         events_.write(p, "given_up", {{"reason", d.reason}});
         leave_down(p);
         break;
       case Decision::kLeaveDown:
-        spdlog::warn("launch: {}; leaving it down ({})", what, d.reason);
+        spdlog::warn("launch: {}; leaving {} down ({})", what, whom, d.reason);
         if (coordinator_done())  // the run is complete, but the failure is still reported
           late_failure_ = what + " after the coordinator finished the run";
         else
@@ -167,12 +179,38 @@ class Supervisor {
     }
   }
 
-  // `p` stays down: the run goes on if enough workers remain (unless it is over already).
+  // `p`'s group (a worker: `p` alone) and every process in it: the other parts that fail,
+  // restart and go down with it.
+  std::vector<Part*> group_of(Part& p) {
+    if (p.group.empty()) return {&p};
+    std::vector<Part*> out;
+    for (auto& q : parts_)
+      if (q.group == p.group) out.push_back(&q);
+    return out;
+  }
+
+  // SIGTERM to the running processes of `p`'s group (a failed rank's process group is broken);
+  // restart_due sends SIGKILL to those still there 10 s later.
+  void stop_group(Part& p, const std::string& reason) {
+    for (Part* q : group_of(p)) {
+      if (q->pid <= 0 || q->status >= 0 || q->group_stop) continue;
+      ::kill(q->pid, SIGTERM);
+      q->group_stop = true;
+      q->kill_at = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      events_.write(*q, "stopped", {{"signal", SIGTERM}, {"reason", reason}});
+    }
+  }
+
+  // `p` (and its group) stays down: the run goes on if enough workers remain (unless it is over
+  // already).
   void leave_down(Part& p) {
-    p.down = true;
+    for (Part* q : group_of(p)) q->down = true;
+    stop_group(p, "leaving " + (p.group.empty() ? p.label : p.group) + " down");
     if (coordinator_done()) return;
-    int64_t remaining = 0;
-    for (const auto& q : parts_) remaining += q.member >= 0 && !q.down;
+    std::set<int> live;  // coordinator members with a process not down (a site counts once)
+    for (const auto& q : parts_)
+      if (q.member >= 0 && !q.down) live.insert(q.member);
+    const int64_t remaining = int64_t(live.size());
     std::string too_few = policy_.too_few_workers(remaining);
     if (too_few.empty()) {
       spdlog::info("launch: the run goes on with {} of {} workers", remaining,
@@ -183,27 +221,49 @@ class Supervisor {
     spdlog::error("launch: {}; stopping the rest", too_few);
   }
 
-  // Starts again the failed parts whose backoff has passed: a worker rejoins (--resume), the
-  // coordinator resumes from its checkpoint.
+  // Whether `p`'s group has no process left running; SIGKILL to those the launcher stopped that
+  // are still there 10 s after their SIGTERM.
+  bool group_ended(Part& p) {
+    bool ended = true;
+    for (Part* q : group_of(p)) {
+      if (q->pid <= 0 || q->status >= 0) continue;
+      ended = false;
+      if (q->group_stop && std::chrono::steady_clock::now() > q->kill_at) {
+        ::kill(q->pid, SIGKILL);
+        events_.write(*q, "stopped", {{"signal", SIGKILL}, {"reason", "still running 10 s after SIGTERM"}});
+        q->kill_at = std::chrono::steady_clock::time_point::max();
+      }
+    }
+    return ended;
+  }
+
+  // Starts again the failed parts whose backoff has passed, a group once all of its processes
+  // ended: a worker or a site rejoins (--resume), the coordinator, a trainer and the DDP ranks
+  // resume from their newest checkpoint (fresh when there is none yet).
   void restart_due() {
     auto now = std::chrono::steady_clock::now();
     for (auto& p : parts_) {
-      if (!p.restart_pending || now < p.restart_at) continue;
-      p.restart_pending = false;
-      if (stopping_ || !first_failure_.empty() || g_interrupted) continue;
-      if (p.label == "coord")
-        prepare_coordinator_restart(p);
-      else if (std::find(p.args.begin(), p.args.end(), "--resume") == p.args.end())
-        p.args.push_back("--resume");
-      p.status = -1, p.signal = 0, p.pending.clear();
-      start(p, exe_);
-      ++running_, ++p.restarts;
-      bool resume = std::find(p.args.begin(), p.args.end(), "--resume") != p.args.end();
-      spdlog::info("launch: restarted {} (pid {}{}, restart {})", p.label, p.pid,
-                   resume ? ", --resume" : ", fresh: no checkpoint yet", p.restarts);
-      events_.write(p, "restarted",
-                    {{"action", resume ? "resume" : "fresh"}, {"attempt", p.restarts}});
+      if (!p.restart_pending || now < p.restart_at || !group_ended(p)) continue;
+      for (Part* q : group_of(p)) {  // a group starts again together
+        q->restart_pending = false;
+        if (!stopping_ && first_failure_.empty() && !g_interrupted) restart(*q);
+      }
     }
+  }
+
+  void restart(Part& p) {
+    if (p.label == "coord" || p.group == "run")
+      prepare_resume(p);
+    else if (std::find(p.args.begin(), p.args.end(), "--resume") == p.args.end())
+      p.args.push_back("--resume");
+    p.status = -1, p.signal = 0, p.pending.clear();
+    start(p, exe_);
+    ++running_, ++p.restarts;
+    bool resume = std::find(p.args.begin(), p.args.end(), "--resume") != p.args.end();
+    spdlog::info("launch: restarted {} (pid {}{}, restart {})", p.label, p.pid,
+                 resume ? ", --resume" : ", fresh: no checkpoint yet", p.restarts);
+    events_.write(p, "restarted",
+                  {{"action", resume ? "resume" : "fresh"}, {"attempt", p.restarts}});
   }
 
   bool restarts_pending() const {

@@ -36,9 +36,6 @@ void CoordinatedSync::start(Trainer& trainer) {
     layout_.push_back({s.name, s.shape, s.offset, s.numel});
   auto& params = trainer.params().data();
   prepare(params);
-  if (round_ > 0 && site_ranks_ > 1)
-    throw std::runtime_error("round " + std::to_string(round_) +
-                             " is under way: a site of several ranks cannot join a run midway");
   // A worker joining midway may wait a whole round for its first state: keep the lease.
   heartbeats_ = std::thread([this] { heartbeat_loop(); });
   PullResult r = pull_params(params, /*with_velocity=*/velocity().defined() && round_ > 0);

@@ -40,14 +40,26 @@ class HybridSync : public Sync {
                 "hybrid: the outer strategy belongs to the site's rank 0, and to it alone");
   }
 
+  // Rank 0 pulls the global state (and, joining midway, moves to the run's step and data
+  // position); every rank takes its parameters, step and position.
   void start(Trainer& trainer) override {
     ddp_->start(trainer);
-    if (outer_) outer_->start(trainer);  // pulls the global state
-    group_->share(0, "start", "", wait_);
+    std::string position;
+    if (outer_) {
+      outer_->start(trainer);
+      const LoaderCursor c = trainer.loader().cursor();
+      position = std::to_string(trainer.step()) + " " + std::to_string(c.epoch) + " " +
+                 std::to_string(c.position);
+    }
+    std::istringstream shared(group_->share(0, "start", position, wait_));
+    int64_t step = 0;
+    LoaderCursor cursor;
+    shared >> step >> cursor.epoch >> cursor.position;
+    if (!outer_) trainer.set_position(step, cursor);
     torch::NoGradGuard no_grad;
     group_->broadcast(trainer.params().data(), 0);
-    spdlog::info("site {}: rank {} of {}, outer sync every {} steps on rank 0", site_,
-                 group_->rank(), group_->size(), inner_steps_);
+    spdlog::info("site {}: rank {} of {} from step {}, outer sync every {} steps on rank 0", site_,
+                 group_->rank(), group_->size(), trainer.step(), inner_steps_);
   }
 
   void after_backward(Trainer& trainer) override { ddp_->after_backward(trainer); }
@@ -112,15 +124,16 @@ std::unique_ptr<Sync> make_hybrid_sync(const Config& config, std::shared_ptr<Pro
   return std::make_unique<HybridSync>(config, std::move(group), std::move(outer), site);
 }
 
-SiteRun run_site(const Config& config, const std::string& name, const OuterFactory& make_outer) {
+SiteRun run_site(const Config& config, const std::string& name, const OuterFactory& make_outer,
+                 bool rejoin) {
   const SiteConfig& site = find_site(config, name);
   DistEnv env = read_dist_env(site.ranks, std::getenv, "sync.sites[" + name + "].ranks");
   SiteRun out;
   out.rank = env.rank, out.ranks = env.world_size;
   if (config.sync.sites.size() == 1) {  // nothing between sites: plain DDP, no coordinator
     auto sync = make_ddp_sync(config, env);
-    Trainer trainer(ddp_rank_config(config, env), RunStart::kFresh, env.rank, env.world_size,
-                    std::move(sync));
+    Trainer trainer(ddp_rank_config(config, env), rejoin ? RunStart::kResume : RunStart::kFresh,
+                    env.rank, env.world_size, std::move(sync));
     out.summary = trainer.run();
     return out;
   }
@@ -137,8 +150,9 @@ SiteRun run_site(const Config& config, const std::string& name, const OuterFacto
                  join.num_shards);
     outer = make_outer(config, client, join);
   }
+  const RunStart start = rejoin ? RunStart::kRejoin : RunStart::kFresh;
   if (!group) {  // a site of one rank: a plain DiLoCo worker
-    Trainer trainer(config, RunStart::kFresh, join.shard, join.num_shards, std::move(outer));
+    Trainer trainer(config, start, join.shard, join.num_shards, std::move(outer));
     out.summary = trainer.run();
     return out;
   }
@@ -147,7 +161,7 @@ SiteRun run_site(const Config& config, const std::string& name, const OuterFacto
                    rank0_wait(config)));
   int64_t shard = 0, num_shards = 1;
   shared >> shard >> num_shards;
-  Trainer trainer(ddp_rank_config(config, env), RunStart::kFresh, shard + num_shards * env.rank,
+  Trainer trainer(ddp_rank_config(config, env), start, shard + num_shards * env.rank,
                   num_shards * env.world_size,
                   make_hybrid_sync(config, group, std::move(outer), name));
   out.summary = trainer.run();
