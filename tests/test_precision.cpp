@@ -259,6 +259,30 @@ TEST(Precision, Bf16DilocoWorkersHoldIdenticalParametersAfterEverySync) {
     if (tensor.is_floating_point()) EXPECT_EQ(tensor.scalar_type(), torch::kFloat32) << name;
 }
 
+TEST(Precision, Bf16DdpRanksStayIdenticalAndReduceFp32Gradients) {
+  SKIP_WITHOUT_BF16();
+  std::string dir = loco::testing::temp_dir();
+  Config c;
+  merge_yaml(c, loco::testing::small_run_yaml(dir + "/run"), "test");
+  c.sync.mode = Mode::kDdp;
+  c.sync.workers = 2;
+  c.train.max_steps = 4;
+  c.train.precision = "bf16";
+  auto r = run_loco("launch --config " + loco::testing::write_config(dir, c));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto r0 = read_metrics(dir + "/run/metrics.jsonl");
+  auto r1 = read_metrics(dir + "/run/rank-1/metrics.jsonl");
+  ASSERT_EQ(r0.size(), 4u);
+  ASSERT_EQ(r1.size(), 4u);
+  auto ckpt = load_checkpoint(dir + "/run/checkpoints/step_00000004.pt");
+  const int64_t fp32_grad_bytes = ckpt.tensors.at("params").numel() * 4;
+  for (size_t i = 0; i < r0.size(); ++i) {
+    EXPECT_EQ(r0[i].at("param_checksum"), r1[i].at("param_checksum")) << "step " << i + 1;
+    // The all-reduce carries the fp32 gradients: 4 bytes per parameter per step.
+    EXPECT_EQ(r0[i].at("allreduce_bytes").get<int64_t>(), fp32_grad_bytes) << "step " << i + 1;
+  }
+}
+
 TEST(Precision, BadPrecisionIsAOneLineErrorBeforeAnyWork) {
   std::string dir = loco::testing::temp_dir();
   std::string config = dir + "/config.yaml";
