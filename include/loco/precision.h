@@ -40,7 +40,9 @@ class AutocastGuard {
 // (Hand-written autograd functions call it to compute like the ops around them.)
 std::optional<c10::ScalarType> autocast_dtype(const torch::Device& device);
 
-// train.tf32: whether CUDA fp32 matmuls may use TF32. Process-wide; no effect on CPU.
+// train.tf32: whether CUDA fp32 matmuls (cuBLAS, cuDNN) may use TF32. Process-wide; callers
+// call it for a CUDA device only (it means nothing on CPU, and newer LibTorch warns about the
+// legacy TF32 flags).
 void set_tf32(bool allow);
 
 // True when /proc/cpuinfo-style text lists a native bf16 dot product: avx512_bf16 or amx_bf16

@@ -55,7 +55,7 @@ BenchResult bench_train(const Config& config, int64_t steps, int64_t warmup) {
   torch::Device device = resolve_device(config.train.device);
   if (config.train.threads > 0) torch::set_num_threads(int(config.train.threads));
   check_precision(config.train.precision, device);
-  set_tf32(config.train.tf32);
+  if (device.is_cuda()) set_tf32(config.train.tf32);
   const bool bf16 = config.train.precision == "bf16";
   const auto& m = config.model;
   GPT model(m);

@@ -81,7 +81,7 @@ Trainer::Trainer(const Config& config, RunStart start, int64_t rank, int64_t wor
   validate(config_);
   if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
   check_precision(config_.train.precision, device_);
-  set_tf32(config_.train.tf32);
+  if (device_.is_cuda()) set_tf32(config_.train.tf32);
   const auto& m = config_.model;
   auto train_tokens = load_checked_tokens("data.train", config_.data.train, m);
   val_tokens_ = load_checked_tokens("data.val", config_.data.val, m);
