@@ -56,6 +56,56 @@ unpack_debs() {
   CMAKE_DEPS=(-DCMAKE_PREFIX_PATH="$PREFIX/usr" -DPKG_CONFIG_EXECUTABLE="$PREFIX/usr/bin/pkgconf")
 }
 
+# The card's dense bf16 peak in TFLOP/s (no sparsity), for MFU as nanochat computes it; empty
+# for a card not listed.
+bf16_peak_tflops() {
+  case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" in
+    *H100*NVL*) echo 835 ;;
+    *H100*PCIe*) echo 756 ;;
+    *H100* | *H200* | *GH200*) echo 989 ;;
+    *A100*) echo 312 ;;
+    *) echo "" ;;
+  esac
+}
+
+# `loco bench train` on CUDA: d20 in bf16 (target >= 45% of the bf16 dense peak), and the tiny
+# model in fp32 and bf16 side by side. MFU like nanochat's: flops per token = 6 x (parameters
+# without the embedding) + 12 x n_layer x n_head x head_dim x seq_len (loco's flops_per_token),
+# times tokens/s, over the card's bf16 dense peak (H100 SXM / H200: 989 TFLOP/s). The bench's
+# own MFU is against the matmul peak it measured in the same process and precision.
+mixed_precision_bench() {
+  local loco=$1 peak; peak=$(bf16_peak_tflops)
+  local runs=(
+    "d20-bf16 configs/d20.yaml --set train.precision=bf16 --set train.batch_size=${D20_BATCH:-16} --set train.grad_accum=1"
+    "tiny-fp32 configs/tiny.yaml --set train.precision=fp32"
+    "tiny-bf16 configs/tiny.yaml --set train.precision=bf16"
+  )
+  for run in "${runs[@]}"; do
+    # shellcheck disable=SC2086  # the run's words are its name, config and overrides
+    set -- $run
+    local name=$1 config=$2; shift 2
+    stamp "mixed precision: loco bench train $name on CUDA"
+    timeout 300 "$loco" bench train --config "$config" --set train.device=cuda "$@" \
+      --steps 10 --warmup 3 --json > "$OUT/bench_$name.json" 2> "$OUT/bench_$name.log"
+    echo "exit $?: $(tail -n 1 "$OUT/bench_$name.json")"
+    tail -n 3 "$OUT/bench_$name.log"
+    $PY - "$OUT/bench_$name.json" "$name" "$peak" <<'EOF'
+import json, sys
+path, name, peak = sys.argv[1:]
+try:
+    r = json.loads(open(path).read().strip().splitlines()[-1])
+except (IndexError, ValueError):
+    sys.exit(f"{name}: no JSON line from loco bench train")
+line = (f"{name}: {r['precision']}, {r['tokens_per_s']:.0f} tokens/s, {r['ms_per_step']:.1f} ms/step, "
+        f"{r['achieved_gflops'] / 1e3:.1f} TFLOP/s, MFU {100 * r['mfu']:.1f}% of the measured "
+        f"{r['precision']} matmul peak ({r['matmul_peak_gflops'] / 1e3:.0f} TFLOP/s)")
+if peak:
+    line += f", MFU {100 * r['achieved_gflops'] / 1e3 / float(peak):.1f}% of the {peak} TFLOP/s bf16 dense peak"
+print(line)
+EOF
+  done
+}
+
 main() {
   stamp "environment"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
@@ -95,6 +145,7 @@ main() {
   grep -h -E 'Gpu[A-Za-z]* \.' "$OUT/ctest.log" | head -5  # the cases that need a GPU
 
   [[ ${NO_RUNS:-0} = 1 ]] && return 0
+  mixed_precision_bench "$loco"
   [[ -f data/nlp-corpus/val.bin ]] || { echo "no data/nlp-corpus: training runs skipped"; return 0; }
   local common=(--set train.device=cuda --set train.checkpoint_every=0 --set train.log_every=50)
   rm -rf runs/gpu
@@ -109,6 +160,22 @@ main() {
   timeout 150 "$loco" launch --config configs/diloco-dct-tiny.yaml --set run.dir=runs/gpu/dct \
     --set sync.workers=2 --set sync.inner_steps=25 --set train.max_steps=100 \
     --set train.eval_every=0 "${common[@]}" 2>&1 | tail -8
+  stamp "DiLoCo with 2 CUDA workers in bf16 (train.precision=bf16), H=25, 100 steps"
+  timeout 150 "$loco" launch --config configs/diloco-tiny.yaml --set run.dir=runs/gpu/diloco-bf16 \
+    --set sync.workers=2 --set sync.inner_steps=25 --set train.max_steps=100 \
+    --set train.eval_every=0 --set train.precision=bf16 "${common[@]}" 2>&1 | tail -8
+  # Every sync must leave both workers with the same parameters (fp32 θ, bf16 compute).
+  $PY - runs/gpu/diloco-bf16 <<'EOF'
+import glob, json, sys
+rounds = {}
+for path in glob.glob(sys.argv[1] + "/worker-*/metrics.jsonl"):
+    for line in open(path):
+        r = json.loads(line)
+        if "param_checksum" in r:
+            rounds.setdefault(r["round"], set()).add(r["param_checksum"])
+same = sum(len(s) == 1 for s in rounds.values())
+print(f"diloco bf16: {len(rounds)} rounds, identical parameters on both workers after {same}")
+EOF
   for f in $(find runs/gpu -name summary.json); do echo "$f: $(cat "$f")"; done > "$OUT/summaries.txt"
   head -c 3000 "$OUT/summaries.txt"; echo
 

@@ -6,7 +6,8 @@
 message(STATUS "loco (core only): LibTorch ${Torch_VERSION} from ${Torch_DIR}")
 
 # The sources need loco/config.h's structs only (header-only), not config.cpp and yaml-cpp.
-add_library(loco_core STATIC src/model/gpt.cpp src/model/kernels.cpp src/optim/optimizer.cpp
+add_library(loco_core STATIC src/model/gpt.cpp src/model/kernels.cpp src/model/precision.cpp
+            src/optim/optimizer.cpp
             src/optim/schedule.cpp)
 target_include_directories(loco_core PUBLIC ${PROJECT_SOURCE_DIR}/include)
 target_include_directories(loco_core SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})

@@ -64,6 +64,15 @@ struct ScheduleConfig {
 struct TrainConfig {
   std::string device = "cpu";      // cpu | cuda | cuda:N
   int64_t threads = 1;             // intra-op threads (0: LibTorch's default)
+  // fp32 | bf16. bf16: the forward runs under autocast (CPU or CUDA), so the matmuls (and
+  // attention) compute in bfloat16 while the weights, gradients, optimizer state,
+  // pseudo-gradients, outer state and checkpoints stay fp32; no loss scaling (bf16 has fp32's
+  // exponent range). Refused at start on a device without bf16 arithmetic (see precision.h).
+  // Evaluation and `loco sample` run in fp32 whatever this says.
+  std::string precision = "fp32";
+  // CUDA only: let fp32 matmuls use TF32 tensor cores (10-bit mantissa). false keeps fp32
+  // matmuls exact IEEE fp32, as before this key existed; no effect on CPU.
+  bool tf32 = false;
   int64_t batch_size = 8;          // sequences per micro-batch
   int64_t grad_accum = 1;          // micro-batches per optimizer step
   int64_t max_steps = 600;         // optimizer steps

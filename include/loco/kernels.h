@@ -14,7 +14,9 @@ namespace loco {
 // when softcap <= 0). x: [N, C] float32, w: [V, C], target: [N] int64 in [0, V).
 // Works through the rows in chunks, so the [N, V] logits never exist at once: each chunk's
 // logits become its gradient in place, and x's and w's gradients are accumulated in the
-// forward pass when grad mode is on (backward only scales them).
+// forward pass when grad mode is on (backward only scales them). Under autocast (precision.h)
+// the two matmuls of each chunk run in autocast's dtype; logits, softmax, the loss and the
+// gradients of x and w stay x's dtype (fp32).
 torch::Tensor head_loss(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& target,
                         double softcap);
 
@@ -23,7 +25,8 @@ torch::Tensor rms_norm(const torch::Tensor& x);
 
 // Rotary embedding: the halves (x1, x2) of the last dimension become (x1 cos + x2 sin,
 // x2 cos - x1 sin); backward is the rotation by the opposite angle. x: [B, T, H, D] (any
-// strides), cos, sin: broadcastable to [B, T, H, D/2]. Returns a contiguous tensor.
+// strides), cos, sin: broadcastable to [B, T, H, D/2], cast to x's dtype when it differs (a
+// bf16 x under autocast). Returns a contiguous tensor of x's dtype.
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 // relu(x)²; backward 2 * relu(x) * g.

@@ -5,6 +5,8 @@
 // (val loss and bits per byte), checkpointing every checkpoint_every steps and writing
 // metrics.jsonl and config.yaml into run.dir (run_dir.h), and at the end summary.json when the
 // run is this process's (single; DDP's rank 0: see Sync::summary and include/loco/bytes.h).
+// With train.precision bf16 each micro-batch's forward runs under autocast (precision.h); the
+// parameters, gradients, optimizer state and checkpoints stay fp32.
 // Constructed with RunStart::kResume it continues from the newest checkpoint in
 // run.dir/checkpoints exactly where the interrupted run stood; with kFresh it refuses a run.dir
 // that holds checkpoints.
@@ -97,7 +99,8 @@ class Trainer {
   std::string last_checkpoint_;
 };
 
-// Mean loss and bits per byte of `model` over `batches` fixed validation batches.
+// Mean loss and bits per byte of `model` over `batches` fixed validation batches, in fp32
+// whatever train.precision says (docs/precision.md: the val loss measures the weights).
 EvalStats evaluate_model(GPT& model, const torch::Tensor& val_tokens,
                          const torch::Tensor& token_bytes, int64_t batch_size, int64_t seq_len,
                          int64_t batches, const torch::Device& device);

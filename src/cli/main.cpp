@@ -93,16 +93,17 @@ int run_bench(const std::string& config_path, const std::vector<std::string>& ov
                           {"achieved_gflops", r.achieved_gflops},
                           {"matmul_peak_gflops", r.matmul_peak_gflops},
                           {"params", r.params},
+                          {"precision", r.precision},
                           {"threads", config.train.threads},
                           {"steps", steps}};
     std::cout << out.dump() << "\n";
   } else {
     std::printf(
-        "params         %.2fM\ntokens/s       %.0f\nms/step        %.1f\n"
+        "params         %.2fM\nprecision      %s\ntokens/s       %.0f\nms/step        %.1f\n"
         "peak memory    %.0f MB\nachieved       %.1f GFLOP/s\nmatmul peak    %.1f "
-        "GFLOP/s\nMFU            %.1f%%\n",
-        r.params / 1e6, r.tokens_per_s, r.ms_per_step, r.peak_mem_mb, r.achieved_gflops,
-        r.matmul_peak_gflops, 100.0 * r.mfu);
+        "GFLOP/s (%s)\nMFU            %.1f%%\n",
+        r.params / 1e6, r.precision.c_str(), r.tokens_per_s, r.ms_per_step, r.peak_mem_mb, r.achieved_gflops,
+        r.matmul_peak_gflops, r.precision.c_str(), 100.0 * r.mfu);
   }
   return 0;
 }

@@ -91,6 +91,7 @@ void validate_train(const TrainConfig& t) {
   require(t.keep_checkpoints > 0, "train.keep_checkpoints must be positive");
   require(t.device == "cpu" || t.device.rfind("cuda", 0) == 0,
           "train.device: '" + t.device + "' is not one of cpu | cuda | cuda:N");
+  require_one_of("train.precision", t.precision, {"fp32", "bf16"});
   require_one_of("train.optimizer.name", t.optimizer.name, {"adamw", "muon"});
   require(t.optimizer.lr > 0, "train.optimizer.lr must be positive");
   require(t.optimizer.grad_clip >= 0, "train.optimizer.grad_clip must be >= 0 (0 disables it)");

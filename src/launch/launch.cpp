@@ -14,6 +14,7 @@
 
 #include "loco/config.h"
 #include "loco/link.h"
+#include "loco/precision.h"
 #include "events.h"
 #include "plan.h"
 #include "schedule_replay.h"
@@ -37,6 +38,9 @@ Config resolve_config(LaunchOptions& o) {
   Config config = load_config(o.config_path);
   for (const auto& s : o.overrides) apply_override(config, s);
   validate(config);
+  // bf16 on a CPU without it fails here, before any part starts (a CUDA device is checked by
+  // each worker: the launcher keeps no CUDA context).
+  if (config.train.device == "cpu") check_precision(config.train.precision, torch::kCPU);
   return config;
 }
 

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "loco/precision.h"
+
 namespace loco {
 namespace {
 
@@ -16,9 +18,14 @@ using torch::autograd::variable_list;
 constexpr int64_t kHeadChunkRows = 512;
 
 struct HeadLoss : torch::autograd::Function<HeadLoss> {
+  // `dtype`: what the matmuls compute in (kFloat, or autocast's bfloat16). The logits, the
+  // softmax and the gradients' accumulation stay fp32 either way.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w,
-                               const torch::Tensor& target, double softcap, bool need_grad) {
+                               const torch::Tensor& target, double softcap, bool need_grad,
+                               c10::ScalarType dtype) {
     const int64_t N = x.size(0);
+    const bool low = dtype != x.scalar_type();
+    auto wc = low ? w.to(dtype) : w;
     auto losses = torch::empty({N}, x.options());
     torch::Tensor dx, dw;
     if (need_grad) {
@@ -27,9 +34,10 @@ struct HeadLoss : torch::autograd::Function<HeadLoss> {
     }
     for (int64_t r0 = 0; r0 < N; r0 += kHeadChunkRows) {
       const int64_t R = std::min(kHeadChunkRows, N - r0);
-      auto xc = x.narrow(0, r0, R);
+      auto xc = low ? x.narrow(0, r0, R).to(dtype) : x.narrow(0, r0, R);
       auto idx = target.narrow(0, r0, R).unsqueeze(1);
-      auto z = torch::mm(xc, w.t());  // [R, V]
+      auto z = torch::mm(xc, wc.t());  // [R, V]
+      if (low) z = z.to(x.scalar_type());
       auto y = z;
       if (softcap > 0) {
         z.div_(softcap).tanh_();  // z holds t = tanh(z / c) from here on
@@ -43,8 +51,14 @@ struct HeadLoss : torch::autograd::Function<HeadLoss> {
       dz.scatter_add_(1, idx, torch::full({R, 1}, -1.0, dz.options()));
       if (softcap > 0) dz.mul_(z.mul_(z).neg_().add_(1.0));
       auto dxc = dx.narrow(0, r0, R);
-      torch::mm_out(dxc, dz, w);
-      dw.addmm_(dz.t(), xc);
+      if (low) {
+        auto dzc = dz.to(dtype);
+        dxc.copy_(torch::mm(dzc, wc));
+        dw.add_(torch::mm(dzc.t(), xc));
+      } else {
+        torch::mm_out(dxc, dz, w);
+        dw.addmm_(dz.t(), xc);
+      }
     }
     ctx->save_for_backward({dx, dw});
     return losses.mean();
@@ -54,7 +68,7 @@ struct HeadLoss : torch::autograd::Function<HeadLoss> {
     auto saved = ctx->get_saved_variables();
     TORCH_CHECK(saved[0].defined(), "head_loss: backward through a forward run without grad mode");
     auto scale = grads[0] / double(saved[0].size(0));  // the mean's 1/N times the incoming grad
-    return {saved[0] * scale, saved[1] * scale, {}, {}, {}};
+    return {saved[0] * scale, saved[1] * scale, {}, {}, {}, {}};
   }
 };
 
@@ -120,7 +134,8 @@ torch::Tensor head_loss(const torch::Tensor& x, const torch::Tensor& w, const to
   TORCH_CHECK(target.dim() == 1 && target.size(0) == x.size(0), "head_loss: target [", x.size(0),
               "] expected, got ", target.sizes());
   bool need_grad = torch::GradMode::is_enabled() && (x.requires_grad() || w.requires_grad());
-  return HeadLoss::apply(x, w, target, softcap, need_grad);
+  c10::ScalarType dtype = autocast_dtype(x.device()).value_or(x.scalar_type());
+  return HeadLoss::apply(x, w, target, softcap, need_grad, dtype);
 }
 
 torch::Tensor rms_norm(const torch::Tensor& x) {
@@ -128,6 +143,9 @@ torch::Tensor rms_norm(const torch::Tensor& x) {
 }
 
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  // Under autocast x is bf16: rotate it in bf16 rather than promote it through fp32 tables.
+  if (cos.scalar_type() != x.scalar_type())
+    return Rotary::apply(x, cos.to(x.scalar_type()), sin.to(x.scalar_type()));
   return Rotary::apply(x, cos, sin);
 }
 

@@ -8,6 +8,7 @@
 
 #include "loco/model.h"
 #include "loco/optim.h"
+#include "loco/precision.h"
 #include "loco/trainer.h"
 
 namespace loco {
@@ -29,12 +30,13 @@ double peak_rss_mb() {
 
 }  // namespace
 
-double matmul_peak_gflops(const std::string& device_name) {
+double matmul_peak_gflops(const std::string& device_name, const std::string& precision) {
   torch::Device device = resolve_device(device_name);
   torch::NoGradGuard no_grad;
   const int64_t n = device.is_cuda() ? 8192 : 1024;
-  auto a = torch::randn({n, n}, torch::TensorOptions().device(device));
-  auto b = torch::randn({n, n}, torch::TensorOptions().device(device));
+  auto options = torch::TensorOptions().device(device).dtype(
+      precision == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+  auto a = torch::randn({n, n}, options), b = torch::randn({n, n}, options);
   auto c = torch::mm(a, b);
   synchronize(device);
   double best = 0;
@@ -52,6 +54,9 @@ BenchResult bench_train(const Config& config, int64_t steps, int64_t warmup) {
   validate(config);
   torch::Device device = resolve_device(config.train.device);
   if (config.train.threads > 0) torch::set_num_threads(int(config.train.threads));
+  check_precision(config.train.precision, device);
+  if (device.is_cuda()) set_tf32(config.train.tf32);
+  const bool bf16 = config.train.precision == "bf16";
   const auto& m = config.model;
   GPT model(m);
   model->init_weights(config.run.seed);
@@ -66,8 +71,14 @@ BenchResult bench_train(const Config& config, int64_t steps, int64_t warmup) {
 
   auto one_step = [&] {
     params.zero_grad();
-    for (int64_t i = 0; i < config.train.grad_accum; ++i)
-      (model->loss(input, target) / double(config.train.grad_accum)).backward();
+    for (int64_t i = 0; i < config.train.grad_accum; ++i) {
+      torch::Tensor loss;
+      {
+        AutocastGuard autocast(device, bf16);
+        loss = model->loss(input, target);
+      }
+      (loss / double(config.train.grad_accum)).backward();
+    }
     params.clip_grad_norm(config.train.optimizer.grad_clip);
     optimizer->step(1.0);
   };
@@ -84,7 +95,8 @@ BenchResult bench_train(const Config& config, int64_t steps, int64_t warmup) {
   r.tokens_per_s = tokens_per_step * double(steps) / elapsed;
   r.flops_per_token = model->flops_per_token();
   r.achieved_gflops = r.tokens_per_s * r.flops_per_token / 1e9;
-  r.matmul_peak_gflops = matmul_peak_gflops(config.train.device);
+  r.precision = config.train.precision;
+  r.matmul_peak_gflops = matmul_peak_gflops(config.train.device, config.train.precision);
   r.mfu = r.achieved_gflops / r.matmul_peak_gflops;
   r.peak_mem_mb = device.is_cuda() ? 0.0 : peak_rss_mb();
   r.params = model->num_params();

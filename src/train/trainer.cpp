@@ -12,6 +12,7 @@
 #include "loco/bytes.h"
 #include "loco/checkpoint.h"
 #include "loco/metrics.h"
+#include "loco/precision.h"
 #include "loco/progress.h"
 #include "loco/shard.h"
 #include "loco/tokenizer.h"
@@ -79,6 +80,8 @@ Trainer::Trainer(const Config& config, RunStart start, int64_t rank, int64_t wor
     : config_(config), device_(resolve_device(config.train.device)), sync_(std::move(sync)) {
   validate(config_);
   if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
+  check_precision(config_.train.precision, device_);
+  if (device_.is_cuda()) set_tf32(config_.train.tf32);
   const auto& m = config_.model;
   auto train_tokens = load_checked_tokens("data.train", config_.data.train, m);
   val_tokens_ = load_checked_tokens("data.val", config_.data.val, m);
@@ -103,9 +106,10 @@ Trainer::Trainer(const Config& config, RunStart start, int64_t rank, int64_t wor
     keep_metrics_up_to = step_;
   }
   metrics_ = open_run_files(config_, keep_metrics_up_to);
-  spdlog::info("model: {} layers, width {}, {} heads, {:.2f}M parameters, {:.1f} MFLOP/token",
-               m.n_layer, m.n_embd, m.n_head, model_->num_params() / 1e6,
-               model_->flops_per_token() / 1e6);
+  spdlog::info(
+      "model: {} layers, width {}, {} heads, {:.2f}M parameters, {:.1f} MFLOP/token, {} on {}",
+      m.n_layer, m.n_embd, m.n_head, model_->num_params() / 1e6, model_->flops_per_token() / 1e6,
+      config_.train.precision, device_.str());
 }
 
 Trainer::~Trainer() = default;
@@ -124,8 +128,12 @@ StepStats Trainer::train_step() {
   double loss_sum = 0;
   for (int64_t i = 0; i < accum; ++i) {
     Batch batch = loader_->next();
-    auto loss = model_->loss(batch.input.to(device_), batch.target.to(device_));
-    (loss / double(accum)).backward();
+    torch::Tensor loss;
+    {
+      AutocastGuard autocast(device_, config_.train.precision == "bf16");  // precision.h
+      loss = model_->loss(batch.input.to(device_), batch.target.to(device_));
+    }
+    (loss / double(accum)).backward();  // in the forward's dtypes; gradients land in fp32
     loss_sum += loss.item<double>();
     tokens_ += batch.input.numel();
   }
