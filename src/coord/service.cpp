@@ -237,9 +237,9 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   int port = 0;
   builder.AddListeningPort(co.address, credentials, &port);
   builder.SetMaxReceiveMessageSize(int(4 * kChunkBytes));
-  // A fixed receive window per stream: with gRPC's BDP probing, a push on loopback grew it until
-  // ~1.5 GB of a 2.2 GB push sat in the transport's buffers beside the payload being assembled
-  // (8 workers x 561M, docs/performance.md). 8 MiB still carries 640 Mbit/s at 100 ms RTT.
+  // A fixed receive window per stream: gRPC's BDP probing would let it grow with the link, and a
+  // push's bytes buffered in the transport are memory beside the payload being assembled (not
+  // isolated in docs/performance.md's runs). 8 MiB still carries 640 Mbit/s at 100 ms RTT.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   builder.RegisterService(&service);
