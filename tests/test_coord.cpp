@@ -328,3 +328,49 @@ TEST(CoordinatorService, RealServerRefusesBadPushesAndKeepsServing) {
   server.join();  // the only round is done and the only worker left: the server stops by itself
   EXPECT_FALSE(loco::list_checkpoints(dir + "/run/checkpoints").empty());
 }
+
+// No pull copies the global state: every pull of a round shares its parameters (and velocity),
+// and the next close steps a copy, leaving what a pull still holds as it was.
+TEST(CoordinatorCore, PullsShareOneStateAndACloseStepsACopy) {
+  std::string dir = loco::testing::temp_dir();
+  CoordinatorCore core(small_config(dir + "/run", 1, 2), false);
+  const int64_t n = core.num_params();
+  auto a = core.join("a", n);
+  double wait = 0;
+  Download first = core.wait_download(a.worker_id, PullKind::kParams, 0, true, 1.0, &wait);
+  Download second = core.wait_download(a.worker_id, PullKind::kParams, 0, true, 1.0, &wait);
+  ASSERT_EQ(first.params.numel(), n);
+  ASSERT_EQ(first.velocity.numel(), n);
+  EXPECT_EQ(first.params.data_ptr(), second.params.data_ptr());
+  EXPECT_EQ(first.velocity.data_ptr(), second.velocity.data_ptr());
+  auto values = first.params.clone();
+  auto velocity = first.velocity.clone();
+  core.push(constant_update(core, a.worker_id, 0, 100, 0.5f), 1);
+  Download next = core.wait_download(a.worker_id, PullKind::kParams, 1, true, 1.0, &wait);
+  EXPECT_NE(next.params.data_ptr(), first.params.data_ptr());
+  EXPECT_TRUE(torch::equal(first.params, values));  // what was being streamed stays intact
+  EXPECT_TRUE(torch::equal(first.velocity, velocity));
+  EXPECT_FALSE(torch::equal(next.params, values));
+  EXPECT_TRUE(torch::allclose(next.velocity, torch::full({n}, 0.5f)));
+  core.drain();
+}
+
+// With sync.coordinator.evaluate off the coordinator reads neither data.val nor the tokenizer,
+// and logs its rounds without a validation loss.
+TEST(CoordinatorCore, WithoutEvaluationNeedsNoDataAndLogsNoValLoss) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = small_config(dir + "/run", 1, 2);
+  c.sync.coordinator.evaluate = false;
+  c.data.val = dir + "/missing.bin";
+  c.data.tokenizer = dir + "/missing.model";
+  CoordinatorCore core(c, false);
+  auto a = core.join("a", core.num_params());
+  core.push(constant_update(core, a.worker_id, 0, 100, 0.01f), 1);
+  core.drain();
+  auto metrics = read_metrics(dir + "/run/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 1u);
+  EXPECT_EQ(metrics[0].at("round").get<int64_t>(), 1);
+  EXPECT_FALSE(metrics[0].contains("val_loss"));
+  c.sync.coordinator.evaluate = true;  // and with it on, the missing file is named
+  EXPECT_THROW(CoordinatorCore(c, false), ConfigError);
+}

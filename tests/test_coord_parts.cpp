@@ -4,8 +4,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include "coord/aggregator.h"
 #include "coord/ledger.h"
+#include "coord/memory_gate.h"
 #include "coord/membership.h"
 #include "coord/stream.h"
 #include "loco/coordinator.h"
@@ -274,4 +279,33 @@ TEST(ChunkStream, WrittenChunksReassembleAndMalformedOnesAreRefused) {
   stray.set_tensor(5);
   EXPECT_THROW(shortened.accept(stray), StreamError);
   EXPECT_EQ(from_proto(to_proto(PullKind::kConsensus)), PullKind::kConsensus);
+}
+
+// The push memory gate: requests share the budget, one over the whole budget goes in alone, and a
+// waiter whose call is cancelled gives up.
+TEST(MemoryGate, SharesTheBudgetAndLetsAnOversizedRequestInAlone) {
+  MemoryGate gate(100);
+  auto never = [] { return false; };
+  auto a = gate.acquire(60, never);
+  ASSERT_TRUE(a);
+  int polls = 0;
+  auto cancelled = gate.acquire(60, [&] { return ++polls >= 2; });  // 120 > 100: waits, gives up
+  EXPECT_FALSE(cancelled);
+  EXPECT_GE(polls, 2);
+  auto b = gate.acquire(40, never);  // fits beside a
+  EXPECT_TRUE(b);
+  std::atomic<bool> got{false};
+  std::thread big([&] {
+    auto h = gate.acquire(500, never);  // over the budget: only once nothing is held
+    got = bool(h);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(got);
+  { auto release_a = std::move(a); }
+  { auto release_b = std::move(b); }
+  big.join();
+  EXPECT_TRUE(got);
+  EXPECT_EQ(gate.peak(), 500u);
+  EXPECT_EQ(push_budget(1000), uint64_t(128) << 20);            // small models: 128 MiB
+  EXPECT_EQ(push_budget(int64_t(1) << 28), uint64_t(1) << 30);  // large: one fp32 copy
 }

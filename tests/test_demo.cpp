@@ -178,7 +178,7 @@ TEST(DemoCoordinator, MergesTheMeanOverTheWorkersThatSentEachCoefficient) {
   core.push(sa, 1);
   core.push(sb, 1);
   Download avg = core.wait_download(b.worker_id, PullKind::kConsensus, 1, false, 1.0, &wait);
-  EXPECT_TRUE(torch::allclose(avg.flat, theta + 2.0, 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(avg.params, theta + 2.0, 1e-6, 1e-6));
   core.drain();
   auto metrics = read_metrics(dir + "/run/metrics.jsonl");
   ASSERT_EQ(metrics.size(), 2u);

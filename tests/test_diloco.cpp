@@ -170,3 +170,33 @@ TEST(Diloco, TrainRefusesADilocoOrDemoConfigAndSaysWhatToRun) {
     EXPECT_FALSE(fs::exists(dir + "/run/metrics.jsonl")) << mode;  // nothing was trained
   }
 }
+
+// `loco bench coordinator`: a real coordinator process and simulated workers complete their
+// rounds, its peak RSS within the budget; a request beyond the machine's memory is refused in
+// one line naming the figure, before any process starts.
+TEST(BenchCoordinator, RunsRoundsWithinTheMemoryBudget) {
+  std::string dir = loco::testing::temp_dir();
+  auto r = loco::testing::run_loco("bench coordinator --params 300000 --workers 3 --rounds 2 "
+                                   "--dir " + dir + "/bench");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto at = r.output.find("json: ");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  auto j = nlohmann::json::parse(r.output.substr(at + 6, r.output.find('\n', at) - at - 6));
+  EXPECT_EQ(j.at("workers").get<int>(), 3);
+  EXPECT_GT(j.at("round_gbps").get<double>(), 0);
+  EXPECT_TRUE(j.at("within_bound").get<bool>()) << r.output;
+  auto metrics = read_metrics(dir + "/bench/coordinator/metrics.jsonl");
+  ASSERT_EQ(metrics.size(), 2u);
+  EXPECT_EQ(metrics[1].at("workers").get<int>(), 3);
+}
+
+TEST(BenchCoordinator, RefusesMoreMemoryThanTheMachineHas) {
+  std::string dir = loco::testing::temp_dir();
+  auto r = loco::testing::run_loco("bench coordinator --params 4000000000000 --workers 2 --dir " +
+                                   dir + "/bench");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("MemAvailable"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("needs about"), std::string::npos) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_FALSE(fs::exists(dir + "/bench"));  // refused before any work
+}

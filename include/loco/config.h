@@ -130,6 +130,10 @@ struct CoordinatorConfig {
   // given is ever lost to a coordinator crash.
   int64_t checkpoint_every = 1;
   double connect_timeout_s = 120;  // how long a worker keeps retrying an unreachable coordinator
+  // Whether the coordinator evaluates each round's model on data.val (val_loss, val_bpb). false:
+  // data.val and data.tokenizer are not read and rounds are logged without them (a large model on
+  // a small coordinator machine; `loco bench coordinator`).
+  bool evaluate = true;
 };
 
 // One site of a multi-site run (docs/multisite.md): ranks on a fast interconnect that train one

@@ -9,7 +9,9 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -49,14 +51,21 @@ class CoordinatorClient {
   CoordinatorStatus status(double timeout_s = 5);
   void heartbeat();  // throws on failure
   void leave();
-  // Streams the update; returns the serialized bytes sent. Throws std::runtime_error with the
+  // Streams the update (under this client's worker id, whatever update.worker_id says) from its
+  // payloads in place; returns the serialized bytes sent. Throws std::runtime_error with the
   // coordinator's status message on refusal.
-  uint64_t push(Update update);
+  uint64_t push(const Update& update);
   // Waits for `round` and copies the global parameters (kParams) or the replicas' consensus
   // (kConsensus) into `flat` (laid out as `layout`); with_velocity: `flat` holds twice as many
   // values and gets the outer momentum after the parameters.
   PullResult pull(int64_t round, const std::vector<TensorLayout>& layout, torch::Tensor& flat,
                   double timeout_s, PullKind kind = PullKind::kParams, bool with_velocity = false);
+  // Waits for `round` and hands the global parameters to `sink(tensor, offset, bytes)` chunk by
+  // chunk as they arrive (kChunkBytes at most; each checked to continue its tensor), keeping
+  // nothing: `loco bench coordinator`'s simulated workers.
+  using ChunkSink = std::function<void(uint32_t tensor, uint64_t offset, std::string_view bytes)>;
+  PullResult pull_chunks(int64_t round, const std::vector<TensorLayout>& layout, double timeout_s,
+                         const ChunkSink& sink);
   // Waits for `round` and fetches the encoded aggregate of the round that led to it.
   PullResult pull_aggregate(int64_t round, const std::vector<TensorLayout>& layout,
                             std::vector<Encoded>& out, double timeout_s);

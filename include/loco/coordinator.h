@@ -53,7 +53,9 @@ struct Member;
 // What a pull gets (the service streams it).
 struct Download {
   int64_t round = 0;
-  torch::Tensor flat;            // kParams, kConsensus: fp32 parameters (then velocity, if asked)
+  // kParams, kConsensus: the fp32 parameters and, when asked, the outer velocity. Both share the
+  // coordinator's state (no copy per pull): it is never written in place while referenced.
+  torch::Tensor params, velocity;
   std::vector<Encoded> tensors;  // kAggregate: one per tensor of the layout
   uint64_t checksum = 0;         // kAggregate in diloco: FNV-1a of the new parameters
 };
@@ -81,7 +83,8 @@ class CoordinatorCore {
   void push(const Update& update, uint64_t wire_bytes);
 
   // Blocks until the global round reaches `round` (or the timeout passes: kUnavailable).
-  // Returns the round reached and a copy of the parameters; `wait_s` gets the time waited.
+  // Returns the round reached and the parameters (shared, read-only); `wait_s` gets the time
+  // waited.
   std::pair<int64_t, torch::Tensor> wait_state(const std::string& worker_id, int64_t round,
                                                double timeout_s, double* wait_s);
   // The general pull: waits for `round` (kConsensus: for that round's consensus) and returns
@@ -102,6 +105,7 @@ class CoordinatorCore {
   // rounds, their ratios, and the last evaluation (written to run.dir/summary.json at the end).
   nlohmann::json totals() const;
   const std::vector<TensorLayout>& layout() const { return layout_; }
+  int64_t num_params() const { return layout_.back().offset + layout_.back().numel; }
   int64_t round() const;
   void save_checkpoint();
 

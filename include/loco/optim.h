@@ -27,8 +27,9 @@ class FlatParams {
   };
 
   // Moves the module's parameters (already on their device) into one buffer, in registration
-  // order, keeping their values.
-  explicit FlatParams(torch::nn::Module& module);
+  // order, keeping their values. Without `with_grad` no gradient buffer is allocated (a model
+  // that is only evaluated, as the coordinator's: grad() is undefined).
+  explicit FlatParams(torch::nn::Module& module, bool with_grad = true);
 
   torch::Tensor& data() { return data_; }
   torch::Tensor& grad() { return grad_; }

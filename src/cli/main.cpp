@@ -1,5 +1,5 @@
-// `loco`: the one binary. Subcommands: data prepare, train, sample, bench train, coordinator,
-// worker, launch, compare.
+// `loco`: the one binary. Subcommands: data prepare, train, sample, bench train, bench
+// coordinator, coordinator, worker, launch, compare.
 // Every user-facing error is caught here, printed as one line, and turned into exit code 1.
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -231,7 +231,9 @@ struct Cli {
   std::string coordinator_address, worker_name, worker_site;
   loco::LaunchOptions launch_opts;
   loco::CompareOptions compare_opts;
+  loco::CoordBenchOptions coord_bench;
   CLI::App *prepare = nullptr, *train = nullptr, *sample = nullptr, *bench_train = nullptr,
+           *bench_coordinator = nullptr,
            *coordinator = nullptr, *worker = nullptr, *launch = nullptr, *compare = nullptr;
 };
 
@@ -295,6 +297,23 @@ void add_bench(CLI::App& app, Cli& cli) {
       ->capture_default_str();
   bench_train->add_flag("--json", cli.bench_json, "print one JSON line");
   cli.bench_train = bench_train;
+
+  loco::CoordBenchOptions& o = cli.coord_bench;
+  auto* coord = bench->add_subcommand(
+      "coordinator", "a real coordinator process and simulated workers: round time, GB/s, RSS");
+  coord->add_option("--params", o.params, "model parameters (a GPT shape of about this many)")
+      ->capture_default_str();
+  coord->add_option("--workers", o.workers, "simulated workers (client threads)")
+      ->capture_default_str();
+  coord->add_option("--rounds", o.rounds)->capture_default_str();
+  coord->add_option("--codec", o.codec, "sync.codec.type: none | fp16 | bf16 | int8 | dct")
+      ->capture_default_str();
+  coord->add_option("--dir", o.dir, "the coordinator's run directory and log (wiped first)")
+      ->capture_default_str();
+  coord->add_option("--port", o.port, "loopback port (0: a free one)")->capture_default_str();
+  coord->add_option("--threads", o.threads, "the coordinator's threads (0: LibTorch's default)")
+      ->capture_default_str();
+  cli.bench_coordinator = coord;
 }
 
 void add_coordinator(CLI::App& app, Cli& cli) {
@@ -359,6 +378,9 @@ int run_command(const Cli& cli) {
                       cli.worker_site, cli.resume);
   if (cli.launch->parsed()) return loco::launch(cli.launch_opts);
   if (cli.compare->parsed()) return run_compare(cli.compare_opts);
+  if (cli.bench_coordinator->parsed())
+    return loco::bench_coordinator(cli.coord_bench,
+                                   std::filesystem::read_symlink("/proc/self/exe").string());
   if (cli.bench_train->parsed())
     return run_bench(cli.config_path, cli.overrides, cli.bench_steps, cli.bench_warmup,
                      cli.bench_json);

@@ -189,17 +189,21 @@ void CoordinatorClient::leave() {
   impl_->stub->Leave(&ctx, req, &reply);  // best effort: the lease expires anyway
 }
 
-uint64_t CoordinatorClient::push(Update update) {
+uint64_t CoordinatorClient::push(const Update& update) {
   grpc::ClientContext ctx;
   impl_->prepare(ctx, config_.round_timeout_s);
   v1::PushReply reply;
   auto writer = impl_->stub->PushUpdate(&ctx, &reply);
   v1::UpdateChunk chunk;
-  update.worker_id = worker_id_;
   fill_update_header(update, chunk.mutable_header());
+  chunk.mutable_header()->set_worker_id(worker_id_);
   uint64_t wire = chunk.ByteSizeLong();
   impl_->link.latency();  // the message's one-way latency, once
-  if (writer->Write(chunk)) {
+  // The header, then wait for the coordinator to admit the payload (its initial metadata): a
+  // refused push sends nothing more, and one queued behind others holds no buffers meanwhile.
+  const bool header_sent = writer->Write(chunk);
+  if (header_sent) writer->WaitForInitialMetadata();
+  if (header_sent) {
     impl_->link.sent(wire);
     std::vector<std::string_view> payloads;
     for (const auto& t : update.tensors) payloads.emplace_back(t.encoded.payload);
@@ -264,7 +268,11 @@ PullResult CoordinatorClient::pull(int64_t round, const std::vector<TensorLayout
   const int64_t n = layout.back().offset + layout.back().numel, copies = with_velocity ? 2 : 1;
   TORCH_CHECK(flat.numel() == copies * n, "pull: buffer of ", flat.numel(), " values for ",
               copies * n);
-  auto host = torch::empty({flat.numel()}, torch::kFloat32);
+  // Chunks land in `flat` itself when it is contiguous fp32 host memory (no second copy of the
+  // model); otherwise (a GPU) in a host buffer copied over at the end.
+  const bool direct = flat.device().is_cpu() && flat.is_contiguous() &&
+                      flat.scalar_type() == torch::kFloat32;
+  auto host = direct ? flat : torch::empty({flat.numel()}, torch::kFloat32);
   char* base = static_cast<char*>(host.data_ptr());
   auto check = [&](const v1::StateHeader& h) {
     const auto& specs = h.tensors();
@@ -284,8 +292,20 @@ PullResult CoordinatorClient::pull(int64_t round, const std::vector<TensorLayout
   };
   PullResult result = stream_pull({round, kind, with_velocity, timeout_s}, check, sink);
   torch::NoGradGuard no_grad;
-  flat.copy_(host);
+  if (!direct) flat.copy_(host);
   return result;
+}
+
+PullResult CoordinatorClient::pull_chunks(int64_t round, const std::vector<TensorLayout>& layout,
+                                          double timeout_s, const ChunkSink& sink) {
+  auto check = [&](const v1::StateHeader& h) {
+    TORCH_CHECK(size_t(h.tensors().size()) == layout.size(), "coordinator sent ",
+                h.tensors().size(), " tensors, the model has ", layout.size());
+  };
+  auto each = [&](uint32_t t, uint64_t off, const std::string& data) {
+    sink(t, off, std::string_view(data));
+  };
+  return stream_pull({round, PullKind::kParams, false, timeout_s}, check, each);
 }
 
 PullResult CoordinatorClient::pull_aggregate(int64_t round, const std::vector<TensorLayout>& layout,

@@ -24,15 +24,25 @@
 
 namespace loco {
 
+namespace {
+
+// Copy-on-write of the global state: a pull still streaming it or an evaluation still reading it
+// holds a reference to its storage; the step then writes a copy and they keep the old one.
+// (A copy of the Tensor shares its TensorImpl; a view shares only the storage.)
+void own(torch::Tensor& state) {
+  if (state.use_count() > 1 || state.storage().use_count() > 1) state = state.clone();
+}
+
+}  // namespace
+
 CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(config) {
   validate(config_);
   if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
   const auto& sync = config_.sync;
   total_rounds_ = config_.train.max_steps / sync.inner_steps;
   evaluator_ = std::make_unique<Evaluator>(config_);
-  for (const auto& s : evaluator_->flat().slots())
-    layout_.push_back({s.name, s.shape, s.offset, s.numel});
-  theta_ = evaluator_->flat().data().clone();
+  for (const auto& s : evaluator_->slots()) layout_.push_back({s.name, s.shape, s.offset, s.numel});
+  theta_ = evaluator_->take_initial_params();  // the only copy: pulls and evaluations share it
   outer_ = std::make_unique<OuterNesterov>(sync.outer.lr, sync.outer.momentum, theta_);
   aggregator_ = make_aggregator(config_, layout_);
   members_ = std::make_unique<Membership>(sync.workers, sync.coordinator);
@@ -211,15 +221,16 @@ void CoordinatorCore::close_consensus_locked() {
   r.consensus = true;
   r.round = round_;
   r.workers = replicas.count();
+  own(theta_);
   replicas.take(theta_);
   for (auto& [id, m] : members_->members()) m.info.reported_state = false;
   r.tokens_total = tokens_total_;
   r.loss = last_round_loss_;
   r.wall_s = now_s() - start_time_;
   r.bytes = ledger_->totals();
-  r.theta = theta_.clone();
+  r.theta = theta_;  // shared, never written in place again (own())
   if (checkpoint_due(round_)) {
-    r.velocity = outer_->velocity().clone();
+    r.velocity = outer_->velocity();
     r.shard_tokens = members_->shard_tokens();
   }
   consensus_round_ = round_;
@@ -232,6 +243,8 @@ void CoordinatorCore::close_round_locked() {
   ClosedRound r;
   r.round_s = now_s() - round_started_;
   double work_start = now_s();
+  own(theta_);
+  own(outer_->velocity());
   aggregator_->close(theta_, *outer_, round_tokens_);
   r.work_s = round_work_s_ + (now_s() - work_start);
   round_work_s_ = 0;
@@ -249,7 +262,7 @@ void CoordinatorCore::close_round_locked() {
   round_tokens_ = 0, round_loss_sum_ = 0;
   r.round = ++round_;
   if (aggregator_->steps_global_model()) {  // otherwise the consensus is evaluated instead
-    r.theta = theta_.clone();
+    r.theta = theta_;  // shared, never written in place again (own())
     // On disk before any worker can pull this state: what a worker was given is never lost.
     if (checkpoint_due(round_))
       write_coordinator_checkpoint(config_, round_, tokens_total_, theta_, outer_->velocity(),
@@ -271,7 +284,7 @@ std::pair<int64_t, torch::Tensor> CoordinatorCore::wait_state(const std::string&
                                                               int64_t round, double timeout_s,
                                                               double* wait_s) {
   auto d = wait_download(worker_id, PullKind::kParams, round, false, timeout_s, wait_s);
-  return {d.round, d.flat};
+  return {d.round, d.params};
 }
 
 Download CoordinatorCore::wait_download(const std::string& worker_id, PullKind kind, int64_t round,
@@ -303,7 +316,8 @@ Download CoordinatorCore::wait_download(const std::string& worker_id, PullKind k
     d.tensors = aggregator_->aggregate();
     d.checksum = aggregator_->checksum();
   } else {
-    d.flat = with_velocity ? torch::cat({theta_, outer_->velocity()}) : theta_.clone();
+    d.params = theta_;  // the shared state itself, no copy: the next close steps a copy (own())
+    if (with_velocity) d.velocity = outer_->velocity();
   }
   return d;
 }
@@ -378,8 +392,8 @@ void CoordinatorCore::save_checkpoint() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     round = round_, tokens = tokens_total_;
-    theta = theta_.clone();
-    velocity = outer_->velocity().clone();
+    theta = theta_;  // shared: a close meanwhile steps a copy (own())
+    velocity = outer_->velocity();
     shards = members_->shard_tokens();
   }
   write_coordinator_checkpoint(config_, round, tokens, theta, velocity, shards,

@@ -31,11 +31,34 @@ void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t t
 }
 
 Evaluator::Evaluator(const Config& config) : config_(config) {
-  val_tokens_ = load_checked_tokens("data.val", config_.data.val, config_.model);
-  token_bytes_ = load_token_bytes(config_);
+  if (config_.sync.coordinator.evaluate) {
+    val_tokens_ = load_checked_tokens("data.val", config_.data.val, config_.model);
+    token_bytes_ = load_token_bytes(config_);
+  }
   model_ = GPT(config_.model);
   model_->init_weights(config_.run.seed);
-  flat_ = std::make_unique<FlatParams>(*model_);
+  flat_ = std::make_unique<FlatParams>(*model_, /*with_grad=*/false);
+}
+
+namespace {
+
+// Points every parameter of the model at its slice of `flat` (an empty tensor: at nothing).
+void point_params_at(const std::vector<FlatParams::Slot>& slots, const torch::Tensor& flat) {
+  torch::NoGradGuard no_grad;
+  for (const auto& s : slots) {
+    torch::Tensor p = s.param;  // the module's parameter itself (shares its TensorImpl)
+    p.set_data(flat.numel() ? flat.narrow(0, s.offset, s.numel).view(s.shape)
+                            : torch::empty({0}, flat.options()));
+  }
+}
+
+}  // namespace
+
+torch::Tensor Evaluator::take_initial_params() {
+  torch::Tensor initial = flat_->data();
+  point_params_at(flat_->slots(), torch::empty({0}, initial.options()));
+  flat_->data() = torch::Tensor();
+  return initial;
 }
 
 void Evaluator::start(std::unique_ptr<MetricsWriter> metrics) {
@@ -149,11 +172,20 @@ void Evaluator::evaluate_and_log(const ClosedRound& r) {
 }
 
 void Evaluator::evaluate_into(const ClosedRound& r, nlohmann::json& record) {
-  if (r.theta.defined()) {
-    flat_->data().copy_(r.theta);
+  if (r.theta.defined() && config_.sync.coordinator.evaluate) {
+    // The model reads the round's parameters in place (they are immutable: the coordinator
+    // steps a copy of a state anyone still holds) and lets go of them afterwards.
+    point_params_at(flat_->slots(), r.theta);
     const auto& t = config_.train;
-    EvalStats e = evaluate_model(model_, val_tokens_, token_bytes_, t.batch_size,
-                                 config_.model.seq_len, t.eval_batches, torch::Device(torch::kCPU));
+    EvalStats e;
+    try {
+      e = evaluate_model(model_, val_tokens_, token_bytes_, t.batch_size, config_.model.seq_len,
+                         t.eval_batches, torch::Device(torch::kCPU));
+    } catch (...) {
+      point_params_at(flat_->slots(), torch::empty({0}, r.theta.options()));
+      throw;
+    }
+    point_params_at(flat_->slots(), torch::empty({0}, r.theta.options()));
     {
       std::lock_guard<std::mutex> lock(mu_);
       last_val_loss_ = e.loss;

@@ -50,15 +50,20 @@ void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t t
 
 class Evaluator {
  public:
-  // Loads the val split and tokenizer and builds the model (the run's init, whose parameter
-  // layout `flat()` gives); throws ConfigError before anything is written.
+  // Loads the val split and tokenizer (unless sync.coordinator.evaluate is off) and builds the
+  // model (the run's init, whose layout `slots()` gives); throws ConfigError before anything is
+  // written.
   explicit Evaluator(const Config& config);
   ~Evaluator();  // finishes what is queued, then stops
   // Starts the thread, writing records with `metrics` (the run's metrics.jsonl and tb/).
   void start(std::unique_ptr<MetricsWriter> metrics);
 
-  // The model's parameters as one flat buffer, in its initial state (the global model's start).
-  FlatParams& flat() { return *flat_; }
+  // The model's parameter layout (names, shapes, offsets in the flat buffer).
+  const std::vector<FlatParams::Slot>& slots() const { return flat_->slots(); }
+  // Hands over the model's parameters in their initial state as one flat buffer (the global
+  // model's start) and keeps no copy: each evaluation points the model at the round's own
+  // parameters (ClosedRound::theta) and lets go of them afterwards. Call once, before start().
+  torch::Tensor take_initial_params();
   void submit(ClosedRound r);
   // Blocks until every submitted round is evaluated, logged and checkpointed.
   void drain();
@@ -69,7 +74,8 @@ class Evaluator {
  private:
   void loop();
   void evaluate_and_log(const ClosedRound& r);
-  // Evaluates r.theta, when defined, into the record's val_loss and val_bpb.
+  // Evaluates r.theta, when defined and sync.coordinator.evaluate is on, into the record's
+  // val_loss and val_bpb.
   void evaluate_into(const ClosedRound& r, nlohmann::json& record);
 
   Config config_;

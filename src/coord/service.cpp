@@ -5,15 +5,18 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "loco.grpc.pb.h"
 #include "loco/coordinator.h"
+#include "memory_gate.h"
 #include "security.h"
 #include "stream.h"
 
@@ -31,7 +34,10 @@ grpc::Status to_status(const CoordError& e) {
 class Service final : public v1::Coordinator::Service {
  public:
   Service(CoordinatorCore& core, const Config& config, std::string secret)
-      : core_(core), config_(config), bearer_(secret.empty() ? "" : bearer(secret)) {}
+      : core_(core),
+        config_(config),
+        bearer_(secret.empty() ? "" : bearer(secret)),
+        gate_(push_budget(core.num_params())) {}
 
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
                     v1::JoinReply* reply) override {
@@ -73,10 +79,19 @@ class Service final : public v1::Coordinator::Service {
       if (!reader->Read(&chunk) || !chunk.has_header())
         throw CoordError(CoordError::kInvalidArgument, "a push must start with an UpdateHeader");
       uint64_t wire = chunk.ByteSizeLong(), declared = 0;
+      std::optional<MemoryGate::Hold> hold;  // declared first: released after the payload is freed
       Update update = update_from_header(chunk.header());
       ChunkAssembler chunks(chunk.header().tensors());
       for (size_t i = 0; i < update.tensors.size(); ++i) declared += chunks.size(i);
       core_.check_header(update, declared);  // refuse before receiving a byte of payload
+      // Wait for room to hold this push (its payload, and its decoded copy when not raw fp32).
+      const bool raw = update.tensors.empty() || update.tensors[0].encoded.codec == "none";
+      hold.emplace(gate_.acquire(declared + (raw ? 0 : uint64_t(core_.num_params()) * 4),
+                                 [&] { return ctx->IsCancelled(); }));
+      if (!*hold) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone while queued");
+      // Admitted: the initial metadata tells the client to send its payload (it waits for it, so
+      // that queued pushes do not fill the transport's buffers meanwhile).
+      reader->SendInitialMetadata();
       for (size_t i = 0; i < update.tensors.size(); ++i)
         update.tensors[i].encoded.payload.reserve(chunks.size(i));
       while (reader->Read(&chunk)) {
@@ -114,15 +129,16 @@ class Service final : public v1::Coordinator::Service {
                    d.tensors[i].payload.size());
           payloads.emplace_back(d.tensors[i].payload);
         }
-      } else {  // raw fp32, the velocity after the parameters when asked for
-        const char* base = static_cast<const char*>(d.flat.data_ptr());
-        const int64_t n = layout.back().offset + layout.back().numel;
-        for (int64_t copy = 0; copy * n < d.flat.numel(); ++copy)
+      } else {  // raw fp32 from the shared state, the velocity after the parameters if asked
+        for (const torch::Tensor* flat : {&d.params, &d.velocity}) {
+          if (!flat->defined()) continue;
+          const char* base = static_cast<const char*>(flat->data_ptr());
           for (const auto& l : layout) {
-            add_spec(header->mutable_tensors(), copy ? "velocity/" + l.name : l.name, l.shape,
-                     "none", uint64_t(l.numel) * 4);
-            payloads.emplace_back(base + (copy * n + l.offset) * 4, size_t(l.numel) * 4);
+            add_spec(header->mutable_tensors(), flat == &d.velocity ? "velocity/" + l.name : l.name,
+                     l.shape, "none", uint64_t(l.numel) * 4);
+            payloads.emplace_back(base + l.offset * 4, size_t(l.numel) * 4);
           }
+        }
       }
       uint64_t wire = chunk.ByteSizeLong();
       writer->Write(chunk);
@@ -186,7 +202,25 @@ class Service final : public v1::Coordinator::Service {
   CoordinatorCore& core_;
   const Config& config_;
   const std::string bearer_;  // the metadata value every call must carry; empty: no secret
+  MemoryGate gate_;           // bounds the pushes held in memory at once
 };
+
+// Freed push buffers go back to the system in the coordinator process. Building the model
+// (src/model/gpt.cpp) tunes glibc to keep freed memory for a training step's reuse: a 1 GiB trim
+// threshold and every block under 32 MiB in the heap, where a pushed tensor's payload then stays
+// resident after it was added, as does the model's init once moved into the flat buffer; and each
+// gRPC thread would get an arena of its own, where the 1 MiB chunks freed in dozens of them stay
+// too. Measured: 8 workers x 561M, +3 GB resident after one round and 1.5 GB of the init for
+// good; 64 workers x 5M, twice the RSS (docs/performance.md, "The coordinator at scale").
+// Process-wide, glibc only.
+void return_freed_memory() {
+#ifdef __GLIBC__
+  mallopt(M_ARENA_MAX, 2);
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  malloc_trim(0);  // what the model's construction freed in the heap (its init: 1.5 GB at 561M)
+#endif
+}
 
 }  // namespace
 
@@ -194,7 +228,8 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   const auto& co = config.sync.coordinator;
   std::string secret = co.secret_file.empty() ? "" : read_secret(co.secret_file);
   auto credentials = server_credentials(co);
-  CoordinatorCore core(config, resume);
+  CoordinatorCore core(config, resume);  // builds the model: tunes the allocator for training
+  return_freed_memory();
   Service service(core, config, secret);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -202,6 +237,11 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   int port = 0;
   builder.AddListeningPort(co.address, credentials, &port);
   builder.SetMaxReceiveMessageSize(int(4 * kChunkBytes));
+  // A fixed receive window per stream: gRPC's BDP probing would let it grow with the link, and a
+  // push's bytes buffered in the transport are memory beside the payload being assembled (not
+  // isolated in docs/performance.md's runs). 8 MiB still carries 640 Mbit/s at 100 ms RTT.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0)
@@ -215,9 +255,14 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
       : co.tls_ca.empty() ? "TLS"
                           : "TLS with client certificates",
       secret.empty() ? "no shared secret" : "shared secret required");
-  while (!stop && !core.finished()) {
+  for (int64_t ticks = 1; !stop && !core.finished(); ++ticks) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     core.tick();
+#ifdef __GLIBC__
+    // The pulls' 1 MiB messages, freed in the heap between live blocks, stay resident unless
+    // trimmed: 1.5 GB after 8 pulls of 561M (docs/performance.md). Once a second is cheap.
+    if (ticks % 10 == 0) malloc_trim(0);
+#endif
   }
   if (stop) spdlog::info("coordinator: stopping on request at round {}", core.round());
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

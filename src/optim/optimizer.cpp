@@ -7,14 +7,14 @@
 
 namespace loco {
 
-FlatParams::FlatParams(torch::nn::Module& module) {
+FlatParams::FlatParams(torch::nn::Module& module, bool with_grad) {
   auto named = module.named_parameters(/*recurse=*/true);
   int64_t total = 0;
   for (const auto& item : named) total += item.value().numel();
   TORCH_CHECK(total > 0, "module has no parameters");
   auto first = named[0].value();
   data_ = torch::empty({total}, first.options().requires_grad(false));
-  grad_ = torch::zeros({total}, first.options().requires_grad(false));
+  if (with_grad) grad_ = torch::zeros({total}, first.options().requires_grad(false));
   torch::NoGradGuard no_grad;
   int64_t offset = 0;
   for (const auto& item : named) {
@@ -23,7 +23,7 @@ FlatParams::FlatParams(torch::nn::Module& module) {
     auto view = data_.narrow(0, offset, n).view(p.sizes());
     view.copy_(p);
     p.set_data(view);
-    p.mutable_grad() = grad_.narrow(0, offset, n).view(p.sizes());
+    if (with_grad) p.mutable_grad() = grad_.narrow(0, offset, n).view(p.sizes());
     slots_.push_back({item.key(), offset, n, p.sizes().vec(), p});
     offset += n;
   }

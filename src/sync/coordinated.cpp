@@ -113,7 +113,9 @@ std::runtime_error CoordinatedSync::bad_aggregate(size_t i, const CodecError& e)
 // The round's header (tokens, mean loss) and one payload per tensor of delta_, encoded by the
 // method.
 Update CoordinatedSync::make_update(Trainer& trainer, double* codec_s) {
-  delta_ = theta_start_ - trainer.params().data();
+  const torch::Tensor& params = trainer.params().data();
+  const bool keep = keeps_delta();
+  delta_ = keep ? theta_start_ - params : torch::Tensor();
   Update u;
   u.round = round_;
   u.tokens = (trainer.tokens() - round_tokens_start_) * site_ranks_;
@@ -122,7 +124,9 @@ Update CoordinatedSync::make_update(Trainer& trainer, double* codec_s) {
   for (const auto& l : layout_) {
     TensorPayload p;
     p.name = l.name;
-    p.encoded = encode_tensor(l, delta_.narrow(0, l.offset, l.numel).view(l.shape));
+    auto x = keep ? delta_.narrow(0, l.offset, l.numel)
+                  : theta_start_.narrow(0, l.offset, l.numel) - params.narrow(0, l.offset, l.numel);
+    p.encoded = encode_tensor(l, x.view(l.shape));
     u.tensors.push_back(std::move(p));
   }
   *codec_s += now_s() - t;

@@ -53,6 +53,9 @@ class CoordinatedSync : public Sync {
                            nlohmann::json& record) {}
   // The round's work is being discarded (recover): drop what was kept from it.
   virtual void discard_round() {}
+  // Whether the method reads delta_ after the push (a download replayed from it, demo's momentum);
+  // when not, the update is encoded tensor by tensor and delta_ never holds the whole model.
+  virtual bool keeps_delta() const { return true; }
 
   // --- shared by the methods ---
   // Pulls round round_'s global state into `params` (and the outer velocity with it).

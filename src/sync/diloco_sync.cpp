@@ -29,6 +29,7 @@ class DilocoSync : public CoordinatedSync {
   }
 
   torch::Tensor velocity() override { return outer_ ? outer_->velocity() : torch::Tensor(); }
+  bool keeps_delta() const override { return download_update_; }  // replayed from it
 
   Encoded encode_tensor(const TensorLayout& l, const torch::Tensor& x) override {
     return feedback_ ? feedback_->encode(l.name, x) : codec_->encode(x);
