@@ -29,8 +29,10 @@ fi
 
 build_loco
 
-if [[ ! -f $DATA/val.bin ]]; then
-  say "preparing the corpus: BPE tokenizer (vocab 4096) and token shards into $DATA"
+# index.json is written last: without it (or with only the old single-file train.bin/val.bin
+# layout) the corpus is prepared again.
+if [[ ! -f $DATA/train/index.json || ! -f $DATA/val/index.json ]]; then
+  say "preparing the corpus: BPE tokenizer (vocab 4096) and token shards into $DATA/train and $DATA/val"
   build/loco data prepare --input "$RAW/builds" --out "$DATA" --vocab-size 4096
 else
   say "prepared corpus already in $DATA"

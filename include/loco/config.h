@@ -25,8 +25,10 @@ struct RunConfig {
 };
 
 struct DataConfig {
-  std::string train = "data/train.bin";            // token shard written by `loco data prepare`
-  std::string val = "data/val.bin";                // held-out shard
+  // A shard directory written by `loco data prepare` (index.json + numbered shards), or a single
+  // shard file (the old train.bin layout: a one-shard corpus).
+  std::string train = "data/train";
+  std::string val = "data/val";                    // held-out shards, same forms
   std::string tokenizer = "data/tokenizer.model";  // SentencePiece model
 };
 

@@ -152,7 +152,7 @@ void Evaluator::evaluate_into(const ClosedRound& r, nlohmann::json& record) {
   if (r.theta.defined()) {
     flat_->data().copy_(r.theta);
     const auto& t = config_.train;
-    EvalStats e = evaluate_model(model_, val_tokens_, token_bytes_, t.batch_size,
+    EvalStats e = evaluate_model(model_, *val_tokens_, token_bytes_, t.batch_size,
                                  config_.model.seq_len, t.eval_batches, torch::Device(torch::kCPU));
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "shards are little-endian");
 
@@ -183,6 +185,60 @@ std::vector<int32_t> read_shard(const std::string& path, ShardInfo* info_out) {
 ShardInfo read_shard_info(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   return read_header(path, file);
+}
+
+std::string shard_file_name(int64_t index) {
+  return fmt::format("{:06d}.bin", index);
+}
+
+ShardWriter::ShardWriter(std::string dir, uint32_t vocab_size, int64_t shard_tokens)
+    : dir_(std::move(dir)), vocab_size_(vocab_size), shard_tokens_(shard_tokens) {
+  if (shard_tokens < 1) fail(dir_, fmt::format("shard size {} tokens < 1", shard_tokens));
+  fs::create_directories(dir_);
+  const std::regex shard_name(R"(\d{6}\.bin|index\.json)");
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    if (std::regex_match(entry.path().filename().string(), shard_name)) fs::remove(entry.path());
+  }
+}
+
+void ShardWriter::append(const std::vector<int32_t>& tokens) {
+  size_t at = 0;
+  while (at < tokens.size()) {
+    size_t room = static_cast<size_t>(shard_tokens_) - buffer_.size();
+    size_t n = std::min(room, tokens.size() - at);
+    buffer_.insert(buffer_.end(), tokens.begin() + at, tokens.begin() + at + n);
+    at += n;
+    if (buffer_.size() == static_cast<size_t>(shard_tokens_)) flush();
+  }
+  tokens_ += static_cast<int64_t>(tokens.size());
+}
+
+void ShardWriter::flush() {
+  std::string name = shard_file_name(shards());
+  write_shard((fs::path(dir_) / name).string(), buffer_, vocab_size_);
+  files_.emplace_back(name, static_cast<int64_t>(buffer_.size()));
+  buffer_.clear();
+}
+
+void ShardWriter::finish() {
+  if (!buffer_.empty() || files_.empty()) flush();
+  nlohmann::json index = {{"format", "loco-shards"}, {"version", 1},
+                          {"vocab_size", vocab_size_}, {"tokens", tokens_},
+                          {"shards", nlohmann::json::array()}};
+  for (const auto& [name, count] : files_) {
+    index["shards"].push_back({{"file", name}, {"tokens", count}});
+  }
+  const std::string path = (fs::path(dir_) / "index.json").string();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << index.dump(1) << "\n";
+    if (!out.flush()) fail(tmp, "cannot write");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    fail(path, std::string("cannot rename from ") + tmp + ": " + std::strerror(errno));
+  }
+  fsync_dir(dir_);
 }
 
 }  // namespace loco
