@@ -25,7 +25,8 @@ for tool in "$LOCO" "$SYNTH" "$SPM"; do
 done
 [[ -d $RAW ]] || { echo "error: $RAW missing: run scripts/quickstart.sh first" >&2; exit 2; }
 need_gb=$(( BIG_TOKENS * 2 / 1000000000 + 2 ))
-free_gb=$(df -P --block-size=1G "$(dirname "$WORK")" | awk 'NR==2 {print $4}')
+mkdir -p "$WORK"
+free_gb=$(df -P --block-size=1G "$WORK" | awk 'NR==2 {print $4}')
 (( free_gb > need_gb )) || { echo "error: $need_gb GB of disk needed for the big corpus, $free_gb GB free" >&2; exit 2; }
 rm -rf "$WORK"
 mkdir -p "$WORK" bench/results

@@ -1,6 +1,6 @@
-// Helpers of the data suites (test_data, test_shards, test_prepare): a fresh directory per test under one
-// directory of this process's own, removed when the run ends; whole files written and read; random
-// tokens; and expect_error, which checks the message of what a call throws.
+// Helpers of the data suites (test_data, test_shards, test_prepare): a fresh directory per test
+// under one directory of this process's own, removed when the run ends; whole files written and
+// read; random tokens; and expect_error, which checks the message of what a call throws.
 #pragma once
 
 #include <gtest/gtest.h>
