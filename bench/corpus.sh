@@ -51,25 +51,27 @@ for threads in "$CORES" 1; do
   echo "==> (b) SentencePiece's own Encode, $threads threads"
   "$SPM" "$WORK/prep$CORES/tokenizer.model" "$WORK/corpus.txt" "$threads" | tee "$WORK/spm$threads.log"
 done
-cmp <(cat "$WORK/prep$CORES"/train/*.bin) <(cat "$WORK/prep1"/train/*.bin) \
+# The train stream's shards in order: train.bin, then train-000001.bin, ... (if any).
+stream() { cat "$1/train.bin"; if compgen -G "$1/train-*.bin" >/dev/null; then cat "$1"/train-*.bin; fi; }
+cmp <(stream "$WORK/prep$CORES") <(stream "$WORK/prep1") \
   && echo "==> (b) the $CORES-thread and 1-thread shards are byte-identical"
 
 peak_rss_mb() { sed -n 's/.*Maximum resident set size (kbytes): \([0-9]*\).*/\1/p' "$1" | awk '{printf "%.0f", $1 / 1024}'; }
-train() {  # NAME TRAIN_DIR
+train() {  # NAME TRAIN_BIN
   echo "==> (a) loco train: tiny model, $STEPS steps on $2"
   /usr/bin/time -v "$LOCO" train --config configs/tiny.yaml --set run.dir="$WORK/run-$1" \
-    --set data.train="$2" --set data.val="$WORK/prep$CORES/val" \
+    --set data.train="$2" --set data.val="$WORK/prep$CORES/val.bin" \
     --set data.tokenizer="$WORK/prep$CORES/tokenizer.model" --set train.max_steps="$STEPS" \
     --set train.eval_every=0 --set train.checkpoint_every=0 --set train.log_every=20 \
     >"$WORK/train-$1.log" 2>&1 || { tail -5 "$WORK/train-$1.log"; exit 1; }
   grep -E "Maximum resident|Elapsed" "$WORK/train-$1.log"
 }
-train small "$WORK/prep$CORES/train"
+train small "$WORK/prep$CORES/train.bin"
 echo "==> (a) writing the synthetic corpus: $BIG_TOKENS tokens, vocab 4096"
 start=$(date +%s.%N)
-"$SYNTH" "$WORK/big" "$BIG_TOKENS" 4096 >"$WORK/synth.log" 2>&1 || { tail -5 "$WORK/synth.log"; exit 1; }
+"$SYNTH" "$WORK/big/train.bin" "$BIG_TOKENS" 4096 >"$WORK/synth.log" 2>&1 || { tail -5 "$WORK/synth.log"; exit 1; }
 echo "written in $(echo "$(date +%s.%N) - $start" | bc) s: $(du -sh "$WORK/big" | cut -f1)"
-train big "$WORK/big"
+train big "$WORK/big/train.bin"
 
 /usr/bin/python3 - "$WORK" "$CORES" "$BIG_TOKENS" "$STEPS" \
   "$(peak_rss_mb "$WORK/train-small.log")" "$(peak_rss_mb "$WORK/train-big.log")" \
@@ -79,7 +81,7 @@ work, cores, big_tokens, steps, rss_small, rss_big, prep_n, prep_1 = sys.argv[1:
 work = pathlib.Path(work)
 def spm(threads):
     return float(re.search(r"([0-9.]+) MB/s", (work / f"spm{threads}.log").read_text()).group(1))
-small = json.loads((work / f"prep{cores}/train/index.json").read_text())["tokens"]
+small = json.loads((work / f"prep{cores}/train.index.json").read_text())["tokens"]
 text_mb = (work / "corpus.txt").stat().st_size / 1e6
 r = {"cores": int(cores), "steps": int(steps),
      "small_corpus_tokens": small, "small_corpus_mb": small * 2 / 1e6,

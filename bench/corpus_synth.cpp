@@ -1,8 +1,9 @@
-// Writes a synthetic shard directory of N uniformly random tokens (a seeded splitmix64 stream),
-// for bench/corpus.sh's memory benchmark: a corpus of gigabytes without encoding gigabytes of
-// text. The shards are ordinary ones (ShardWriter: headers, checksums, index.json), so `loco
-// train` reads them as it reads a prepared corpus.
-// Usage: corpus_synth OUT_DIR TOKENS VOCAB_SIZE [SHARD_TOKENS]
+// Writes a synthetic token stream of N uniformly random tokens (a seeded splitmix64 stream), for
+// bench/corpus.sh's memory benchmark: a corpus of gigabytes without encoding gigabytes of text.
+// The shards are ordinary ones (ShardWriter: OUT/train.bin, OUT/train-000001.bin, ...,
+// OUT/train.index.json, headers and checksums), so `loco train` reads them as it reads a
+// prepared corpus.
+// Usage: corpus_synth OUT_FILE TOKENS VOCAB_SIZE [SHARD_TOKENS]   (OUT_FILE: e.g. OUT/train.bin)
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
@@ -14,7 +15,7 @@
 
 int main(int argc, char** argv) {
   if (argc < 4 || argc > 5) {
-    std::fprintf(stderr, "usage: corpus_synth OUT_DIR TOKENS VOCAB_SIZE [SHARD_TOKENS]\n");
+    std::fprintf(stderr, "usage: corpus_synth OUT_FILE TOKENS VOCAB_SIZE [SHARD_TOKENS]\n");
     return 2;
   }
   const int64_t total = std::atoll(argv[2]);
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
     }
     writer.finish();
     progress.finish();
-    spdlog::info("corpus_synth: {} tokens in {} shards under {}", writer.tokens(), writer.shards(),
+    spdlog::info("corpus_synth: {} tokens in {} shards from {}", writer.tokens(), writer.shards(),
                  argv[1]);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

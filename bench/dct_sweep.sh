@@ -23,7 +23,7 @@ ARGS+=(--out "$OUT" --scale "${SCALE:-1}" --loco "${LOCO:-build/loco}")
 if [[ $ACTION == list ]]; then
   exec "$PY" scripts/experiments.py list dct_sweep "${ARGS[@]}"
 fi
-[[ -f data/nlp-corpus/val/index.json ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
+[[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 rc=0
 "$PY" scripts/experiments.py run dct_sweep "${ARGS[@]}" || rc=$?
 "$PY" bench/dct_sweep.py "$OUT/dct_sweep"

@@ -35,7 +35,7 @@ train_bin=$(sed -n 's/^ *train: *//p' "$CONFIG" | head -n 1)
 if [[ ! -f $train_bin ]]; then
   echo "ddp_bench.sh: $train_bin not found; preparing tests/data/sample.json (vocabulary 512)"
   "$LOCO" data prepare --input tests/data/sample.json --out "$work/data" --vocab-size 512 >/dev/null
-  overrides+=(--set data.train="$work/data/train" --set data.val="$work/data/val"
+  overrides+=(--set data.train="$work/data/train.bin" --set data.val="$work/data/val.bin"
               --set data.tokenizer="$work/data/tokenizer.model" --set model.vocab_size=512)
 fi
 

@@ -14,7 +14,7 @@ LOCO=${LOCO:-build/loco}
 H=${H:-10}
 ROUNDS=${ROUNDS:-24}
 OUT=${OUT:-runs/faults}
-[[ -f data/nlp-corpus/val/index.json ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
+[[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 mkdir -p "$OUT" bench/results
 port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 ARGS=(--config configs/diloco-tiny.yaml --set sync.workers=3 --set sync.inner_steps="$H"

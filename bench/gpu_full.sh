@@ -95,7 +95,7 @@ main() {
   grep -h -E 'Gpu[A-Za-z]* \.' "$OUT/ctest.log" | head -5  # the cases that need a GPU
 
   [[ ${NO_RUNS:-0} = 1 ]] && return 0
-  [[ -f data/nlp-corpus/val/index.json ]] || { echo "no data/nlp-corpus: training runs skipped"; return 0; }
+  [[ -f data/nlp-corpus/val.bin ]] || { echo "no data/nlp-corpus: training runs skipped"; return 0; }
   local common=(--set train.device=cuda --set train.checkpoint_every=0 --set train.log_every=50)
   rm -rf runs/gpu
   stamp "loco train on CUDA: tiny model, 300 steps"

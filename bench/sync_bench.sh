@@ -18,7 +18,7 @@ NAME=$(basename "$CONFIG" .yaml)
 RESULT=bench/results/sync.json
 [[ $NAME == diloco-tiny ]] || RESULT=bench/results/sync-$NAME.json
 RUN=runs/bench-sync
-[[ -f data/nlp-corpus/val/index.json ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
+[[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 rm -rf "$RUN"
 PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 echo "==> launching 4 workers x $((ROUNDS * H)) steps (H=$H, $CONFIG) into $RUN"

@@ -29,10 +29,10 @@ fi
 
 build_loco
 
-# index.json is written last: without it (or with only the old single-file train.bin/val.bin
-# layout) the corpus is prepared again.
-if [[ ! -f $DATA/train/index.json || ! -f $DATA/val/index.json ]]; then
-  say "preparing the corpus: BPE tokenizer (vocab 4096) and token shards into $DATA/train and $DATA/val"
+# val.bin appears last, once every shard and index is written; a corpus prepared before shards
+# (no val.index.json) is prepared again.
+if [[ ! -f $DATA/val.bin || ! -f $DATA/val.index.json ]]; then
+  say "preparing the corpus: BPE tokenizer (vocab 4096) and token shards into $DATA"
   build/loco data prepare --input "$RAW/builds" --out "$DATA" --vocab-size 4096
 else
   say "prepared corpus already in $DATA"

@@ -41,7 +41,7 @@ else
   OUT=${OUT:-runs/reproduce-quick}
   PAGE=${PAGE:-$OUT/RESULTS.md}
 fi
-[[ -f data/nlp-corpus/val/index.json ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
+[[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 [[ -x $LOCO ]] || { echo "error: $LOCO not found: build loco first (scripts/quickstart.sh), or set LOCO" >&2; exit 2; }
 # Debian's Python, which has python3-yaml (docs/design.md "Pitfalls on this machine")
 PY=/usr/bin/python3

@@ -129,8 +129,8 @@ class DdpTest : public ::testing::Test {
                            int batch) {
     std::string path = dir + "/config_" + mode + std::to_string(workers) + ".yaml";
     std::ofstream(path) << "run: {name: test, dir: " << dir << "/run, seed: 3}\n"
-                        << "data: {train: " << data_dir_ << "/train, val: " << data_dir_
-                        << "/val, tokenizer: " << data_dir_ << "/tokenizer.model}\n"
+                        << "data: {train: " << data_dir_ << "/train.bin, val: " << data_dir_
+                        << "/val.bin, tokenizer: " << data_dir_ << "/tokenizer.model}\n"
                         << "model: {n_layer: 2, n_head: 2, n_embd: 64, seq_len: 32, "
                            "vocab_size: 512}\n"
                         << "train: {batch_size: " << batch

@@ -24,9 +24,9 @@ using loco::testing::write_file;
 
 namespace {
 
-// Every token of a shard directory, in order.
-std::vector<int32_t> stream_tokens(const fs::path& dir) {
-  auto all = loco::TokenStream::open(dir.string())->to_tensor().to(torch::kInt32);
+// Every token of the stream whose first shard is `first` (OUT/train.bin), in order.
+std::vector<int32_t> stream_tokens(const fs::path& first) {
+  auto all = loco::TokenStream::open(first.string())->to_tensor().to(torch::kInt32);
   return {all.data_ptr<int32_t>(), all.data_ptr<int32_t>() + all.numel()};
 }
 
@@ -151,14 +151,20 @@ TEST_F(Prepare, WritesTokenizerAndShards) {
   EXPECT_FALSE(fs::exists(out(".tokenizer_train.txt")));
   EXPECT_EQ(result_.train_shards, 1);  // the default shard holds 64 Mi tokens
   EXPECT_EQ(result_.val_shards, 1);
-  auto train = loco::read_shard_info(out("train/000000.bin").string());
+  // One shard: train.bin and val.bin are the single files of before shards, each holding its whole
+  // stream (what a checker reading train.bin alone sees), with an index beside them.
+  loco::ShardInfo train, val;
+  auto train_tokens = loco::read_shard(out("train.bin").string(), &train);
+  loco::read_shard(out("val.bin").string(), &val);
+  EXPECT_EQ(train.vocab_size, 300u);
   EXPECT_EQ(train.token_bytes, 2u);
-  auto train_stream = loco::TokenStream::open(out("train").string());
-  auto val_stream = loco::TokenStream::open(out("val").string());
-  EXPECT_EQ(train_stream->vocab_size(), 300u);
-  EXPECT_EQ(train_stream->size(), result_.train_tokens);
-  EXPECT_EQ(val_stream->size(), result_.val_tokens);
-  auto train_tokens = stream_tokens(out("train"));
+  EXPECT_EQ(static_cast<int64_t>(train.count), result_.train_tokens);
+  EXPECT_EQ(static_cast<int64_t>(val.count), result_.val_tokens);
+  EXPECT_TRUE(fs::exists(out("train.index.json")));
+  EXPECT_TRUE(fs::exists(out("val.index.json")));
+  EXPECT_FALSE(fs::exists(out("train-000001.bin")));
+  EXPECT_EQ(stream_tokens(out("train.bin")), train_tokens);
+  EXPECT_EQ(loco::TokenStream::open(out("val.bin").string())->size(), result_.val_tokens);
   EXPECT_EQ(train_tokens[0], 1);  // every document starts with <bos>
   EXPECT_EQ(std::count(train_tokens.begin(), train_tokens.end(), 1), result_.train_docs);
   EXPECT_GT(result_.train_bytes, result_.train_tokens);  // BPE merges: more than a byte a token
@@ -184,7 +190,7 @@ TEST_F(Prepare, TokenBytesSumToDecodedLength) {
   EXPECT_EQ(bytes[0], 0);  // <unk>
   EXPECT_EQ(bytes[1], 0);  // <bos>
   EXPECT_EQ(bytes[2], 0);  // <eos>
-  auto val = stream_tokens(out("val"));
+  auto val = stream_tokens(out("val.bin"));
   std::vector<int32_t> doc;  // the first val document, without its <bos>
   for (size_t i = 1; i < val.size() && val[i] != tokenizer.bos_id(); ++i) doc.push_back(val[i]);
   int64_t sum = 0;
@@ -194,7 +200,7 @@ TEST_F(Prepare, TokenBytesSumToDecodedLength) {
 
 TEST_F(Prepare, IsDeterministic) {
   loco::prepare_data(options("again"));
-  for (const char* file : {"train/000000.bin", "val/000000.bin", "train/index.json"}) {
+  for (const char* file : {"train.bin", "val.bin", "train.index.json", "val.index.json"}) {
     EXPECT_TRUE(read_file(out(file)) == read_file(*root_ / "again" / file)) << file;
   }
   // The model files differ only in the training-text path SentencePiece records in them.
@@ -206,23 +212,34 @@ TEST_F(Prepare, IsDeterministic) {
 // Small shards and one encoding thread give the same token stream as one shard encoded on two
 // threads: sharding and threading change nothing in the tokens.
 TEST_F(Prepare, ShardsHoldTheSameTokensAsOneShard) {
+  const fs::path dir = *root_ / "sharded";
+  // What the shard directories of an earlier layout left there is removed.
+  write_file(dir / "train" / "000000.bin", "old");
+  write_file(dir / "train" / "index.json", "{}");
   auto opts = options("sharded");
   opts.shard_tokens = 1000;
   opts.num_threads = 1;
   auto result = loco::prepare_data(opts);
+  EXPECT_FALSE(fs::exists(dir / "train"));
   EXPECT_EQ(result.train_shards, (result_.train_tokens + 999) / 1000);
   EXPECT_GT(result.train_shards, 2);
   EXPECT_EQ(result.train_tokens, result_.train_tokens);
-  for (const char* split : {"train", "val"}) {
-    EXPECT_EQ(stream_tokens(*root_ / "sharded" / split), stream_tokens(out(split))) << split;
+  for (const char* first : {"train.bin", "val.bin"}) {
+    EXPECT_EQ(stream_tokens(dir / first), stream_tokens(out(first))) << first;
   }
-  auto first = loco::read_shard((*root_ / "sharded" / "train" / "000000.bin").string());
-  EXPECT_EQ(first.size(), 1000u);
-  // Preparing again into the same directory with bigger shards leaves no stale shard behind.
+  // train.bin is shard 0: the first 1000 tokens, under the 64-byte header of a one-shard corpus.
+  auto shard0 = loco::read_shard((dir / "train.bin").string());
+  EXPECT_EQ(shard0.size(), 1000u);
+  EXPECT_TRUE(std::equal(shard0.begin(), shard0.end(), stream_tokens(out("train.bin")).begin()));
+  EXPECT_TRUE(fs::exists(dir / "train-000002.bin"));
+  EXPECT_FALSE(fs::exists(dir / "train.bin.partial"));
+  // Preparing again into the same directory with bigger shards leaves no stale shard behind, and
+  // train.bin is again the whole stream, byte for byte the unsharded preparation's.
   opts.shard_tokens = 1 << 20;
   loco::prepare_data(opts);
-  EXPECT_FALSE(fs::exists(*root_ / "sharded" / "train" / "000001.bin"));
-  EXPECT_EQ(stream_tokens(*root_ / "sharded" / "train"), stream_tokens(out("train")));
+  EXPECT_FALSE(fs::exists(dir / "train-000001.bin"));
+  EXPECT_TRUE(read_file(dir / "train.bin") == read_file(out("train.bin")));
+  EXPECT_EQ(stream_tokens(dir / "train.bin"), stream_tokens(out("train.bin")));
 }
 
 TEST_F(Prepare, KeepsAtLeastOneValDocument) {

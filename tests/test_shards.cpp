@@ -1,7 +1,8 @@
-// Tests of corpora larger than memory: shard directories written by ShardWriter and read back
-// through memory-mapped TokenStreams (across shard boundaries), missing and truncated shards
-// refused by name, the Feistel permutation, and a loader resumed in the middle of the second
-// shard continuing exactly.
+// Tests of corpora larger than memory: sharded streams (train.bin, train-000001.bin, ...,
+// train.index.json) written by ShardWriter and read back through memory-mapped TokenStreams
+// (across shard boundaries), missing and truncated shards refused by name, train.bin appearing
+// only when the stream is complete, the Feistel permutation, and a loader resumed in the middle of
+// the second shard continuing exactly.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -25,10 +26,11 @@ using loco::testing::random_tokens;
 
 namespace {
 
-// Writes `tokens` as a shard directory of `shard_tokens`-token shards, appended in uneven pieces.
-fs::path write_corpus(const fs::path& dir, const std::vector<int32_t>& tokens, int64_t shard_tokens,
-                      uint32_t vocab) {
-  loco::ShardWriter writer(dir.string(), vocab, shard_tokens);
+// Writes `tokens` as a stream of `shard_tokens`-token shards whose first is `first`, appended in
+// uneven pieces. Returns `first`.
+fs::path write_corpus(const fs::path& first, const std::vector<int32_t>& tokens,
+                      int64_t shard_tokens, uint32_t vocab) {
+  loco::ShardWriter writer(first.string(), vocab, shard_tokens);
   size_t at = 0, piece = 1;
   while (at < tokens.size()) {
     size_t n = std::min(piece, tokens.size() - at);
@@ -36,7 +38,7 @@ fs::path write_corpus(const fs::path& dir, const std::vector<int32_t>& tokens, i
     at += n, piece = piece * 3 + 1;
   }
   writer.finish();
-  return dir;
+  return first;
 }
 
 torch::Tensor as_tensor(const std::vector<int32_t>& tokens) {
@@ -47,14 +49,22 @@ torch::Tensor as_tensor(const std::vector<int32_t>& tokens) {
 
 TEST(Shards, WrittenAndReadBackAcrossBoundaries) {
   auto tokens = random_tokens(10000, 70000, 1);  // vocab above 65,536: 4 bytes a token
-  fs::path dir = write_corpus(make_temp_dir() / "train", tokens, 3000, 70000);
-  for (const char* file : {"000000.bin", "000001.bin", "000002.bin", "000003.bin", "index.json"}) {
+  fs::path first = write_corpus(make_temp_dir() / "train.bin", tokens, 3000, 70000);
+  fs::path dir = first.parent_path();
+  for (const char* file : {"train.bin", "train-000001.bin", "train-000002.bin", "train-000003.bin",
+                           "train.index.json"}) {
     EXPECT_TRUE(fs::exists(dir / file)) << file;
   }
-  EXPECT_FALSE(fs::exists(dir / "000004.bin"));
-  EXPECT_EQ(loco::read_shard_info((dir / "000003.bin").string()).count, 1000u);
+  EXPECT_FALSE(fs::exists(dir / "train-000004.bin"));
+  EXPECT_FALSE(fs::exists(dir / "train.bin.partial"));
+  EXPECT_EQ(loco::read_shard_info((dir / "train-000003.bin").string()).count, 1000u);
+  // train.bin is shard 0 with its own header: a reader of the header alone sees a valid shard.
+  auto head = loco::read_shard_info(first.string());
+  EXPECT_EQ(head.count, 3000u);
+  EXPECT_EQ(head.vocab_size, 70000u);
+  EXPECT_EQ(head.token_bytes, 4u);
 
-  auto stream = TokenStream::open(dir.string());
+  auto stream = TokenStream::open(first.string());
   EXPECT_EQ(stream->size(), 10000);
   EXPECT_EQ(stream->num_shards(), 4);
   EXPECT_EQ(stream->vocab_size(), 70000u);
@@ -66,36 +76,92 @@ TEST(Shards, WrittenAndReadBackAcrossBoundaries) {
 }
 
 TEST(Shards, MissingShardIsRefusedByName) {
-  fs::path dir = write_corpus(make_temp_dir() / "train", random_tokens(5000, 300, 2), 1000, 300);
-  fs::remove(dir / "000004.bin");  // the last one: no gap in the numbering gives it away
-  expect_error<ShardError>([&] { TokenStream::open(dir.string()); },
-                           {(dir / "000004.bin").string(), "missing shard", "index.json"});
+  fs::path first = write_corpus(make_temp_dir() / "train.bin", random_tokens(5000, 300, 2), 1000,
+                                300);
+  fs::path dir = first.parent_path();
+  fs::remove(dir / "train-000004.bin");  // the last one: no gap in the numbering gives it away
+  expect_error<ShardError>(
+      [&] { TokenStream::open(first.string()); },
+      {(dir / "train-000004.bin").string(), "missing shard", (dir / "train.index.json").string()});
 }
 
 TEST(Shards, TruncatedShardIsRefusedByName) {
-  fs::path dir = write_corpus(make_temp_dir() / "train", random_tokens(5000, 300, 3), 1000, 300);
-  fs::resize_file(dir / "000001.bin", fs::file_size(dir / "000001.bin") - 10);
-  expect_error<ShardError>([&] { TokenStream::open(dir.string()); },
-                           {(dir / "000001.bin").string(), "truncated", "1000 tokens"});
+  fs::path first = write_corpus(make_temp_dir() / "train.bin", random_tokens(5000, 300, 3), 1000,
+                                300);
+  fs::path shard = first.parent_path() / "train-000001.bin";
+  fs::resize_file(shard, fs::file_size(shard) - 10);
+  expect_error<ShardError>([&] { TokenStream::open(first.string()); },
+                           {shard.string(), "truncated", "1000 tokens"});
 }
 
-TEST(Shards, CorruptShardAndMissingIndexAreRefused) {
-  fs::path dir = write_corpus(make_temp_dir() / "train", random_tokens(3000, 300, 4), 1000, 300);
+TEST(Shards, CorruptShardAndMismatchedIndexAreRefusedByName) {
+  fs::path first = write_corpus(make_temp_dir() / "train.bin", random_tokens(3000, 300, 4), 1000,
+                                300);
+  fs::path dir = first.parent_path(), index = dir / "train.index.json";
+  const std::string good_index = loco::testing::read_file(index);
   {
-    std::fstream f(dir / "000002.bin", std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(dir / "train-000002.bin", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(200);
     f.put('\x7f');
   }
+  expect_error<ShardError>([&] { TokenStream::open(first.string()); },
+                           {(dir / "train-000002.bin").string(), "checksum mismatch"});
+  // An index whose count or vocabulary disagrees with a shard's header, or that does not start
+  // with the named file.
+  auto edit_index = [&](const std::string& from, const std::string& to) {
+    std::string text = good_index;
+    ASSERT_NE(text.find(from), std::string::npos) << from;
+    text.replace(text.find(from), from.size(), to);
+    loco::testing::write_file(index, text);
+  };
+  edit_index("\"tokens\": 3000", "\"tokens\": 2999");
+  expect_error<ShardError>([&] { TokenStream::open(first.string()); },
+                           {index.string(), "hold 3000 tokens but it says 2999"});
+  edit_index("\"vocab_size\": 300", "\"vocab_size\": 301");
+  expect_error<ShardError>([&] { TokenStream::open(first.string()); },
+                           {first.string(), "vocabulary 300", "says 301"});
+  edit_index("\"file\": \"train.bin\"", "\"file\": \"other.bin\"");
+  expect_error<ShardError>([&] { TokenStream::open(first.string()); },
+                           {index.string(), "other.bin as the first shard, not train.bin"});
+  // Without its index, train.bin alone is a one-shard corpus (the layout before shards).
+  fs::remove(index);
+  auto alone = TokenStream::open(first.string());
+  EXPECT_EQ(alone->size(), 1000);
+  EXPECT_EQ(alone->num_shards(), 1);
+  // A directory is not a stream: the error says what to name.
   expect_error<ShardError>([&] { TokenStream::open(dir.string()); },
-                           {(dir / "000002.bin").string(), "checksum mismatch"});
-  fs::remove(dir / "index.json");
-  expect_error<ShardError>([&] { TokenStream::open(dir.string()); },
-                           {(dir / "index.json").string(), "missing"});
+                           {dir.string(), "is a directory", "train.bin"});
+}
+
+// train.bin becomes visible last: a stream cut off before finish() leaves no train.bin (its shard
+// 0 is still under a temporary name), so nothing can read a partial corpus; writing the same
+// stream again removes what the earlier one left.
+TEST(Shards, TrainBinAppearsOnlyWhenTheStreamIsComplete) {
+  fs::path dir = make_temp_dir(), first = dir / "train.bin";
+  write_corpus(first, random_tokens(5000, 300, 8), 1000, 300);
+  {
+    loco::ShardWriter writer(first.string(), 300, 1000);
+    EXPECT_FALSE(fs::exists(first));  // the earlier stream is gone
+    EXPECT_FALSE(fs::exists(dir / "train.index.json"));
+    EXPECT_FALSE(fs::exists(dir / "train-000004.bin"));
+    writer.append(random_tokens(2500, 300, 9));
+    EXPECT_TRUE(fs::exists(dir / "train.bin.partial"));
+    EXPECT_TRUE(fs::exists(dir / "train-000001.bin"));
+    EXPECT_FALSE(fs::exists(first));
+    writer.finish();
+  }
+  EXPECT_TRUE(fs::exists(first));
+  EXPECT_FALSE(fs::exists(dir / "train.bin.partial"));
+  EXPECT_FALSE(fs::exists(dir / "train-000003.bin"));
+  auto stream = TokenStream::open(first.string());
+  EXPECT_EQ(stream->size(), 2500);
+  EXPECT_EQ(stream->num_shards(), 3);
 }
 
 TEST(Shards, CorpusTooSmallForOneWindowPerWorkerIsRefused) {
-  fs::path dir = write_corpus(make_temp_dir() / "train", random_tokens(600, 300, 5), 256, 300);
-  auto stream = TokenStream::open(dir.string());
+  fs::path first = write_corpus(make_temp_dir() / "train.bin", random_tokens(600, 300, 5), 256,
+                                300);
+  auto stream = TokenStream::open(first.string());
   EXPECT_NO_THROW(DataLoader(stream, 1, 256, 0, 0, 2));
   expect_error<std::invalid_argument>([&] { DataLoader(stream, 1, 256, 0, 3, 4); },
                                       {"4 worker(s)", "needs 1025 tokens, it holds 600"});
@@ -124,10 +190,10 @@ TEST(Permutation, IsABijectionThatDependsOnTheSeed) {
 TEST(Shards, ResumeInTheSecondShardContinuesExactly) {
   const int64_t seq_len = 16, batch = 2, shard = 1000, world = 2, rank = 1;
   auto tokens = random_tokens(4 * shard, 300, 6);
-  fs::path dir = write_corpus(make_temp_dir() / "train", tokens, shard, 300);
+  fs::path first = write_corpus(make_temp_dir() / "train.bin", tokens, shard, 300);
   auto reference = as_tensor(tokens);
 
-  DataLoader whole(TokenStream::open(dir.string()), batch, seq_len, 17, rank, world);
+  DataLoader whole(TokenStream::open(first.string()), batch, seq_len, 17, rank, world);
   std::vector<loco::Batch> batches;
   std::vector<loco::LoaderCursor> cursors;
   int64_t resume_at = -1;
@@ -148,7 +214,7 @@ TEST(Shards, ResumeInTheSecondShardContinuesExactly) {
   }
   ASSERT_GT(resume_at, 0) << "no step starts in the second shard";
 
-  DataLoader resumed(TokenStream::open(dir.string()), batch, seq_len, 17, rank, world);
+  DataLoader resumed(TokenStream::open(first.string()), batch, seq_len, 17, rank, world);
   resumed.set_cursor(cursors[resume_at]);
   for (size_t step = resume_at; step < batches.size(); ++step) {
     auto b = resumed.next();
@@ -163,7 +229,7 @@ TEST(Shards, ResumeInTheSecondShardContinuesExactly) {
 TEST(Shards, LoaderBatchesDoNotDependOnTheShardSize) {
   auto tokens = random_tokens(5000, 300, 7);
   fs::path root = make_temp_dir();
-  DataLoader small(TokenStream::open(write_corpus(root / "a", tokens, 333, 300).string()), 4, 32,
+  DataLoader small(TokenStream::open(write_corpus(root / "a.bin", tokens, 333, 300).string()), 4, 32,
                    3);
   DataLoader one(TokenStream::from_tensor(torch::tensor(tokens, torch::kInt32)), 4, 32, 3);
   for (int step = 0; step < 60; ++step) {  // several epochs of 156 windows

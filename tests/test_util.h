@@ -152,9 +152,10 @@ inline void save_dump(const std::string& path, const c10::impl::GenericDict& dic
   std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
 }
 
-// Tokenizer (vocab 512) and shard directories prepared once per test process from the shipped
-// corpus sample (tests/data/sample.json), in a directory of this process's own. The shards are
-// small (4096 tokens) so that every training test reads a corpus of several shards.
+// Tokenizer (vocab 512) and token streams (train.bin, val.bin, with their further shards and
+// indexes) prepared once per test process from the shipped corpus sample
+// (tests/data/sample.json), in a directory of this process's own. The shards are small (4096
+// tokens) so that every training test reads a corpus of several shards.
 inline const std::string& prepared_sample() {
   static const std::string dir = [] {
     auto d = std::filesystem::temp_directory_path() / ("loco_sample_" + std::to_string(::getpid()));
@@ -175,7 +176,7 @@ inline const std::string& prepared_sample() {
 inline std::string small_run_yaml(const std::string& run_dir) {
   const std::string& d = prepared_sample();
   return "run: {name: test, dir: " + run_dir + ", seed: 3}\n" + "data: {train: " + d +
-         "/train, val: " + d + "/val, tokenizer: " + d + "/tokenizer.model}\n" +
+         "/train.bin, val: " + d + "/val.bin, tokenizer: " + d + "/tokenizer.model}\n" +
          "model: {n_layer: 2, n_head: 2, n_embd: 64, seq_len: 32, vocab_size: 512}\n" +
          "train: {batch_size: 4, max_steps: 8, eval_every: 4, eval_batches: 2,\n" +
          "        checkpoint_every: 4, log_every: 2, threads: 1,\n" +

@@ -25,10 +25,11 @@ struct RunConfig {
 };
 
 struct DataConfig {
-  // A shard directory written by `loco data prepare` (index.json + numbered shards), or a single
-  // shard file (the old train.bin layout: a one-shard corpus).
-  std::string train = "data/train";
-  std::string val = "data/val";                    // held-out shards, same forms
+  // The first shard of a token stream written by `loco data prepare` (DIR/train.bin); when
+  // DIR/train.index.json exists it lists the further shards (train-000001.bin, ...), otherwise
+  // the file alone is the corpus.
+  std::string train = "data/train.bin";
+  std::string val = "data/val.bin";                // held-out stream, same form
   std::string tokenizer = "data/tokenizer.model";  // SentencePiece model
 };
 

@@ -86,7 +86,8 @@ inline Batch eval_batch(const torch::Tensor& tokens, int64_t index, int64_t batc
   return eval_batch(*TokenStream::from_tensor(tokens), index, batch_size, seq_len);
 }
 
-// Opens a shard file or shard directory (TokenStream::open: verified, memory-mapped).
+// Opens the token stream whose first shard is `path` (DIR/train.bin, with DIR/train.index.json
+// listing the rest when there is one; TokenStream::open: verified, memory-mapped).
 std::shared_ptr<const TokenStream> load_tokens(const std::string& path);
 
 }  // namespace loco

@@ -6,9 +6,11 @@
 // The split is deterministic and independent of input order: a document goes to val when
 // FNV-1a(text) mod 1000 < val_permille. The tokenizer is trained on the train split only.
 // Each document is encoded as <bos> + tokens, on all cores (blocks of documents, order kept), and
-// the token stream is written as shard directories out_dir/train/ and out_dir/val/ (numbered
-// shards of at most shard_tokens tokens plus index.json; see token_stream.h), written as the
-// encoding goes so memory holds one shard of tokens, not the corpus's.
+// each token stream is written as shards of at most shard_tokens tokens: out_dir/train.bin (shard
+// 0, the whole stream when it fits in one), out_dir/train-000001.bin, ..., and
+// out_dir/train.index.json listing them (the same for val; see ShardWriter in shard.h), written as
+// the encoding goes so memory holds one shard of tokens, not the corpus's. train.bin and val.bin
+// appear last, once their streams are complete.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +41,8 @@ struct PrepareResult {
 std::vector<std::string> read_documents(const std::vector<std::string>& inputs);
 
 // Runs the whole preparation, logging progress and an ETA. Writes out_dir/tokenizer.model,
-// out_dir/train/ and out_dir/val/.
+// out_dir/train.bin and out_dir/val.bin (with their further shards and indexes). Removes the
+// train/ and val/ shard directories of an earlier layout, if any.
 PrepareResult prepare_data(const PrepareOptions& options);
 
 }  // namespace loco

@@ -1,14 +1,17 @@
-// A token stream read in place: one shard file, or a directory of numbered shards, memory-mapped
-// and seen as one concatenated stream of tokens. Nothing is read into memory up front, so a
-// corpus far larger than the machine's memory trains in a few MB of resident pages.
+// A token stream read in place: a stream's shard files, memory-mapped and seen as one
+// concatenated stream of tokens. Nothing is read into memory up front, so a corpus far larger
+// than the machine's memory trains in a few MB of resident pages.
 //
-// A shard directory (written by `loco data prepare`, see ShardWriter in shard.h) holds
-//   index.json        {"format": "loco-shards", "version": 1, "vocab_size": V, "tokens": N,
-//                      "shards": [{"file": "000000.bin", "tokens": n0}, ...]}
-//   000000.bin, ...   token shards (shard.h's header each), concatenated in the listed order.
-// A single shard file (the old train.bin layout) is a one-shard stream.
+// A stream is named by its first shard, DIR/train.bin (as `loco data prepare` writes it, see
+// ShardWriter in shard.h). When DIR/train.index.json (the file's stem + ".index.json") exists, the
+// stream is every shard it lists, in order:
+//   train.index.json  {"format": "loco-shards", "version": 1, "vocab_size": V, "tokens": N,
+//                      "shards": [{"file": "train.bin", "tokens": n0},
+//                                 {"file": "train-000001.bin", "tokens": n1}, ...]}
+// (the first must be the named file itself). Without an index the file alone is the stream: a
+// one-shard corpus, as every train.bin written before shards is.
 //
-// Opening verifies everything before any training starts: index.json present and well formed,
+// Opening verifies everything before any training starts: the index (if any) well formed,
 // every listed shard present (a missing one is named), every header and file size (a truncated
 // shard is named), token counts and vocabularies agreeing with the index, and every shard's
 // checksum (read in 1 MiB chunks through read(2), not the mapping, so it costs no resident
@@ -30,7 +33,8 @@ namespace loco {
 
 class TokenStream {
  public:
-  // Opens a shard file or a shard directory (see above). Throws ShardError naming the file.
+  // Opens the stream whose first shard is `path` (see above). Throws ShardError naming the
+  // file; a directory is refused (name DIR/train.bin).
   static std::shared_ptr<const TokenStream> open(const std::string& path);
   // Wraps a 1-D integer tensor (kept; converted to int32 if it is not already). For tests and
   // in-memory streams.

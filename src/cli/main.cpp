@@ -41,9 +41,9 @@ loco::Config resolve_config(const std::string& path, const std::vector<std::stri
 int run_prepare(const loco::PrepareOptions& options) {
   auto r = loco::prepare_data(options);
   std::cout << "prepared " << options.out_dir << ": " << r.train_tokens << " train tokens ("
-            << r.train_docs << " docs, " << r.train_shards << " shards in " << options.out_dir
-            << "/train), " << r.val_tokens << " val tokens (" << r.val_docs << " docs, "
-            << r.val_shards << " shards in " << options.out_dir << "/val)\n";
+            << r.train_docs << " docs, " << r.train_shards << " shard(s) from train.bin), "
+            << r.val_tokens << " val tokens (" << r.val_docs << " docs, " << r.val_shards
+            << " shard(s) from val.bin)\n";
   return 0;
 }
 

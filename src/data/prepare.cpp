@@ -99,6 +99,21 @@ void log_split(const char* name, int64_t docs, int64_t tokens, int64_t bytes) {
                bytes, static_cast<double>(bytes) / std::max<int64_t>(tokens, 1));
 }
 
+// Removes a shard directory of the layout this branch wrote before (DIR/train/000000.bin, ...,
+// DIR/train/index.json): its shards and index, then the directory if that left it empty.
+void remove_shard_directory(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const bool shard = name.size() == 10 && name.substr(6) == ".bin" &&
+                       std::all_of(name.begin(), name.begin() + 6,
+                                   [](char c) { return c >= '0' && c <= '9'; });
+    if (shard || name == "index.json") fs::remove(entry.path());
+  }
+  fs::remove(dir, ec);  // only when empty: anything else in it is not ours
+}
+
 void check_options(const PrepareOptions& options) {
   if (options.inputs.empty()) throw std::invalid_argument("data prepare: no --input given");
   if (options.out_dir.empty()) throw std::invalid_argument("data prepare: no --out given");
@@ -149,15 +164,14 @@ PrepareResult prepare_data(const PrepareOptions& given) {
   fs::remove(text_path);
 
   Tokenizer tokenizer = Tokenizer::load(model_path);
-  // The old single-file layout of this directory is replaced by the shard directories.
-  for (const char* old : {"train.bin", "val.bin"}) fs::remove(out / old);
+  for (const char* split : {"train", "val"}) remove_shard_directory(out / split);
   const int64_t text_bytes = total_bytes(split.train) + total_bytes(split.val);
   Progress progress(fmt::format("tokenize ({} threads)", options.num_threads), text_bytes,
                     "bytes");
   int64_t bytes_done = 0;
   const auto vocab = static_cast<uint32_t>(tokenizer.vocab_size());
-  ShardWriter train_writer((out / "train").string(), vocab, options.shard_tokens);
-  ShardWriter val_writer((out / "val").string(), vocab, options.shard_tokens);
+  ShardWriter train_writer((out / "train.bin").string(), vocab, options.shard_tokens);
+  ShardWriter val_writer((out / "val.bin").string(), vocab, options.shard_tokens);
   const int64_t train_tokens = encode_documents(tokenizer, split.train, options.num_threads,
                                                 train_writer, progress, bytes_done);
   const int64_t val_tokens = encode_documents(tokenizer, split.val, options.num_threads,
@@ -182,9 +196,9 @@ PrepareResult prepare_data(const PrepareOptions& given) {
   result.val_bytes = total_bytes(split.val);
   log_split("train", result.train_docs, result.train_tokens, result.train_bytes);
   log_split("val", result.val_docs, result.val_tokens, result.val_bytes);
-  spdlog::info("prepare: wrote {}/tokenizer.model, {}/train/ ({} shards), {}/val/ ({} shards)",
-               options.out_dir, options.out_dir, result.train_shards, options.out_dir,
-               result.val_shards);
+  spdlog::info("prepare: wrote {0}/tokenizer.model, {0}/train.bin ({1} shard(s)), {0}/val.bin ({2} "
+               "shard(s)), with {0}/train.index.json and {0}/val.index.json",
+               options.out_dir, result.train_shards, result.val_shards);
   return result;
 }
 

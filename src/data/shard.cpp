@@ -1,16 +1,17 @@
-// Token shards (train.bin / val.bin): atomic writing, and reading with every field verified.
+// Token shards (train.bin, train-000001.bin, ...): atomic writing of a sharded stream and its
+// index, and reading with every field verified.
 #include "loco/shard.h"
 
 #include <fcntl.h>
 #include <spdlog/fmt/fmt.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "shards are little-endian");
 
@@ -115,6 +116,16 @@ ShardInfo read_header(const std::string& path, std::ifstream& file) {
   return info;
 }
 
+// "<prefix>NNNNNN.bin" (six digits): a numbered shard after shard 0.
+bool is_numbered_shard(const std::string& name, const std::string& prefix) {
+  if (name.size() != prefix.size() + 10 || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.compare(name.size() - 4, 4, ".bin") != 0) {
+    return false;
+  }
+  return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end() - 4,
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
 }  // namespace
 
 uint64_t fnv1a64(const void* data, size_t size, uint64_t seed) {
@@ -187,17 +198,31 @@ ShardInfo read_shard_info(const std::string& path) {
   return read_header(path, file);
 }
 
-std::string shard_file_name(int64_t index) {
-  return fmt::format("{:06d}.bin", index);
+std::string shard_path(const std::string& first, int64_t index) {
+  if (index == 0) return first;
+  const fs::path p(first);
+  return (p.parent_path() / fmt::format("{}-{:06d}.bin", p.stem().string(), index)).string();
 }
 
-ShardWriter::ShardWriter(std::string dir, uint32_t vocab_size, int64_t shard_tokens)
-    : dir_(std::move(dir)), vocab_size_(vocab_size), shard_tokens_(shard_tokens) {
-  if (shard_tokens < 1) fail(dir_, fmt::format("shard size {} tokens < 1", shard_tokens));
-  fs::create_directories(dir_);
-  const std::regex shard_name(R"(\d{6}\.bin|index\.json)");
-  for (const auto& entry : fs::directory_iterator(dir_)) {
-    if (std::regex_match(entry.path().filename().string(), shard_name)) fs::remove(entry.path());
+std::string shard_index_path(const std::string& first) {
+  const fs::path p(first);
+  return (p.parent_path() / (p.stem().string() + ".index.json")).string();
+}
+
+ShardWriter::ShardWriter(std::string first, uint32_t vocab_size, int64_t shard_tokens)
+    : first_(std::move(first)), vocab_size_(vocab_size), shard_tokens_(shard_tokens) {
+  if (shard_tokens < 1) fail(first_, fmt::format("shard size {} tokens < 1", shard_tokens));
+  const fs::path p(first_);
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  fs::create_directories(dir);
+  // The earlier stream goes first, shard 0 (`first`) before the rest: from here until finish()
+  // there is no `first`, so nothing reads a mix of two streams.
+  fs::remove(first_);
+  fs::remove(first_ + ".partial");
+  fs::remove(shard_index_path(first_));
+  const std::string prefix = p.stem().string() + "-";
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (is_numbered_shard(entry.path().filename().string(), prefix)) fs::remove(entry.path());
   }
 }
 
@@ -214,9 +239,9 @@ void ShardWriter::append(const std::vector<int32_t>& tokens) {
 }
 
 void ShardWriter::flush() {
-  std::string name = shard_file_name(shards());
-  write_shard((fs::path(dir_) / name).string(), buffer_, vocab_size_);
-  files_.emplace_back(name, static_cast<int64_t>(buffer_.size()));
+  const std::string path = shard_path(first_, shards());
+  write_shard(shards() == 0 ? first_ + ".partial" : path, buffer_, vocab_size_);
+  files_.emplace_back(fs::path(path).filename().string(), static_cast<int64_t>(buffer_.size()));
   buffer_.clear();
 }
 
@@ -228,7 +253,7 @@ void ShardWriter::finish() {
   for (const auto& [name, count] : files_) {
     index["shards"].push_back({{"file", name}, {"tokens", count}});
   }
-  const std::string path = (fs::path(dir_) / "index.json").string();
+  const std::string path = shard_index_path(first_);
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -238,7 +263,12 @@ void ShardWriter::finish() {
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     fail(path, std::string("cannot rename from ") + tmp + ": " + std::strerror(errno));
   }
-  fsync_dir(dir_);
+  // Last: shard 0 under its own name, the sign that the stream is complete.
+  const std::string partial = first_ + ".partial";
+  if (std::rename(partial.c_str(), first_.c_str()) != 0) {
+    fail(first_, std::string("cannot rename from ") + partial + ": " + std::strerror(errno));
+  }
+  fsync_dir(fs::path(first_).parent_path());
 }
 
 }  // namespace loco

@@ -1,4 +1,5 @@
-// Memory-mapped token streams over one shard or a directory of shards (see token_stream.h).
+// Memory-mapped token streams over one shard file or a sharded stream and its index (see
+// token_stream.h).
 #include "loco/token_stream.h"
 
 #include <fcntl.h>
@@ -55,25 +56,41 @@ struct IndexEntry {
   uint64_t tokens = 0;
 };
 
-std::vector<IndexEntry> read_index(const fs::path& dir, uint32_t* vocab_size) {
-  const std::string path = (dir / "index.json").string();
-  std::ifstream in(path);
-  if (!in) {
-    fail(path, "missing: a shard directory needs the index.json that `loco data prepare` writes "
-               "last (an interrupted prepare leaves none)");
-  }
+// The shards `index_path` lists (names relative to its directory), checked for form: the first
+// must be `first` itself, and the counts must add up to the total.
+std::vector<IndexEntry> read_index(const std::string& index_path, const std::string& first,
+                                   uint32_t* vocab_size) {
+  std::ifstream in(index_path);
+  if (!in) fail(index_path, std::string("cannot open: ") + std::strerror(errno));
   std::vector<IndexEntry> entries;
+  uint64_t total = 0, sum = 0;
   try {
     auto index = nlohmann::json::parse(in);
-    if (index.value("format", "") != "loco-shards") fail(path, "not a loco shard index (format)");
+    if (index.value("format", "") != "loco-shards") {
+      fail(index_path, "not a loco shard index (format)");
+    }
     *vocab_size = index.at("vocab_size").get<uint32_t>();
+    total = index.at("tokens").get<uint64_t>();
     for (const auto& shard : index.at("shards")) {
       entries.push_back({shard.at("file").get<std::string>(), shard.at("tokens").get<uint64_t>()});
+      sum += entries.back().tokens;
     }
   } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("invalid shard index (") + e.what() + ")");
+    fail(index_path, std::string("invalid shard index (") + e.what() + ")");
   }
-  if (entries.empty()) fail(path, "lists no shards");
+  if (entries.empty()) fail(index_path, "lists no shards");
+  const std::string name = fs::path(first).filename().string();
+  if (entries[0].file != name) {
+    fail(index_path, fmt::format("lists {} as the first shard, not {}", entries[0].file, name));
+  }
+  for (const auto& e : entries) {
+    if (e.file.empty() || e.file.find('/') != std::string::npos || e.file == "..") {
+      fail(index_path, fmt::format("shard file '{}' is not a file name in its directory", e.file));
+    }
+  }
+  if (sum != total) {
+    fail(index_path, fmt::format("its shards hold {} tokens but it says {}", sum, total));
+  }
   return entries;
 }
 
@@ -89,15 +106,21 @@ std::shared_ptr<const TokenStream> TokenStream::open(const std::string& path) {
   std::shared_ptr<TokenStream> stream(new TokenStream());
   std::error_code ec;
   std::vector<std::pair<std::string, uint64_t>> shards;  // (path, tokens the index promises)
-  std::string index_path;
   if (fs::is_directory(path, ec)) {
-    index_path = (fs::path(path) / "index.json").string();
-    for (const auto& e : read_index(path, &stream->vocab_size_)) {
-      shards.emplace_back((fs::path(path) / e.file).string(), e.tokens);
+    fail(path, "is a directory: name the stream's first shard file (DIR/train.bin, as `loco data "
+               "prepare` writes it; its further shards are listed in DIR/train.index.json)");
+  }
+  if (!fs::exists(path, ec)) fail(path, "no such file");
+  const std::string index_path = shard_index_path(path);
+  if (fs::exists(index_path, ec)) {
+    const fs::path dir = fs::path(path).parent_path();
+    for (const auto& e : read_index(index_path, path, &stream->vocab_size_)) {
+      shards.emplace_back(e.file == fs::path(path).filename().string() ? path
+                                                                         : (dir / e.file).string(),
+                          e.tokens);
     }
   } else {
-    if (!fs::exists(path, ec)) fail(path, "no such file or shard directory");
-    shards.emplace_back(path, UINT64_MAX);
+    shards.emplace_back(path, UINT64_MAX);  // a one-shard stream: no index
   }
   // Headers and sizes first (cheap): a missing or truncated shard is refused before any reading.
   uint64_t total_bytes = 0;
@@ -108,7 +131,7 @@ std::shared_ptr<const TokenStream> TokenStream::open(const std::string& path) {
     if (expected != UINT64_MAX && info.count != expected) {
       fail(file, fmt::format("holds {} tokens but {} lists {}", info.count, index_path, expected));
     }
-    if (!index_path.empty() && info.vocab_size != stream->vocab_size_) {
+    if (expected != UINT64_MAX && info.vocab_size != stream->vocab_size_) {
       fail(file, fmt::format("vocabulary {} but {} says {}", info.vocab_size, index_path,
                              stream->vocab_size_));
     }
