@@ -65,7 +65,7 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--data", help="loco train.bin shard (default: random tokens)")
+    ap.add_argument("--data", help="loco train.bin shard, read alone (of a sharded corpus: its first shard; default: random tokens)")
     args = ap.parse_args()
     if args.steps < 1 or args.warmup < 0:
         ap.error("--steps must be >= 1 and --warmup >= 0")

@@ -29,7 +29,9 @@ fi
 
 build_loco
 
-if [[ ! -f $DATA/val.bin ]]; then
+# val.bin appears last, once every shard and index is written; a corpus prepared before shards
+# (no val.index.json) is prepared again.
+if [[ ! -f $DATA/val.bin || ! -f $DATA/val.index.json ]]; then
   say "preparing the corpus: BPE tokenizer (vocab 4096) and token shards into $DATA"
   build/loco data prepare --input "$RAW/builds" --out "$DATA" --vocab-size 4096
 else

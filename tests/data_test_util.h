@@ -1,6 +1,6 @@
-// Helpers of the data suites (test_data, test_prepare): a fresh directory per test under one
-// directory of this process's own, removed when the run ends; whole files written and read; and
-// expect_error, which checks the message of what a call throws.
+// Helpers of the data suites (test_data, test_shards, test_prepare): a fresh directory per test
+// under one directory of this process's own, removed when the run ends; whole files written and
+// read; random tokens; and expect_error, which checks the message of what a call throws.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -48,6 +49,15 @@ inline std::string read_file(const std::filesystem::path& path) {
   std::ostringstream out;
   out << in.rdbuf();
   return out.str();
+}
+
+// n tokens drawn uniformly from 0..vocab-1 with a fixed seed.
+inline std::vector<int32_t> random_tokens(size_t n, int32_t vocab, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
+  std::vector<int32_t> tokens(n);
+  for (auto& t : tokens) t = dist(rng);
+  return tokens;
 }
 
 // Expects `fn` to throw E with a message that contains every one of `parts`.

@@ -18,18 +18,11 @@ using loco::Batch;
 using loco::DataLoader;
 using loco::testing::expect_error;
 using loco::testing::make_temp_dir;
+using loco::testing::random_tokens;
 using loco::testing::read_file;
 using loco::testing::write_file;
 
 namespace {
-
-std::vector<int32_t> random_tokens(size_t n, int32_t vocab, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<int32_t> dist(0, vocab - 1);
-  std::vector<int32_t> tokens(n);
-  for (auto& t : tokens) t = dist(rng);
-  return tokens;
-}
 
 // The stream 0, 1, 2, ...: a window's first input token is its start position.
 torch::Tensor counting_stream(int64_t n) {
@@ -206,10 +199,10 @@ TEST(Loader, WrapsIntoTheNextEpoch) {
 
 TEST(Loader, ShortStreamIsRefused) {
   expect_error<std::invalid_argument>([] { DataLoader(counting_stream(256), 1, 256, 0); },
-                                      {"seq_len 256", "257", "only 256"});
+                                      {"seq_len 256", "needs 257 tokens, it holds 256"});
   // One window is not enough for two workers.
   expect_error<std::invalid_argument>([] { DataLoader(counting_stream(300), 1, 256, 0, 1, 2); },
-                                      {"seq_len 256", "only 300"});
+                                      {"2 worker(s)", "needs 513 tokens, it holds 300"});
 }
 
 TEST(Loader, EvalBatchesAreSequentialAndWrap) {
@@ -221,13 +214,14 @@ TEST(Loader, EvalBatchesAreSequentialAndWrap) {
   EXPECT_TRUE(torch::equal(batch.target, batch.input + 1));
 }
 
-TEST(Loader, LoadTokensGivesInt32) {
+// A single shard file (the old train.bin layout) is a one-shard stream.
+TEST(Loader, LoadTokensReadsASingleShardFile) {
   fs::path dir = make_temp_dir();
   std::string path = (dir / "val.bin").string();
   auto tokens = random_tokens(50, 300, 5);
   loco::write_shard(path, tokens, 300);
-  torch::Tensor loaded = loco::load_tokens(path);
-  EXPECT_EQ(loaded.dtype(), torch::kInt32);
-  EXPECT_EQ(loaded.dim(), 1);
-  EXPECT_TRUE(torch::equal(loaded, torch::tensor(tokens, torch::kInt32)));
+  auto loaded = loco::load_tokens(path);
+  EXPECT_EQ(loaded->num_shards(), 1);
+  EXPECT_EQ(loaded->vocab_size(), 300u);
+  EXPECT_TRUE(torch::equal(loaded->to_tensor(), torch::tensor(tokens, torch::kInt64)));
 }

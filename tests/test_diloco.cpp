@@ -37,7 +37,9 @@ TEST(Diloco, ThreeRealWorkersTrainOneModel) {
   Config c = small_config(dir + "/run", 3, 4);
   c.train.max_steps = 16;
   c.train.eval_every = 0;
-  c.train.optimizer.lr = 0.01;
+  // configs/tiny.yaml's lr; 0.01 overshot after round 1 with the Feistel data order (5.84 ->
+  // 5.95 over rounds 1-4), so the check of progress measured the lr, not the training.
+  c.train.optimizer.lr = 0.003;
   auto r = loco::testing::run_loco("launch --config " + write_yaml(dir, c));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("[coord]"), std::string::npos);

@@ -84,7 +84,7 @@ using loco::testing::wait_exit;
 double initial_val_loss(const Config& c) {
   GPT model(c.model);
   model->init_weights(c.run.seed);
-  return evaluate_model(model, load_tokens(c.data.val), load_token_bytes(c), c.train.batch_size,
+  return evaluate_model(model, *load_tokens(c.data.val), load_token_bytes(c), c.train.batch_size,
                         c.model.seq_len, c.train.eval_batches, torch::kCPU)
       .loss;
 }

@@ -1,6 +1,6 @@
 // Tests of turning text into training data: reading documents (plain text, JSONL, JSON arrays,
 // directories), the tokenizer and `data prepare` end to end, and the progress line's durations.
-// Shards and the loader are in test_data.cpp. Every test makes its own small data in a temporary
+// Shards and the loader are in test_data.cpp and test_shards.cpp. Every test makes its own small data in a temporary
 // directory.
 #include <gtest/gtest.h>
 
@@ -13,6 +13,7 @@
 #include "loco/prepare.h"
 #include "loco/progress.h"
 #include "loco/shard.h"
+#include "loco/token_stream.h"
 #include "loco/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -22,6 +23,12 @@ using loco::testing::read_file;
 using loco::testing::write_file;
 
 namespace {
+
+// Every token of the stream whose first shard is `first` (OUT/train.bin), in order.
+std::vector<int32_t> stream_tokens(const fs::path& first) {
+  auto all = loco::TokenStream::open(first.string())->to_tensor().to(torch::kInt32);
+  return {all.data_ptr<int32_t>(), all.data_ptr<int32_t>() + all.numel()};
+}
 
 // Synthetic English-like sentences from a fixed word list and seed.
 std::string synthetic_corpus(int sentences, unsigned seed) {
@@ -126,6 +133,7 @@ class Prepare : public ::testing::Test {
     options.out_dir = (*root_ / out).string();
     options.vocab_size = 300;
     options.val_permille = 50;
+    options.num_threads = 2;
     return options;
   }
   static fs::path out(const std::string& file) { return *root_ / "out" / file; }
@@ -141,6 +149,10 @@ TEST_F(Prepare, WritesTokenizerAndShards) {
   EXPECT_GT(result_.val_docs, 50);
   EXPECT_LT(result_.val_docs, 300);
   EXPECT_FALSE(fs::exists(out(".tokenizer_train.txt")));
+  EXPECT_EQ(result_.train_shards, 1);  // the default shard holds 64 Mi tokens
+  EXPECT_EQ(result_.val_shards, 1);
+  // One shard: train.bin and val.bin are the single files of before shards, each holding its whole
+  // stream (what a checker reading train.bin alone sees), with an index beside them.
   loco::ShardInfo train, val;
   auto train_tokens = loco::read_shard(out("train.bin").string(), &train);
   loco::read_shard(out("val.bin").string(), &val);
@@ -148,6 +160,11 @@ TEST_F(Prepare, WritesTokenizerAndShards) {
   EXPECT_EQ(train.token_bytes, 2u);
   EXPECT_EQ(static_cast<int64_t>(train.count), result_.train_tokens);
   EXPECT_EQ(static_cast<int64_t>(val.count), result_.val_tokens);
+  EXPECT_TRUE(fs::exists(out("train.index.json")));
+  EXPECT_TRUE(fs::exists(out("val.index.json")));
+  EXPECT_FALSE(fs::exists(out("train-000001.bin")));
+  EXPECT_EQ(stream_tokens(out("train.bin")), train_tokens);
+  EXPECT_EQ(loco::TokenStream::open(out("val.bin").string())->size(), result_.val_tokens);
   EXPECT_EQ(train_tokens[0], 1);  // every document starts with <bos>
   EXPECT_EQ(std::count(train_tokens.begin(), train_tokens.end(), 1), result_.train_docs);
   EXPECT_GT(result_.train_bytes, result_.train_tokens);  // BPE merges: more than a byte a token
@@ -173,7 +190,7 @@ TEST_F(Prepare, TokenBytesSumToDecodedLength) {
   EXPECT_EQ(bytes[0], 0);  // <unk>
   EXPECT_EQ(bytes[1], 0);  // <bos>
   EXPECT_EQ(bytes[2], 0);  // <eos>
-  auto val = loco::read_shard(out("val.bin").string());
+  auto val = stream_tokens(out("val.bin"));
   std::vector<int32_t> doc;  // the first val document, without its <bos>
   for (size_t i = 1; i < val.size() && val[i] != tokenizer.bos_id(); ++i) doc.push_back(val[i]);
   int64_t sum = 0;
@@ -183,13 +200,46 @@ TEST_F(Prepare, TokenBytesSumToDecodedLength) {
 
 TEST_F(Prepare, IsDeterministic) {
   loco::prepare_data(options("again"));
-  for (const char* file : {"train.bin", "val.bin"}) {
+  for (const char* file : {"train.bin", "val.bin", "train.index.json", "val.index.json"}) {
     EXPECT_TRUE(read_file(out(file)) == read_file(*root_ / "again" / file)) << file;
   }
   // The model files differ only in the training-text path SentencePiece records in them.
   auto first = loco::Tokenizer::load(out("tokenizer.model").string());
   auto second = loco::Tokenizer::load((*root_ / "again" / "tokenizer.model").string());
   EXPECT_EQ(first.token_bytes(), second.token_bytes());
+}
+
+// Small shards and one encoding thread give the same token stream as one shard encoded on two
+// threads: sharding and threading change nothing in the tokens.
+TEST_F(Prepare, ShardsHoldTheSameTokensAsOneShard) {
+  const fs::path dir = *root_ / "sharded";
+  // What the shard directories of an earlier layout left there is removed.
+  write_file(dir / "train" / "000000.bin", "old");
+  write_file(dir / "train" / "index.json", "{}");
+  auto opts = options("sharded");
+  opts.shard_tokens = 1000;
+  opts.num_threads = 1;
+  auto result = loco::prepare_data(opts);
+  EXPECT_FALSE(fs::exists(dir / "train"));
+  EXPECT_EQ(result.train_shards, (result_.train_tokens + 999) / 1000);
+  EXPECT_GT(result.train_shards, 2);
+  EXPECT_EQ(result.train_tokens, result_.train_tokens);
+  for (const char* first : {"train.bin", "val.bin"}) {
+    EXPECT_EQ(stream_tokens(dir / first), stream_tokens(out(first))) << first;
+  }
+  // train.bin is shard 0: the first 1000 tokens, under the 64-byte header of a one-shard corpus.
+  auto shard0 = loco::read_shard((dir / "train.bin").string());
+  EXPECT_EQ(shard0.size(), 1000u);
+  EXPECT_TRUE(std::equal(shard0.begin(), shard0.end(), stream_tokens(out("train.bin")).begin()));
+  EXPECT_TRUE(fs::exists(dir / "train-000002.bin"));
+  EXPECT_FALSE(fs::exists(dir / "train.bin.partial"));
+  // Preparing again into the same directory with bigger shards leaves no stale shard behind, and
+  // train.bin is again the whole stream, byte for byte the unsharded preparation's.
+  opts.shard_tokens = 1 << 20;
+  loco::prepare_data(opts);
+  EXPECT_FALSE(fs::exists(dir / "train-000001.bin"));
+  EXPECT_TRUE(read_file(dir / "train.bin") == read_file(out("train.bin")));
+  EXPECT_EQ(stream_tokens(dir / "train.bin"), stream_tokens(out("train.bin")));
 }
 
 TEST_F(Prepare, KeepsAtLeastOneValDocument) {

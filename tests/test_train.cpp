@@ -180,8 +180,16 @@ TEST_F(TrainTest, CorruptCheckpointIsRefusedByName) {
 TEST_F(TrainTest, BadInputGetsOneLineErrorAndNonZeroExit) {
   std::string dir = loco::testing::temp_dir();
   std::string config = write_config(dir);
+  // train.bin without its index: a one-shard corpus (shard 0 alone), corrupted below.
   std::string corrupt = dir + "/corrupt.bin";
   fs::copy_file(data_dir_ + "/train.bin", corrupt);
+  // Copies of the prepared corpus with the train stream's third shard missing, and truncated.
+  const std::string missing = dir + "/missing", truncated = dir + "/truncated";
+  fs::copy(data_dir_, missing);
+  fs::copy(data_dir_, truncated);
+  fs::remove(missing + "/train-000002.bin");
+  fs::resize_file(truncated + "/train-000002.bin",
+                  fs::file_size(truncated + "/train-000002.bin") - 2);
   {
     std::fstream f(corrupt, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(100);
@@ -200,6 +208,10 @@ TEST_F(TrainTest, BadInputGetsOneLineErrorAndNonZeroExit) {
       {"--set model.seq_len=100000", "model.seq_len 100000 is longer than data.train"},
       {"--set model.seq_len=4096", "model.seq_len 4096 is longer than data.val"},
       {"--set data.train=" + corrupt, "checksum mismatch"},
+      {"--set data.train=" + missing + "/train.bin",
+       "data.train: " + missing + "/train-000002.bin: missing shard"},
+      {"--set data.train=" + truncated + "/train.bin",
+       "data.train: " + truncated + "/train-000002.bin: truncated"},
       {"--set train.optimizer.name=sgd", "train.optimizer.name: 'sgd' is not one of adamw | muon"},
       {"--set train.device=cuda:99", "train.device: 'cuda:99'"},  // no CUDA, or no 100th GPU
   };

@@ -152,8 +152,10 @@ inline void save_dump(const std::string& path, const c10::impl::GenericDict& dic
   std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
 }
 
-// Tokenizer (vocab 512) and shards prepared once per test process from the shipped corpus
-// sample (tests/data/sample.json), in a directory of this process's own.
+// Tokenizer (vocab 512) and token streams (train.bin, val.bin, with their further shards and
+// indexes) prepared once per test process from the shipped corpus sample
+// (tests/data/sample.json), in a directory of this process's own. The shards are small (4096
+// tokens) so that every training test reads a corpus of several shards.
 inline const std::string& prepared_sample() {
   static const std::string dir = [] {
     auto d = std::filesystem::temp_directory_path() / ("loco_sample_" + std::to_string(::getpid()));
@@ -163,6 +165,7 @@ inline const std::string& prepared_sample() {
     opts.out_dir = d.string();
     opts.vocab_size = 512;
     opts.val_permille = 50;
+    opts.shard_tokens = 4096;
     loco::prepare_data(opts);
     return d.string();
   }();

@@ -25,8 +25,11 @@ struct RunConfig {
 };
 
 struct DataConfig {
-  std::string train = "data/train.bin";            // token shard written by `loco data prepare`
-  std::string val = "data/val.bin";                // held-out shard
+  // The first shard of a token stream written by `loco data prepare` (DIR/train.bin); when
+  // DIR/train.index.json exists it lists the further shards (train-000001.bin, ...), otherwise
+  // the file alone is the corpus.
+  std::string train = "data/train.bin";
+  std::string val = "data/val.bin";                // held-out stream, same form
   std::string tokenizer = "data/tokenizer.model";  // SentencePiece model
 };
 

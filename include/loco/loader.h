@@ -1,18 +1,24 @@
 // Batches of (input, target) token windows for training and evaluation.
 //
-// The token stream is cut into non-overlapping windows of seq_len + 1 tokens (window i starts at
-// i * seq_len). Each epoch visits the windows in a permutation seeded by (seed, epoch). Worker w
-// of W takes the permutation's entries w, w + W, w + 2W, ...: the W streams are disjoint within an
+// The token stream (a TokenStream: memory-mapped shards, seen as one concatenation) is cut into
+// non-overlapping windows of seq_len + 1 tokens (window i starts at i * seq_len; a window may
+// straddle two shards, so the windows do not depend on the shard size). Each epoch visits the
+// windows in a permutation seeded by (seed, epoch): a Feistel bijection on the window indices,
+// computed entry by entry, so no array proportional to the corpus is ever built. Worker w of W
+// takes the permutation's entries w, w + W, w + 2W, ...: the W streams are disjoint within an
 // epoch, deterministic, and their union over one step of W workers with batch b is exactly the
-// batch of one worker with batch W * b. The cursor (epoch, position) is all the state there is, so
-// a loader resumes exactly from a saved cursor.
+// batch of one worker with batch W * b. The cursor (epoch, position) is all the state there is,
+// so a loader resumes exactly from a saved cursor.
 #pragma once
 
 #include <torch/types.h>
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
+
+#include "loco/token_stream.h"
 
 namespace loco {
 
@@ -26,12 +32,35 @@ struct Batch {
   torch::Tensor target;  // [B, T] int64
 };
 
+// A seeded bijection of 0..n-1: a balanced Feistel network (6 rounds, keys from splitmix64 of
+// the seed) on the smallest even number of bits that covers n, cycle-walked back into range.
+// Pure integer arithmetic: the same on every platform. O(1) state, about 4 networks per entry
+// at worst.
+class Permutation {
+ public:
+  Permutation(uint64_t n, uint64_t seed);
+  uint64_t operator()(uint64_t i) const;
+  uint64_t size() const { return n_; }
+
+ private:
+  uint64_t feistel(uint64_t x) const;
+  static constexpr int kRounds = 6;
+  uint64_t n_, mask_;
+  int half_bits_;
+  uint64_t keys_[kRounds];
+};
+
 class DataLoader {
  public:
-  // `tokens` is a 1-D integer tensor (kept, not copied). Throws std::invalid_argument when the
-  // stream is too short for one window per worker (names seq_len and the token count).
-  DataLoader(torch::Tensor tokens, int64_t batch_size, int64_t seq_len, int64_t seed,
-             int64_t rank = 0, int64_t world_size = 1);
+  // Throws std::invalid_argument when the stream is too short for one window per worker
+  // (naming the tokens needed and the tokens the stream holds).
+  DataLoader(std::shared_ptr<const TokenStream> tokens, int64_t batch_size, int64_t seq_len,
+             int64_t seed, int64_t rank = 0, int64_t world_size = 1);
+  // A 1-D integer tensor as the stream (kept, not copied when it is int32).
+  DataLoader(const torch::Tensor& tokens, int64_t batch_size, int64_t seq_len, int64_t seed,
+             int64_t rank = 0, int64_t world_size = 1)
+      : DataLoader(TokenStream::from_tensor(tokens), batch_size, seq_len, seed, rank,
+                   world_size) {}
 
   Batch next();  // advances the cursor, wrapping into the next epoch as needed
 
@@ -41,21 +70,24 @@ class DataLoader {
   int64_t windows_per_epoch() const { return n_windows_; }  // for this worker
 
  private:
-  void shuffle_epoch();
-
-  torch::Tensor tokens_;
+  std::shared_ptr<const TokenStream> tokens_;
   int64_t batch_size_, seq_len_, seed_, rank_, world_size_;
   int64_t n_windows_ = 0;  // windows this worker sees per epoch
-  torch::Tensor order_;    // this worker's window indices for the current epoch
+  std::unique_ptr<Permutation> order_;  // the current epoch's permutation of all windows
   int64_t order_epoch_ = -1;
   LoaderCursor cursor_;
 };
 
 // Fixed, sequential validation batches: batch i holds windows i*B .. i*B+B-1 of the stream
 // (wrapping around). Same batches every call, so val losses are comparable across evaluations.
-Batch eval_batch(const torch::Tensor& tokens, int64_t index, int64_t batch_size, int64_t seq_len);
+Batch eval_batch(const TokenStream& tokens, int64_t index, int64_t batch_size, int64_t seq_len);
+inline Batch eval_batch(const torch::Tensor& tokens, int64_t index, int64_t batch_size,
+                        int64_t seq_len) {
+  return eval_batch(*TokenStream::from_tensor(tokens), index, batch_size, seq_len);
+}
 
-// Loads a shard as a 1-D int32 tensor (read_shard + verification).
-torch::Tensor load_tokens(const std::string& path);
+// Opens the token stream whose first shard is `path` (DIR/train.bin, with DIR/train.index.json
+// listing the rest when there is one; TokenStream::open: verified, memory-mapped).
+std::shared_ptr<const TokenStream> load_tokens(const std::string& path);
 
 }  // namespace loco

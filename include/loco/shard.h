@@ -1,4 +1,5 @@
-// Token shards: the on-disk format of `train.bin` / `val.bin`.
+// Token shards: the on-disk format of one shard of a token stream (`train.bin`, the first, and
+// `train-000001.bin`, ... after it), and the writer of a sharded stream.
 //
 // Layout (little-endian), 64-byte header then the tokens:
 //   0  char[8]  magic "LOCOTOK1"
@@ -38,6 +39,42 @@ std::vector<int32_t> read_shard(const std::string& path, ShardInfo* info = nullp
 
 // Reads only the header (cheap); verifies magic, version and that the file size matches.
 ShardInfo read_shard_info(const std::string& path);
+
+// Writes a token stream as shards beside `first` (normally DIR/train.bin; names from
+// shard_path / shard_index_path): the tokens appended, in order, are cut into shards of
+// `shard_tokens` tokens (the last one shorter). Shard 0 is `first` itself, so a stream of one
+// shard is exactly the single train.bin of before shards. Each shard is written atomically as
+// soon as it fills, so memory stays bounded by one shard; shard 0 under a temporary name
+// (`first` + ".partial"). finish() writes the last shard, then the index, then renames shard 0 to
+// `first`: `first` appears only when the whole stream is on disk. The constructor creates the
+// directory and removes what an earlier write of the same stream left there (`first`, its
+// numbered shards, its index, a `.partial`).
+class ShardWriter {
+ public:
+  ShardWriter(std::string first, uint32_t vocab_size, int64_t shard_tokens);
+  void append(const std::vector<int32_t>& tokens);
+  void finish();  // writes the last shard and the index, then makes `first` visible
+  int64_t tokens() const { return tokens_; }
+  int64_t shards() const { return static_cast<int64_t>(files_.size()); }
+
+ private:
+  void flush();
+  std::string first_;
+  uint32_t vocab_size_;
+  int64_t shard_tokens_, tokens_ = 0;
+  std::vector<int32_t> buffer_;
+  std::vector<std::pair<std::string, int64_t>> files_;  // (file name, tokens)
+};
+
+// The file of shard `index` of the stream whose shard 0 is `first`: `first` itself for 0, else
+// `first`'s directory / "<stem>-000042.bin" (DIR/train.bin -> DIR/train-000042.bin).
+std::string shard_path(const std::string& first, int64_t index);
+
+// The stream's index: `first`'s directory / "<stem>.index.json" (DIR/train.index.json):
+//   {"format": "loco-shards", "version": 1, "vocab_size": V, "tokens": N,
+//    "shards": [{"file": "train.bin", "tokens": n0}, {"file": "train-000001.bin", ...}, ...]}
+// File names are relative to the index's directory; the first is `first`'s own name.
+std::string shard_index_path(const std::string& first);
 
 uint64_t fnv1a64(const void* data, size_t size, uint64_t seed = 0xcbf29ce484222325ULL);
 

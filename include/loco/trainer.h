@@ -91,7 +91,8 @@ class Trainer {
   std::unique_ptr<FlatParams> params_;
   std::unique_ptr<Optimizer> optimizer_;
   std::unique_ptr<DataLoader> loader_;
-  torch::Tensor val_tokens_, token_bytes_;
+  std::shared_ptr<const TokenStream> val_tokens_;
+  torch::Tensor token_bytes_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<Sync> sync_;
   int64_t step_ = 0, tokens_ = 0;
@@ -101,7 +102,7 @@ class Trainer {
 
 // Mean loss and bits per byte of `model` over `batches` fixed validation batches, in fp32
 // whatever train.precision says (docs/precision.md: the val loss measures the weights).
-EvalStats evaluate_model(GPT& model, const torch::Tensor& val_tokens,
+EvalStats evaluate_model(GPT& model, const TokenStream& val_tokens,
                          const torch::Tensor& token_bytes, int64_t batch_size, int64_t seq_len,
                          int64_t batches, const torch::Device& device);
 
@@ -109,10 +110,12 @@ EvalStats evaluate_model(GPT& model, const torch::Tensor& val_tokens,
 // against model.vocab_size.
 torch::Tensor load_token_bytes(const Config& config);
 
-// Loads the shard named by config key `key` ("data.train", "data.val"), checking its vocabulary
-// and that it holds at least one window of model.seq_len + 1 tokens.
-torch::Tensor load_checked_tokens(const std::string& key, const std::string& path,
-                                  const ModelConfig& model);
+// Opens the token stream (first shard + index) named by config key `key` ("data.train",
+// "data.val"), verified and memory-mapped, checking its vocabulary and that it holds at least one window of
+// model.seq_len + 1 tokens. Errors (ConfigError) name the key and the file.
+std::shared_ptr<const TokenStream> load_checked_tokens(const std::string& key,
+                                                       const std::string& path,
+                                                       const ModelConfig& model);
 
 // Device from train.device, checked against what this LibTorch was built with.
 torch::Device resolve_device(const std::string& name);

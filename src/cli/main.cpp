@@ -41,8 +41,9 @@ loco::Config resolve_config(const std::string& path, const std::vector<std::stri
 int run_prepare(const loco::PrepareOptions& options) {
   auto r = loco::prepare_data(options);
   std::cout << "prepared " << options.out_dir << ": " << r.train_tokens << " train tokens ("
-            << r.train_docs << " docs), " << r.val_tokens << " val tokens (" << r.val_docs
-            << " docs)\n";
+            << r.train_docs << " docs, " << r.train_shards << " shard(s) from train.bin), "
+            << r.val_tokens << " val tokens (" << r.val_docs << " docs, " << r.val_shards
+            << " shard(s) from val.bin)\n";
   return 0;
 }
 
@@ -259,8 +260,15 @@ void add_data(CLI::App& app, Cli& cli) {
       ->add_option("--val-permille", prep.val_permille,
                    "documents per 1000 held out for validation")
       ->capture_default_str();
-  prepare->add_option("--threads", prep.num_threads, "tokenizer training threads")
+  prepare
+      ->add_option("--threads", prep.num_threads,
+                   "tokenizer training and encoding threads (0: all cores)")
       ->capture_default_str();
+  prepare
+      ->add_option("--shard-tokens", prep.shard_tokens,
+                   "tokens per shard (the last one shorter); 2 bytes a token below 65,536 types")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cli.prepare = prepare;
 }
 

@@ -179,7 +179,7 @@ void Evaluator::evaluate_into(const ClosedRound& r, nlohmann::json& record) {
     const auto& t = config_.train;
     EvalStats e;
     try {
-      e = evaluate_model(model_, val_tokens_, token_bytes_, t.batch_size, config_.model.seq_len,
+      e = evaluate_model(model_, *val_tokens_, token_bytes_, t.batch_size, config_.model.seq_len,
                          t.eval_batches, torch::Device(torch::kCPU));
     } catch (...) {
       point_params_at(flat_->slots(), torch::empty({0}, r.theta.options()));

@@ -19,6 +19,7 @@
 #include "loco/metrics.h"
 #include "loco/model.h"
 #include "loco/optim.h"
+#include "loco/token_stream.h"
 
 namespace loco {
 
@@ -81,7 +82,8 @@ class Evaluator {
   Config config_;
   GPT model_{nullptr};
   std::unique_ptr<FlatParams> flat_;
-  torch::Tensor val_tokens_, token_bytes_;
+  std::shared_ptr<const TokenStream> val_tokens_;
+  torch::Tensor token_bytes_;
   std::unique_ptr<MetricsWriter> metrics_;
   double start_time_ = 0;
   mutable std::mutex mu_;

@@ -56,13 +56,16 @@ void write_training_text(const std::string& path, const std::vector<const std::s
   if (!out.flush()) throw std::runtime_error(path + ": cannot write the tokenizer's training text");
 }
 
-// <bos> + tokens for every document, in order, encoded on `num_threads` threads.
-std::vector<int32_t> encode_documents(const Tokenizer& tokenizer,
-                                      const std::vector<const std::string*>& docs, int num_threads,
-                                      Progress& progress, int64_t& done) {
+// <bos> + tokens for every document, in order, encoded on `num_threads` threads a block of
+// documents at a time (thread t takes documents t, t + threads, ...; SentencePiece's Encode is a
+// const method, safe to call from several threads on one processor) and appended to `writer`.
+// Returns the number of tokens.
+int64_t encode_documents(const Tokenizer& tokenizer, const std::vector<const std::string*>& docs,
+                         int num_threads, ShardWriter& writer, Progress& progress,
+                         int64_t& bytes_done) {
   constexpr size_t kBlock = 4096;
-  std::vector<int32_t> tokens;
   std::vector<std::vector<int32_t>> encoded(kBlock);
+  std::vector<int32_t> block;
   for (size_t begin = 0; begin < docs.size(); begin += kBlock) {
     size_t count = std::min(kBlock, docs.size() - begin);
     size_t threads = std::max<size_t>(1, std::min<size_t>(num_threads, count));
@@ -73,14 +76,16 @@ std::vector<int32_t> encode_documents(const Tokenizer& tokenizer,
       });
     }
     for (auto& thread : pool) thread.join();
+    block.clear();
     for (size_t i = 0; i < count; ++i) {
-      tokens.push_back(tokenizer.bos_id());
-      tokens.insert(tokens.end(), encoded[i].begin(), encoded[i].end());
+      block.push_back(tokenizer.bos_id());
+      block.insert(block.end(), encoded[i].begin(), encoded[i].end());
+      bytes_done += static_cast<int64_t>(docs[begin + i]->size());
     }
-    done += static_cast<int64_t>(count);
-    progress.update(done);
+    writer.append(block);
+    progress.update(bytes_done);
   }
-  return tokens;
+  return writer.tokens();
 }
 
 int64_t total_bytes(const std::vector<const std::string*>& docs) {
@@ -94,6 +99,21 @@ void log_split(const char* name, int64_t docs, int64_t tokens, int64_t bytes) {
                bytes, static_cast<double>(bytes) / std::max<int64_t>(tokens, 1));
 }
 
+// Removes a shard directory of the layout this branch wrote before (DIR/train/000000.bin, ...,
+// DIR/train/index.json): its shards and index, then the directory if that left it empty.
+void remove_shard_directory(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const bool shard = name.size() == 10 && name.substr(6) == ".bin" &&
+                       std::all_of(name.begin(), name.begin() + 6,
+                                   [](char c) { return c >= '0' && c <= '9'; });
+    if (shard || name == "index.json") fs::remove(entry.path());
+  }
+  fs::remove(dir, ec);  // only when empty: anything else in it is not ours
+}
+
 void check_options(const PrepareOptions& options) {
   if (options.inputs.empty()) throw std::invalid_argument("data prepare: no --input given");
   if (options.out_dir.empty()) throw std::invalid_argument("data prepare: no --out given");
@@ -105,16 +125,24 @@ void check_options(const PrepareOptions& options) {
     throw std::invalid_argument(
         fmt::format("data prepare: val_permille {} is outside 0..1000", options.val_permille));
   }
-  if (options.num_threads < 1) {
+  if (options.num_threads < 0) {
     throw std::invalid_argument(
-        fmt::format("data prepare: num_threads {} < 1", options.num_threads));
+        fmt::format("data prepare: --threads {} < 0 (0: all cores)", options.num_threads));
+  }
+  if (options.shard_tokens < 1) {
+    throw std::invalid_argument(
+        fmt::format("data prepare: --shard-tokens {} < 1", options.shard_tokens));
   }
 }
 
 }  // namespace
 
-PrepareResult prepare_data(const PrepareOptions& options) {
-  check_options(options);
+PrepareResult prepare_data(const PrepareOptions& given) {
+  check_options(given);
+  PrepareOptions options = given;
+  if (options.num_threads == 0) {
+    options.num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
   fs::create_directories(options.out_dir);
   const fs::path out(options.out_dir);
 
@@ -136,24 +164,41 @@ PrepareResult prepare_data(const PrepareOptions& options) {
   fs::remove(text_path);
 
   Tokenizer tokenizer = Tokenizer::load(model_path);
-  Progress progress("tokenize", static_cast<int64_t>(docs.size()), "docs");
-  int64_t done = 0;
-  auto train = encode_documents(tokenizer, split.train, options.num_threads, progress, done);
-  auto val = encode_documents(tokenizer, split.val, options.num_threads, progress, done);
+  for (const char* split : {"train", "val"}) remove_shard_directory(out / split);
+  const int64_t text_bytes = total_bytes(split.train) + total_bytes(split.val);
+  Progress progress(fmt::format("tokenize ({} threads)", options.num_threads), text_bytes,
+                    "bytes");
+  int64_t bytes_done = 0;
+  const auto vocab = static_cast<uint32_t>(tokenizer.vocab_size());
+  ShardWriter train_writer((out / "train.bin").string(), vocab, options.shard_tokens);
+  ShardWriter val_writer((out / "val.bin").string(), vocab, options.shard_tokens);
+  const int64_t train_tokens = encode_documents(tokenizer, split.train, options.num_threads,
+                                                train_writer, progress, bytes_done);
+  const int64_t val_tokens = encode_documents(tokenizer, split.val, options.num_threads,
+                                              val_writer, progress, bytes_done);
+  train_writer.finish();
+  val_writer.finish();
   progress.finish();
-  write_shard((out / "train.bin").string(), train, tokenizer.vocab_size());
-  write_shard((out / "val.bin").string(), val, tokenizer.vocab_size());
+  const double seconds = progress.elapsed_s();
+  spdlog::info("prepare: encoded {:.1f} MB of text in {} on {} threads ({:.2f} MB/s)",
+               text_bytes / 1e6, format_duration(seconds), options.num_threads,
+               text_bytes / 1e6 / std::max(seconds, 1e-9));
 
   PrepareResult result;
   result.train_docs = static_cast<int64_t>(split.train.size());
   result.val_docs = static_cast<int64_t>(split.val.size());
-  result.train_tokens = static_cast<int64_t>(train.size());
-  result.val_tokens = static_cast<int64_t>(val.size());
+  result.train_tokens = train_tokens;
+  result.val_tokens = val_tokens;
+  result.train_shards = train_writer.shards();
+  result.val_shards = val_writer.shards();
+  result.encode_s = seconds;
   result.train_bytes = total_bytes(split.train);
   result.val_bytes = total_bytes(split.val);
   log_split("train", result.train_docs, result.train_tokens, result.train_bytes);
   log_split("val", result.val_docs, result.val_tokens, result.val_bytes);
-  spdlog::info("prepare: wrote {}/{{tokenizer.model,train.bin,val.bin}}", options.out_dir);
+  spdlog::info("prepare: wrote {0}/tokenizer.model, {0}/train.bin ({1} shard(s)), {0}/val.bin ({2} "
+               "shard(s)), with {0}/train.index.json and {0}/val.index.json",
+               options.out_dir, result.train_shards, result.val_shards);
   return result;
 }
 

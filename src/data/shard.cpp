@@ -1,14 +1,17 @@
-// Token shards (train.bin / val.bin): atomic writing, and reading with every field verified.
+// Token shards (train.bin, train-000001.bin, ...): atomic writing of a sharded stream and its
+// index, and reading with every field verified.
 #include "loco/shard.h"
 
 #include <fcntl.h>
 #include <spdlog/fmt/fmt.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "shards are little-endian");
 
@@ -113,6 +116,16 @@ ShardInfo read_header(const std::string& path, std::ifstream& file) {
   return info;
 }
 
+// "<prefix>NNNNNN.bin" (six digits): a numbered shard after shard 0.
+bool is_numbered_shard(const std::string& name, const std::string& prefix) {
+  if (name.size() != prefix.size() + 10 || name.compare(0, prefix.size(), prefix) != 0 ||
+      name.compare(name.size() - 4, 4, ".bin") != 0) {
+    return false;
+  }
+  return std::all_of(name.begin() + static_cast<std::ptrdiff_t>(prefix.size()), name.end() - 4,
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
 }  // namespace
 
 uint64_t fnv1a64(const void* data, size_t size, uint64_t seed) {
@@ -183,6 +196,79 @@ std::vector<int32_t> read_shard(const std::string& path, ShardInfo* info_out) {
 ShardInfo read_shard_info(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   return read_header(path, file);
+}
+
+std::string shard_path(const std::string& first, int64_t index) {
+  if (index == 0) return first;
+  const fs::path p(first);
+  return (p.parent_path() / fmt::format("{}-{:06d}.bin", p.stem().string(), index)).string();
+}
+
+std::string shard_index_path(const std::string& first) {
+  const fs::path p(first);
+  return (p.parent_path() / (p.stem().string() + ".index.json")).string();
+}
+
+ShardWriter::ShardWriter(std::string first, uint32_t vocab_size, int64_t shard_tokens)
+    : first_(std::move(first)), vocab_size_(vocab_size), shard_tokens_(shard_tokens) {
+  if (shard_tokens < 1) fail(first_, fmt::format("shard size {} tokens < 1", shard_tokens));
+  const fs::path p(first_);
+  const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
+  fs::create_directories(dir);
+  // The earlier stream goes first, shard 0 (`first`) before the rest: from here until finish()
+  // there is no `first`, so nothing reads a mix of two streams.
+  fs::remove(first_);
+  fs::remove(first_ + ".partial");
+  fs::remove(shard_index_path(first_));
+  const std::string prefix = p.stem().string() + "-";
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (is_numbered_shard(entry.path().filename().string(), prefix)) fs::remove(entry.path());
+  }
+}
+
+void ShardWriter::append(const std::vector<int32_t>& tokens) {
+  size_t at = 0;
+  while (at < tokens.size()) {
+    size_t room = static_cast<size_t>(shard_tokens_) - buffer_.size();
+    size_t n = std::min(room, tokens.size() - at);
+    buffer_.insert(buffer_.end(), tokens.begin() + at, tokens.begin() + at + n);
+    at += n;
+    if (buffer_.size() == static_cast<size_t>(shard_tokens_)) flush();
+  }
+  tokens_ += static_cast<int64_t>(tokens.size());
+}
+
+void ShardWriter::flush() {
+  const std::string path = shard_path(first_, shards());
+  write_shard(shards() == 0 ? first_ + ".partial" : path, buffer_, vocab_size_);
+  files_.emplace_back(fs::path(path).filename().string(), static_cast<int64_t>(buffer_.size()));
+  buffer_.clear();
+}
+
+void ShardWriter::finish() {
+  if (!buffer_.empty() || files_.empty()) flush();
+  nlohmann::json index = {{"format", "loco-shards"}, {"version", 1},
+                          {"vocab_size", vocab_size_}, {"tokens", tokens_},
+                          {"shards", nlohmann::json::array()}};
+  for (const auto& [name, count] : files_) {
+    index["shards"].push_back({{"file", name}, {"tokens", count}});
+  }
+  const std::string path = shard_index_path(first_);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << index.dump(1) << "\n";
+    if (!out.flush()) fail(tmp, "cannot write");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    fail(path, std::string("cannot rename from ") + tmp + ": " + std::strerror(errno));
+  }
+  // Last: shard 0 under its own name, the sign that the stream is complete.
+  const std::string partial = first_ + ".partial";
+  if (std::rename(partial.c_str(), first_.c_str()) != 0) {
+    fail(first_, std::string("cannot rename from ") + partial + ": " + std::strerror(errno));
+  }
+  fsync_dir(fs::path(first_).parent_path());
 }
 
 }  // namespace loco

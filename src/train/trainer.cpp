@@ -30,19 +30,25 @@ int64_t injected_nan_step() {
 
 }  // namespace
 
-torch::Tensor load_checked_tokens(const std::string& key, const std::string& path,
-                                  const ModelConfig& model) {
+std::shared_ptr<const TokenStream> load_checked_tokens(const std::string& key,
+                                                       const std::string& path,
+                                                       const ModelConfig& model) {
   if (!fs::exists(path))
     throw ConfigError(key + ": " + path + ": no such file (run `loco data prepare` first)");
-  ShardInfo info = read_shard_info(path);
-  if (int64_t(info.vocab_size) != model.vocab_size)
+  std::shared_ptr<const TokenStream> tokens;
+  try {
+    tokens = load_tokens(path);
+  } catch (const ShardError& e) {
+    throw ConfigError(key + ": " + e.what());
+  }
+  if (int64_t(tokens->vocab_size()) != model.vocab_size)
     throw ConfigError(key + ": " + path + " was tokenized with a vocabulary of " +
-                      std::to_string(info.vocab_size) + " but model.vocab_size is " +
+                      std::to_string(tokens->vocab_size()) + " but model.vocab_size is " +
                       std::to_string(model.vocab_size));
-  if (int64_t(info.count) < model.seq_len + 1)
+  if (tokens->size() < model.seq_len + 1)
     throw ConfigError("model.seq_len " + std::to_string(model.seq_len) + " is longer than " + key +
-                      " (" + path + " holds " + std::to_string(info.count) + " tokens)");
-  return load_tokens(path);
+                      " (" + path + " holds " + std::to_string(tokens->size()) + " tokens)");
+  return tokens;
 }
 
 torch::Tensor load_token_bytes(const Config& config) {
@@ -155,7 +161,7 @@ StepStats Trainer::train_step() {
   return stats;
 }
 
-EvalStats evaluate_model(GPT& model, const torch::Tensor& val_tokens,
+EvalStats evaluate_model(GPT& model, const TokenStream& val_tokens,
                          const torch::Tensor& token_bytes, int64_t batch_size, int64_t seq_len,
                          int64_t batches, const torch::Device& device) {
   torch::NoGradGuard no_grad;
@@ -177,7 +183,7 @@ EvalStats evaluate_model(GPT& model, const torch::Tensor& val_tokens,
 }
 
 EvalStats Trainer::evaluate() {
-  return evaluate_model(model_, val_tokens_, token_bytes_, config_.train.batch_size,
+  return evaluate_model(model_, *val_tokens_, token_bytes_, config_.train.batch_size,
                         config_.model.seq_len, config_.train.eval_batches, device_);
 }
 
