@@ -92,10 +92,10 @@ def launcher_did(process, pid):
     after = False
     for e in events:
         if e["process"] != process: continue
-        if e["event"] == "exited" and e["pid"] == pid: after = True
+        if e["event"] == "exited" and e["pid"] == pid and e.get("action") != "none": after = True
         elif after and e["event"] == "restarted":
             return f"exited; the launcher restarted it ({e['action']}, attempt {e['attempt']})"
-    return "no exit: it recovered by itself" if not after else "exited; not restarted"
+    return "no failure: it rejoined by itself" if not after else "exited; not restarted"
 rows = ["| fault injected (real signal) | at | what followed |", "|---|---|---|"]
 for when, what in faults:
     sig, process, pid = what.split()[0], what.split()[1], int(what.split("pid ")[1].rstrip(")"))
