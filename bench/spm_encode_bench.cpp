@@ -53,8 +53,9 @@ int main(int argc, char** argv) {
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   size_t total = 0;
   for (size_t n : tokens) total += n;
-  std::printf("spm_encode_bench: %.1f MB of text, %zu lines, %zu tokens in %.2fs on %d threads: "
-              "%.2f MB/s\n",
-              bytes / 1e6, lines.size(), total, seconds, threads, bytes / 1e6 / seconds);
+  std::printf(
+      "spm_encode_bench: %.1f MB of text, %zu lines, %zu tokens in %.2fs on %d threads: "
+      "%.2f MB/s\n",
+      bytes / 1e6, lines.size(), total, seconds, threads, bytes / 1e6 / seconds);
   return 0;
 }

@@ -178,8 +178,10 @@ TEST(Diloco, TrainRefusesADilocoOrDemoConfigAndSaysWhatToRun) {
 // one line naming the figure, before any process starts.
 TEST(BenchCoordinator, RunsRoundsWithinTheMemoryBudget) {
   std::string dir = loco::testing::temp_dir();
-  auto r = loco::testing::run_loco("bench coordinator --params 300000 --workers 3 --rounds 2 "
-                                   "--dir " + dir + "/bench");
+  auto r = loco::testing::run_loco(
+      "bench coordinator --params 300000 --workers 3 --rounds 2 "
+      "--dir " +
+      dir + "/bench");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto at = r.output.find("json: ");
   ASSERT_NE(at, std::string::npos) << r.output;

@@ -95,6 +95,19 @@ void expect_every_round_once(const std::string& run_dir, int64_t rounds) {
     EXPECT_EQ(metrics[i].at("round").get<int64_t>(), int64_t(i) + 1);
 }
 
+// `process`'s first exit: a SIGKILL that the launcher answered with a restart.
+nlohmann::json expect_killed_and_restarting(const std::string& run_dir,
+                                            const std::string& process) {
+  auto exited = events_of(run_dir, process, "exited");
+  if (exited.empty()) {
+    ADD_FAILURE() << process << " never exited:\n" << read_text(run_dir + "/launch_events.jsonl");
+    return nlohmann::json::object();
+  }
+  EXPECT_EQ(exited.front().value("signal", 0), SIGKILL) << exited.front();
+  EXPECT_EQ(exited.front().value("action", ""), "restart") << exited.front();
+  return exited.front();
+}
+
 double final_val_loss(const std::string& run_dir) {
   return read_metrics(run_dir + "/coordinator/metrics.jsonl").back().at("val_loss").get<double>();
 }
@@ -178,11 +191,8 @@ TEST(LaunchFaults, AKilledWorkerIsRestartedAndEveryRoundIsAppliedOnce) {
       << read_text(dir + "/launch.log");
 
   expect_every_round_once(dir + "/run", rounds);
-  auto exited = events_of(dir + "/run", "w1", "exited");
-  ASSERT_FALSE(exited.empty());
-  EXPECT_EQ(exited.front().value("signal", 0), SIGKILL) << exited.front();
-  EXPECT_EQ(exited.front().at("action"), "restart") << exited.front();
-  EXPECT_TRUE(exited.front().contains("round")) << exited.front();
+  auto exited = expect_killed_and_restarting(dir + "/run", "w1");
+  EXPECT_TRUE(exited.contains("round")) << exited;
   auto restarted = events_of(dir + "/run", "w1", "restarted");
   ASSERT_EQ(restarted.size(), 1u) << read_text(dir + "/run/launch_events.jsonl");
   EXPECT_NE(restarted.front().at("pid").get<pid_t>(), w1);
@@ -315,10 +325,8 @@ TEST(LaunchFaults, AKilledSiteRankRestartsItsWholeSiteWhichRejoins) {
       << read_text(dir + "/launch.log");
 
   expect_every_round_once(dir + "/run", rounds);
-  auto killed = events_of(dir + "/run", "a/1", "exited");
-  ASSERT_FALSE(killed.empty());
-  EXPECT_EQ(killed.front().value("signal", 0), SIGKILL) << killed.front();
-  EXPECT_EQ(killed.front().at("action"), "restart") << killed.front();
+  auto killed = expect_killed_and_restarting(dir + "/run", "a/1");
+  ASSERT_TRUE(killed.contains("round")) << killed;
   auto stopped = events_of(dir + "/run", "a/0", "stopped");
   ASSERT_EQ(stopped.size(), 1u) << read_text(dir + "/run/launch_events.jsonl");
   EXPECT_NE(stopped.front().at("reason").get<std::string>().find("restarting site a"),
@@ -340,7 +348,7 @@ TEST(LaunchFaults, AKilledSiteRankRestartsItsWholeSiteWhichRejoins) {
   };
   auto rank0 = checksums(dir + "/run/worker-0/metrics.jsonl");
   auto rank1 = checksums(dir + "/run/worker-0/rank-1/metrics.jsonl");
-  const int64_t returned_after = (killed.front().at("round").get<int64_t>() + 1) * c.sync.inner_steps;
+  const int64_t returned_after = (killed.at("round").get<int64_t>() + 1) * c.sync.inner_steps;
   int compared = 0, after_return = 0;
   for (const auto& [step, sum] : rank1) {
     if (!rank0.count(step)) continue;

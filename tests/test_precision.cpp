@@ -248,7 +248,8 @@ TEST(Precision, Bf16DilocoWorkersHoldIdenticalParametersAfterEverySync) {
 
   std::map<int64_t, std::set<uint64_t>> checksums;
   for (int k = 0; k < 2; ++k)
-    for (const auto& rec : read_metrics(dir + "/run/worker-" + std::to_string(k) + "/metrics.jsonl"))
+    for (const auto& rec :
+         read_metrics(dir + "/run/worker-" + std::to_string(k) + "/metrics.jsonl"))
       if (rec.contains("param_checksum"))
         checksums[rec.at("round").get<int64_t>()].insert(rec.at("param_checksum").get<uint64_t>());
   ASSERT_EQ(checksums.size(), 3u);  // 12 steps / H = 4
@@ -297,10 +298,10 @@ TEST(Precision, BadPrecisionIsAOneLineErrorBeforeAnyWork) {
   // A CPU without native bf16 (its /proc/cpuinfo stood in for by a file).
   std::ofstream(dir + "/cpuinfo") << "processor : 0\nflags : fpu sse avx2 avx512f\n";
   for (const std::string& cmd : {"train --config " + config, "launch --config " + config,
-                                  "bench train --steps 1 --warmup 0 --config " + config}) {
-    auto r = loco::testing::run_command("LOCO_CPUINFO=" + dir + "/cpuinfo " +
-                                        std::string(LOCO_BINARY) + " " + cmd +
-                                        " --set train.precision=bf16");
+                                 "bench train --steps 1 --warmup 0 --config " + config}) {
+    auto r =
+        loco::testing::run_command("LOCO_CPUINFO=" + dir + "/cpuinfo " + std::string(LOCO_BINARY) +
+                                   " " + cmd + " --set train.precision=bf16");
     EXPECT_EQ(r.exit_code, 1) << cmd << ": " << r.output;
     EXPECT_NE(r.output.find("error: train.precision: bf16 but this CPU has no native bf16"),
               std::string::npos)
@@ -314,7 +315,8 @@ TEST(Precision, BadPrecisionIsAOneLineErrorBeforeAnyWork) {
   EXPECT_EQ(loco::testing::config_error([] { check_precision("bf16", torch::kCPU); }),
             "(no error)");
   unsetenv("LOCO_CPUINFO");
-  EXPECT_NE(loco::testing::config_error([] { check_precision("int8", torch::kCPU); })
-                .find("train.precision: 'int8'"),
+  EXPECT_NE(loco::testing::config_error([] {
+              check_precision("int8", torch::kCPU);
+            }).find("train.precision: 'int8'"),
             std::string::npos);
 }

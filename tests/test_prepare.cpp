@@ -1,7 +1,7 @@
 // Tests of turning text into training data: reading documents (plain text, JSONL, JSON arrays,
 // directories), the tokenizer and `data prepare` end to end, and the progress line's durations.
-// Shards and the loader are in test_data.cpp and test_shards.cpp. Every test makes its own small data in a temporary
-// directory.
+// Shards and the loader are in test_data.cpp and test_shards.cpp. Every test makes its own small
+// data in a temporary directory.
 #include <gtest/gtest.h>
 
 #include <algorithm>

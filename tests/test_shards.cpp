@@ -76,8 +76,8 @@ TEST(Shards, WrittenAndReadBackAcrossBoundaries) {
 }
 
 TEST(Shards, MissingShardIsRefusedByName) {
-  fs::path first = write_corpus(make_temp_dir() / "train.bin", random_tokens(5000, 300, 2), 1000,
-                                300);
+  fs::path first =
+      write_corpus(make_temp_dir() / "train.bin", random_tokens(5000, 300, 2), 1000, 300);
   fs::path dir = first.parent_path();
   fs::remove(dir / "train-000004.bin");  // the last one: no gap in the numbering gives it away
   expect_error<ShardError>(
@@ -86,8 +86,8 @@ TEST(Shards, MissingShardIsRefusedByName) {
 }
 
 TEST(Shards, TruncatedShardIsRefusedByName) {
-  fs::path first = write_corpus(make_temp_dir() / "train.bin", random_tokens(5000, 300, 3), 1000,
-                                300);
+  fs::path first =
+      write_corpus(make_temp_dir() / "train.bin", random_tokens(5000, 300, 3), 1000, 300);
   fs::path shard = first.parent_path() / "train-000001.bin";
   fs::resize_file(shard, fs::file_size(shard) - 10);
   expect_error<ShardError>([&] { TokenStream::open(first.string()); },
@@ -95,8 +95,8 @@ TEST(Shards, TruncatedShardIsRefusedByName) {
 }
 
 TEST(Shards, CorruptShardAndMismatchedIndexAreRefusedByName) {
-  fs::path first = write_corpus(make_temp_dir() / "train.bin", random_tokens(3000, 300, 4), 1000,
-                                300);
+  fs::path first =
+      write_corpus(make_temp_dir() / "train.bin", random_tokens(3000, 300, 4), 1000, 300);
   fs::path dir = first.parent_path(), index = dir / "train.index.json";
   const std::string good_index = loco::testing::read_file(index);
   {
@@ -159,8 +159,8 @@ TEST(Shards, TrainBinAppearsOnlyWhenTheStreamIsComplete) {
 }
 
 TEST(Shards, CorpusTooSmallForOneWindowPerWorkerIsRefused) {
-  fs::path first = write_corpus(make_temp_dir() / "train.bin", random_tokens(600, 300, 5), 256,
-                                300);
+  fs::path first =
+      write_corpus(make_temp_dir() / "train.bin", random_tokens(600, 300, 5), 256, 300);
   auto stream = TokenStream::open(first.string());
   EXPECT_NO_THROW(DataLoader(stream, 1, 256, 0, 0, 2));
   expect_error<std::invalid_argument>([&] { DataLoader(stream, 1, 256, 0, 3, 4); },
@@ -229,8 +229,8 @@ TEST(Shards, ResumeInTheSecondShardContinuesExactly) {
 TEST(Shards, LoaderBatchesDoNotDependOnTheShardSize) {
   auto tokens = random_tokens(5000, 300, 7);
   fs::path root = make_temp_dir();
-  DataLoader small(TokenStream::open(write_corpus(root / "a.bin", tokens, 333, 300).string()), 4, 32,
-                   3);
+  DataLoader small(TokenStream::open(write_corpus(root / "a.bin", tokens, 333, 300).string()), 4,
+                   32, 3);
   DataLoader one(TokenStream::from_tensor(torch::tensor(tokens, torch::kInt32)), 4, 32, 3);
   for (int step = 0; step < 60; ++step) {  // several epochs of 156 windows
     ASSERT_TRUE(torch::equal(small.next().input, one.next().input)) << "step " << step;

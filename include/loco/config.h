@@ -65,8 +65,8 @@ struct ScheduleConfig {
 };
 
 struct TrainConfig {
-  std::string device = "cpu";      // cpu | cuda | cuda:N
-  int64_t threads = 1;             // intra-op threads (0: LibTorch's default)
+  std::string device = "cpu";  // cpu | cuda | cuda:N
+  int64_t threads = 1;         // intra-op threads (0: LibTorch's default)
   // fp32 | bf16. bf16: the forward runs under autocast (CPU or CUDA), so the matmuls (and
   // attention) compute in bfloat16 while the weights, gradients, optimizer state,
   // pseudo-gradients, outer state and checkpoints stay fp32; no loss scaling (bf16 has fp32's

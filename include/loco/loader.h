@@ -59,8 +59,7 @@ class DataLoader {
   // A 1-D integer tensor as the stream (kept, not copied when it is int32).
   DataLoader(const torch::Tensor& tokens, int64_t batch_size, int64_t seq_len, int64_t seed,
              int64_t rank = 0, int64_t world_size = 1)
-      : DataLoader(TokenStream::from_tensor(tokens), batch_size, seq_len, seed, rank,
-                   world_size) {}
+      : DataLoader(TokenStream::from_tensor(tokens), batch_size, seq_len, seed, rank, world_size) {}
 
   Batch next();  // advances the cursor, wrapping into the next epoch as needed
 
@@ -72,7 +71,7 @@ class DataLoader {
  private:
   std::shared_ptr<const TokenStream> tokens_;
   int64_t batch_size_, seq_len_, seed_, rank_, world_size_;
-  int64_t n_windows_ = 0;  // windows this worker sees per epoch
+  int64_t n_windows_ = 0;               // windows this worker sees per epoch
   std::unique_ptr<Permutation> order_;  // the current epoch's permutation of all windows
   int64_t order_epoch_ = -1;
   LoaderCursor cursor_;

@@ -23,9 +23,9 @@ struct PrepareOptions {
   std::vector<std::string> inputs;
   std::string out_dir;
   int vocab_size = 4096;
-  int val_permille = 10;            // 1% of documents go to val (at least one document)
-  int64_t max_sentences = 2000000;  // tokenizer training sample cap
-  int num_threads = 0;                   // tokenizer training and encoding threads; 0: all cores
+  int val_permille = 10;                    // 1% of documents go to val (at least one document)
+  int64_t max_sentences = 2000000;          // tokenizer training sample cap
+  int num_threads = 0;                      // tokenizer training and encoding threads; 0: all cores
   int64_t shard_tokens = int64_t(1) << 26;  // tokens per shard: 64 Mi (128 MiB at 2 bytes/token)
 };
 

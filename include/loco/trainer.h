@@ -111,8 +111,8 @@ EvalStats evaluate_model(GPT& model, const TokenStream& val_tokens,
 torch::Tensor load_token_bytes(const Config& config);
 
 // Opens the token stream (first shard + index) named by config key `key` ("data.train",
-// "data.val"), verified and memory-mapped, checking its vocabulary and that it holds at least one window of
-// model.seq_len + 1 tokens. Errors (ConfigError) name the key and the file.
+// "data.val"), verified and memory-mapped, checking its vocabulary and that it holds at least one
+// window of model.seq_len + 1 tokens. Errors (ConfigError) name the key and the file.
 std::shared_ptr<const TokenStream> load_checked_tokens(const std::string& key,
                                                        const std::string& path,
                                                        const ModelConfig& model);

@@ -103,8 +103,8 @@ int run_bench(const std::string& config_path, const std::vector<std::string>& ov
         "params         %.2fM\nprecision      %s\ntokens/s       %.0f\nms/step        %.1f\n"
         "peak memory    %.0f MB\nachieved       %.1f GFLOP/s\nmatmul peak    %.1f "
         "GFLOP/s (%s)\nMFU            %.1f%%\n",
-        r.params / 1e6, r.precision.c_str(), r.tokens_per_s, r.ms_per_step, r.peak_mem_mb, r.achieved_gflops,
-        r.matmul_peak_gflops, r.precision.c_str(), 100.0 * r.mfu);
+        r.params / 1e6, r.precision.c_str(), r.tokens_per_s, r.ms_per_step, r.peak_mem_mb,
+        r.achieved_gflops, r.matmul_peak_gflops, r.precision.c_str(), 100.0 * r.mfu);
   }
   return 0;
 }
@@ -234,8 +234,8 @@ struct Cli {
   loco::CompareOptions compare_opts;
   loco::CoordBenchOptions coord_bench;
   CLI::App *prepare = nullptr, *train = nullptr, *sample = nullptr, *bench_train = nullptr,
-           *bench_coordinator = nullptr,
-           *coordinator = nullptr, *worker = nullptr, *launch = nullptr, *compare = nullptr;
+           *bench_coordinator = nullptr, *coordinator = nullptr, *worker = nullptr,
+           *launch = nullptr, *compare = nullptr;
 };
 
 // --config and --set, as every subcommand that reads a config has them.

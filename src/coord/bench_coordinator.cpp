@@ -89,10 +89,10 @@ std::string coordinator_yaml(const CoordBenchOptions& o, const ModelConfig& m, i
   const std::string dir = (fs::path(o.dir) / "coordinator").string();
   return "run: {name: bench-coordinator, dir: " + dir + ", seed: 1}\n" +
          "data: {train: unused, val: unused, tokenizer: unused}\n" +
-         "model: {n_layer: " + std::to_string(m.n_layer) + ", n_head: " +
-         std::to_string(m.n_head) + ", n_embd: " + std::to_string(m.n_embd) +
-         ", seq_len: " + std::to_string(m.seq_len) + ", vocab_size: " +
-         std::to_string(m.vocab_size) + "}\n" + "train: {max_steps: " + std::to_string(o.rounds) +
+         "model: {n_layer: " + std::to_string(m.n_layer) + ", n_head: " + std::to_string(m.n_head) +
+         ", n_embd: " + std::to_string(m.n_embd) + ", seq_len: " + std::to_string(m.seq_len) +
+         ", vocab_size: " + std::to_string(m.vocab_size) + "}\n" +
+         "train: {max_steps: " + std::to_string(o.rounds) +
          ", threads: " + std::to_string(o.threads) + ", keep_checkpoints: 1}\n" +
          "sync:\n  mode: diloco\n  workers: " + std::to_string(o.workers) +
          "\n  inner_steps: 1\n  codec: {type: " + o.codec + "}\n" +
@@ -144,17 +144,17 @@ int bench_coordinator(const CoordBenchOptions& o, const std::string& loco_binary
   const ModelConfig shape = shape_for(o.params);
   // Refuse before anything is allocated: the shape's count, as the model will have it.
   const int64_t d = shape.n_embd;
-  const auto est = estimate_coordinator_bench(2 * shape.vocab_size * d + 12 * shape.n_layer * d * d,
-                                              o.workers);
+  const auto est =
+      estimate_coordinator_bench(2 * shape.vocab_size * d + 12 * shape.n_layer * d * d, o.workers);
   if (est.available_bytes >= 0 && est.coordinator_bytes + est.bench_bytes > est.available_bytes)
-    throw ConfigError(
-        "loco bench coordinator: --params " + std::to_string(o.params) + " x --workers " +
-        std::to_string(o.workers) + " needs about " +
-        fmt_gb(double(est.coordinator_bytes + est.bench_bytes)) + " (coordinator " +
-        fmt_gb(double(est.coordinator_bytes)) + " = 4 x " +
-        fmt_gb(double(est.coordinator_bytes - (int64_t(512) << 20)) / 4) +
-        " + 512 MB, bench " + fmt_gb(double(est.bench_bytes)) + "), the machine has " +
-        fmt_gb(double(est.available_bytes)) + " available (/proc/meminfo MemAvailable)");
+    throw ConfigError("loco bench coordinator: --params " + std::to_string(o.params) +
+                      " x --workers " + std::to_string(o.workers) + " needs about " +
+                      fmt_gb(double(est.coordinator_bytes + est.bench_bytes)) + " (coordinator " +
+                      fmt_gb(double(est.coordinator_bytes)) + " = 4 x " +
+                      fmt_gb(double(est.coordinator_bytes - (int64_t(512) << 20)) / 4) +
+                      " + 512 MB, bench " + fmt_gb(double(est.bench_bytes)) +
+                      "), the machine has " + fmt_gb(double(est.available_bytes)) +
+                      " available (/proc/meminfo MemAvailable)");
   const auto layout = layout_of(shape);
   const int64_t n = layout.back().offset + layout.back().numel;
   CodecConfig codec_config;
@@ -208,7 +208,8 @@ int bench_coordinator(const CoordBenchOptions& o, const std::string& loco_binary
           c->heartbeat();
         } catch (const std::exception&) {
         }
-      for (int i = 0; i < 20 && !stop; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      for (int i = 0; i < 20 && !stop; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
 
@@ -259,7 +260,8 @@ int bench_coordinator(const CoordBenchOptions& o, const std::string& loco_binary
   while ((done = ::wait4(pid, &status, WNOHANG, &usage)) == 0 && now_s() - wait_start < 600)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   if (done == pid) reap.done = true;
-  if (!error.empty()) throw std::runtime_error("loco bench coordinator: " + error + " (see " + log + ")");
+  if (!error.empty())
+    throw std::runtime_error("loco bench coordinator: " + error + " (see " + log + ")");
   if (done != pid) throw std::runtime_error("the coordinator did not exit (see " + log + ")");
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw std::runtime_error("the coordinator failed (see " + log + ")");

@@ -270,8 +270,8 @@ PullResult CoordinatorClient::pull(int64_t round, const std::vector<TensorLayout
               copies * n);
   // Chunks land in `flat` itself when it is contiguous fp32 host memory (no second copy of the
   // model); otherwise (a GPU) in a host buffer copied over at the end.
-  const bool direct = flat.device().is_cpu() && flat.is_contiguous() &&
-                      flat.scalar_type() == torch::kFloat32;
+  const bool direct =
+      flat.device().is_cpu() && flat.is_contiguous() && flat.scalar_type() == torch::kFloat32;
   auto host = direct ? flat : torch::empty({flat.numel()}, torch::kFloat32);
   char* base = static_cast<char*>(host.data_ptr());
   auto check = [&](const v1::StateHeader& h) {

@@ -262,7 +262,7 @@ void CoordinatorCore::close_round_locked() {
   round_tokens_ = 0, round_loss_sum_ = 0;
   r.round = ++round_;
   if (aggregator_->steps_global_model()) {  // otherwise the consensus is evaluated instead
-    r.theta = theta_;  // shared, never written in place again (own())
+    r.theta = theta_;                       // shared, never written in place again (own())
     // On disk before any worker can pull this state: what a worker was given is never lost.
     if (checkpoint_due(round_))
       write_coordinator_checkpoint(config_, round_, tokens_total_, theta_, outer_->velocity(),

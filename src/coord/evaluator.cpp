@@ -128,32 +128,27 @@ void Evaluator::loop() {
 }
 
 void Evaluator::evaluate_and_log(const ClosedRound& r) {
-  if (r.relogged) {
-    nlohmann::json record = {{"round", r.round},
-                             {"step", r.round * config_.sync.inner_steps},
-                             {"tokens", r.tokens_total},
-                             {"round_tokens", r.tokens},
-                             {"lr", config_.sync.outer.lr},
-                             {"wall_s", r.wall_s},
-                             {"relogged", true}};
+  nlohmann::json record = {{"round", r.round},
+                           {"step", r.round * config_.sync.inner_steps},
+                           {"tokens", r.tokens_total},
+                           {"lr", config_.sync.outer.lr},
+                           {"wall_s", r.wall_s}};
+  if (r.relogged) {  // evaluated again from its checkpoint: what the checkpoint does not keep is
+                     // gone
+    record.update({{"round_tokens", r.tokens}, {"relogged", true}});
     evaluate_into(r, record);
     return metrics_->write(record);
   }
   const LedgerTotals& b = r.bytes;
-  nlohmann::json record = {{"round", r.round},
-                           {"step", r.round * config_.sync.inner_steps},
-                           {"tokens", r.tokens_total},
-                           {"loss", r.loss},
-                           {"lr", config_.sync.outer.lr},
-                           {"wall_s", r.wall_s},
-                           {"workers", r.workers},
-                           {"members", r.members},
-                           {"bytes_total", b.method},
-                           {"setup_bytes_total", b.setup},
-                           {"fp32_diloco_bytes", b.fp32_diloco},
-                           {"ddp_bytes", b.ddp},
-                           {"ratio_vs_diloco_fp32", b.fp32_diloco / double(b.method)},
-                           {"ratio_vs_ddp", b.ddp / double(b.method)}};
+  record.update({{"loss", r.loss},
+                 {"workers", r.workers},
+                 {"members", r.members},
+                 {"bytes_total", b.method},
+                 {"setup_bytes_total", b.setup},
+                 {"fp32_diloco_bytes", b.fp32_diloco},
+                 {"ddp_bytes", b.ddp},
+                 {"ratio_vs_diloco_fp32", b.fp32_diloco / double(b.method)},
+                 {"ratio_vs_ddp", b.ddp / double(b.method)}});
   if (r.consensus) {
     record["consensus"] = true;
     record["consensus_bytes_total"] = b.consensus;

@@ -106,9 +106,9 @@ void remove_shard_directory(const fs::path& dir) {
   if (!fs::is_directory(dir, ec)) return;
   for (const auto& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    const bool shard = name.size() == 10 && name.substr(6) == ".bin" &&
-                       std::all_of(name.begin(), name.begin() + 6,
-                                   [](char c) { return c >= '0' && c <= '9'; });
+    const bool shard =
+        name.size() == 10 && name.substr(6) == ".bin" &&
+        std::all_of(name.begin(), name.begin() + 6, [](char c) { return c >= '0' && c <= '9'; });
     if (shard || name == "index.json") fs::remove(entry.path());
   }
   fs::remove(dir, ec);  // only when empty: anything else in it is not ours
@@ -166,16 +166,15 @@ PrepareResult prepare_data(const PrepareOptions& given) {
   Tokenizer tokenizer = Tokenizer::load(model_path);
   for (const char* split : {"train", "val"}) remove_shard_directory(out / split);
   const int64_t text_bytes = total_bytes(split.train) + total_bytes(split.val);
-  Progress progress(fmt::format("tokenize ({} threads)", options.num_threads), text_bytes,
-                    "bytes");
+  Progress progress(fmt::format("tokenize ({} threads)", options.num_threads), text_bytes, "bytes");
   int64_t bytes_done = 0;
   const auto vocab = static_cast<uint32_t>(tokenizer.vocab_size());
   ShardWriter train_writer((out / "train.bin").string(), vocab, options.shard_tokens);
   ShardWriter val_writer((out / "val.bin").string(), vocab, options.shard_tokens);
   const int64_t train_tokens = encode_documents(tokenizer, split.train, options.num_threads,
                                                 train_writer, progress, bytes_done);
-  const int64_t val_tokens = encode_documents(tokenizer, split.val, options.num_threads,
-                                              val_writer, progress, bytes_done);
+  const int64_t val_tokens =
+      encode_documents(tokenizer, split.val, options.num_threads, val_writer, progress, bytes_done);
   train_writer.finish();
   val_writer.finish();
   progress.finish();
@@ -196,9 +195,10 @@ PrepareResult prepare_data(const PrepareOptions& given) {
   result.val_bytes = total_bytes(split.val);
   log_split("train", result.train_docs, result.train_tokens, result.train_bytes);
   log_split("val", result.val_docs, result.val_tokens, result.val_bytes);
-  spdlog::info("prepare: wrote {0}/tokenizer.model, {0}/train.bin ({1} shard(s)), {0}/val.bin ({2} "
-               "shard(s)), with {0}/train.index.json and {0}/val.index.json",
-               options.out_dir, result.train_shards, result.val_shards);
+  spdlog::info(
+      "prepare: wrote {0}/tokenizer.model, {0}/train.bin ({1} shard(s)), {0}/val.bin ({2} "
+      "shard(s)), with {0}/train.index.json and {0}/val.index.json",
+      options.out_dir, result.train_shards, result.val_shards);
   return result;
 }
 

@@ -247,8 +247,10 @@ void ShardWriter::flush() {
 
 void ShardWriter::finish() {
   if (!buffer_.empty() || files_.empty()) flush();
-  nlohmann::json index = {{"format", "loco-shards"}, {"version", 1},
-                          {"vocab_size", vocab_size_}, {"tokens", tokens_},
+  nlohmann::json index = {{"format", "loco-shards"},
+                          {"version", 1},
+                          {"vocab_size", vocab_size_},
+                          {"tokens", tokens_},
                           {"shards", nlohmann::json::array()}};
   for (const auto& [name, count] : files_) {
     index["shards"].push_back({{"file", name}, {"tokens", count}});

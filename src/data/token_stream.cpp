@@ -107,17 +107,17 @@ std::shared_ptr<const TokenStream> TokenStream::open(const std::string& path) {
   std::error_code ec;
   std::vector<std::pair<std::string, uint64_t>> shards;  // (path, tokens the index promises)
   if (fs::is_directory(path, ec)) {
-    fail(path, "is a directory: name the stream's first shard file (DIR/train.bin, as `loco data "
-               "prepare` writes it; its further shards are listed in DIR/train.index.json)");
+    fail(path,
+         "is a directory: name the stream's first shard file (DIR/train.bin, as `loco data "
+         "prepare` writes it; its further shards are listed in DIR/train.index.json)");
   }
   if (!fs::exists(path, ec)) fail(path, "no such file");
   const std::string index_path = shard_index_path(path);
   if (fs::exists(index_path, ec)) {
     const fs::path dir = fs::path(path).parent_path();
     for (const auto& e : read_index(index_path, path, &stream->vocab_size_)) {
-      shards.emplace_back(e.file == fs::path(path).filename().string() ? path
-                                                                         : (dir / e.file).string(),
-                          e.tokens);
+      shards.emplace_back(
+          e.file == fs::path(path).filename().string() ? path : (dir / e.file).string(), e.tokens);
     }
   } else {
     shards.emplace_back(path, UINT64_MAX);  // a one-shard stream: no index

@@ -28,19 +28,19 @@ struct Part {
   Env env;
   std::string run_dir;  // its run.dir (a DDP rank r > 0's rank-r/ links its checkpoints)
   pid_t pid = -1;
-  int fd = -1;                  // read end of its stdout+stderr
-  std::string pending;          // a partial line
-  int status = -1;              // exit code once it ended (128 + the signal that ended it)
-  int signal = 0;               // the signal that ended it (0: it exited)
-  int member = -1;              // the coordinator member it belongs to (a worker, a site); -1: none
-  std::string group;            // parts that fail and restart together: "run" (a trainer, the DDP
-                                // ranks), "site NAME" (a site's ranks); "" alone (a worker, coord)
-  bool group_stop = false;      // stopped by the launcher because its group restarts or goes down
+  int fd = -1;              // read end of its stdout+stderr
+  std::string pending;      // a partial line
+  int status = -1;          // exit code once it ended (128 + the signal that ended it)
+  int signal = 0;           // the signal that ended it (0: it exited)
+  int member = -1;          // the coordinator member it belongs to (a worker, a site); -1: none
+  std::string group;        // parts that fail and restart together: "run" (a trainer, the DDP
+                            // ranks), "site NAME" (a site's ranks); "" alone (a worker, coord)
+  bool group_stop = false;  // stopped by the launcher because its group restarts or goes down
   std::chrono::steady_clock::time_point kill_at;  // group_stop: SIGKILL if still there by then
-  std::string netns;            // the network namespace it runs in (sync.link shaped by netns)
-  bool waiting = false;         // down by the schedule (sync.schedule), to be started later
-  bool scheduled_stop = false;  // the schedule stopped it: its exit is no failure
-  bool down = false;            // failed and left down (sync.on_failure continue, given up)
+  std::string netns;             // the network namespace it runs in (sync.link shaped by netns)
+  bool waiting = false;          // down by the schedule (sync.schedule), to be started later
+  bool scheduled_stop = false;   // the schedule stopped it: its exit is no failure
+  bool down = false;             // failed and left down (sync.on_failure continue, given up)
   bool restart_pending = false;  // failed; restarts at restart_at (sync.on_failure restart)
   std::chrono::steady_clock::time_point restart_at;
   int restarts = 0;  // how many times sync.on_failure restarted it

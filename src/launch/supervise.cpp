@@ -230,7 +230,8 @@ class Supervisor {
       ended = false;
       if (q->group_stop && std::chrono::steady_clock::now() > q->kill_at) {
         ::kill(q->pid, SIGKILL);
-        events_.write(*q, "stopped", {{"signal", SIGKILL}, {"reason", "still running 10 s after SIGTERM"}});
+        events_.write(*q, "stopped",
+                      {{"signal", SIGKILL}, {"reason", "still running 10 s after SIGTERM"}});
         q->kill_at = std::chrono::steady_clock::time_point::max();
       }
     }

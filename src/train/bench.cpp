@@ -34,8 +34,8 @@ double matmul_peak_gflops(const std::string& device_name, const std::string& pre
   torch::Device device = resolve_device(device_name);
   torch::NoGradGuard no_grad;
   const int64_t n = device.is_cuda() ? 8192 : 1024;
-  auto options = torch::TensorOptions().device(device).dtype(
-      precision == "bf16" ? torch::kBFloat16 : torch::kFloat32);
+  auto options = torch::TensorOptions().device(device).dtype(precision == "bf16" ? torch::kBFloat16
+                                                                                 : torch::kFloat32);
   auto a = torch::randn({n, n}, options), b = torch::randn({n, n}, options);
   auto c = torch::mm(a, b);
   synchronize(device);
