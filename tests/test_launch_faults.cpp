@@ -317,7 +317,7 @@ TEST(LaunchFaults, OnFailureStopStopsTheRunWhenAWorkerDies) {
 // once and the site's two ranks hold the same parameters after every sync, before and after.
 TEST(LaunchFaults, AKilledSiteRankRestartsItsWholeSiteWhichRejoins) {
   std::string dir = loco::testing::temp_dir();
-  const int64_t rounds = 10;
+  const int64_t rounds = 30;  // enough that the others do not finish the run first
   Config c = process_config(dir + "/run", 2, rounds, 10);
   apply_override(c, "sync.sites=a:2,b:1");
   std::string config = loco::testing::write_config(dir, c);
@@ -400,7 +400,7 @@ TEST(LaunchFaults, AKilledDdpRankOrTrainerResumesTheRunFromItsCheckpoint) {
 // nothing (nothing exited) and the run completes with every round once.
 TEST(LaunchFaults, AWorkerStoppedPastItsLeaseRejoinsWhenContinued) {
   std::string dir = loco::testing::temp_dir();
-  const int64_t rounds = 10;
+  const int64_t rounds = 30;  // enough that the others do not finish the run first
   Config c = process_config(dir + "/run", 2, rounds, 10);
   std::string config = loco::testing::write_config(dir, c);
   pid_t launch = start_launch(config, dir + "/launch.log");
