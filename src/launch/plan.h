@@ -43,7 +43,10 @@ struct Part {
   bool down = false;             // failed and left down (sync.on_failure continue, given up)
   bool restart_pending = false;  // failed; restarts at restart_at (sync.on_failure restart)
   std::chrono::steady_clock::time_point restart_at;
-  int restarts = 0;  // how many times sync.on_failure restarted it
+  int restarts = 0;        // how many times sync.on_failure restarted it
+  bool came_back = false;  // a member started again midway (restart, schedule): it may still be
+                           // on its way back into the run when the coordinator ends it
+  bool run_ended = false;  // the run ended before it was back: its exit is no failure
 };
 
 // Every process of the run in `config`, each given `o`'s config file and overrides.

@@ -55,6 +55,7 @@ size_t ScheduleReplay::step(std::vector<Part>& parts, const std::string& exe) {
       if (std::find(p.args.begin(), p.args.end(), "--resume") == p.args.end())
         p.args.push_back("--resume");
       start(p, exe);
+      p.came_back = true;
       if (events_) events_->write(p, "started", {{"action", "schedule"}});
       ++started;
     } else if (!want && p.pid > 0 && p.status < 0 && !p.scheduled_stop) {

@@ -69,6 +69,7 @@ class Supervisor {
       if (schedule_.active() && !stopping_ && first_failure_.empty() && !g_interrupted)
         running_ += schedule_.step(parts_, exe_);
       stop_when_asked();
+      stop_late_members();
     }
     return exit_code();
   }
@@ -120,7 +121,13 @@ class Supervisor {
       p.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
       p.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + p.signal;
       --running_;
-      if (p.scheduled_stop) {  // down until the schedule starts it again
+      if (p.run_ended) {
+        spdlog::info("launch: {} exited with {}: the run ended before it was back", p.label,
+                     describe_exit(p));
+        nlohmann::json fields = exit_fields(p, "none");
+        fields["reason"] = "the run ended before it rejoined";
+        events_.write(p, "exited", fields);
+      } else if (p.scheduled_stop) {  // down until the schedule starts it again
         spdlog::info("launch: schedule: {} stopped ({})", p.label, describe_exit(p));
         events_.write(p, "exited", exit_fields(p, "schedule"));
         p.scheduled_stop = false, p.waiting = true, p.pid = -1;
@@ -147,8 +154,17 @@ class Supervisor {
     nlohmann::json fields = exit_fields(p, action_name(d.kind));
     fields["reason"] = d.reason;
     if (d.kind == Decision::kRestart) fields["delay_s"] = d.delay_s;
-    events_.write(p, "exited", fields);
     const std::string what = p.label + " exited with " + describe_exit(p);
+    if (coordinator_done() && p.came_back && p.member >= 0) {
+      // restarted or rescheduled, it was still joining when the coordinator finished the run
+      spdlog::info("launch: {} after the coordinator finished the run, before it was back in it",
+                   what);
+      p.run_ended = true;
+      fields["action"] = "none", fields["reason"] = "the run ended before it rejoined";
+      events_.write(p, "exited", fields);
+      return;
+    }
+    events_.write(p, "exited", fields);
     const std::string whom = p.group.empty() ? "it" : p.group;
     switch (d.kind) {
       case Decision::kRestart: {
@@ -176,6 +192,23 @@ class Supervisor {
         else
           leave_down(p);
         break;
+    }
+  }
+
+  // Once the coordinator has finished the run, a member started again midway that is still
+  // running 15 s later is still trying to join a run that is over: SIGTERM, and no failure.
+  void stop_late_members() {
+    if (!coordinator_done()) return;
+    auto now = std::chrono::steady_clock::now();
+    if (run_done_at_ == std::chrono::steady_clock::time_point::max()) run_done_at_ = now;
+    if (now - run_done_at_ < std::chrono::seconds(15)) return;
+    for (auto& p : parts_) {
+      if (!p.came_back || p.member < 0 || p.pid <= 0 || p.status >= 0 || p.run_ended) continue;
+      spdlog::info("launch: the run is over and {} is not back in it yet; stopping it", p.label);
+      ::kill(p.pid, SIGTERM);
+      p.run_ended = true;
+      events_.write(p, "stopped",
+                    {{"signal", SIGTERM}, {"reason", "the run ended before it rejoined"}});
     }
   }
 
@@ -260,6 +293,7 @@ class Supervisor {
     p.status = -1, p.signal = 0, p.pending.clear();
     start(p, exe_);
     ++running_, ++p.restarts;
+    p.came_back = true;
     bool resume = std::find(p.args.begin(), p.args.end(), "--resume") != p.args.end();
     spdlog::info("launch: restarted {} (pid {}{}, restart {})", p.label, p.pid,
                  resume ? ", --resume" : ", fresh: no checkpoint yet", p.restarts);
@@ -320,6 +354,7 @@ class Supervisor {
         spdlog::info("launch: {} was down at the end (schedule)", p.label);
         continue;
       }
+      if (p.run_ended) continue;  // logged at its exit
       spdlog::info("launch: {} {} with {}{}", p.label,
                    p.down ? "was left down after exiting" : "exited", describe_exit(p),
                    p.restarts ? fmt::format(" ({} restarts)", p.restarts) : std::string());
@@ -344,6 +379,8 @@ class Supervisor {
   bool stopping_ = false, killed_ = false;
   std::chrono::steady_clock::time_point stop_deadline_ =
       std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point run_done_at_ =
+      std::chrono::steady_clock::time_point::max();  // when the coordinator was seen done
   std::string first_failure_, late_failure_;
 };
 
