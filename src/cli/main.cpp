@@ -1,5 +1,5 @@
 // `loco`: the one binary. Subcommands: data prepare, train, sample, bench train, bench
-// coordinator, coordinator, worker, launch, compare.
+// coordinator, coordinator, worker, launch, compare, export.
 // Every user-facing error is caught here, printed as one line, and turned into exit code 1.
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -26,6 +26,7 @@
 #include "loco/hybrid.h"
 #include "loco/prepare.h"
 #include "loco/run_dir.h"
+#include "loco/export.h"
 #include "loco/sample.h"
 #include "loco/trainer.h"
 
@@ -227,6 +228,7 @@ struct Cli {
   std::vector<std::string> overrides;
   bool resume = false;
   loco::SampleOptions sample_opts;
+  loco::ExportOptions export_opts;
   int64_t bench_steps = 10, bench_warmup = 2;
   bool bench_json = false;
   std::string coordinator_address, worker_name, worker_site;
@@ -235,7 +237,7 @@ struct Cli {
   loco::CoordBenchOptions coord_bench;
   CLI::App *prepare = nullptr, *train = nullptr, *sample = nullptr, *bench_train = nullptr,
            *bench_coordinator = nullptr, *coordinator = nullptr, *worker = nullptr,
-           *launch = nullptr, *compare = nullptr;
+           *launch = nullptr, *compare = nullptr, *export_cmd = nullptr;
 };
 
 // --config and --set, as every subcommand that reads a config has them.
@@ -293,6 +295,19 @@ void add_sample(CLI::App& app, Cli& cli) {
   sample->add_option("--seed", sample_opts.seed)->capture_default_str();
   sample->add_option("--device", sample_opts.device)->capture_default_str();
   cli.sample = sample;
+}
+
+void add_export(CLI::App& app, Cli& cli) {
+  loco::ExportOptions& o = cli.export_opts;
+  auto* cmd = app.add_subcommand(
+      "export", "a checkpoint as model.safetensors + config.json + tokenizer (docs/export.md)");
+  cmd->add_option("--checkpoint", o.checkpoint, "a run's or a coordinator's checkpoint file")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--out", o.out, "directory to write")->required();
+  cmd->add_option("--tokenizer", o.tokenizer, "tokenizer model (default: the run's)");
+  cmd->add_flag("--force", o.force, "replace a non-empty --out");
+  cli.export_cmd = cmd;
 }
 
 void add_bench(CLI::App& app, Cli& cli) {
@@ -379,6 +394,12 @@ int run_command(const Cli& cli) {
     std::cout << cli.sample_opts.prompt << loco::sample(cli.sample_opts) << "\n";
     return 0;
   }
+  if (cli.export_cmd->parsed()) {
+    loco::export_model(cli.export_opts);
+    spdlog::info("export: wrote {}/model.safetensors, config.json, tokenizer.model",
+                 cli.export_opts.out);
+    return 0;
+  }
   if (cli.coordinator->parsed())
     return run_coordinator_cmd(cli.config_path, cli.overrides, cli.resume);
   if (cli.worker->parsed())
@@ -405,6 +426,7 @@ int main(int argc, char** argv) {
   add_data(app, cli);
   add_train(app, cli);
   add_sample(app, cli);
+  add_export(app, cli);
   add_bench(app, cli);
   add_coordinator(app, cli);
   add_worker(app, cli);
