@@ -1,6 +1,8 @@
-// `loco export`: a trained checkpoint written as safetensors + config.json + tokenizer, read back
-// by an independent Python reader into the golden PyTorch model (tests/golden/load_export.py),
-// which reproduces loco's loss on a batch; refusals leave nothing half-written.
+// After pretraining. `loco export`: a trained checkpoint written as safetensors + config.json +
+// tokenizer, read back by an independent Python reader into the golden PyTorch model
+// (tests/golden/load_export.py), which reproduces loco's loss on a batch; refusals leave nothing
+// half-written. `--init-from`: a second stage starts from a checkpoint's weights with a fresh
+// optimizer and schedule, under `loco train` and `loco launch`; another shape is refused by name.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -12,6 +14,7 @@
 #include "loco/config.h"
 #include "loco/export.h"
 #include "loco/loader.h"
+#include "loco/metrics.h"
 #include "loco/trainer.h"
 #include "test_util.h"
 
@@ -21,11 +24,11 @@ using loco::testing::run_python;
 
 namespace {
 
-// A run of 8 steps with `loco train`; returns its newest checkpoint.
-std::string trained_checkpoint(const std::string& dir) {
+// A run of `steps` steps with `loco train`; returns its newest checkpoint.
+std::string trained_checkpoint(const std::string& dir, int steps = 8) {
   const std::string config = dir + "/config.yaml";
   std::ofstream(config) << loco::testing::small_run_yaml(dir + "/run");
-  auto r = run_loco("train --config " + config);
+  auto r = run_loco("train --config " + config + " --set train.max_steps=" + std::to_string(steps));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   auto list = loco::list_checkpoints(dir + "/run/checkpoints");
   EXPECT_FALSE(list.empty());
@@ -125,4 +128,67 @@ TEST(Export, SafetensorsHeaderIsAlignedAndOffsetsCoverTheData) {
   EXPECT_EQ(data[5], 5.0f);
   EXPECT_EQ(data[10], 0.5f);
   EXPECT_EQ(in.peek(), EOF);
+}
+
+TEST(InitFrom, ASecondStageStartsFromTheWeightsWithAFreshOptimizerAndSchedule) {
+  const std::string dir = loco::testing::temp_dir("init_from_train");
+  const std::string ckpt = trained_checkpoint(dir, 40);
+  ASSERT_FALSE(ckpt.empty());
+  auto r = run_loco("train --config " + dir + "/config.yaml --set run.dir=" + dir +
+                    "/stage2 --init-from " + ckpt);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto stage2 = loco::read_metrics(dir + "/stage2/metrics.jsonl");
+  auto stage1 = loco::read_metrics(dir + "/run/metrics.jsonl");
+  ASSERT_FALSE(stage2.empty());
+  // A fresh schedule and step count: step 1 at stage 1's warmup lr.
+  EXPECT_EQ(stage2.front().at("step"), 1);
+  EXPECT_DOUBLE_EQ(stage2.front().at("lr").get<double>(), stage1.front().at("lr").get<double>());
+  // Its first loss is the checkpoint model's on its first batch (the same seed: the same batch),
+  // not a random model's (stage 1's first loss).
+  loco::Config config;
+  loco::GPT model = loco::load_model(ckpt, torch::kCPU, &config);
+  loco::DataLoader loader(loco::load_tokens(config.data.train), config.train.batch_size,
+                          config.model.seq_len, config.run.seed);
+  loco::Batch batch = loader.next();
+  double expected;
+  {
+    torch::NoGradGuard no_grad;
+    expected = model->loss(batch.input, batch.target).item<double>();
+  }
+  EXPECT_NEAR(stage2.front().at("loss").get<double>(), expected, 1e-4);
+  EXPECT_LT(expected, stage1.front().at("loss").get<double>() - 0.1);
+  // The resolved config records where the weights came from.
+  EXPECT_NE(loco::testing::read_text(dir + "/stage2/config.yaml").find(ckpt), std::string::npos);
+
+  // Another architecture is refused by the tensor that differs, before any step.
+  auto bad = run_loco("train --config " + dir + "/config.yaml --set run.dir=" + dir +
+                      "/stage2b --set model.n_embd=32 --init-from " + ckpt);
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("train.init_from: " + ckpt +
+                            ": tensor wte.weight has shape [512, 64], "
+                            "this model's is [512, 32]"),
+            std::string::npos)
+      << bad.output;
+  EXPECT_FALSE(fs::exists(dir + "/stage2b/metrics.jsonl"));
+}
+
+TEST(InitFrom, LaunchStartsADilocoRunFromTheCheckpoint) {
+  const std::string dir = loco::testing::temp_dir("init_from_launch");
+  const std::string ckpt = trained_checkpoint(dir, 40);
+  ASSERT_FALSE(ckpt.empty());
+  loco::Config c = loco::testing::process_config(dir + "/diloco", 2, 2, 4);
+  const std::string config = loco::testing::write_config(dir, c);
+  auto r = run_loco("launch --config " + config + " --init-from " + ckpt);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto stage1 = loco::read_metrics(dir + "/run/metrics.jsonl");
+  // Every worker starts from the checkpoint (the coordinator serves it as the initial state):
+  // its first loss is well below a random model's.
+  for (const char* w : {"worker-0", "worker-1"}) {
+    auto m = loco::read_metrics(dir + "/diloco/" + w + "/metrics.jsonl");
+    ASSERT_FALSE(m.empty()) << w;
+    EXPECT_LT(m.front().at("loss").get<double>(), stage1.front().at("loss").get<double>() - 0.1)
+        << w;
+  }
+  EXPECT_NE(loco::testing::read_text(dir + "/diloco/coordinator/config.yaml").find(ckpt),
+            std::string::npos);
 }

@@ -76,6 +76,11 @@ struct TrainConfig {
   // CUDA only: let fp32 matmuls use TF32 tensor cores (10-bit mantissa). false keeps fp32
   // matmuls exact IEEE fp32, as before this key existed; no effect on CPU.
   bool tf32 = false;
+  // A checkpoint (a run's or a coordinator's) whose weights the model starts from instead of
+  // its random init: weights only, with a fresh optimizer and schedule (`--init-from` of `loco
+  // train` / `loco launch` sets it; a resume continues from its own checkpoint instead). Its
+  // architecture must match model.* (a tensor of another shape is refused by name).
+  std::string init_from;
   int64_t batch_size = 8;          // sequences per micro-batch
   int64_t grad_accum = 1;          // micro-batches per optimizer step
   int64_t max_steps = 600;         // optimizer steps

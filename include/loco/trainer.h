@@ -120,6 +120,10 @@ std::shared_ptr<const TokenStream> load_checked_tokens(const std::string& key,
 // Device from train.device, checked against what this LibTorch was built with.
 torch::Device resolve_device(const std::string& name);
 
+// Copies the weights of `checkpoint_path` into `model` (train.init_from). Throws ConfigError
+// naming the checkpoint and the first tensor whose name or shape differs from `model`'s.
+void init_from_checkpoint(GPTImpl& model, const std::string& checkpoint_path);
+
 // Builds a model from a checkpoint's config and parameters (for sample and eval).
 GPT load_model(const std::string& checkpoint_path, const torch::Device& device, Config* config);
 

@@ -247,6 +247,16 @@ void add_config_options(CLI::App* command, std::string& config_path,
   command->add_option("--set", overrides, "override: key.path=value (repeatable)");
 }
 
+// --init-from CKPT: train.init_from (weights only; fresh optimizer and schedule) as an override.
+void add_init_from(CLI::App* command, std::vector<std::string>& overrides) {
+  command
+      ->add_option_function<std::string>(
+          "--init-from",
+          [&overrides](const std::string& path) { overrides.push_back("train.init_from=" + path); },
+          "start from this checkpoint's weights (a run's or a coordinator's; train.init_from)")
+      ->check(CLI::ExistingFile);
+}
+
 void add_data(CLI::App& app, Cli& cli) {
   auto* data = app.add_subcommand("data", "data preparation");
   data->require_subcommand(1);
@@ -278,6 +288,7 @@ void add_train(CLI::App& app, Cli& cli) {
   auto* train = app.add_subcommand("train", "train one worker");
   add_config_options(train, cli.config_path, cli.overrides);
   train->add_flag("--resume", cli.resume, "continue from the newest checkpoint in run.dir");
+  add_init_from(train, cli.overrides);
   cli.train = train;
 }
 
@@ -366,6 +377,7 @@ void add_launch(CLI::App& app, Cli& cli) {
   loco::LaunchOptions& launch_opts = cli.launch_opts;
   auto* launch = app.add_subcommand("launch", "run a whole experiment as local processes");
   add_config_options(launch, launch_opts.config_path, launch_opts.overrides);
+  add_init_from(launch, launch_opts.overrides);
   launch->add_flag("--dry-run", launch_opts.dry_run, "print the per-process (per-host) commands");
   launch->add_option("--link", launch_opts.link,
                      "slow link per worker, e.g. 100mbit,50ms (sync.link.mbps, latency_ms)");

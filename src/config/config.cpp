@@ -163,6 +163,7 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("train.threads", c.train.threads);
   add("train.precision", c.train.precision);
   add("train.tf32", c.train.tf32);
+  add("train.init_from", c.train.init_from);
   add("train.batch_size", c.train.batch_size);
   add("train.grad_accum", c.train.grad_accum);
   add("train.max_steps", c.train.max_steps);

@@ -37,6 +37,7 @@ Evaluator::Evaluator(const Config& config) : config_(config) {
   }
   model_ = GPT(config_.model);
   model_->init_weights(config_.run.seed);
+  if (!config_.train.init_from.empty()) init_from_checkpoint(*model_, config_.train.init_from);
   flat_ = std::make_unique<FlatParams>(*model_, /*with_grad=*/false);
 }
 

@@ -95,6 +95,7 @@ Trainer::Trainer(const Config& config, RunStart start, int64_t rank, int64_t wor
 
   model_ = GPT(m);
   model_->init_weights(config_.run.seed);
+  if (!config_.train.init_from.empty()) init_from_checkpoint(*model_, config_.train.init_from);
   model_->to(device_);
   params_ = std::make_unique<FlatParams>(*model_);
   optimizer_ = make_optimizer(config_.train.optimizer, *params_);
@@ -307,6 +308,38 @@ void Trainer::write_summary(const TrainSummary& s) {
   const std::string path = (fs::path(config_.run.dir) / "summary.json").string();
   std::ofstream(path + ".tmp") << out.dump(1) << "\n";
   fs::rename(path + ".tmp", path);  // readers never see half a file
+}
+
+void init_from_checkpoint(GPTImpl& model, const std::string& checkpoint_path) {
+  const std::string where = "train.init_from: " + checkpoint_path;
+  Config theirs;
+  GPT source = [&] {
+    try {
+      return load_model(checkpoint_path, torch::kCPU, &theirs);
+    } catch (const std::exception& e) {
+      throw ConfigError(where + ": " + e.what());
+    }
+  }();
+  auto shape = [](const torch::Tensor& t) { return c10::str(t.sizes()); };
+  auto from = source->named_parameters();
+  auto to = model.named_parameters();
+  for (const auto& item : to) {
+    const torch::Tensor* t = from.find(item.key());
+    if (!t)
+      throw ConfigError(where + ": has no tensor " + item.key() + " (its model: n_layer " +
+                        std::to_string(theirs.model.n_layer) + ")");
+    if (!t->sizes().equals(item.value().sizes()))
+      throw ConfigError(where + ": tensor " + item.key() + " has shape " + shape(*t) +
+                        ", this model's is " + shape(item.value()) + " (its model.vocab_size " +
+                        std::to_string(theirs.model.vocab_size) + ", n_embd " +
+                        std::to_string(theirs.model.n_embd) + ")");
+  }
+  if (from.size() != to.size())
+    throw ConfigError(where + ": has " + std::to_string(from.size()) + " tensors, this model " +
+                      std::to_string(to.size()) + " (its model.n_layer is " +
+                      std::to_string(theirs.model.n_layer) + ")");
+  torch::NoGradGuard no_grad;
+  for (auto& item : to) item.value().copy_(from[item.key()]);
 }
 
 GPT load_model(const std::string& checkpoint_path, const torch::Device& device, Config* config) {
