@@ -10,11 +10,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "aggregator.h"
 #include "evaluator.h"
 #include "ledger.h"
 #include "loco/checkpoint.h"
+#include "loco/energy.h"
 #include "loco/link.h"
 #include "loco/metrics.h"
 #include "loco/optim.h"
@@ -47,6 +49,10 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   aggregator_ = make_aggregator(config_, layout_);
   members_ = std::make_unique<Membership>(sync.workers, sync.coordinator);
   ledger_ = std::make_unique<ByteLedger>(theta_.numel(), sync.workers, sync.inner_steps);
+  if (!sync.schedule.empty()) {
+    Schedule schedule = Schedule::load(sync.schedule);
+    if (schedule.has_trace()) energy_ = std::make_unique<EnergyMeter>(schedule);
+  }
 
   std::string newest =
       prepare_run_dir(config_.run.dir, resume ? RunStart::kResume : RunStart::kFresh);
@@ -78,6 +84,12 @@ void CoordinatorCore::restore(const std::string& path) {
   tokens_total_ = c.tokens;
   auto shards = c.tensors.find("shard_tokens");  // absent in checkpoints of older versions
   if (shards != c.tensors.end()) members_->restore_shard_tokens(shards->second);
+  auto energy = c.tensors.find("energy");  // a trace schedule's accounting so far
+  if (energy_ && energy != c.tensors.end()) {
+    torch::Tensor e = energy->second.to(torch::kDouble).contiguous();
+    energy_->restore(std::vector<double>(e.data_ptr<double>(), e.data_ptr<double>() + e.numel()));
+    trace_offset_ = energy_->now();
+  }
   spdlog::info("coordinator: resumed from {} at round {}", path, round_);
 }
 
@@ -146,6 +158,8 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
                      "update of " + std::to_string(payload_bytes) + " bytes exceeds the limit of " +
                          std::to_string(limit) + " (sync.coordinator.max_update_mb)");
   std::lock_guard<std::mutex> lock(mu_);
+  if (round_ >= total_rounds_)  // the trace may end the run early
+    throw CoordError(CoordError::kFailedPrecondition, "the run is over (all rounds done)");
   const Member* m = members_->find(u.worker_id);
   if (!m)
     throw CoordError(CoordError::kNotFound, "unknown worker '" + u.worker_id + "' (join first)");
@@ -232,6 +246,7 @@ void CoordinatorCore::close_consensus_locked() {
   if (checkpoint_due(round_)) {
     r.velocity = outer_->velocity();
     r.shard_tokens = members_->shard_tokens();
+    r.energy_state = energy_state_locked();
   }
   consensus_round_ = round_;
   spdlog::info("coordinator: consensus of round {} from {} replicas", round_, r.workers);
@@ -242,6 +257,8 @@ void CoordinatorCore::close_consensus_locked() {
 void CoordinatorCore::close_round_locked() {
   ClosedRound r;
   r.round_s = now_s() - round_started_;
+  account_energy_locked();
+  if (energy_) r.energy = energy_->record();
   double work_start = now_s();
   own(theta_);
   own(outer_->velocity());
@@ -266,7 +283,8 @@ void CoordinatorCore::close_round_locked() {
     // On disk before any worker can pull this state: what a worker was given is never lost.
     if (checkpoint_due(round_))
       write_coordinator_checkpoint(config_, round_, tokens_total_, theta_, outer_->velocity(),
-                                   members_->shard_tokens(), now_s() - start_time_);
+                                   members_->shard_tokens(), now_s() - start_time_,
+                                   energy_state_locked());
   }
   round_started_ = now_s();
   r.wall_s = round_started_ - start_time_;
@@ -337,9 +355,37 @@ void CoordinatorCore::count_download(const std::string& worker_id, uint64_t wire
     ledger_->down(wire_bytes, Purpose::kRound);
 }
 
+double CoordinatorCore::trace_now_locked() const {
+  return trace_offset_ + energy_->schedule().trace_time(now_s() - start_time_);
+}
+
+void CoordinatorCore::account_energy_locked() const {
+  if (!energy_) return;
+  std::set<std::string> training;
+  for (const auto& [id, m] : members_->members()) training.insert(m.info.name);
+  energy_->advance(trace_now_locked(), training);
+}
+
+torch::Tensor CoordinatorCore::energy_state_locked() const {
+  if (!energy_) return {};
+  auto state = energy_->state();
+  return torch::tensor(state, torch::kDouble);
+}
+
 void CoordinatorCore::tick() {
   std::unique_lock<std::mutex> lock(mu_);
   const double now = now_s();
+  account_energy_locked();
+  if (energy_ && trace_over_at_ < 0 && trace_now_locked() >= energy_->schedule().trace_end_s()) {
+    trace_over_at_ = now;
+    if (round_ < total_rounds_) {
+      spdlog::info(
+          "coordinator: the trace ended ({:.0f} trace s): the run ends at round {} of {}; "
+          "pushes for later rounds are refused",
+          energy_->schedule().trace_end_s(), round_, total_rounds_);
+      total_rounds_ = round_;
+    }
+  }
   members_->expire(now);
   if (round_ < total_rounds_ &&
       (members_->round_complete(round_) || members_->deadline_passed(now)))
@@ -362,12 +408,20 @@ nlohmann::json CoordinatorCore::totals() const {
   // The slow link the workers reached this coordinator through, and how it was shaped.
   LinkPlan link = plan_link(config_.sync.link);
   if (!link.record.is_null()) out["link"] = link.record;
+  if (energy_) {
+    account_energy_locked();  // up to now
+    out.update(energy_summary(*energy_, tokens_total_));
+    out["ended_by"] = trace_over_at_ >= 0 ? "trace" : "budget";
+  }
   return out;
 }
 
 bool CoordinatorCore::finished() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return round_ >= total_rounds_ && members_->empty() && evaluator_->idle();
+  // The trace ended the run: members still training are refused; they need not all leave.
+  const bool members_done =
+      members_->empty() || (trace_over_at_ >= 0 && now_s() - trace_over_at_ > 30);
+  return round_ >= total_rounds_ && members_done && evaluator_->idle();
 }
 
 int64_t CoordinatorCore::round() const {
@@ -388,16 +442,18 @@ CoordinatorStatus CoordinatorCore::status() const {
 void CoordinatorCore::save_checkpoint() {
   drain();
   int64_t round, tokens;
-  torch::Tensor theta, velocity, shards;
+  torch::Tensor theta, velocity, shards, energy;
   {
     std::lock_guard<std::mutex> lock(mu_);
     round = round_, tokens = tokens_total_;
     theta = theta_;  // shared: a close meanwhile steps a copy (own())
     velocity = outer_->velocity();
     shards = members_->shard_tokens();
+    account_energy_locked();
+    energy = energy_state_locked();
   }
   write_coordinator_checkpoint(config_, round, tokens, theta, velocity, shards,
-                               now_s() - start_time_);
+                               now_s() - start_time_, energy);
 }
 
 bool CoordinatorCore::checkpoint_due(int64_t round) const {
