@@ -286,3 +286,57 @@ TEST(Energy, SummaryCarriesSitesAndBaselines) {
   EXPECT_DOUBLE_EQ(j["baselines"]["A"]["ratio"].get<double>(),
                    run_g / (2.0 * (300 * 50 + 300 * 200) / 3600));
 }
+
+// A real `loco launch`: two workers under a trace replayed 150x (20 s of wall clock), w1 up from
+// 600 trace s; the run's step budget is far off, so the trace's end ends it, with a summary that
+// carries the sites and baselines, and `loco emissions` and `loco compare` read it.
+TEST(Launch, TraceScheduleEndsTheRunWithEnergyInTheSummary) {
+  std::string dir = loco::testing::temp_dir();
+  std::vector<std::vector<double>> rows;
+  for (int i = 0; i < 10; ++i) rows.push_back({50, i < 2 ? 300.0 : 60.0});
+  std::ofstream(dir + "/i.csv") << trace_csv({"A", "B"}, rows);
+  std::ofstream(dir + "/schedule.yaml")
+      << "trace: i.csv\nspeed: 150\npower: {train_kw: 2.024, idle_kw: 0.468}\nsites:\n"
+         "  w0: {region: A, below: 100}\n  w1: {region: B, below: 100}\n";
+  Config c = loco::testing::coordinated_config(dir + "/run", "diloco", 2, 5);
+  c.train.max_steps = 5000;
+  c.train.eval_every = 5;
+  c.train.checkpoint_every = 0;
+  c.train.log_every = 5;
+  c.sync.coordinator.heartbeat_s = 0.2;
+  c.sync.coordinator.lease_s = 1.5;
+  c.sync.schedule = dir + "/schedule.yaml";
+  auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("the trace ended"), std::string::npos) << r.output;
+  std::ifstream in(dir + "/run/coordinator/summary.json");
+  ASSERT_TRUE(in) << r.output;
+  auto s = nlohmann::json::parse(in);
+  EXPECT_EQ(s["ended_by"], "trace");
+  EXPECT_EQ(s["complete"], true);
+  EXPECT_GT(s["rounds"].get<int64_t>(), 0);
+  EXPECT_LT(s["rounds"].get<int64_t>(), 1000);
+  EXPECT_NEAR(s["trace_s"].get<double>(), 3000, 1e-6);  // accounted to the trace's end
+  for (const char* site : {"w0", "w1"}) {
+    const auto& e = s["sites"][site];
+    double up = e["up_s"], train = e["train_s"];
+    EXPECT_GT(train, 0) << site;
+    EXPECT_LE(train, up) << site;
+    EXPECT_NEAR(e["energy_kwh"].get<double>(), 2.024 * train / 3600 + 0.468 * (up - train) / 3600,
+                1e-9)
+        << site;
+    EXPECT_GT(e["emissions_g"].get<double>(), 0) << site;
+  }
+  EXPECT_NEAR(s["sites"]["w0"]["up_s"].get<double>(), 3000, 1e-6);  // A is always below 100
+  EXPECT_NEAR(s["sites"]["w1"]["up_s"].get<double>(), 2400, 1e-6);  // B from the third row
+  for (const char* region : {"A", "B"}) EXPECT_GT(s["baselines"][region]["ratio"].get<double>(), 0);
+  // Every round's record carries the sites so far.
+  std::ifstream metrics(dir + "/run/coordinator/metrics.jsonl");
+  std::string line;
+  ASSERT_TRUE(std::getline(metrics, line));
+  EXPECT_TRUE(nlohmann::json::parse(line)["sites"].contains("w1")) << line;
+  auto e = loco::testing::run_loco("emissions " + dir + "/run --no-plot --out " + dir + "/em");
+  EXPECT_EQ(e.exit_code, 0) << e.output;
+  EXPECT_NE(e.output.find("| w1 |"), std::string::npos) << e.output;
+  EXPECT_NE(e.output.find("| B |"), std::string::npos) << e.output;
+}

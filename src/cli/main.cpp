@@ -16,6 +16,7 @@
 
 #include "loco/bench.h"
 #include "loco/compare.h"
+#include "loco/emissions.h"
 #include "loco/coord_client.h"
 #include "loco/coord_service.h"
 #include "loco/diloco.h"
@@ -210,6 +211,13 @@ int run_compare(const loco::CompareOptions& options) {
   return 0;
 }
 
+int run_emissions(const loco::EmissionsOptions& options) {
+  auto r = loco::emissions_report(options);
+  std::cout << r.table << "\nwrote:\n";
+  for (const auto& f : r.files) std::cout << "  " << f << "\n";
+  return 0;
+}
+
 // First line of an exception message (c10::Error appends a backtrace).
 std::string first_line(const std::exception& e) {
   if (auto* c10 = dynamic_cast<const c10::Error*>(&e)) {
@@ -232,10 +240,11 @@ struct Cli {
   std::string coordinator_address, worker_name, worker_site;
   loco::LaunchOptions launch_opts;
   loco::CompareOptions compare_opts;
+  loco::EmissionsOptions emissions_opts;
   loco::CoordBenchOptions coord_bench;
   CLI::App *prepare = nullptr, *train = nullptr, *sample = nullptr, *bench_train = nullptr,
            *bench_coordinator = nullptr, *coordinator = nullptr, *worker = nullptr,
-           *launch = nullptr, *compare = nullptr;
+           *launch = nullptr, *compare = nullptr, *emissions = nullptr;
 };
 
 // --config and --set, as every subcommand that reads a config has them.
@@ -369,6 +378,16 @@ void add_compare(CLI::App& app, Cli& cli) {
   compare->add_option("--out", compare_opts.out_dir, "output directory")->capture_default_str();
   compare->add_option("--gnuplot", compare_opts.gnuplot, "gnuplot binary")->capture_default_str();
   cli.compare = compare;
+  loco::EmissionsOptions& e = cli.emissions_opts;
+  auto* emissions = app.add_subcommand(
+      "emissions",
+      "energy, emissions and centralised baselines of a run with a carbon-intensity trace, and "
+      "its availability plot (docs/curtailment.md)");
+  emissions->add_option("run", e.run, "run directory")->required();
+  emissions->add_option("--out", e.out_dir, "output directory")->capture_default_str();
+  emissions->add_option("--gnuplot", e.gnuplot, "gnuplot binary")->capture_default_str();
+  emissions->add_flag("!--no-plot", e.plot, "only the table");
+  cli.emissions = emissions;
 }
 
 // Runs the subcommand that was given; its exceptions reach main.
@@ -386,6 +405,7 @@ int run_command(const Cli& cli) {
                       cli.worker_site, cli.resume);
   if (cli.launch->parsed()) return loco::launch(cli.launch_opts);
   if (cli.compare->parsed()) return run_compare(cli.compare_opts);
+  if (cli.emissions->parsed()) return run_emissions(cli.emissions_opts);
   if (cli.bench_coordinator->parsed())
     return loco::bench_coordinator(cli.coord_bench,
                                    std::filesystem::read_symlink("/proc/self/exe").string());

@@ -45,8 +45,8 @@ struct ClosedRound {
 };
 
 // The coordinator's checkpoint of round `round`: parameters, outer velocity, the data shards'
-// cursors, a trace schedule's energy accounting (when defined) and the resolved config, written atomically into run.dir/checkpoints (pruned to
-// train.keep_checkpoints).
+// cursors, a trace schedule's energy accounting (when defined) and the resolved config, written
+// atomically into run.dir/checkpoints (pruned to train.keep_checkpoints).
 void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t tokens,
                                   const torch::Tensor& theta, const torch::Tensor& velocity,
                                   const torch::Tensor& shard_tokens, double wall_s,
