@@ -2,7 +2,8 @@
 // torchrun-style variables, the coordinator's address and the secret file as parameters), pass
 // `bash -n`, replace only an earlier --emit's files, and the shell scripts run a real 2-site run
 // on loopback as separate processes; a site script stops its ranks when one fails or when it is
-// sent SIGTERM. Slurm is not installed here: the .sbatch files are checked as text and by bash.
+// sent SIGTERM. Slurm is not installed here: the .sbatch files are checked as text, by bash -n,
+// and run the same run under stand-ins for srun and scontrol.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -264,4 +265,57 @@ TEST(Emit, SiteScriptStopsItsRanksOnAFailureAndOnSigterm) {
   ::kill(site, SIGTERM);
   EXPECT_EQ(wait_for(site, 20), 128 + SIGTERM) << read_text(dir + "/term.log");
   EXPECT_TRUE(loco::testing::wait_until(all_gone, 10));
+}
+
+TEST(Emit, SlurmScriptsRunATwoSiteRunUnderAStandInSrun) {
+  // Slurm is not installed: stand-ins for srun (every task of the job at once, with its
+  // SLURM_PROCID and SLURM_LOCALID) and scontrol (the first node, the job's script) run the
+  // .sbatch files as sbatch would, from a copy in a spool directory as Slurm runs them.
+  std::string dir = loco::testing::temp_dir(), out = dir + "/emit", bin = dir + "/bin";
+  loco::Config c = sites_config(dir + "/run", "a:2,b:1", 2);
+  std::string config = loco::testing::write_config(dir, c);
+  ASSERT_EQ(run_loco("launch --emit " + out + " --config " + config).exit_code, 0);
+  fs::create_directories(bin);
+  std::ofstream(bin + "/srun") << "#!/usr/bin/env bash\n"
+                               << "while [[ \"$1\" == --* ]]; do shift; done\npids=()\n"
+                               << "for ((i = 0; i < SLURM_NTASKS; ++i)); do\n"
+                               << "  SLURM_PROCID=$i SLURM_LOCALID=$i \"$@\" &\n  pids+=($!)\n"
+                               << "done\nstatus=0\n"
+                               << "for p in \"${pids[@]}\"; do wait \"$p\" || status=$?; done\n"
+                               << "exit $status\n";
+  std::ofstream(bin + "/scontrol") << "#!/bin/sh\ncase \"$1 $2\" in\n"
+                                   << "  'show hostnames') echo 127.0.0.1 ;;\n"
+                                   << "  'show job') echo \"   Command=$FAKE_COMMAND\" ;;\nesac\n";
+  for (const char* f : {"/srun", "/scontrol"}) fs::permissions(bin + f, fs::perms::owner_all);
+  for (std::string site : {"a", "b"}) {
+    fs::create_directories(dir + "/spool-" + site);
+    fs::copy_file(out + "/site-" + site + ".sbatch", dir + "/spool-" + site + "/slurm_script");
+  }
+  std::string common = "env LOCO=" + std::string(LOCO_BINARY) + " PATH=" + bin + ":$PATH ";
+  auto job = [&](const std::string& site, int tasks) {
+    return common + "SLURM_JOB_ID=7 SLURM_NTASKS=" + std::to_string(tasks) +
+           " SLURM_NTASKS_PER_NODE=" + std::to_string(tasks) +
+           " SLURM_JOB_NODELIST=node1 FAKE_COMMAND=" + out + "/site-" + site + ".sbatch bash " +
+           dir + "/spool-" + site + "/slurm_script";
+  };
+  // Outside a job, or with another task count, the batch script refuses to start.
+  auto outside = loco::testing::run_command(common + "bash " + out + "/site-a.sbatch");
+  EXPECT_EQ(outside.exit_code, 2);
+  EXPECT_TRUE(contains(outside.output, "site-a.sbatch: submit it with sbatch")) << outside.output;
+  auto wrong = loco::testing::run_command(job("a", 3));
+  EXPECT_EQ(wrong.exit_code, 2);
+  EXPECT_TRUE(contains(wrong.output, "site a runs 2 rank(s) but the job has 3 tasks"))
+      << wrong.output;
+
+  pid_t coord =
+      loco::testing::spawn_shell(common + "bash " + out + "/coordinator.sh", dir + "/coord.log");
+  pid_t a = loco::testing::spawn_shell(job("a", 2), dir + "/a.log");
+  pid_t b = loco::testing::spawn_shell(job("b", 1), dir + "/b.log");
+  EXPECT_EQ(wait_for(a, 240), 0) << read_text(dir + "/a.log");
+  EXPECT_EQ(wait_for(b, 60), 0) << read_text(dir + "/b.log");
+  EXPECT_EQ(wait_for(coord, 60), 0) << read_text(dir + "/coord.log");
+  auto rounds = loco::read_metrics(dir + "/run/coordinator/metrics.jsonl");
+  ASSERT_EQ(rounds.size(), 2u);
+  for (const auto& r : rounds) EXPECT_EQ(r.at("workers").get<int64_t>(), 2) << r.dump();
+  EXPECT_EQ(loco::read_metrics(dir + "/run/worker-0/rank-1/metrics.jsonl").size(), 4u);
 }
