@@ -361,6 +361,9 @@ void add_launch(CLI::App& app, Cli& cli) {
   auto* launch = app.add_subcommand("launch", "run a whole experiment as local processes");
   add_config_options(launch, launch_opts.config_path, launch_opts.overrides);
   launch->add_flag("--dry-run", launch_opts.dry_run, "print the per-process (per-host) commands");
+  launch->add_option("--emit", launch_opts.emit_dir,
+                     "write the coordinator's and every site's scripts (shell and Slurm) into "
+                     "DIR instead of running (docs/multisite.md)");
   launch->add_option("--link", launch_opts.link,
                      "slow link per worker, e.g. 100mbit,50ms (sync.link.mbps, latency_ms)");
   launch->add_option("--on-failure", launch_opts.on_failure,
