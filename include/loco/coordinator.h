@@ -124,6 +124,9 @@ class CoordinatorCore {
   void push_state(const Update& update, uint64_t wire_bytes);
   bool is_resync_round(int64_t round) const;
   bool checkpoint_due(int64_t round) const;
+  // sync.lone train, sync.round_seconds: the closed rounds' tokens reached the run's budget
+  // (token_budget): the current round is the last one (total_rounds_ lowered to it).
+  void end_at_budget();
   Member& member_locked(const std::string& worker_id);
 
   Config config_;
@@ -140,6 +143,8 @@ class CoordinatorCore {
   double round_loss_sum_ = 0, round_started_ = 0, round_work_s_ = 0, last_round_loss_ = 0;
   int64_t consensus_round_ = -1;
   double start_time_ = 0;
+  double last_waiting_log_ = 0;  // "no member is up" every kWaitingLogS while nobody is
+  static constexpr double kWaitingLogS = 30;
 };
 
 }  // namespace loco

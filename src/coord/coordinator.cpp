@@ -40,6 +40,9 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
   const auto& sync = config_.sync;
   total_rounds_ = config_.train.max_steps / sync.inner_steps;
+  // Elastic rounds end at the token budget (end_at_budget); rounds of seconds have no count of
+  // their own, only this cap (every round has at least one inner step of one member).
+  if (sync.round_seconds > 0) total_rounds_ = config_.train.max_steps * sync.workers;
   evaluator_ = std::make_unique<Evaluator>(config_);
   for (const auto& s : evaluator_->slots()) layout_.push_back({s.name, s.shape, s.offset, s.numel});
   theta_ = evaluator_->take_initial_params();  // the only copy: pulls and evaluations share it
@@ -58,7 +61,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   evaluator_->start(open_run_files(config_, keep_metrics));
   if (resume) relog_lost_rounds();
   start_time_ = now_s();
-  round_started_ = start_time_;
+  round_started_ = last_waiting_log_ = start_time_;
   spdlog::info(
       "coordinator: {} parameters in {} tensors, {} rounds of {} inner steps, "
       "outer lr {} momentum {}, codec {}",
@@ -78,6 +81,7 @@ void CoordinatorCore::restore(const std::string& path) {
   tokens_total_ = c.tokens;
   auto shards = c.tensors.find("shard_tokens");  // absent in checkpoints of older versions
   if (shards != c.tensors.end()) members_->restore_shard_tokens(shards->second);
+  end_at_budget();
   spdlog::info("coordinator: resumed from {} at round {}", path, round_);
 }
 
@@ -146,6 +150,8 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
                      "update of " + std::to_string(payload_bytes) + " bytes exceeds the limit of " +
                          std::to_string(limit) + " (sync.coordinator.max_update_mb)");
   std::lock_guard<std::mutex> lock(mu_);
+  if (round_ >= total_rounds_)
+    throw CoordError(CoordError::kFailedPrecondition, "the run is over (all rounds done)");
   const Member* m = members_->find(u.worker_id);
   if (!m)
     throw CoordError(CoordError::kNotFound, "unknown worker '" + u.worker_id + "' (join first)");
@@ -261,6 +267,7 @@ void CoordinatorCore::close_round_locked() {
   r.bytes = ledger_->totals();
   round_tokens_ = 0, round_loss_sum_ = 0;
   r.round = ++round_;
+  end_at_budget();
   if (aggregator_->steps_global_model()) {  // otherwise the consensus is evaluated instead
     r.theta = theta_;                       // shared, never written in place again (own())
     // On disk before any worker can pull this state: what a worker was given is never lost.
@@ -274,6 +281,14 @@ void CoordinatorCore::close_round_locked() {
                r.round, total_rounds_, r.workers, r.live, r.tokens, r.loss);
   evaluator_->submit(std::move(r));
   round_closed_.notify_all();
+}
+
+void CoordinatorCore::end_at_budget() {
+  if (!elastic_rounds(config_.sync) || round_ >= total_rounds_) return;
+  if (tokens_total_ < token_budget(config_)) return;
+  spdlog::info("coordinator: {} tokens reach the run's budget of {}: round {} is the last",
+               tokens_total_, token_budget(config_), round_);
+  total_rounds_ = round_;
 }
 
 void CoordinatorCore::drain() {
@@ -341,6 +356,12 @@ void CoordinatorCore::tick() {
   std::unique_lock<std::mutex> lock(mu_);
   const double now = now_s();
   members_->expire(now);
+  if (!members_->empty() || round_ >= total_rounds_) {
+    last_waiting_log_ = now;
+  } else if (now - last_waiting_log_ >= kWaitingLogS) {  // every member left (sync.schedule)
+    spdlog::info("coordinator: no member is up; waiting at round {}/{}", round_, total_rounds_);
+    last_waiting_log_ = now;
+  }
   if (round_ < total_rounds_ &&
       (members_->round_complete(round_) || members_->deadline_passed(now)))
     close_round_locked();
@@ -382,6 +403,7 @@ CoordinatorStatus CoordinatorCore::status() const {
   for (const auto& [id, m] : members_->members()) s.members.push_back(m.info);
   s.bytes_up = ledger_->bytes_up(), s.bytes_down = ledger_->bytes_down();
   s.last_val_loss = evaluator_->last_val_loss();
+  s.tokens = tokens_total_;
   return s;
 }
 
