@@ -150,7 +150,9 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
                      "update of " + std::to_string(payload_bytes) + " bytes exceeds the limit of " +
                          std::to_string(limit) + " (sync.coordinator.max_update_mb)");
   std::lock_guard<std::mutex> lock(mu_);
-  if (round_ >= total_rounds_)
+  // Elastic rounds: a member that missed the end (its status failed) is told. (Demo's replicas
+  // push their state for the last round after it closed.)
+  if (elastic_rounds(config_.sync) && u.kind == Update::kDelta && round_ >= total_rounds_)
     throw CoordError(CoordError::kFailedPrecondition, "the run is over (all rounds done)");
   const Member* m = members_->find(u.worker_id);
   if (!m)
