@@ -53,8 +53,7 @@ void expect_same_final_parameters(const std::string& run_dir,
                                   const std::vector<std::string>& metrics_files) {
   const uint64_t global = last_checksum(run_dir + "/coordinator/metrics.jsonl");
   ASSERT_NE(global, 0u);
-  for (const auto& f : metrics_files)
-    EXPECT_EQ(last_checksum(run_dir + "/" + f), global) << f;
+  for (const auto& f : metrics_files) EXPECT_EQ(last_checksum(run_dir + "/" + f), global) << f;
 }
 
 std::string write_schedule(const std::string& dir, const std::string& yaml) {
@@ -79,8 +78,9 @@ TEST(ElasticConfig, KeysAndScheduleNamesAreChecked) {
   EXPECT_NE(error("sync.lone=alone").find("sync.lone"), std::string::npos);
   Config demo = c;
   demo.sync.mode = Mode::kDemo, demo.sync.codec.type = "dct", demo.sync.lone = "train";
-  EXPECT_NE(loco::testing::config_error([&] { validate(demo); }).find("sync.lone train needs "
-                                                                       "sync.mode diloco"),
+  EXPECT_NE(loco::testing::config_error([&] { validate(demo); })
+                .find("sync.lone train needs "
+                      "sync.mode diloco"),
             std::string::npos);
   // The budget: max_steps steps of every rank of every site.
   Config sites = c;
@@ -173,8 +173,9 @@ TEST(Elastic, ALoneSiteTrainsWithoutRoundsAndSyncsOnceASecondJoins) {
   EXPECT_GE(lone[alone], 2);
   EXPECT_EQ(lone[other], 0);
   EXPECT_GT(first_sync_step[alone], 2 * h);
-  EXPECT_NE(r.output.find("worker " + alone + ": the only live member; training on from round "
-                                              "0's state"),
+  EXPECT_NE(r.output.find("worker " + alone +
+                          ": the only live member; training on from round "
+                          "0's state"),
             std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("worker " + alone + ": another member is live; syncing the"),

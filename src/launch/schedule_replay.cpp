@@ -16,10 +16,11 @@ Schedule load_schedule(const Config& config) {
   if (config.sync.schedule.empty()) return {};
   const auto& sites = config.sync.sites;
   if (!coordinated(config.sync.mode) || sites.size() == 1)
-    throw ConfigError("sync.schedule: members come and go only in sync.mode diloco or demo, "
-                      "between sites or workers (sync.mode is '" +
-                      std::string(mode_name(config.sync.mode)) + "'" +
-                      (sites.size() == 1 ? ", with a single site" : "") + ")");
+    throw ConfigError(
+        "sync.schedule: members come and go only in sync.mode diloco or demo, "
+        "between sites or workers (sync.mode is '" +
+        std::string(mode_name(config.sync.mode)) + "'" +
+        (sites.size() == 1 ? ", with a single site" : "") + ")");
   Schedule schedule = Schedule::load(config.sync.schedule);
   std::string names;  // the run's members, for the error
   if (sites.empty()) {
@@ -37,9 +38,8 @@ Schedule load_schedule(const Config& config) {
       for (const auto& site : sites) known = known || site.name == name;
     }
     if (!known)
-      throw ConfigError("sync.schedule: " + config.sync.schedule + ": '" + name +
-                        "' is not a " + (sites.empty() ? "worker" : "site") + " of this run (" +
-                        names + ")");
+      throw ConfigError("sync.schedule: " + config.sync.schedule + ": '" + name + "' is not a " +
+                        (sites.empty() ? "worker" : "site") + " of this run (" + names + ")");
   }
   return schedule;
 }
@@ -106,8 +106,7 @@ size_t ScheduleReplay::step(std::vector<Part>& parts, const std::string& exe) {
       for (Part* p : ranks) {
         if (p->pid <= 0 || p->status >= 0 || p->scheduled_stop || p->down) continue;
         if (!stopping)
-          spdlog::info("launch: schedule: stopping {} (round {}, {:.0f} s)", name, round_,
-                       elapsed);
+          spdlog::info("launch: schedule: stopping {} (round {}, {:.0f} s)", name, round_, elapsed);
         stopping = true;
         p->scheduled_stop = true;
         ::kill(p->pid, SIGTERM);

@@ -283,7 +283,8 @@ class Supervisor {
                      p.group.empty() ? p.label : p.group);
         for (Part* q : group_of(p)) {
           q->restart_pending = false, q->waiting = true, q->pid = -1;
-          events_.write(*q, "waiting", {{"action", "schedule"}, {"reason", "down by the schedule"}});
+          events_.write(*q, "waiting",
+                        {{"action", "schedule"}, {"reason", "down by the schedule"}});
         }
         continue;
       }

@@ -244,8 +244,8 @@ bool CoordinatedSync::train_alone(Trainer& trainer, nlohmann::json& record) {
     try {
       JoinInfo j = client_->rejoin();
       member = j.round == round_ && j.shard == shard_;
-      if (member) spdlog::info("worker {}: joined the restarted coordinator again at round {}",
-                               me, round_);
+      if (member)
+        spdlog::info("worker {}: joined the restarted coordinator again at round {}", me, round_);
     } catch (const std::exception& e) {
       spdlog::warn("worker {}: joining again failed: {}", me, e.what());
     }
@@ -262,9 +262,10 @@ bool CoordinatedSync::train_alone(Trainer& trainer, nlohmann::json& record) {
     return false;
   }
   if (!alone_)
-    spdlog::info("worker {}: the only live member; training on from round {}'s state, no rounds "
-                 "until another member joins",
-                 me, round_);
+    spdlog::info(
+        "worker {}: the only live member; training on from round {}'s state, no rounds "
+        "until another member joins",
+        me, round_);
   alone_ = true;
   record["lone"] = true;
   record["worker"] = me;

@@ -103,7 +103,7 @@ class CoordinatedSync : public Sync {
   int64_t round_tokens_start_ = 0, loss_count_ = 0;
   double loss_sum_ = 0;
   const bool elastic_, lone_;
-  double round_start_s_ = 0;     // when the round started (sync.round_seconds)
+  double round_start_s_ = 0;      // when the round started (sync.round_seconds)
   int64_t round_start_step_ = 0;  // the step it started at (elastic rounds)
   bool run_over_ = false, alone_ = false;
   std::thread heartbeats_;

@@ -83,11 +83,10 @@ class HybridSync : public Sync {
     std::string said;
     if (outer_) {
       said = (record.contains("round") && !record.contains("lone") ? record.at("round").dump()
-                                                                    : std::string("-1")) +
+                                                                   : std::string("-1")) +
              " " + std::to_string(trainer.step()) + " " + (outer_->run_over() ? "1" : "0");
     }
-    std::istringstream shared(
-        group_->share(0, "sync/" + std::to_string(++shares_), said, wait_));
+    std::istringstream shared(group_->share(0, "sync/" + std::to_string(++shares_), said, wait_));
     int64_t round = -1, step = trainer.step(), over = 0;
     shared >> round >> step >> over;
     run_over_ = over != 0;
