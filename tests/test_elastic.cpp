@@ -9,6 +9,8 @@
 #include <map>
 #include <set>
 
+namespace fs = std::filesystem;
+
 #include "launch/schedule_replay.h"
 #include "loco/checkpoint.h"
 #include "loco/config.h"
@@ -135,11 +137,11 @@ TEST(Elastic, ATwoRankSiteLeavesAndRejoinsByTheSchedule) {
       run, {"worker-0/metrics.jsonl", "worker-0/rank-1/metrics.jsonl", "worker-1/metrics.jsonl"});
 }
 
-// sync.lone train: site b (1 rank) is up alone until site a (2 ranks) starts 8 s in and joins
-// (its ranks take seconds to start); b trains on without rounds (the coordinator closes none,
+// sync.lone train: `loco launch` runs the coordinator and site b (1 rank); site a (2 ranks) is
+// down by the schedule all run long, and the test starts its ranks by hand once b's metrics show
+// it trained alone past 3 round ends. b trains on without rounds (the coordinator closes none,
 // receives nothing) and syncs once a is live. The budget (800 steps of 3 ranks) is more than b
-// trains alone meanwhile, and the run ends at it. (On a loaded machine the coordinator may take
-// so long to come up that a joins first: then a is the lone one, and the test checks it.)
+// trains alone meanwhile, and the run ends at it.
 TEST(Elastic, ALoneSiteTrainsWithoutRoundsAndSyncsOnceASecondJoins) {
   std::string dir = loco::testing::temp_dir();
   const int64_t h = 20;
@@ -147,14 +149,41 @@ TEST(Elastic, ALoneSiteTrainsWithoutRoundsAndSyncsOnceASecondJoins) {
   apply_override(c, "sync.sites=a:2,b:1");
   c.train.eval_every = 0, c.train.log_every = 100;
   c.sync.lone = "train";
-  c.sync.schedule = write_schedule(dir, "a: {seconds: [[8, 1.0e9]]}\n");
-  auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  c.sync.schedule = write_schedule(dir, "a: {seconds: [[1.0e8, 1.0e9]]}\n");
+  const std::string config = loco::testing::write_config(dir, c);
   const std::string run = dir + "/run";
+  pid_t launch = loco::testing::spawn_shell(std::string(LOCO_BINARY) + " launch --config " + config,
+                                            dir + "/launch.log");
+  auto lone_ends = [&] {
+    int64_t n = 0;
+    if (fs::exists(run + "/worker-1/metrics.jsonl"))
+      for (const auto& rec : read_metrics(run + "/worker-1/metrics.jsonl"))
+        n += rec.contains("lone");
+    return n;
+  };
+  ASSERT_TRUE(loco::testing::wait_until([&] { return lone_ends() >= 3; }, 120))
+      << read_text(dir + "/launch.log");
+  const std::string port = std::to_string(loco::testing::free_port());
+  std::vector<pid_t> ranks;
+  for (int rank : {0, 1})
+    ranks.push_back(loco::testing::spawn_shell(
+        "env RANK=" + std::to_string(rank) + " WORLD_SIZE=2 LOCAL_RANK=" + std::to_string(rank) +
+            " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " " + LOCO_BINARY +
+            " worker --config " + config + " --set run.dir=" + run + "/worker-0 --coordinator " +
+            c.sync.coordinator.address + " --site a",
+        dir + "/a" + std::to_string(rank) + ".log"));
+  for (pid_t p : ranks) EXPECT_EQ(loco::testing::wait_exit(p), 0) << read_text(dir + "/a0.log");
+  ASSERT_EQ(loco::testing::wait_exit(launch), 0) << read_text(dir + "/launch.log");
+  const std::string output = read_text(dir + "/launch.log");
+  EXPECT_NE(output.find("worker b: the only live member; training on from round 0's state"),
+            std::string::npos)
+      << output;
+  EXPECT_NE(output.find("worker b: another member is live; syncing the"), std::string::npos)
+      << output;
   const size_t rounds = expect_every_round_once(run);
   ASSERT_GE(rounds, 1u);
-  // The site that joined first trained alone past several round ends, with no round and no
-  // bytes, before its first sync; the other never trained alone.
+  // b trained alone past several round ends, with no round and no bytes, before its first sync;
+  // a never trained alone.
   std::map<std::string, int64_t> lone, first_sync_step;
   for (std::string site : {"a", "b"}) {
     lone[site] = 0, first_sync_step[site] = -1;
@@ -169,18 +198,9 @@ TEST(Elastic, ALoneSiteTrainsWithoutRoundsAndSyncsOnceASecondJoins) {
         first_sync_step[site] = rec.at("step");
     }
   }
-  const std::string alone = lone["a"] > 0 ? "a" : "b", other = alone == "a" ? "b" : "a";
-  EXPECT_GE(lone[alone], 2);
-  EXPECT_EQ(lone[other], 0);
-  EXPECT_GT(first_sync_step[alone], 2 * h);
-  EXPECT_NE(r.output.find("worker " + alone +
-                          ": the only live member; training on from round "
-                          "0's state"),
-            std::string::npos)
-      << r.output;
-  EXPECT_NE(r.output.find("worker " + alone + ": another member is live; syncing the"),
-            std::string::npos)
-      << r.output;
+  EXPECT_GE(lone["b"], 3);
+  EXPECT_EQ(lone["a"], 0);
+  EXPECT_GT(first_sync_step["b"], 3 * h);
   // The coordinator's first round holds b's whole lone pseudo-gradient and both sites: more
   // tokens than a round in lockstep (h steps of 3 ranks).
   auto metrics = read_metrics(run + "/coordinator/metrics.jsonl");
