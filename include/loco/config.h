@@ -196,6 +196,16 @@ struct SyncConfig {
   // A YAML file saying when each DiLoCo worker is up (windows in rounds or seconds, or a CSV
   // trace); `loco launch` replays it by stopping and starting workers. Empty: always up.
   std::string schedule;
+  // What a DiLoCo member does at a round's end when it is the only live member (docs/multisite.md
+  // "A lone member"): "sync" (the default: it pushes and pulls its own update as any round) or
+  // "train" (it keeps training on its anchor, sends nothing, and syncs its whole pseudo-gradient
+  // since then once a second member is live). sync.mode diloco only.
+  std::string lone = "sync";
+  // Rounds by wall-clock: > 0, each member trains as many inner steps as it can in this many
+  // seconds, then syncs (sync.inner_steps is then unused between syncs); 0 (the default): rounds
+  // of sync.inner_steps steps. With it, or with sync.lone train, the run ends at its token budget
+  // (train.max_steps x every member's tokens per step, docs/multisite.md). sync.mode diloco only.
+  double round_seconds = 0;
   // What `loco launch` does when a process it started exits abnormally (a non-zero status or a
   // signal it did not send; docs/faults.md): "restart" (the default: a worker rejoins with
   // --resume, the coordinator restarts from its checkpoint, with backoff from 1 s doubling to
@@ -218,6 +228,10 @@ struct SyncConfig {
 // Whether DiLoCo workers download the encoded update (true) or the new state (false).
 bool downloads_update(const SyncConfig& sync);
 
+// Whether a member's inner steps and the coordinator's rounds are decoupled (sync.lone train or
+// sync.round_seconds): the run then ends at its token budget, not at a step count.
+bool elastic_rounds(const SyncConfig& sync);
+
 struct Config {
   RunConfig run;
   DataConfig data;
@@ -225,6 +239,10 @@ struct Config {
   TrainConfig train;
   SyncConfig sync;
 };
+
+// The run's token budget: train.max_steps steps of every member (a site's ranks each count), the
+// tokens a run in lockstep rounds trains. Elastic runs end when their closed rounds reach it.
+int64_t token_budget(const Config& config);
 
 // Reads `path` (YAML) over the defaults. Throws ConfigError naming the file and key.
 Config load_config(const std::string& path);

@@ -130,6 +130,9 @@ class CoordinatorCore {
   void push_state(const Update& update, uint64_t wire_bytes);
   bool is_resync_round(int64_t round) const;
   bool checkpoint_due(int64_t round) const;
+  // sync.lone train, sync.round_seconds: the closed rounds' tokens reached the run's budget
+  // (token_budget): the current round is the last one (total_rounds_ lowered to it).
+  void end_at_budget();
   Member& member_locked(const std::string& worker_id);
   // Trace schedules: the trace time now, and the energy accounted up to it with the live
   // members training (const: the meter is bookkeeping outside the run's state, and totals()
@@ -155,6 +158,8 @@ class CoordinatorCore {
   std::unique_ptr<EnergyMeter> energy_;  // with a trace schedule
   double trace_offset_ = 0;              // trace time at start_time_ (a restart: where it was)
   double trace_over_at_ = -1;            // when the trace ended the run (wall clock)
+  double last_waiting_log_ = 0;  // "no member is up" every kWaitingLogS while nobody is
+  static constexpr double kWaitingLogS = 30;
 };
 
 }  // namespace loco

@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <cstring>
 #include <iostream>
+#include <mutex>
+#include <semaphore.h>
 #include <thread>
 
 #include <pthread.h>
@@ -125,39 +127,67 @@ int run_coordinator_cmd(const std::string& config_path, const std::vector<std::s
   return loco::run_coordinator(config, resume, g_stop);
 }
 
-// One process of a multi-site run (include/loco/hybrid.h).
+// SIGTERM or SIGINT (a schedule stopping this worker or site, Ctrl-C) makes a DiLoCo worker, or
+// a site's rank 0, leave the coordinator at once, so its round closes without waiting for the
+// lease to lapse; every such process then exits with 128 + the signal. The handler only posts a
+// semaphore (whichever thread the signal lands on: libraries start threads before main that
+// block nothing); a thread of its own waits on it, leaves, and exits.
+sem_t g_stop_sem;
+volatile sig_atomic_t g_stop_signal = 0;
+std::mutex g_leave_mu;
+std::shared_ptr<loco::CoordinatorClient> g_leave_client;  // null until it joined (or never)
+
+void post_stop(int sig) {
+  g_stop_signal = sig;
+  ::sem_post(&g_stop_sem);
+}
+
+// The coordinator this process leaves on a stop signal.
+void leave_on_stop(std::shared_ptr<loco::CoordinatorClient> client) {
+  std::lock_guard<std::mutex> lock(g_leave_mu);
+  g_leave_client = std::move(client);
+}
+
+// Installs the handler and starts the waiting thread; `who` names the process in its last line.
+void exit_cleanly_on_stop_signals(const std::string& who) {
+  ::sem_init(&g_stop_sem, 0, 0);
+  struct sigaction sa {};
+  sa.sa_handler = post_stop;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+  std::thread([who] {
+    while (::sem_wait(&g_stop_sem) != 0) {
+    }
+    const int sig = g_stop_signal;
+    std::shared_ptr<loco::CoordinatorClient> client;
+    {
+      std::lock_guard<std::mutex> lock(g_leave_mu);
+      client = g_leave_client;
+    }
+    std::string id = client ? client->worker_id() : "";
+    spdlog::info("{}{}: stopping on {}{}", who, who == "worker" && !id.empty() ? " " + id : "",
+                 ::strsignal(sig), client ? "; leaving the coordinator" : "");
+    if (client) client->leave();
+    std::_Exit(128 + sig);
+  }).detach();
+}
+
+// One process of a multi-site run (include/loco/hybrid.h); its rank 0 leaves the coordinator on
+// a stop signal.
 int run_site_worker(const loco::Config& config, const std::string& site, bool rejoin) {
-  auto r = loco::run_site(config, site, loco::make_coordinated_sync, rejoin);
+  exit_cleanly_on_stop_signals("site " + site);
+  auto make_outer = [](const loco::Config& c, std::shared_ptr<loco::CoordinatorClient> client,
+                       const loco::JoinInfo& join) {
+    leave_on_stop(client);
+    return loco::make_coordinated_sync(c, std::move(client), join);
+  };
+  auto r = loco::run_site(config, site, make_outer, rejoin);
   const auto& s = r.summary;
   std::cout << "done: site " << site << " rank " << r.rank << " of " << r.ranks << ", " << s.steps
             << " steps, " << s.tokens << " tokens";
   if (r.rank == 0) std::cout << "; final val loss " << s.final_eval.loss;
   std::cout << "\nmetrics:    " << s.metrics_path << "\n";
   return 0;
-}
-
-// SIGTERM or SIGINT (a schedule stopping this worker, Ctrl-C) makes a DiLoCo worker leave the
-// coordinator at once, so its round closes without waiting for the lease to lapse, and exit.
-// Call block_stop_signals() before any thread starts (gRPC's, torch's): only the waiting thread
-// may receive them.
-sigset_t block_stop_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return set;
-}
-
-void leave_on_stop_signal(sigset_t set, std::shared_ptr<loco::CoordinatorClient> client) {
-  std::thread([set, client] {
-    int sig = 0;
-    ::sigwait(&set, &sig);
-    spdlog::info("worker {}: stopping on {}; leaving the coordinator", client->worker_id(),
-                 ::strsignal(sig));
-    client->leave();
-    std::_Exit(128 + sig);
-  }).detach();
 }
 
 // `rejoin` (--resume): this worker took part in the run before (restarted after a crash, or by
@@ -181,10 +211,10 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
     throw loco::ConfigError(
         "sync.sites lists sites: start each of their ranks with --site NAME "
         "(or run them all with `loco launch`)");
-  sigset_t stop_signals = block_stop_signals();
   auto client = std::make_shared<loco::CoordinatorClient>(
       config.sync.coordinator.address, config.sync.coordinator, config.sync.link);
-  leave_on_stop_signal(stop_signals, client);
+  exit_cleanly_on_stop_signals("worker");
+  leave_on_stop(client);  // it leaves even while still joining
   if (name.empty()) {
     char host[256] = "host";
     ::gethostname(host, sizeof(host) - 1);

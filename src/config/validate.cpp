@@ -137,6 +137,14 @@ void validate_exchange(const Config& c) {
   require_one_of("sync.download", sync.download, {"auto", "state", "update"});
   require(sync.codec.topk_down >= 0, "sync.codec.topk_down must be >= 0 (0: topk x workers)");
   require(sync.resync_every >= 0, "sync.resync_every must be >= 0 (0: never)");
+  require_one_of("sync.lone", sync.lone, {"sync", "train"});
+  require(sync.round_seconds >= 0,
+          "sync.round_seconds must be >= 0 (seconds; 0: rounds of "
+          "sync.inner_steps steps)");
+  if (elastic_rounds(sync))
+    require(sync.mode == Mode::kDiloco,
+            std::string(sync.lone == "train" ? "sync.lone train" : "sync.round_seconds") +
+                " needs sync.mode diloco (it is '" + mode_name(sync.mode) + "')");
   if (sync.mode == Mode::kDemo)
     require(sync.codec.type == "dct",
             "sync.mode demo sends the DCT of each worker's momentum: set sync.codec.type to dct "

@@ -42,6 +42,9 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
   const auto& sync = config_.sync;
   total_rounds_ = config_.train.max_steps / sync.inner_steps;
+  // Elastic rounds end at the token budget (end_at_budget); rounds of seconds have no count of
+  // their own, only this cap (every round has at least one inner step of one member).
+  if (sync.round_seconds > 0) total_rounds_ = config_.train.max_steps * sync.workers;
   evaluator_ = std::make_unique<Evaluator>(config_);
   for (const auto& s : evaluator_->slots()) layout_.push_back({s.name, s.shape, s.offset, s.numel});
   theta_ = evaluator_->take_initial_params();  // the only copy: pulls and evaluations share it
@@ -64,7 +67,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   evaluator_->start(open_run_files(config_, keep_metrics));
   if (resume) relog_lost_rounds();
   start_time_ = now_s();
-  round_started_ = start_time_;
+  round_started_ = last_waiting_log_ = start_time_;
   spdlog::info(
       "coordinator: {} parameters in {} tensors, {} rounds of {} inner steps, "
       "outer lr {} momentum {}, codec {}",
@@ -90,6 +93,7 @@ void CoordinatorCore::restore(const std::string& path) {
     energy_->restore(std::vector<double>(e.data_ptr<double>(), e.data_ptr<double>() + e.numel()));
     trace_offset_ = energy_->now();
   }
+  end_at_budget();
   spdlog::info("coordinator: resumed from {} at round {}", path, round_);
 }
 
@@ -158,7 +162,11 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
                      "update of " + std::to_string(payload_bytes) + " bytes exceeds the limit of " +
                          std::to_string(limit) + " (sync.coordinator.max_update_mb)");
   std::lock_guard<std::mutex> lock(mu_);
-  if (round_ >= total_rounds_)  // the trace may end the run early
+  // A member's update after the last round: refused when the trace ended the run early or the
+  // rounds are elastic (a member that missed the end is told). (Demo's replicas push their
+  // state for the last round after it closed.)
+  if (u.kind == Update::kDelta && round_ >= total_rounds_ &&
+      (trace_over_at_ >= 0 || elastic_rounds(config_.sync)))
     throw CoordError(CoordError::kFailedPrecondition, "the run is over (all rounds done)");
   const Member* m = members_->find(u.worker_id);
   if (!m)
@@ -278,6 +286,7 @@ void CoordinatorCore::close_round_locked() {
   r.bytes = ledger_->totals();
   round_tokens_ = 0, round_loss_sum_ = 0;
   r.round = ++round_;
+  end_at_budget();
   if (aggregator_->steps_global_model()) {  // otherwise the consensus is evaluated instead
     r.theta = theta_;                       // shared, never written in place again (own())
     // On disk before any worker can pull this state: what a worker was given is never lost.
@@ -292,6 +301,14 @@ void CoordinatorCore::close_round_locked() {
                r.round, total_rounds_, r.workers, r.live, r.tokens, r.loss);
   evaluator_->submit(std::move(r));
   round_closed_.notify_all();
+}
+
+void CoordinatorCore::end_at_budget() {
+  if (!elastic_rounds(config_.sync) || round_ >= total_rounds_) return;
+  if (tokens_total_ < token_budget(config_)) return;
+  spdlog::info("coordinator: {} tokens reach the run's budget of {}: round {} is the last",
+               tokens_total_, token_budget(config_), round_);
+  total_rounds_ = round_;
 }
 
 void CoordinatorCore::drain() {
@@ -387,6 +404,12 @@ void CoordinatorCore::tick() {
     }
   }
   members_->expire(now);
+  if (!members_->empty() || round_ >= total_rounds_) {
+    last_waiting_log_ = now;
+  } else if (now - last_waiting_log_ >= kWaitingLogS) {  // every member left (sync.schedule)
+    spdlog::info("coordinator: no member is up; waiting at round {}/{}", round_, total_rounds_);
+    last_waiting_log_ = now;
+  }
   if (round_ < total_rounds_ &&
       (members_->round_complete(round_) || members_->deadline_passed(now)))
     close_round_locked();
@@ -436,6 +459,7 @@ CoordinatorStatus CoordinatorCore::status() const {
   for (const auto& [id, m] : members_->members()) s.members.push_back(m.info);
   s.bytes_up = ledger_->bytes_up(), s.bytes_down = ledger_->bytes_down();
   s.last_val_loss = evaluator_->last_val_loss();
+  s.tokens = tokens_total_;
   return s;
 }
 

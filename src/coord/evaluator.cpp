@@ -170,6 +170,8 @@ void Evaluator::evaluate_and_log(const ClosedRound& r) {
 }
 
 void Evaluator::evaluate_into(const ClosedRound& r, nlohmann::json& record) {
+  // The members' metrics carry the same checksum after they took this state.
+  if (r.theta.defined()) record["param_checksum"] = param_checksum(r.theta);
   if (r.theta.defined() && config_.sync.coordinator.evaluate) {
     // The model reads the round's parameters in place (they are immutable: the coordinator
     // steps a copy of a state anyone still holds) and lets go of them afterwards.
