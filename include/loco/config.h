@@ -94,15 +94,27 @@ struct OuterConfig {
 };
 
 struct CodecConfig {
-  std::string type = "none";  // none | fp16 | bf16 | int8 | dct
+  std::string type = "none";  // none | fp16 | bf16 | int8 | dct (top-k of chunks, see transform)
   int64_t chunk = 64;
   int64_t topk = 32;
   // dct, DiLoCo's encoded download (sync.download update): coefficients kept per chunk of the
   // coordinator's average; 0 = topk x sync.workers, as many as the workers' uploads can carry.
   int64_t topk_down = 0;
+  // dct: the kept values' format, fp32 | fp16 | bf16 | int8 | int4 | int2 (int8, int4: one
+  // float32 scale per chunk; int2: four float32 levels per chunk, SparseLoCo's quantiser).
   std::string values = "int8";
+  // dct, DiLoCo's encoded download: the format of its values; "" = values. fp32 with topk_down
+  // >= topk x workers makes the download lossless (the SparseLoCo combination, docs/codec.md).
+  std::string values_down;
   std::string select = "topk";
+  // dct: dct (top-k of each chunk's DCT coefficients) | none (top-k of each chunk's raw values,
+  // SparseLoCo's use_dct false); the same chunks either way.
+  std::string transform = "dct";
   bool error_feedback = true;
+  // The workers' error feedback, beta in e <- beta * e + x before each encode: 1 keeps every
+  // residual in full; SparseLoCo decays it (0.95), its accumulator standing in for the outer
+  // momentum. In (0, 1]; below 1 only with error_feedback and sync.mode diloco.
+  double error_decay = 1.0;
 };
 
 struct CoordinatorConfig {

@@ -208,8 +208,11 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.codec.topk", c.sync.codec.topk);
   add("sync.codec.topk_down", c.sync.codec.topk_down);
   add("sync.codec.values", c.sync.codec.values);
+  add("sync.codec.values_down", c.sync.codec.values_down);
   add("sync.codec.select", c.sync.codec.select);
+  add("sync.codec.transform", c.sync.codec.transform);
   add("sync.codec.error_feedback", c.sync.codec.error_feedback);
+  add("sync.codec.error_decay", c.sync.codec.error_decay);
   add("sync.coordinator.address", c.sync.coordinator.address);
   add("sync.coordinator.secret_file", c.sync.coordinator.secret_file);
   add("sync.coordinator.tls.cert", c.sync.coordinator.tls_cert);
