@@ -1,5 +1,6 @@
 // libFuzzer target: arbitrary bytes into what the coordinator does with a pushed payload. Every
-// codec's decode_view (what CoordinatorCore::push decodes a diloco update with), parse_dct and
+// codec's decode_view (what CoordinatorCore::push decodes a diloco update with; the dct payload
+// in every value format and transform, int4 / int2 and transform none included), parse_dct and
 // to_dense (a demo push), and merge_sparse of several dct payloads (a demo round's close). The
 // only acceptable outcomes are a result that keeps the codec's promises or a CodecError; any
 // other exception, a crash, a hang or a sanitizer report is a bug. Input layout: fuzz_input.h.
@@ -65,6 +66,12 @@ void merge(const std::vector<loco::Encoded>& payloads) {
   // The coordinator sends the merge on: it must encode and decode again.
   auto again = loco::parse_dct(loco::encode_sparse(merged, "fp32"));
   expect(torch::equal(again.values, merged.values), "the merge round-trips");
+  expect(again.dct == merged.dct, "the merge keeps the transform");
+  // And in the low-bit formats the coordinator may serve: they must encode and parse.
+  for (const char* values : {"int4", "int2"}) {
+    auto low = loco::parse_dct(loco::encode_sparse(merged, values));
+    expect(torch::isfinite(low.values).all().item<bool>(), "a low-bit merge decodes finite");
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Writes fuzz_update's seed corpus into the directory given: a valid input for every codec (a
-// 2-D and a 1-D tensor), dct with each value format and selection and with every coefficient
-// kept, and a merge of two workers' dct payloads. Deterministic; run by CTest before the short fuzz
+// 2-D and a 1-D tensor), dct with each value format (int4 and int2 included), selection and
+// transform (none: the raw chunks) and with every coefficient kept, and merges of two workers'
+// dct payloads. Deterministic; run by CTest before the short fuzz
 // run.
 #include <torch/torch.h>
 
@@ -44,10 +45,20 @@ int main(int argc, char** argv) {
   }
   loco::CodecConfig dct;
   dct.type = "dct", dct.chunk = 4, dct.topk = 5;
-  for (const char* values : {"fp16", "bf16", "int8"}) {
+  for (const char* values : {"fp16", "bf16", "int8", "int4", "int2"}) {
     dct.values = values;
     write({4, {8, 12}, {encode(dct, torch::randn({8, 12})).payload}});
+    dct.transform = "none";  // top-k of the raw chunks
+    write({4, {8, 12}, {encode(dct, torch::randn({8, 12})).payload}});
+    dct.transform = "dct";
   }
+  dct.values = "int2", dct.topk = 3;  // an odd count of codes: padding bits in the last byte
+  write({4, {7, 13}, {encode(dct, torch::randn({7, 13})).payload}});
+  dct.transform = "none";
+  write({loco::fuzz::kMergeTarget,
+         {8, 12},
+         {encode(dct, torch::randn({8, 12})).payload, encode(dct, torch::randn({8, 12})).payload}});
+  dct.transform = "dct";
   dct.values = "fp32", dct.select = "band";
   write({4, {8, 12}, {encode(dct, torch::randn({8, 12})).payload}});
   dct.topk = 16;  // k >= n1 + n2: the dense inverse

@@ -231,9 +231,10 @@ namespace {
 
 c10::impl::GenericDict golden_case(const std::string& name, const std::vector<int64_t>& shape,
                                    int64_t chunk, int64_t k, const std::string& values,
-                                   const std::string& select) {
+                                   const std::string& select,
+                                   const std::string& transform = "dct") {
   auto x = torch::randn(shape);
-  auto codec = dct(k, values, select, chunk);
+  auto codec = dct(k, values, select, chunk, transform);
   auto e = codec->encode(x);
   auto s = parse_dct(e);
   auto d = make_dict();
@@ -245,7 +246,13 @@ c10::impl::GenericDict golden_case(const std::string& name, const std::vector<in
   d.insert("select", select);
   d.insert("n1", s.plan.n1);
   d.insert("n2", s.plan.n2);
-  d.insert("coefficients", dct_chunks(x, s.plan));
+  d.insert("transform", transform);
+  const auto& p = s.plan;
+  d.insert("coefficients", transform == "dct"
+                               ? dct_chunks(x, p)
+                               : x.reshape({p.rows / p.n1, p.n1, p.cols / p.n2, p.n2})
+                                     .permute({0, 2, 1, 3})
+                                     .reshape({p.chunks(), p.chunk_size()}));
   d.insert("indices", s.indices);
   d.insert("kept", s.values);
   d.insert("decoded", codec->decode(e));
@@ -285,6 +292,12 @@ std::string golden_dump(bool perturb) {
   cases.push_back(golden_case("1-D int8", {320}, 64, 8, "int8", "topk"));
   cases.push_back(golden_case("chunk 16", {48, 80}, 16, 12, "fp32", "topk"));
   cases.push_back(golden_case("two slabs", {640, 256}, 64, 32, "int8", "topk"));
+  cases.push_back(golden_case("raw int2", {128, 192}, 64, 64, "int2", "topk", "none"));
+  cases.push_back(golden_case("raw int4", {100, 60}, 64, 37, "int4", "topk", "none"));
+  cases.push_back(golden_case("raw int2 1-D odd", {98}, 64, 3, "int2", "topk", "none"));
+  cases.push_back(golden_case("raw int2 k 1", {48, 80}, 16, 1, "int2", "topk", "none"));
+  cases.push_back(golden_case("raw fp32", {48, 80}, 16, 12, "fp32", "topk", "none"));
+  cases.push_back(golden_case("dct int4", {128, 64}, 64, 40, "int4", "topk"));
   if (perturb) {
     auto decoded = cases.get(0).toGenericDict().at("decoded").toTensor();
     decoded[17][5] += 1e-3;

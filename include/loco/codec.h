@@ -2,9 +2,10 @@
 //
 //   none  raw float32                      fp16 / bf16  half-precision values
 //   int8  one float32 scale per chunk of values, int8 values
-//   dct   chunked orthonormal DCT-II (docs/design.md "DCT, concretely"), top-k (or highest band) of
-//         each chunk, indices packed in 12 bits, values fp32 / fp16 / bf16 / int8 (int8: one
-//         float32 scale per chunk)
+//   dct   chunked orthonormal DCT-II (docs/design.md "DCT, concretely"), or no transform
+//         (transform: none, the raw chunks), top-k (or highest band) of each chunk, indices packed
+//         in 12 bits, values fp32 / fp16 / bf16 / int8 / int4 / int2 (int8, int4: one float32
+//         scale per chunk; int2: four float32 levels per chunk, SparseLoCo's 2-bit quantiser)
 //
 // decode() validates everything it reads (sizes, index ranges, scales) and throws CodecError
 // with what was wrong; it never reads past the payload. ErrorFeedback keeps, per tensor name,
@@ -18,9 +19,11 @@
 //           at most 4096 coefficients and an index fits 12 bits)
 //   topk    dct: coefficients kept per chunk, >= 1; at least the chunk size keeps all (lossless
 //           up to the value format)
-//   values  dct: fp32 | fp16 | bf16 | int8
+//   values  dct: fp32 | fp16 | bf16 | int8 | int4 | int2
 //   select  dct: topk (largest |coefficient|) | band (highest frequencies, see band_indices)
-//   error_feedback  read by the sync strategies, which wrap the codec in ErrorFeedback
+//   transform  dct: dct | none (top-k of the raw values of each chunk)
+//   error_feedback, error_decay  read by the sync strategies, which wrap the codec in
+//           ErrorFeedback
 #pragma once
 
 #include <torch/types.h>
@@ -65,13 +68,15 @@ std::unique_ptr<Codec> make_codec(const CodecConfig& config);
 // Residuals of an error-feedback loop, one per tensor name.
 class ErrorFeedback {
  public:
-  explicit ErrorFeedback(Codec& codec) : codec_(codec) {}
-  // Encodes x + residual[name] and keeps what the codec lost as the new residual.
+  // decay: beta in target = x + beta * residual (sync.codec.error_decay; 1 keeps it in full).
+  explicit ErrorFeedback(Codec& codec, double decay = 1.0) : codec_(codec), decay_(decay) {}
+  // Encodes x + decay * residual[name] and keeps what the codec lost as the new residual.
   Encoded encode(const std::string& name, const torch::Tensor& x);
   std::map<std::string, torch::Tensor>& residuals() { return residuals_; }
 
  private:
   Codec& codec_;
+  double decay_;
   std::map<std::string, torch::Tensor> residuals_;
 };
 
@@ -105,26 +110,31 @@ torch::Tensor idct_chunks(const torch::Tensor& coefficients, const ChunkPlan& pl
 // k1 / n1 + k2 / n2 (k1 + k2 for square chunks, k2 for 1-D), ties to the larger index.
 torch::Tensor band_indices(const ChunkPlan& plan, int64_t k);
 
-// The kept coefficients of one tensor: what a dct payload carries, decoded.
+// The kept coefficients of one tensor: what a dct payload carries, decoded. With dct false
+// (transform: none) they are raw values of the chunks, not DCT coefficients.
 struct SparseChunks {
   std::vector<int64_t> shape;  // of the original tensor
   ChunkPlan plan;
   torch::Tensor indices;  // int64 [chunks, k], coefficient indices within each chunk, distinct
   torch::Tensor values;   // float32 [chunks, k], dequantised
+  bool dct = true;        // whether the chunks are DCT coefficients (to_dense inverts them)
 };
 
 // Reads and validates a dct payload (CodecError if malformed); the result is on the CPU.
 // decode() is to_dense(parse_dct()), refusing a result that overflows float32.
 SparseChunks parse_dct(const Encoded& e);
-// The wire form of `s` with explicit indices and values as `values` (fp32 | fp16 | bf16 | int8).
+// The wire form of `s` with explicit indices and values as `values` (fp32 | fp16 | bf16 | int8 |
+// int4 | int2).
 Encoded encode_sparse(const SparseChunks& s, const std::string& values);
-// The tensor the kept coefficients stand for (inverse DCT), of s.shape on s.values' device.
+// The tensor the kept coefficients stand for (inverse DCT unless !s.dct), of s.shape on
+// s.values' device.
 torch::Tensor to_dense(const SparseChunks& s);
 // Merges the workers' payloads for one tensor: each coefficient becomes the mean over the
 // payloads that carry it (not over all of them). Dense work is one tensor's coefficients at a
 // time. Every chunk of the result carries K indices, K the largest number of distinct
 // coefficients any chunk received; chunks with fewer are padded with zero-valued indices.
-// Throws CodecError if a payload is malformed or the payloads disagree on shape or chunking.
+// Throws CodecError if a payload is malformed or the payloads disagree on shape, chunking or
+// transform.
 SparseChunks merge_sparse(const std::vector<Encoded>& payloads);
 
 }  // namespace loco

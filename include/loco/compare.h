@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -70,6 +71,10 @@ struct RunData {
   // restarted after a failure, and gave up on; -1 when the run has no events file.
   int64_t restarts = -1;
   int64_t given_up = 0;
+  // A run under a carbon-intensity trace (docs/curtailment.md): its sites' energy and emissions
+  // from summary.json (or its last metrics record that has them); NaN for other runs.
+  double energy_kwh = std::numeric_limits<double>::quiet_NaN();
+  double emissions_g = std::numeric_limits<double>::quiet_NaN();
 
   const EvalPoint& final_eval() const { return curve.back(); }
 };

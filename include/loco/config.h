@@ -99,15 +99,27 @@ struct OuterConfig {
 };
 
 struct CodecConfig {
-  std::string type = "none";  // none | fp16 | bf16 | int8 | dct
+  std::string type = "none";  // none | fp16 | bf16 | int8 | dct (top-k of chunks, see transform)
   int64_t chunk = 64;
   int64_t topk = 32;
   // dct, DiLoCo's encoded download (sync.download update): coefficients kept per chunk of the
   // coordinator's average; 0 = topk x sync.workers, as many as the workers' uploads can carry.
   int64_t topk_down = 0;
+  // dct: the kept values' format, fp32 | fp16 | bf16 | int8 | int4 | int2 (int8, int4: one
+  // float32 scale per chunk; int2: four float32 levels per chunk, SparseLoCo's quantiser).
   std::string values = "int8";
+  // dct, DiLoCo's encoded download: the format of its values; "" = values. fp32 with topk_down
+  // >= topk x workers makes the download lossless (the SparseLoCo combination, docs/codec.md).
+  std::string values_down;
   std::string select = "topk";
+  // dct: dct (top-k of each chunk's DCT coefficients) | none (top-k of each chunk's raw values,
+  // SparseLoCo's use_dct false); the same chunks either way.
+  std::string transform = "dct";
   bool error_feedback = true;
+  // The workers' error feedback, beta in e <- beta * e + x before each encode: 1 keeps every
+  // residual in full; SparseLoCo decays it (0.95), its accumulator standing in for the outer
+  // momentum. In (0, 1]; below 1 only with error_feedback and sync.mode diloco.
+  double error_decay = 1.0;
 };
 
 struct CoordinatorConfig {
@@ -201,6 +213,16 @@ struct SyncConfig {
   // A YAML file saying when each DiLoCo worker is up (windows in rounds or seconds, or a CSV
   // trace); `loco launch` replays it by stopping and starting workers. Empty: always up.
   std::string schedule;
+  // What a DiLoCo member does at a round's end when it is the only live member (docs/multisite.md
+  // "A lone member"): "sync" (the default: it pushes and pulls its own update as any round) or
+  // "train" (it keeps training on its anchor, sends nothing, and syncs its whole pseudo-gradient
+  // since then once a second member is live). sync.mode diloco only.
+  std::string lone = "sync";
+  // Rounds by wall-clock: > 0, each member trains as many inner steps as it can in this many
+  // seconds, then syncs (sync.inner_steps is then unused between syncs); 0 (the default): rounds
+  // of sync.inner_steps steps. With it, or with sync.lone train, the run ends at its token budget
+  // (train.max_steps x every member's tokens per step, docs/multisite.md). sync.mode diloco only.
+  double round_seconds = 0;
   // What `loco launch` does when a process it started exits abnormally (a non-zero status or a
   // signal it did not send; docs/faults.md): "restart" (the default: a worker rejoins with
   // --resume, the coordinator restarts from its checkpoint, with backoff from 1 s doubling to
@@ -223,6 +245,10 @@ struct SyncConfig {
 // Whether DiLoCo workers download the encoded update (true) or the new state (false).
 bool downloads_update(const SyncConfig& sync);
 
+// Whether a member's inner steps and the coordinator's rounds are decoupled (sync.lone train or
+// sync.round_seconds): the run then ends at its token budget, not at a step count.
+bool elastic_rounds(const SyncConfig& sync);
+
 struct Config {
   RunConfig run;
   DataConfig data;
@@ -230,6 +256,10 @@ struct Config {
   TrainConfig train;
   SyncConfig sync;
 };
+
+// The run's token budget: train.max_steps steps of every member (a site's ranks each count), the
+// tokens a run in lockstep rounds trains. Elastic runs end when their closed rounds reach it.
+int64_t token_budget(const Config& config);
 
 // Reads `path` (YAML) over the defaults. Throws ConfigError naming the file and key.
 Config load_config(const std::string& path);

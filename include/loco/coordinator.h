@@ -37,6 +37,7 @@ namespace loco {
 
 class Aggregator;
 class ByteLedger;
+class EnergyMeter;
 class Evaluator;
 class Membership;
 class OuterNesterov;
@@ -96,13 +97,18 @@ class CoordinatorCore {
   // Periodic housekeeping: expires leases, closes rounds whose deadline passed.
   void tick();
   // True once the last round closed, every member left (or its lease lapsed) and the last
-  // round's evaluation and checkpoint are written.
+  // round's evaluation and checkpoint are written. With a trace schedule (sync.schedule,
+  // docs/curtailment.md) the run also ends at the trace's end: the rounds closed by then are the
+  // run (the one in progress is dropped, pushes are refused), and it is finished once the members
+  // left or 30 s have passed.
   bool finished() const;
   // Blocks until every closed round has been evaluated, logged and checkpointed.
   void drain();
   CoordinatorStatus status() const;
   // The run's byte totals by purpose, what fp32 DiLoCo and DDP would have sent for the same
-  // rounds, their ratios, and the last evaluation (written to run.dir/summary.json at the end).
+  // rounds, their ratios, and the last evaluation (written to run.dir/summary.json at the end);
+  // with a trace schedule, the sites' energy and emissions and the centralised baselines
+  // (include/loco/energy.h's energy_summary) and "ended_by": "trace" or "budget".
   nlohmann::json totals() const;
   const std::vector<TensorLayout>& layout() const { return layout_; }
   int64_t num_params() const { return layout_.back().offset + layout_.back().numel; }
@@ -124,7 +130,16 @@ class CoordinatorCore {
   void push_state(const Update& update, uint64_t wire_bytes);
   bool is_resync_round(int64_t round) const;
   bool checkpoint_due(int64_t round) const;
+  // sync.lone train, sync.round_seconds: the closed rounds' tokens reached the run's budget
+  // (token_budget): the current round is the last one (total_rounds_ lowered to it).
+  void end_at_budget();
   Member& member_locked(const std::string& worker_id);
+  // Trace schedules: the trace time now, and the energy accounted up to it with the live
+  // members training (const: the meter is bookkeeping outside the run's state, and totals()
+  // brings it up to date).
+  double trace_now_locked() const;
+  void account_energy_locked() const;
+  torch::Tensor energy_state_locked() const;
 
   Config config_;
   std::vector<TensorLayout> layout_;
@@ -140,6 +155,11 @@ class CoordinatorCore {
   double round_loss_sum_ = 0, round_started_ = 0, round_work_s_ = 0, last_round_loss_ = 0;
   int64_t consensus_round_ = -1;
   double start_time_ = 0;
+  std::unique_ptr<EnergyMeter> energy_;  // with a trace schedule
+  double trace_offset_ = 0;              // trace time at start_time_ (a restart: where it was)
+  double trace_over_at_ = -1;            // when the trace ended the run (wall clock)
+  double last_waiting_log_ = 0;  // "no member is up" every kWaitingLogS while nobody is
+  static constexpr double kWaitingLogS = 30;
 };
 
 }  // namespace loco

@@ -72,6 +72,7 @@ struct CoordinatorStatus {
   std::vector<MemberInfo> members;
   uint64_t bytes_up = 0, bytes_down = 0;
   double last_val_loss = 0;
+  int64_t tokens = 0;  // in closed rounds
 };
 
 }  // namespace loco

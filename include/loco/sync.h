@@ -33,6 +33,12 @@ class Sync {
   virtual void after_step(Trainer& trainer, nlohmann::json& record) {}
   // Once, when training ends normally.
   virtual void finish(Trainer& trainer) {}
+  // Whether the strategy says when the run ends (sync.lone train, sync.round_seconds: rounds and
+  // inner steps are decoupled, the run ends at its token budget) instead of train.max_steps.
+  virtual bool elastic() const { return false; }
+  // elastic(): whether the run is over (the coordinator closed its last round); asked after every
+  // step.
+  virtual bool run_over() const { return false; }
   // Whether this process writes checkpoints and the final evaluation (DDP: rank 0 only).
   virtual bool is_primary() const { return true; }
   // Once at the end of a run, on the primary: the method's fields of the run's summary.json (the

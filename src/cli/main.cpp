@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <cstring>
 #include <iostream>
+#include <mutex>
+#include <semaphore.h>
 #include <thread>
 
 #include <pthread.h>
@@ -16,6 +18,7 @@
 
 #include "loco/bench.h"
 #include "loco/compare.h"
+#include "loco/emissions.h"
 #include "loco/coord_client.h"
 #include "loco/coord_service.h"
 #include "loco/diloco.h"
@@ -125,39 +128,67 @@ int run_coordinator_cmd(const std::string& config_path, const std::vector<std::s
   return loco::run_coordinator(config, resume, g_stop);
 }
 
-// One process of a multi-site run (include/loco/hybrid.h).
+// SIGTERM or SIGINT (a schedule stopping this worker or site, Ctrl-C) makes a DiLoCo worker, or
+// a site's rank 0, leave the coordinator at once, so its round closes without waiting for the
+// lease to lapse; every such process then exits with 128 + the signal. The handler only posts a
+// semaphore (whichever thread the signal lands on: libraries start threads before main that
+// block nothing); a thread of its own waits on it, leaves, and exits.
+sem_t g_stop_sem;
+volatile sig_atomic_t g_stop_signal = 0;
+std::mutex g_leave_mu;
+std::shared_ptr<loco::CoordinatorClient> g_leave_client;  // null until it joined (or never)
+
+void post_stop(int sig) {
+  g_stop_signal = sig;
+  ::sem_post(&g_stop_sem);
+}
+
+// The coordinator this process leaves on a stop signal.
+void leave_on_stop(std::shared_ptr<loco::CoordinatorClient> client) {
+  std::lock_guard<std::mutex> lock(g_leave_mu);
+  g_leave_client = std::move(client);
+}
+
+// Installs the handler and starts the waiting thread; `who` names the process in its last line.
+void exit_cleanly_on_stop_signals(const std::string& who) {
+  ::sem_init(&g_stop_sem, 0, 0);
+  struct sigaction sa {};
+  sa.sa_handler = post_stop;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+  std::thread([who] {
+    while (::sem_wait(&g_stop_sem) != 0) {
+    }
+    const int sig = g_stop_signal;
+    std::shared_ptr<loco::CoordinatorClient> client;
+    {
+      std::lock_guard<std::mutex> lock(g_leave_mu);
+      client = g_leave_client;
+    }
+    std::string id = client ? client->worker_id() : "";
+    spdlog::info("{}{}: stopping on {}{}", who, who == "worker" && !id.empty() ? " " + id : "",
+                 ::strsignal(sig), client ? "; leaving the coordinator" : "");
+    if (client) client->leave();
+    std::_Exit(128 + sig);
+  }).detach();
+}
+
+// One process of a multi-site run (include/loco/hybrid.h); its rank 0 leaves the coordinator on
+// a stop signal.
 int run_site_worker(const loco::Config& config, const std::string& site, bool rejoin) {
-  auto r = loco::run_site(config, site, loco::make_coordinated_sync, rejoin);
+  exit_cleanly_on_stop_signals("site " + site);
+  auto make_outer = [](const loco::Config& c, std::shared_ptr<loco::CoordinatorClient> client,
+                       const loco::JoinInfo& join) {
+    leave_on_stop(client);
+    return loco::make_coordinated_sync(c, std::move(client), join);
+  };
+  auto r = loco::run_site(config, site, make_outer, rejoin);
   const auto& s = r.summary;
   std::cout << "done: site " << site << " rank " << r.rank << " of " << r.ranks << ", " << s.steps
             << " steps, " << s.tokens << " tokens";
   if (r.rank == 0) std::cout << "; final val loss " << s.final_eval.loss;
   std::cout << "\nmetrics:    " << s.metrics_path << "\n";
   return 0;
-}
-
-// SIGTERM or SIGINT (a schedule stopping this worker, Ctrl-C) makes a DiLoCo worker leave the
-// coordinator at once, so its round closes without waiting for the lease to lapse, and exit.
-// Call block_stop_signals() before any thread starts (gRPC's, torch's): only the waiting thread
-// may receive them.
-sigset_t block_stop_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return set;
-}
-
-void leave_on_stop_signal(sigset_t set, std::shared_ptr<loco::CoordinatorClient> client) {
-  std::thread([set, client] {
-    int sig = 0;
-    ::sigwait(&set, &sig);
-    spdlog::info("worker {}: stopping on {}; leaving the coordinator", client->worker_id(),
-                 ::strsignal(sig));
-    client->leave();
-    std::_Exit(128 + sig);
-  }).detach();
 }
 
 // `rejoin` (--resume): this worker took part in the run before (restarted after a crash, or by
@@ -181,10 +212,10 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
     throw loco::ConfigError(
         "sync.sites lists sites: start each of their ranks with --site NAME "
         "(or run them all with `loco launch`)");
-  sigset_t stop_signals = block_stop_signals();
   auto client = std::make_shared<loco::CoordinatorClient>(
       config.sync.coordinator.address, config.sync.coordinator, config.sync.link);
-  leave_on_stop_signal(stop_signals, client);
+  exit_cleanly_on_stop_signals("worker");
+  leave_on_stop(client);  // it leaves even while still joining
   if (name.empty()) {
     char host[256] = "host";
     ::gethostname(host, sizeof(host) - 1);
@@ -206,6 +237,13 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
 
 int run_compare(const loco::CompareOptions& options) {
   auto r = loco::compare_runs(options);
+  std::cout << r.table << "\nwrote:\n";
+  for (const auto& f : r.files) std::cout << "  " << f << "\n";
+  return 0;
+}
+
+int run_emissions(const loco::EmissionsOptions& options) {
+  auto r = loco::emissions_report(options);
   std::cout << r.table << "\nwrote:\n";
   for (const auto& f : r.files) std::cout << "  " << f << "\n";
   return 0;
@@ -234,10 +272,11 @@ struct Cli {
   std::string coordinator_address, worker_name, worker_site;
   loco::LaunchOptions launch_opts;
   loco::CompareOptions compare_opts;
+  loco::EmissionsOptions emissions_opts;
   loco::CoordBenchOptions coord_bench;
   CLI::App *prepare = nullptr, *train = nullptr, *sample = nullptr, *bench_train = nullptr,
            *bench_coordinator = nullptr, *coordinator = nullptr, *worker = nullptr,
-           *launch = nullptr, *compare = nullptr, *export_cmd = nullptr;
+           *launch = nullptr, *compare = nullptr, *emissions = nullptr, *export_cmd = nullptr;
 };
 
 // --config and --set, as every subcommand that reads a config has them.
@@ -379,6 +418,9 @@ void add_launch(CLI::App& app, Cli& cli) {
   add_config_options(launch, launch_opts.config_path, launch_opts.overrides);
   add_init_from(launch, launch_opts.overrides);
   launch->add_flag("--dry-run", launch_opts.dry_run, "print the per-process (per-host) commands");
+  launch->add_option("--emit", launch_opts.emit_dir,
+                     "write the coordinator's and every site's scripts (shell and Slurm) into "
+                     "DIR instead of running (docs/multisite.md)");
   launch->add_option("--link", launch_opts.link,
                      "slow link per worker, e.g. 100mbit,50ms (sync.link.mbps, latency_ms)");
   launch->add_option("--on-failure", launch_opts.on_failure,
@@ -396,6 +438,16 @@ void add_compare(CLI::App& app, Cli& cli) {
   compare->add_option("--out", compare_opts.out_dir, "output directory")->capture_default_str();
   compare->add_option("--gnuplot", compare_opts.gnuplot, "gnuplot binary")->capture_default_str();
   cli.compare = compare;
+  loco::EmissionsOptions& e = cli.emissions_opts;
+  auto* emissions = app.add_subcommand(
+      "emissions",
+      "energy, emissions and centralised baselines of a run with a carbon-intensity trace, and "
+      "its availability plot (docs/curtailment.md)");
+  emissions->add_option("run", e.run, "run directory")->required();
+  emissions->add_option("--out", e.out_dir, "output directory")->capture_default_str();
+  emissions->add_option("--gnuplot", e.gnuplot, "gnuplot binary")->capture_default_str();
+  emissions->add_flag("!--no-plot", e.plot, "only the table");
+  cli.emissions = emissions;
 }
 
 // Runs the subcommand that was given; its exceptions reach main.
@@ -419,6 +471,7 @@ int run_command(const Cli& cli) {
                       cli.worker_site, cli.resume);
   if (cli.launch->parsed()) return loco::launch(cli.launch_opts);
   if (cli.compare->parsed()) return run_compare(cli.compare_opts);
+  if (cli.emissions->parsed()) return run_emissions(cli.emissions_opts);
   if (cli.bench_coordinator->parsed())
     return loco::bench_coordinator(cli.coord_bench,
                                    std::filesystem::read_symlink("/proc/self/exe").string());

@@ -236,10 +236,16 @@ std::unique_ptr<Codec> make_codec(const CodecConfig& config) {
             "sync.codec.chunk: " + std::to_string(config.chunk) +
                 " is not a valid dct chunk (1..64, so a 2-D chunk has at most 4096 coefficients)");
     require(config.topk >= 1, "sync.codec.topk: " + std::to_string(config.topk) + " must be >= 1");
-    require(one_of(config.values, {"fp32", "fp16", "bf16", "int8"}),
-            "sync.codec.values: '" + config.values + "' is not one of fp32 | fp16 | bf16 | int8");
+    require(one_of(config.values, {"fp32", "fp16", "bf16", "int8", "int4", "int2"}),
+            "sync.codec.values: '" + config.values +
+                "' is not one of fp32 | fp16 | bf16 | int8 | int4 | int2");
     require(one_of(config.select, {"topk", "band"}),
             "sync.codec.select: '" + config.select + "' is not one of topk | band");
+    require(one_of(config.transform, {"dct", "none"}),
+            "sync.codec.transform: '" + config.transform + "' is not one of dct | none");
+    require(!(config.transform == "none" && config.select == "band"),
+            "sync.codec.select band needs sync.codec.transform dct (band = the highest DCT "
+            "frequencies)");
     return wire::make_dct_codec(config);
   }
   throw ConfigError("sync.codec.type: '" + type +
@@ -252,7 +258,7 @@ Encoded ErrorFeedback::encode(const std::string& name, const torch::Tensor& x) {
   if (it != residuals_.end()) {
     TORCH_CHECK(it->second.sizes() == target.sizes(), "error feedback: tensor '", name,
                 "' had shape ", it->second.sizes(), ", now ", target.sizes());
-    target = target + it->second;
+    target = decay_ == 1.0 ? target + it->second : target + decay_ * it->second;
   }
   Encoded e = codec_.encode(target);
   residuals_[name] = target - codec_.decode(e).to(target.device());

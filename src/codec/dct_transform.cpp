@@ -23,13 +23,13 @@ torch::Tensor grid_to_chunks(const torch::Tensor& grid, const ChunkPlan& p) {
       .reshape({p.chunks(), p.chunk_size()});
 }
 
-namespace {
-
 torch::Tensor chunks_to_grid(const torch::Tensor& chunks, const ChunkPlan& p) {
   return chunks.reshape({p.rows / p.n1, p.cols / p.n2, p.n1, p.n2})
       .permute({0, 2, 1, 3})
       .reshape({p.rows, p.cols});
 }
+
+namespace {
 
 // m . band for every n1-row band of the grid: one bmm, m broadcast (torch::matmul would copy it
 // per band and run ~5x slower here).
@@ -143,6 +143,11 @@ torch::Tensor to_dense(const SparseChunks& s) {
   dct_impl::check_sparse(s);
   const auto& p = s.plan;
   const int64_t nb2 = p.cols / p.n2, k = s.indices.size(1);
+  if (!s.dct) {  // transform none: the kept values in place, zeros elsewhere
+    auto dense = torch::zeros({p.chunks(), p.chunk_size()}, s.values.options());
+    dense.scatter_(1, s.indices.to(s.values.device()), s.values);
+    return dct_impl::chunks_to_grid(dense, p).reshape(s.shape);
+  }
   auto out = torch::empty({p.rows, p.cols}, s.values.options());
   dct_impl::for_each_slab(p, s.values.device(), [&](int64_t band, const ChunkPlan& slab) {
     auto part = out.narrow(0, band * p.n1, slab.rows);

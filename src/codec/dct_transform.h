@@ -15,8 +15,9 @@
 
 namespace loco::dct_impl {
 
-// The grid layout of p to chunk-major, [chunks, chunk_size].
+// The grid layout of p to chunk-major, [chunks, chunk_size], and back.
 torch::Tensor grid_to_chunks(const torch::Tensor& grid, const ChunkPlan& p);
+torch::Tensor chunks_to_grid(const torch::Tensor& chunks, const ChunkPlan& p);
 
 // D1 . B . D2^T for every block B of x (any shape of p.rows * p.cols values): the coefficients in
 // the grid layout, [rows, cols]. A bmm over bands of n1 rows, then one mm over n2-wide strips: no

@@ -197,6 +197,8 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.resync_every", c.sync.resync_every);
   add("sync.sites", c.sync.sites);
   add("sync.schedule", c.sync.schedule);
+  add("sync.lone", c.sync.lone);
+  add("sync.round_seconds", c.sync.round_seconds);
   add("sync.on_failure", c.sync.on_failure);
   add("sync.restart_limit", c.sync.restart_limit);
   add("sync.restart_window_s", c.sync.restart_window_s);
@@ -207,8 +209,11 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.codec.topk", c.sync.codec.topk);
   add("sync.codec.topk_down", c.sync.codec.topk_down);
   add("sync.codec.values", c.sync.codec.values);
+  add("sync.codec.values_down", c.sync.codec.values_down);
   add("sync.codec.select", c.sync.codec.select);
+  add("sync.codec.transform", c.sync.codec.transform);
   add("sync.codec.error_feedback", c.sync.codec.error_feedback);
+  add("sync.codec.error_decay", c.sync.codec.error_decay);
   add("sync.coordinator.address", c.sync.coordinator.address);
   add("sync.coordinator.secret_file", c.sync.coordinator.secret_file);
   add("sync.coordinator.tls.cert", c.sync.coordinator.tls_cert);
@@ -386,6 +391,17 @@ bool coordinated(Mode mode) {
 bool downloads_update(const SyncConfig& sync) {
   return sync.mode == Mode::kDemo || sync.download == "update" ||
          (sync.download == "auto" && sync.codec.type != "none");
+}
+
+bool elastic_rounds(const SyncConfig& sync) {
+  return sync.lone == "train" || sync.round_seconds > 0;
+}
+
+int64_t token_budget(const Config& c) {
+  int64_t ranks = 0;
+  for (const auto& s : c.sync.sites) ranks += s.ranks;
+  if (c.sync.sites.empty()) ranks = c.sync.workers;
+  return c.train.max_steps * c.train.batch_size * c.train.grad_accum * c.model.seq_len * ranks;
 }
 
 std::string to_yaml(const Config& config) {

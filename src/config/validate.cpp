@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 #include <set>
+#include <utility>
 #include <sstream>
 
 #include "loco/config.h"
@@ -104,6 +105,46 @@ void validate_train(const TrainConfig& t) {
           "train.schedule.min_lr_frac must be in [0, 1]");
 }
 
+// The codec's keys together: the sparse (dct) codec's formats, its k against its chunk, and the
+// combinations that cannot work (docs/codec.md, "Value formats and transforms").
+void validate_codec(const SyncConfig& sync) {
+  const auto& cc = sync.codec;
+  const std::vector<std::string> values = {"fp32", "fp16", "bf16", "int8", "int4", "int2"};
+  require_one_of("sync.codec.transform", cc.transform, {"dct", "none"});
+  if (!cc.values_down.empty()) require_one_of("sync.codec.values_down", cc.values_down, values);
+  require(cc.error_decay > 0 && cc.error_decay <= 1,
+          "sync.codec.error_decay: " + std::to_string(cc.error_decay) + " is not in (0, 1]");
+  if (cc.error_decay != 1)
+    require(cc.error_feedback && sync.mode == Mode::kDiloco && cc.type != "none",
+            "sync.codec.error_decay " + std::to_string(cc.error_decay) +
+                " decays the workers' error feedback: it needs sync.codec.error_feedback true, a "
+                "lossy sync.codec.type and sync.mode diloco (the decoupled method's decay is "
+                "sync.outer.momentum)");
+  if (cc.type != "dct") {
+    require(cc.transform == "dct",
+            "sync.codec.transform none is top-k of raw chunks: it needs sync.codec.type dct (it "
+            "is '" +
+                cc.type + "')");
+    require(cc.values != "int4" && cc.values != "int2" && cc.values_down.empty(),
+            "sync.codec.values " + cc.values + " / values_down '" + cc.values_down +
+                "' are formats of the sparse codec: they need sync.codec.type dct (it is '" +
+                cc.type + "'; for dense 8-bit values use sync.codec.type int8)");
+    return;
+  }
+  require_one_of("sync.codec.values", cc.values, values);
+  require(!(cc.transform == "none" && cc.select == "band"),
+          "sync.codec.select band keeps the highest DCT frequencies: with sync.codec.transform "
+          "none it would send the same positions of every chunk forever and never the rest; use "
+          "select topk or transform dct");
+  const int64_t chunk_size = cc.chunk * cc.chunk;
+  for (auto [key, k] : {std::pair<const char*, int64_t>{"sync.codec.topk", cc.topk},
+                        {"sync.codec.topk_down", cc.topk_down}})
+    require(k <= chunk_size, std::string(key) + ": " + std::to_string(k) +
+                                 " is larger than a chunk (sync.codec.chunk " +
+                                 std::to_string(cc.chunk) + ": at most " +
+                                 std::to_string(chunk_size) + " values)");
+}
+
 // The sync section's own sizes, the sites and the codec.
 void validate_sync(const SyncConfig& sync) {
   require(sync.workers > 0, "sync.workers must be positive");
@@ -115,6 +156,7 @@ void validate_sync(const SyncConfig& sync) {
   require(sync.restart_limit >= 0 && sync.restart_window_s > 0,
           "sync.restart_limit must be >= 0 and sync.restart_window_s positive (seconds)");
   require_one_of("sync.codec.type", sync.codec.type, {"none", "fp16", "bf16", "int8", "dct"});
+  validate_codec(sync);
 }
 
 void validate_coordinator(const SyncConfig& sync) {
@@ -137,6 +179,14 @@ void validate_exchange(const Config& c) {
   require_one_of("sync.download", sync.download, {"auto", "state", "update"});
   require(sync.codec.topk_down >= 0, "sync.codec.topk_down must be >= 0 (0: topk x workers)");
   require(sync.resync_every >= 0, "sync.resync_every must be >= 0 (0: never)");
+  require_one_of("sync.lone", sync.lone, {"sync", "train"});
+  require(sync.round_seconds >= 0,
+          "sync.round_seconds must be >= 0 (seconds; 0: rounds of "
+          "sync.inner_steps steps)");
+  if (elastic_rounds(sync))
+    require(sync.mode == Mode::kDiloco,
+            std::string(sync.lone == "train" ? "sync.lone train" : "sync.round_seconds") +
+                " needs sync.mode diloco (it is '" + mode_name(sync.mode) + "')");
   if (sync.mode == Mode::kDemo)
     require(sync.codec.type == "dct",
             "sync.mode demo sends the DCT of each worker's momentum: set sync.codec.type to dct "

@@ -160,6 +160,7 @@ CoordinatorStatus CoordinatorClient::status(double timeout_s) {
   out.round = reply.round(), out.total_rounds = reply.total_rounds();
   out.bytes_up = reply.bytes_up(), out.bytes_down = reply.bytes_down();
   out.last_val_loss = reply.last_val_loss();
+  out.tokens = reply.tokens();
   for (const auto& m : reply.members()) {
     MemberInfo info;
     info.worker_id = m.worker_id(), info.name = m.name(), info.shard = m.shard();

@@ -10,11 +10,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "aggregator.h"
 #include "evaluator.h"
 #include "ledger.h"
 #include "loco/checkpoint.h"
+#include "loco/energy.h"
 #include "loco/link.h"
 #include "loco/metrics.h"
 #include "loco/optim.h"
@@ -40,6 +42,9 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
   const auto& sync = config_.sync;
   total_rounds_ = config_.train.max_steps / sync.inner_steps;
+  // Elastic rounds end at the token budget (end_at_budget); rounds of seconds have no count of
+  // their own, only this cap (every round has at least one inner step of one member).
+  if (sync.round_seconds > 0) total_rounds_ = config_.train.max_steps * sync.workers;
   evaluator_ = std::make_unique<Evaluator>(config_);
   for (const auto& s : evaluator_->slots()) layout_.push_back({s.name, s.shape, s.offset, s.numel});
   theta_ = evaluator_->take_initial_params();  // the only copy: pulls and evaluations share it
@@ -47,6 +52,10 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   aggregator_ = make_aggregator(config_, layout_);
   members_ = std::make_unique<Membership>(sync.workers, sync.coordinator);
   ledger_ = std::make_unique<ByteLedger>(theta_.numel(), sync.workers, sync.inner_steps);
+  if (!sync.schedule.empty()) {
+    Schedule schedule = Schedule::load(sync.schedule);
+    if (schedule.has_trace()) energy_ = std::make_unique<EnergyMeter>(schedule);
+  }
 
   std::string newest =
       prepare_run_dir(config_.run.dir, resume ? RunStart::kResume : RunStart::kFresh);
@@ -58,7 +67,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   evaluator_->start(open_run_files(config_, keep_metrics));
   if (resume) relog_lost_rounds();
   start_time_ = now_s();
-  round_started_ = start_time_;
+  round_started_ = last_waiting_log_ = start_time_;
   spdlog::info(
       "coordinator: {} parameters in {} tensors, {} rounds of {} inner steps, "
       "outer lr {} momentum {}, codec {}",
@@ -78,6 +87,13 @@ void CoordinatorCore::restore(const std::string& path) {
   tokens_total_ = c.tokens;
   auto shards = c.tensors.find("shard_tokens");  // absent in checkpoints of older versions
   if (shards != c.tensors.end()) members_->restore_shard_tokens(shards->second);
+  auto energy = c.tensors.find("energy");  // a trace schedule's accounting so far
+  if (energy_ && energy != c.tensors.end()) {
+    torch::Tensor e = energy->second.to(torch::kDouble).contiguous();
+    energy_->restore(std::vector<double>(e.data_ptr<double>(), e.data_ptr<double>() + e.numel()));
+    trace_offset_ = energy_->now();
+  }
+  end_at_budget();
   spdlog::info("coordinator: resumed from {} at round {}", path, round_);
 }
 
@@ -146,6 +162,12 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
                      "update of " + std::to_string(payload_bytes) + " bytes exceeds the limit of " +
                          std::to_string(limit) + " (sync.coordinator.max_update_mb)");
   std::lock_guard<std::mutex> lock(mu_);
+  // A member's update after the last round: refused when the trace ended the run early or the
+  // rounds are elastic (a member that missed the end is told). (Demo's replicas push their
+  // state for the last round after it closed.)
+  if (u.kind == Update::kDelta && round_ >= total_rounds_ &&
+      (trace_over_at_ >= 0 || elastic_rounds(config_.sync)))
+    throw CoordError(CoordError::kFailedPrecondition, "the run is over (all rounds done)");
   const Member* m = members_->find(u.worker_id);
   if (!m)
     throw CoordError(CoordError::kNotFound, "unknown worker '" + u.worker_id + "' (join first)");
@@ -232,6 +254,7 @@ void CoordinatorCore::close_consensus_locked() {
   if (checkpoint_due(round_)) {
     r.velocity = outer_->velocity();
     r.shard_tokens = members_->shard_tokens();
+    r.energy_state = energy_state_locked();
   }
   consensus_round_ = round_;
   spdlog::info("coordinator: consensus of round {} from {} replicas", round_, r.workers);
@@ -242,6 +265,8 @@ void CoordinatorCore::close_consensus_locked() {
 void CoordinatorCore::close_round_locked() {
   ClosedRound r;
   r.round_s = now_s() - round_started_;
+  account_energy_locked();
+  if (energy_) r.energy = energy_->record();
   double work_start = now_s();
   own(theta_);
   own(outer_->velocity());
@@ -261,12 +286,14 @@ void CoordinatorCore::close_round_locked() {
   r.bytes = ledger_->totals();
   round_tokens_ = 0, round_loss_sum_ = 0;
   r.round = ++round_;
+  end_at_budget();
   if (aggregator_->steps_global_model()) {  // otherwise the consensus is evaluated instead
     r.theta = theta_;                       // shared, never written in place again (own())
     // On disk before any worker can pull this state: what a worker was given is never lost.
     if (checkpoint_due(round_))
       write_coordinator_checkpoint(config_, round_, tokens_total_, theta_, outer_->velocity(),
-                                   members_->shard_tokens(), now_s() - start_time_);
+                                   members_->shard_tokens(), now_s() - start_time_,
+                                   energy_state_locked());
   }
   round_started_ = now_s();
   r.wall_s = round_started_ - start_time_;
@@ -274,6 +301,14 @@ void CoordinatorCore::close_round_locked() {
                r.round, total_rounds_, r.workers, r.live, r.tokens, r.loss);
   evaluator_->submit(std::move(r));
   round_closed_.notify_all();
+}
+
+void CoordinatorCore::end_at_budget() {
+  if (!elastic_rounds(config_.sync) || round_ >= total_rounds_) return;
+  if (tokens_total_ < token_budget(config_)) return;
+  spdlog::info("coordinator: {} tokens reach the run's budget of {}: round {} is the last",
+               tokens_total_, token_budget(config_), round_);
+  total_rounds_ = round_;
 }
 
 void CoordinatorCore::drain() {
@@ -337,10 +372,44 @@ void CoordinatorCore::count_download(const std::string& worker_id, uint64_t wire
     ledger_->down(wire_bytes, Purpose::kRound);
 }
 
+double CoordinatorCore::trace_now_locked() const {
+  return trace_offset_ + energy_->schedule().trace_time(now_s() - start_time_);
+}
+
+void CoordinatorCore::account_energy_locked() const {
+  if (!energy_) return;
+  std::set<std::string> training;
+  for (const auto& [id, m] : members_->members()) training.insert(m.info.name);
+  energy_->advance(trace_now_locked(), training);
+}
+
+torch::Tensor CoordinatorCore::energy_state_locked() const {
+  if (!energy_) return {};
+  auto state = energy_->state();
+  return torch::tensor(state, torch::kDouble);
+}
+
 void CoordinatorCore::tick() {
   std::unique_lock<std::mutex> lock(mu_);
   const double now = now_s();
+  account_energy_locked();
+  if (energy_ && trace_over_at_ < 0 && trace_now_locked() >= energy_->schedule().trace_end_s()) {
+    trace_over_at_ = now;
+    if (round_ < total_rounds_) {
+      spdlog::info(
+          "coordinator: the trace ended ({:.0f} trace s): the run ends at round {} of {}; "
+          "pushes for later rounds are refused",
+          energy_->schedule().trace_end_s(), round_, total_rounds_);
+      total_rounds_ = round_;
+    }
+  }
   members_->expire(now);
+  if (!members_->empty() || round_ >= total_rounds_) {
+    last_waiting_log_ = now;
+  } else if (now - last_waiting_log_ >= kWaitingLogS) {  // every member left (sync.schedule)
+    spdlog::info("coordinator: no member is up; waiting at round {}/{}", round_, total_rounds_);
+    last_waiting_log_ = now;
+  }
   if (round_ < total_rounds_ &&
       (members_->round_complete(round_) || members_->deadline_passed(now)))
     close_round_locked();
@@ -362,12 +431,20 @@ nlohmann::json CoordinatorCore::totals() const {
   // The slow link the workers reached this coordinator through, and how it was shaped.
   LinkPlan link = plan_link(config_.sync.link);
   if (!link.record.is_null()) out["link"] = link.record;
+  if (energy_) {
+    account_energy_locked();  // up to now
+    out.update(energy_summary(*energy_, tokens_total_));
+    out["ended_by"] = trace_over_at_ >= 0 ? "trace" : "budget";
+  }
   return out;
 }
 
 bool CoordinatorCore::finished() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return round_ >= total_rounds_ && members_->empty() && evaluator_->idle();
+  // The trace ended the run: members still training are refused; they need not all leave.
+  const bool members_done =
+      members_->empty() || (trace_over_at_ >= 0 && now_s() - trace_over_at_ > 30);
+  return round_ >= total_rounds_ && members_done && evaluator_->idle();
 }
 
 int64_t CoordinatorCore::round() const {
@@ -382,22 +459,25 @@ CoordinatorStatus CoordinatorCore::status() const {
   for (const auto& [id, m] : members_->members()) s.members.push_back(m.info);
   s.bytes_up = ledger_->bytes_up(), s.bytes_down = ledger_->bytes_down();
   s.last_val_loss = evaluator_->last_val_loss();
+  s.tokens = tokens_total_;
   return s;
 }
 
 void CoordinatorCore::save_checkpoint() {
   drain();
   int64_t round, tokens;
-  torch::Tensor theta, velocity, shards;
+  torch::Tensor theta, velocity, shards, energy;
   {
     std::lock_guard<std::mutex> lock(mu_);
     round = round_, tokens = tokens_total_;
     theta = theta_;  // shared: a close meanwhile steps a copy (own())
     velocity = outer_->velocity();
     shards = members_->shard_tokens();
+    account_energy_locked();
+    energy = energy_state_locked();
   }
   write_coordinator_checkpoint(config_, round, tokens, theta, velocity, shards,
-                               now_s() - start_time_);
+                               now_s() - start_time_, energy);
 }
 
 bool CoordinatorCore::checkpoint_due(int64_t round) const {

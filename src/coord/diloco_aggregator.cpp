@@ -11,6 +11,7 @@ DilocoAggregator::DilocoAggregator(const SyncConfig& sync, const std::vector<Ten
     : layout_(layout), download_update_(downloads_update(sync)), codec_(make_codec(sync.codec)) {
   CodecConfig down = sync.codec;  // the download keeps up to what all uploads together carried
   down.topk = down.topk_down > 0 ? down.topk_down : down.topk * sync.workers;
+  if (!down.values_down.empty()) down.values = down.values_down;
   down_codec_ = make_codec(down);
   if (download_update_ && sync.codec.error_feedback && sync.codec.type != "none")
     down_feedback_ = std::make_unique<ErrorFeedback>(*down_codec_);

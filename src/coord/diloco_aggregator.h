@@ -1,8 +1,8 @@
 // DiLoCo at the coordinator: the token-weighted average of the round's pseudo-gradients and the
 // outer Nesterov step; with sync.download update, the average is first encoded with the run's
-// codec (the download keeps up to topk_down coefficients, or topk x workers; error feedback kept
-// here) and the step uses exactly what the workers will decode, so their replay is bit-exact and
-// the FNV-1a checksum of the new parameters lets each check it.
+// codec (the download keeps up to topk_down coefficients, or topk x workers, in values_down when
+// set; error feedback kept here) and the step uses exactly what the workers will decode, so their
+// replay is bit-exact and the FNV-1a checksum of the new parameters lets each check it.
 #pragma once
 
 #include "aggregator.h"

@@ -16,13 +16,15 @@ namespace loco {
 
 void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t tokens,
                                   const torch::Tensor& theta, const torch::Tensor& velocity,
-                                  const torch::Tensor& shard_tokens, double wall_s) {
+                                  const torch::Tensor& shard_tokens, double wall_s,
+                                  const torch::Tensor& energy) {
   Checkpoint c;
   c.step = round;
   c.tokens = tokens;
   c.tensors["params"] = theta;
   c.tensors["outer_velocity"] = velocity;
   c.tensors["shard_tokens"] = shard_tokens;
+  if (energy.defined()) c.tensors["energy"] = energy;
   c.wall_s = wall_s;
   c.config_yaml = to_yaml(config);
   std::string dir = (fs::path(config.run.dir) / "checkpoints").string();
@@ -118,7 +120,7 @@ void Evaluator::loop() {
       evaluate_and_log(r);  // logs without evaluating when r.theta is undefined
       if (r.velocity.defined())
         write_coordinator_checkpoint(config_, r.round, r.tokens_total, r.theta, r.velocity,
-                                     r.shard_tokens, now_s() - start_time_);
+                                     r.shard_tokens, now_s() - start_time_, r.energy_state);
     } catch (const std::exception& e) {
       spdlog::error("coordinator: evaluating round {} failed: {}", r.round, e.what());
     }
@@ -163,11 +165,14 @@ void Evaluator::evaluate_and_log(const ClosedRound& r) {
                    {"coord_work_s", r.work_s},
                    {"coord_work_bytes", r.work_bytes}});
   }
+  if (!r.energy.is_null()) record.update(r.energy);  // a trace schedule's sites so far
   evaluate_into(r, record);
   metrics_->write(record);
 }
 
 void Evaluator::evaluate_into(const ClosedRound& r, nlohmann::json& record) {
+  // The members' metrics carry the same checksum after they took this state.
+  if (r.theta.defined()) record["param_checksum"] = param_checksum(r.theta);
   if (r.theta.defined() && config_.sync.coordinator.evaluate) {
     // The model reads the round's parameters in place (they are immutable: the coordinator
     // steps a copy of a state anyone still holds) and lets go of them afterwards.

@@ -40,14 +40,17 @@ struct ClosedRound {
   torch::Tensor theta;               // evaluate these parameters (undefined: log only)
   torch::Tensor velocity;            // checkpoint the round with this outer state (demo)
   torch::Tensor shard_tokens;
+  torch::Tensor energy_state;  // a trace schedule's accounting (EnergyMeter::state), checkpointed
+  nlohmann::json energy;       // EnergyMeter::record() at the close, logged with the round
 };
 
 // The coordinator's checkpoint of round `round`: parameters, outer velocity, the data shards'
-// cursors and the resolved config, written atomically into run.dir/checkpoints (pruned to
-// train.keep_checkpoints).
+// cursors, a trace schedule's energy accounting (when defined) and the resolved config, written
+// atomically into run.dir/checkpoints (pruned to train.keep_checkpoints).
 void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t tokens,
                                   const torch::Tensor& theta, const torch::Tensor& velocity,
-                                  const torch::Tensor& shard_tokens, double wall_s);
+                                  const torch::Tensor& shard_tokens, double wall_s,
+                                  const torch::Tensor& energy = {});
 
 class Evaluator {
  public:

@@ -19,10 +19,12 @@ JoinInfo Membership::join(const std::string& name, int32_t want_shard, int64_t r
   Member m;
   m.info.name = name;
   // Until a round closes here, everyone starts together in the current round; later joiners
-  // take part from the next round (they would come late to this one).
-  m.from_round = closed_here_ == 0 ? round : round + 1;
-  int64_t starts = -1;  // the round whose state it pulls first (from_round unless set below)
+  // take part from the next round (they would come late to this one), unless no member is live:
+  // then nobody is in the current round but the newcomer (every site was down by the schedule).
   auto same = name.empty() ? members_.end() : members_.find(name);
+  const bool alone = members_.size() == (same == members_.end() ? 0u : 1u);
+  m.from_round = closed_here_ == 0 || alone ? round : round + 1;
+  int64_t starts = -1;  // the round whose state it pulls first (from_round unless set below)
   if (same != members_.end()) {
     // The same worker again (it restarted before its lease lapsed): the new session replaces
     // the old one and keeps its shard. A push the old one made this round stays counted.

@@ -3,8 +3,9 @@
 // round, the data shards' cursors, and the straggler deadline. Not thread-safe: CoordinatorCore
 // calls it under its lock. Rules (docs/faults.md):
 // - A member takes part from the round it joined for. Until the first round closes in this
-//   process (a fresh start, or a restart from a checkpoint) that is the current round; afterwards
-//   it is the next one, whose state it pulls once the current one closes.
+//   process (a fresh start, or a restart from a checkpoint), or when no member is live, that is
+//   the current round; afterwards it is the next one, whose state it pulls once the current one
+//   closes.
 // - A join under a live member's name replaces that member (the worker restarted) and keeps its
 //   shard; a push the old session made this round stays counted.
 // - A round is complete when every member taking part has reported (in the first round of a

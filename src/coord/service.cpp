@@ -159,6 +159,7 @@ class Service final : public v1::Coordinator::Service {
       reply->set_bytes_up(s.bytes_up);
       reply->set_bytes_down(s.bytes_down);
       reply->set_last_val_loss(s.last_val_loss);
+      reply->set_tokens(s.tokens);
       for (const auto& m : s.members) {
         auto* out = reply->add_members();
         out->set_worker_id(m.worker_id);

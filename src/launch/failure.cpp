@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include <spdlog/spdlog.h>
 
@@ -38,7 +39,10 @@ const char* action_name(Decision::Kind kind) {
 }
 
 FailurePolicy::FailurePolicy(const Config& config)
-    : config_(config), total_rounds_(config.train.max_steps / config.sync.inner_steps) {}
+    : config_(config), total_rounds_(config.train.max_steps / config.sync.inner_steps) {
+  // Elastic rounds end at the token budget, not at a round known here: no round is the last.
+  if (elastic_rounds(config.sync)) total_rounds_ = std::numeric_limits<int64_t>::max();
+}
 
 Decision FailurePolicy::on_failure(const Part& p, bool coordinator_done, int64_t round) {
   const std::string& policy = config_.sync.on_failure;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <iostream>
 #include <memory>
 
 #include "loco/config.h"
@@ -63,10 +64,9 @@ int launch(const LaunchOptions& options) {
   Config config = resolve_config(o);
   std::vector<launcher::Part> parts = launcher::plan(config, o);
   launcher::ScheduleReplay schedule(config, launcher::load_schedule(config));
-  if (o.dry_run) {
-    launcher::print_dry_run(config, parts, schedule.active());
-    return 0;
-  }
+  if (o.dry_run) launcher::print_dry_run(std::cout, config, parts, schedule.active());
+  if (!o.emit_dir.empty()) launcher::emit_scripts(config, parts, o, schedule.active());
+  if (o.dry_run || !o.emit_dir.empty()) return 0;
   launcher::refuse_used_run_dirs(parts);
   std::string exe = self_exe();
   launcher::catch_stop_signals();

@@ -56,6 +56,7 @@ void plan_sites(const Config& config, const LaunchOptions& o, std::vector<Part>&
       }
       parts.push_back({site.name + "/" + std::to_string(r), args, env});
       parts.back().member = int(k);
+      parts.back().site = site.name;
       parts.back().group = between ? "site " + site.name : "run";
       parts.back().run_dir = site_dir;
     }
@@ -73,6 +74,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
   } else if (config.sync.mode == Mode::kSingle) {
     parts.push_back({"train", common_args("train", o), {}});
     parts.back().run_dir = dir;
+    parts.back().site = "train";
     parts.back().group = "run";
   } else if (coordinated(config.sync.mode)) {
     parts.push_back(coordinator_part(config, o));
@@ -83,6 +85,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
                 config.sync.coordinator.address, "--name", "w" + std::to_string(k)});
       parts.push_back({"w" + std::to_string(k), w, {}});
       parts.back().member = int(k);
+      parts.back().site = "w" + std::to_string(k);
       parts.back().run_dir = dir + "/worker-" + std::to_string(k);
     }
   } else if (config.sync.mode == Mode::kDdp) {
@@ -98,6 +101,7 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o) {
                         {"MASTER_ADDR", "127.0.0.1"},
                         {"MASTER_PORT", port}}});
       parts.back().run_dir = dir;
+      parts.back().site = "ddp";
       parts.back().group = "run";
     }
   } else {

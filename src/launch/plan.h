@@ -1,12 +1,13 @@
 // The processes of one `loco launch` (include/loco/launch.h), planned before any starts: a Part
 // per process (its arguments, environment, run.dir and, at run time, its pid and output pipe),
 // the check that no part's run.dir holds an earlier run, how sync.link is shaped for the parts,
-// and the --dry-run listing of them.
+// the --dry-run listing of them and the --emit scripts that run them on real machines.
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <utility>
@@ -27,6 +28,9 @@ struct Part {
   std::vector<std::string> args;  // after the executable
   Env env;
   std::string run_dir;  // its run.dir (a DDP rank r > 0's rank-r/ links its checkpoints)
+  std::string site;     // the processes one --emit script starts together on one machine or
+                        // Slurm allocation: a site of sync.sites, a DiLoCo worker (w0, w1, ..),
+                        // "ddp" (DDP's ranks) or "train"; "" for the coordinator
   pid_t pid = -1;
   int fd = -1;              // read end of its stdout+stderr
   std::string pending;      // a partial line
@@ -60,6 +64,17 @@ void refuse_used_run_dirs(const std::vector<Part>& parts);
 std::unique_ptr<NetnsLink> shape_link(const Config& config, std::vector<Part>& parts);
 
 // --dry-run: the commands that run the same experiment across hosts (in dry_run.cpp).
-void print_dry_run(const Config& config, const std::vector<Part>& parts, bool scheduled);
+void print_dry_run(std::ostream& out, const Config& config, const std::vector<Part>& parts,
+                   bool scheduled);
+
+// `s` as one shell word: as it is when nothing in it is special to the shell, else in single
+// quotes (in dry_run.cpp).
+std::string shell_quote(const std::string& s);
+
+// --emit DIR: coordinator.sh, site-NAME.sh and site-NAME.sbatch per site, config.yaml (a copy
+// of o.config_path) and plan.txt (the --dry-run listing), from `parts` (in emit.cpp; the
+// scripts' text in emit_scripts.cpp).
+void emit_scripts(const Config& config, const std::vector<Part>& parts, const LaunchOptions& o,
+                  bool scheduled);
 
 }  // namespace loco::launcher

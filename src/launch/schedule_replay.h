@@ -15,12 +15,16 @@
 
 namespace loco::launcher {
 
-// sync.schedule: only DiLoCo workers come and go, and the file names only workers of this run.
+// sync.schedule: only the members of a coordinated run come and go (workers w0, w1, ..., or the
+// sites of sync.sites by name), and the file names only members of this run.
 Schedule load_schedule(const Config& config);
 
 // Replays the schedule: asks the coordinator for its round (at most 5 times a second), stops the
-// workers whose window closed (SIGTERM: they leave the coordinator) and starts those whose window
-// opened. A worker is not started for the last round: it would join for the round after it.
+// members whose window closed (SIGTERM to every rank of a site: rank 0 leaves the coordinator)
+// and starts those whose window opened, every rank of a site together once all of them have
+// exited (with --resume: rank 0 rejoins and hands the state to its ranks). A member is not
+// started for the last round: it would join for the round after it. While no member is up it
+// says so every 30 s.
 class ScheduleReplay {
  public:
   ScheduleReplay(const Config& config, Schedule schedule)
@@ -37,7 +41,11 @@ class ScheduleReplay {
   void reach_at(const std::string& address) { address_ = address; }
 
   bool active() const { return !schedule_.empty(); }
-  bool up_at_start(const Part& p) const { return schedule_.up(p.label, 0, 0); }
+  bool up_at_start(const Part& p) const;
+  // Whether the schedule has `p`'s member down now (a failed site restarting then stays down).
+  bool down_now(const Part& p) const;
+  // The schedule's name for `p`: its site's name, a worker's label; "" for the coordinator.
+  static std::string member_name(const Part& p);
 
   // Returns how many parts it started.
   size_t step(std::vector<Part>& parts, const std::string& exe);
@@ -45,7 +53,7 @@ class ScheduleReplay {
  private:
   const Config& config_;
   Schedule schedule_;
-  std::chrono::steady_clock::time_point start_, last_poll_;
+  std::chrono::steady_clock::time_point start_, last_poll_, last_waiting_log_;
   std::unique_ptr<CoordinatorClient> client_;
   int64_t round_ = 0, total_rounds_;
   std::string address_;

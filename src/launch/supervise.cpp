@@ -278,6 +278,16 @@ class Supervisor {
     auto now = std::chrono::steady_clock::now();
     for (auto& p : parts_) {
       if (!p.restart_pending || now < p.restart_at || !group_ended(p)) continue;
+      if (schedule_.down_now(p)) {  // the schedule has it down: it waits for its next window
+        spdlog::info("launch: schedule: {} stays down (its window closed while it restarted)",
+                     p.group.empty() ? p.label : p.group);
+        for (Part* q : group_of(p)) {
+          q->restart_pending = false, q->waiting = true, q->pid = -1;
+          events_.write(*q, "waiting",
+                        {{"action", "schedule"}, {"reason", "down by the schedule"}});
+        }
+        continue;
+      }
       for (Part* q : group_of(p)) {  // a group starts again together
         q->restart_pending = false;
         if (!stopping_ && first_failure_.empty() && !g_interrupted) restart(*q);

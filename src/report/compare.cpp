@@ -187,6 +187,17 @@ std::string compare_table(const std::vector<RunData>& runs) {
       << (std::isfinite(runs[i].ratio_vs_ddp) ? runs[i].ratio_source : "n/a");
   s << ").\n";
   s << launch_faults_line(runs);
+  if (std::any_of(runs.begin(), runs.end(),
+                  [](const RunData& r) { return std::isfinite(r.emissions_g); })) {
+    s << "\n| run | energy (kWh) | emissions (gCO2) |\n|---|---:|---:|\n";
+    for (const auto& run : runs)
+      s << "| " << run.dir << " | "
+        << (std::isfinite(run.energy_kwh) ? format("%.4f", run.energy_kwh) : "—") << " | "
+        << (std::isfinite(run.emissions_g) ? format("%.2f", run.emissions_g) : "—") << " |\n";
+    s << "\nEnergy and emissions in trace time, summed over the sites of a carbon-intensity "
+         "trace schedule (docs/curtailment.md; `loco emissions RUN` for the sites and "
+         "baselines).\n";
+  }
   return s.str();
 }
 

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -201,6 +202,12 @@ RunData read_coordinated_run(const std::string& dir, const fs::path& coord, cons
   }
   json summary = read_summary(coord / "summary.json");
   if (has_number(summary, "bytes_total")) run.bytes_total = number(summary, "bytes_total");
+  for (const json* from :
+       std::initializer_list<const json*>{&summary, records.empty() ? nullptr : &records.back()})
+    if (from && has_number(*from, "emissions_g") && std::isnan(run.emissions_g)) {
+      run.energy_kwh = number(*from, "energy_kwh", kNaN);
+      run.emissions_g = number(*from, "emissions_g");
+    }
   if (has_ratios(summary)) {
     take_ratios(run, summary, "summary.json");
   } else if (last_ratios) {  // stopped before its summary: its last line that carries them

@@ -25,7 +25,9 @@ CoordinatedSync::CoordinatedSync(const Config& config, std::shared_ptr<Coordinat
       codec_(make_codec(config.sync.codec)),
       site_ranks_(join.site_ranks),
       cursor_tokens_(join.cursor_tokens),
-      shard_(join.shard) {}
+      shard_(join.shard),
+      elastic_(elastic_rounds(config.sync)),
+      lone_(config.sync.lone == "train") {}
 
 CoordinatedSync::~CoordinatedSync() {
   stop_heartbeats();
@@ -40,9 +42,14 @@ void CoordinatedSync::start(Trainer& trainer) {
   heartbeats_ = std::thread([this] { heartbeat_loop(); });
   PullResult r = pull_params(params, /*with_velocity=*/velocity().defined() && round_ > 0);
   theta_start_ = params.clone();
-  if (round_ > 0 || cursor_tokens_ > 0)
-    trainer.set_position(round_ * config_.sync.inner_steps, cursor_after(trainer, cursor_tokens_));
+  if (round_ > 0 || cursor_tokens_ > 0) {
+    int64_t step = round_ * config_.sync.inner_steps;
+    if (elastic_) step = progress_step(client_->status().tokens);
+    trainer.set_position(step, cursor_after(trainer, cursor_tokens_));
+  }
   round_tokens_start_ = trainer.tokens();
+  round_start_s_ = now_s();
+  round_start_step_ = trainer.step();
   spdlog::info("worker {}: pulled the global state of round {} ({} bytes); from step {}",
                client_->worker_id(), r.round, r.wire_bytes, trainer.step());
   if (!client_->link_record().is_null())
@@ -52,7 +59,8 @@ void CoordinatedSync::start(Trainer& trainer) {
 void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
   loss_sum_ += record.at("loss").get<double>();
   ++loss_count_;
-  if (trainer.step() % config_.sync.inner_steps != 0) return;
+  if (!round_ends(trainer)) return;
+  if (lone_ && train_alone(trainer, record)) return;
   torch::NoGradGuard no_grad;
   auto& params = trainer.params().data();
   double start = now_s(), codec_s = 0, pull_start = 0, link_start = client_->link_wait_s();
@@ -74,6 +82,7 @@ void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
   uint64_t sum = param_checksum(params);
   after_round(params, down, sum, record);
   start_round(trainer);
+  if (elastic_) follow_run(trainer);
   record["round"] = round_;
   record["bytes_up"] = up;
   record["bytes_down"] = down.wire_bytes;
@@ -180,6 +189,7 @@ void CoordinatedSync::recover(Trainer& trainer, const RpcError& first, nlohmann:
   discard_round();  // what the method kept belongs to discarded work
   trainer.set_position(round_ * config_.sync.inner_steps, cursor);
   start_round(trainer);
+  if (elastic_) follow_run(trainer);
   spdlog::info("worker {}: continues at round {} (step {})", client_->worker_id(), round_,
                trainer.step());
   record["round"] = round_;
@@ -200,6 +210,86 @@ void CoordinatedSync::start_round(Trainer& trainer) {
   theta_start_.copy_(trainer.params().data());
   round_tokens_start_ = trainer.tokens();
   loss_sum_ = 0, loss_count_ = 0;
+  round_start_s_ = now_s();
+  round_start_step_ = trainer.step();
+}
+
+bool CoordinatedSync::round_ends(const Trainer& trainer) const {
+  if (config_.sync.round_seconds > 0) return now_s() - round_start_s_ >= config_.sync.round_seconds;
+  // Elastic: H steps from the round's start (a sync may set the step anywhere); else every H.
+  if (elastic_) return trainer.step() - round_start_step_ >= config_.sync.inner_steps;
+  return trainer.step() % config_.sync.inner_steps == 0;
+}
+
+// One Status call (no model bytes): the live members, the round and the tokens of closed rounds.
+bool CoordinatedSync::train_alone(Trainer& trainer, nlohmann::json& record) {
+  CoordinatorStatus s;
+  try {
+    s = client_->status();
+  } catch (const std::exception& e) {
+    if (!alone_) return false;  // the usual recovery when it was not alone
+    // Alone and the coordinator unreachable (restarting): nothing to sync with; train on.
+    spdlog::warn("worker {}: {}; training on alone", client_->worker_id(), e.what());
+    record["lone"] = true;
+    round_start_s_ = now_s();
+    round_start_step_ = trainer.step();
+    return true;
+  }
+  const std::string& me = client_->worker_id();
+  bool member = false;
+  for (const auto& m : s.members) member = member || m.worker_id == me;
+  if (!member && s.round == round_ && s.members.empty()) {
+    // The coordinator restarted from round round_'s checkpoint (this member's anchor) and forgot
+    // it: join again and keep the work since the anchor.
+    try {
+      JoinInfo j = client_->rejoin();
+      member = j.round == round_ && j.shard == shard_;
+      if (member)
+        spdlog::info("worker {}: joined the restarted coordinator again at round {}", me, round_);
+    } catch (const std::exception& e) {
+      spdlog::warn("worker {}: joining again failed: {}", me, e.what());
+    }
+    s.members.resize(1);
+  }
+  const int64_t local = (trainer.tokens() - round_tokens_start_) * site_ranks_;
+  const bool budget = s.tokens + local >= token_budget(config_);
+  if (!member || s.round != round_ || s.members.size() > 1 || budget) {
+    if (alone_)
+      spdlog::info("worker {}: {}; syncing the {} tokens trained alone since round {}", me,
+                   budget ? "the run's token budget is reached" : "another member is live", local,
+                   round_);
+    alone_ = false;
+    return false;
+  }
+  if (!alone_)
+    spdlog::info(
+        "worker {}: the only live member; training on from round {}'s state, no rounds "
+        "until another member joins",
+        me, round_);
+  alone_ = true;
+  record["lone"] = true;
+  record["worker"] = me;
+  round_start_s_ = now_s();  // the next round end comes a round later
+  round_start_step_ = trainer.step();
+  return true;
+}
+
+void CoordinatedSync::follow_run(Trainer& trainer) {
+  CoordinatorStatus s;
+  try {
+    s = client_->status();
+  } catch (const std::exception& e) {
+    spdlog::warn("worker {}: status after round {}: {}", client_->worker_id(), round_, e.what());
+    return;  // the next sync tries again
+  }
+  run_over_ = round_ >= s.total_rounds;
+  trainer.set_position(progress_step(s.tokens), std::nullopt);
+  round_start_step_ = trainer.step();
+}
+
+int64_t CoordinatedSync::progress_step(int64_t tokens) const {
+  const int64_t budget = std::max<int64_t>(1, token_budget(config_));
+  return int64_t((__int128)tokens * config_.train.max_steps / budget);
 }
 
 // Renews the lease. Failures are logged when they start and when they end, not every beat.

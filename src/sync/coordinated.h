@@ -2,7 +2,10 @@
 // src/sync): the tensor layout, the lease's heartbeats, the round's skeleton (push this worker's
 // update, download the round's result, record the sync in the step's metrics), recovery after a
 // late push, a coordinator restart or a drop, the data cursor, and pulls of the global state
-// (with the outer velocity when the method replays the outer step).
+// (with the outer velocity when the method replays the outer step). With elastic rounds
+// (sync.lone train, sync.round_seconds; docs/multisite.md) rounds end by steps since the round's
+// start or by wall-clock, a lone member trains on without rounds, the step follows the run's token
+// progress and the coordinator says when the run is over.
 //
 // A method is a subclass (src/sync/diloco_sync.cpp, src/sync/demo_sync.cpp) that fills in the
 // hooks below; make_coordinated_sync (include/loco/diloco.h) picks it from sync.mode.
@@ -34,6 +37,8 @@ class CoordinatedSync : public Sync {
   // Every sync.inner_steps steps: push, download, after_round, then the metrics of the sync.
   void after_step(Trainer& trainer, nlohmann::json& record) override;
   void finish(Trainer& trainer) override;
+  bool elastic() const override { return elastic_; }
+  bool run_over() const override { return run_over_; }
 
  protected:
   // --- the method's hooks ---
@@ -78,6 +83,18 @@ class CoordinatedSync : public Sync {
   void recover(Trainer& trainer, const RpcError& first, nlohmann::json& record);
   LoaderCursor cursor_after(Trainer& trainer, int64_t tokens) const;
   void start_round(Trainer& trainer);
+  // Whether this step ends the round: every sync.inner_steps steps, or once sync.round_seconds
+  // have passed since the round started.
+  bool round_ends(const Trainer& trainer) const;
+  // sync.lone train: whether this member is the only live one and trains on without a round
+  // (docs/multisite.md "A lone member"); false when a second member is live, when the run's
+  // budget is reached, or when the coordinator lost this member (the usual recovery follows).
+  bool train_alone(Trainer& trainer, nlohmann::json& record);
+  // Elastic rounds, after a sync: the step (the lr schedule's position) follows the run's token
+  // progress, and the run is over once the coordinator closed its last round.
+  void follow_run(Trainer& trainer);
+  // The step at which the run has trained `tokens` of its token budget (elastic rounds).
+  int64_t progress_step(int64_t tokens) const;
   void heartbeat_loop();
   void stop_heartbeats();
 
@@ -85,6 +102,10 @@ class CoordinatedSync : public Sync {
   int32_t shard_;
   int64_t round_tokens_start_ = 0, loss_count_ = 0;
   double loss_sum_ = 0;
+  const bool elastic_, lone_;
+  double round_start_s_ = 0;      // when the round started (sync.round_seconds)
+  int64_t round_start_step_ = 0;  // the step it started at (elastic rounds)
+  bool run_over_ = false, alone_ = false;
   std::thread heartbeats_;
   std::mutex mu_;
   std::condition_variable cv_;

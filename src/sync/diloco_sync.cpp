@@ -1,6 +1,7 @@
 // DiLoCo on the worker (sync.mode diloco), on the skeleton of coordinated.h. Every
 // sync.inner_steps steps it sends the pseudo-gradient delta = theta_start - theta, encoded with
-// sync.codec (with error feedback when the codec is lossy and sync.codec.error_feedback is set).
+// sync.codec (with error feedback when the codec is lossy and sync.codec.error_feedback is set,
+// its residual decayed by sync.codec.error_decay: SparseLoCo's accumulator, docs/codec.md).
 // Then either the new global state replaces the parameters (sync.download state), or the round's
 // encoded average is replayed through the coordinator's outer step from theta_start (sync.download
 // update), and a checksum of the result against the coordinator's triggers a full resync.
@@ -18,7 +19,7 @@ class DilocoSync : public CoordinatedSync {
   DilocoSync(const Config& config, std::shared_ptr<CoordinatorClient> client, const JoinInfo& join)
       : CoordinatedSync(config, std::move(client), join) {
     if (config.sync.codec.type != "none" && config.sync.codec.error_feedback)
-      feedback_ = std::make_unique<ErrorFeedback>(*codec_);
+      feedback_ = std::make_unique<ErrorFeedback>(*codec_, config.sync.codec.error_decay);
   }
 
  private:

@@ -35,6 +35,7 @@ class HybridSync : public Sync {
         outer_(std::move(outer)),
         site_(std::move(site)),
         inner_steps_(config.sync.inner_steps),
+        elastic_(elastic_rounds(config.sync)),
         wait_(rank0_wait(config)) {
     TORCH_CHECK(bool(outer_) == (group_->rank() == 0),
                 "hybrid: the outer strategy belongs to the site's rank 0, and to it alone");
@@ -70,12 +71,27 @@ class HybridSync : public Sync {
     record["site_bytes_down"] = record.at("bytes_down");
     record.erase("bytes_up");
     record.erase("bytes_down");
+    const int64_t step_done = trainer.step();  // rank 0's sync may move it (elastic rounds)
     if (outer_) outer_->after_step(trainer, record);
-    if (trainer.step() % inner_steps_ != 0) return;
+    // Elastic rounds end when rank 0 says so (a sync may move the step, a round may last
+    // seconds): it tells its ranks after every step.
+    if (!elastic_ && step_done % inner_steps_ != 0) return;
 
-    // Rank 0 has synced with the other sites: every rank takes its parameters.
-    std::string round = outer_ && record.contains("round") ? record.at("round").dump() : "";
-    round = group_->share(0, "sync/" + std::to_string(trainer.step()), round, wait_);
+    // Rank 0 synced with the other sites (its round; -1: no sync, e.g. a lone site training on):
+    // every rank takes its parameters, its step (elastic rounds move it) and whether the run is
+    // over.
+    std::string said;
+    if (outer_) {
+      said = (record.contains("round") && !record.contains("lone") ? record.at("round").dump()
+                                                                   : std::string("-1")) +
+             " " + std::to_string(trainer.step()) + " " + (outer_->run_over() ? "1" : "0");
+    }
+    std::istringstream shared(group_->share(0, "sync/" + std::to_string(++shares_), said, wait_));
+    int64_t round = -1, step = trainer.step(), over = 0;
+    shared >> round >> step >> over;
+    run_over_ = over != 0;
+    if (round < 0) return;
+    if (!outer_) trainer.set_position(step, std::nullopt);
     auto& params = trainer.params().data();
     double start = now_s();
     {
@@ -84,7 +100,7 @@ class HybridSync : public Sync {
     }
     record["bcast_s"] = now_s() - start;
     record["bcast_bytes"] = params.numel() * int64_t(params.element_size());
-    if (!round.empty()) record["round"] = std::stoll(round);
+    record["round"] = round;
     record["worker"] = site_;
     record["param_checksum"] = param_checksum(params);
   }
@@ -94,12 +110,17 @@ class HybridSync : public Sync {
   }
 
   bool is_primary() const override { return group_->rank() == 0; }
+  bool elastic() const override { return elastic_; }
+  bool run_over() const override { return run_over_; }
 
  private:
   std::shared_ptr<ProcessGroup> group_;
   std::unique_ptr<Sync> ddp_, outer_;
   std::string site_;
   int64_t inner_steps_;
+  const bool elastic_;
+  bool run_over_ = false;
+  int64_t shares_ = 0;  // the store keys of the syncs' shares, the same sequence on every rank
   std::chrono::milliseconds wait_;
 };
 

@@ -241,7 +241,10 @@ TrainSummary Trainer::run() {
   if (sync_) sync_->start(*this);  // may move step_ (a worker joining mid-run)
   int64_t last_log_tokens = tokens_, first_step = step_;
   bool primary = !sync_ || sync_->is_primary();
-  while (step_ < t.max_steps) {
+  // Elastic rounds: the strategy ends the run (at its token budget); otherwise train.max_steps.
+  const bool elastic = sync_ && sync_->elastic();
+  auto over = [&] { return elastic ? sync_->run_over() : step_ >= t.max_steps; };
+  while (!over()) {
     StepStats s = train_step();
     double wall = wall_offset_s_ + (now_s() - start);
     nlohmann::json record = {{"step", s.step},
@@ -252,7 +255,8 @@ TrainSummary Trainer::run() {
                              {"grad_norm", s.grad_norm},
                              {"step_ms", s.seconds * 1e3}};
     if (sync_) sync_->after_step(*this, record);
-    bool last = s.step == t.max_steps && step_ == t.max_steps;  // not rolled back by the sync
+    // the end, and the step not rolled back by the sync
+    bool last = elastic ? over() : s.step == t.max_steps && step_ == t.max_steps;
     if (primary && (last || (t.eval_every > 0 && s.step % t.eval_every == 0))) {
       EvalStats e = evaluate();
       record["val_loss"] = e.loss;

@@ -5,10 +5,14 @@
 # kept indices and values, and decoded tensor, plus one sparse merge; this script recomputes them
 # in float64 from the definitions (docs/design.md "DCT, concretely"; docs/codec.md) and compares:
 #   plan          n1 = largest divisor of rows <= chunk, n2 likewise for cols
-#   coefficients  D1 . B . D2^T of every block, D the orthonormal DCT-II basis
+#   coefficients  D1 . B . D2^T of every block, D the orthonormal DCT-II basis; with transform
+#                 none the blocks' raw values
 #   selection     topk: k distinct indices whose |coefficient| is at least the k-th largest
 #                 band: exactly the k largest k1 / n1 + k2 / n2, ties to the larger index
-#   values        the coefficients at those indices within the value format's precision
+#   values        the coefficients at those indices within the value format's precision; int4
+#                 within half its chunk's step max|v| / 7.5; int2 exactly SparseLoCo's 4-level
+#                 quantiser recomputed here (mean mu, sigma with n - 1, bins of 1.5 sigma around
+#                 mu + [-3, -1.5, 0, 1.5] sigma clamped to 0..3, each value the mean of its bin)
 #   decoded       the inverse DCT of loco's kept coefficients; for fp32 top-k also the inverse
 #                 of this script's own top-k
 #   merge         each coefficient the mean over the payloads that carry it
@@ -72,6 +76,37 @@ def inverse(coef, r, c, n1, n2):
     return x.reshape(r, c)
 
 
+def raw_chunks(x2, n1, n2):
+    """transform none: the blocks' own values, [chunks, n1 * n2]."""
+    r, c = x2.shape
+    blocks = x2.double().reshape(r // n1, n1, c // n2, n2).permute(0, 2, 1, 3)
+    return blocks.reshape(-1, n1 * n2)
+
+
+def raw_inverse(chunks, r, c, n1, n2):
+    blocks = chunks.double().reshape(r // n1, c // n2, n1, n2).permute(0, 2, 1, 3)
+    return blocks.reshape(r, c)
+
+
+def int2_levels(values):
+    """SparseLoCo's 2-bit quantiser per chunk (row), float64: each value's dequantised level."""
+    out = torch.empty_like(values)
+    for ch in range(values.shape[0]):
+        v = values[ch]
+        mu = v.mean()
+        centered = v - mu
+        n = v.numel()
+        step = centered.norm() / math.sqrt(n - 1) * 6 / 4 if n > 1 else torch.tensor(0.0)
+        if not math.isfinite(step) or step <= 0:
+            step = 1.0
+        bins = torch.clamp(torch.round(centered / step + 2), 0, 3).long()
+        for b in range(4):
+            sel = bins == b
+            if sel.any():
+                out[ch][sel] = mu + centered[sel].mean()
+    return out
+
+
 def band(n1, n2, k):
     order = sorted(range(n1 * n2), key=lambda i: ((i // n2) * n2 + (i % n2) * n1, i), reverse=True)
     return sorted(order[:k])
@@ -97,8 +132,8 @@ def value_tolerance(fmt, ref_values):
         return mag * 2.0 ** -11 + 1e-7
     if fmt == "bf16":
         return mag * 2.0 ** -8 + 1e-7
-    if fmt == "int8":
-        scale = mag.amax(dim=1, keepdim=True) / 127
+    if fmt in ("int8", "int4"):
+        scale = mag.amax(dim=1, keepdim=True) / (127 if fmt == "int8" else 7.5)
         return (scale / 2) * (1 + 1e-4) + 1e-6 * (1 + mag)
     raise Failure(f"unknown value format {fmt!r}")
 
@@ -112,7 +147,9 @@ def check_case(case, rtol, atol):
     if (case["n1"], case["n2"]) != (n1, n2):
         raise Failure(f"{name}: plan {case['n1']}x{case['n2']}, expected {n1}x{n2}")
     scale = max(1.0, x.abs().max().item())
-    coef = forward(x2, n1, n2)
+    dct = case.get("transform", "dct") == "dct"
+    coef = forward(x2, n1, n2) if dct else raw_chunks(x2, n1, n2)
+    invert = inverse if dct else raw_inverse
     close(f"{name}: coefficients", case["coefficients"], coef, rtol, atol * scale)
 
     indices, kept = case["indices"], case["kept"]
@@ -130,16 +167,19 @@ def check_case(case, rtol, atol):
         elif (mag[ch, idx] < kth[ch] - atol * scale).any():
             raise Failure(f"{name}: chunk {ch} keeps a coefficient below the {k}-th largest")
     ref_kept = coef.gather(1, indices)
-    err = (kept.double() - ref_kept).abs() - value_tolerance(case["values"], ref_kept)
-    if err.max() > 0:
-        raise Failure(f"{name}: a kept value is off by more than {case['values']} allows")
+    if case["values"] == "int2":
+        close(f"{name}: int2 levels", kept, int2_levels(ref_kept), rtol, atol * scale)
+    else:
+        err = (kept.double() - ref_kept).abs() - value_tolerance(case["values"], ref_kept)
+        if err.max() > 0:
+            raise Failure(f"{name}: a kept value is off by more than {case['values']} allows")
 
     dense = torch.zeros_like(coef).scatter_(1, indices, kept.double())
-    mine = inverse(dense, r, c, n1, n2).reshape(x.shape)
+    mine = invert(dense, r, c, n1, n2).reshape(x.shape)
     close(f"{name}: decoded", case["decoded"], mine, rtol, atol * scale)
     if case["values"] == "fp32" and case["select"] == "topk":
         own = mag.topk(k, dim=1).indices
-        ref = inverse(torch.zeros_like(coef).scatter_(1, own, coef.gather(1, own)), r, c, n1, n2)
+        ref = invert(torch.zeros_like(coef).scatter_(1, own, coef.gather(1, own)), r, c, n1, n2)
         close(f"{name}: decoded vs own top-k", case["decoded"], ref.reshape(x.shape), rtol,
               atol * scale)
 
