@@ -1,5 +1,5 @@
 // `loco`: the one binary. Subcommands: data prepare, train, sample, bench train, bench
-// coordinator, coordinator, worker, launch, compare, export.
+// coordinator, coordinator, worker, launch, compare, emissions, export.
 // Every user-facing error is caught here, printed as one line, and turned into exit code 1.
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
