@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iterator>
+#include <optional>
 #include <sstream>
 
 #include "loco/c10d_compat.h"
@@ -40,22 +42,22 @@ class HybridSync : public Sync {
                 "hybrid: the outer strategy belongs to the site's rank 0, and to it alone");
   }
 
-  // Rank 0 pulls the global state (and, joining midway, moves to the run's step and data
-  // position); every rank takes its parameters, step and position.
+  // Rank 0 pulls the global state (and, joining midway, moves to the run's step) and claims the
+  // site's data lease; every rank takes its parameters, step and share of the lease.
   void start(Trainer& trainer) override {
     ddp_->start(trainer);
     std::string position;
     if (outer_) {
       outer_->start(trainer);
-      const LoaderCursor c = trainer.loader().cursor();
-      position = std::to_string(trainer.step()) + " " + std::to_string(c.epoch) + " " +
-                 std::to_string(c.position);
+      position = std::to_string(trainer.step()) + " " + trainer.loader().lease().to_text();
     }
     std::istringstream shared(group_->share(0, "start", position, wait_));
     int64_t step = 0;
-    LoaderCursor cursor;
-    shared >> step >> cursor.epoch >> cursor.position;
-    if (!outer_) trainer.set_position(step, cursor);
+    shared >> step;
+    if (!outer_) {
+      trainer.set_position(step, std::nullopt);
+      take_lease(trainer, std::string(std::istreambuf_iterator<char>(shared), {}));
+    }
     torch::NoGradGuard no_grad;
     group_->broadcast(trainer.params().data(), 0);
     spdlog::info("site {}: rank {} of {} from step {}, outer sync every {} steps on rank 0", site_,
@@ -74,8 +76,13 @@ class HybridSync : public Sync {
     if (trainer.step() % inner_steps_ != 0) return;
 
     // Rank 0 has synced with the other sites: every rank takes its parameters.
+    // With it, rank 0's next data lease (the coordinator gave it one for the whole site).
     std::string round = outer_ && record.contains("round") ? record.at("round").dump() : "";
+    if (outer_) round += "\n" + trainer.loader().lease().to_text();
     round = group_->share(0, "sync/" + std::to_string(trainer.step()), round, wait_);
+    const size_t cut = round.find('\n');
+    if (!outer_) take_lease(trainer, round.substr(cut + 1));
+    round = round.substr(0, cut);
     auto& params = trainer.params().data();
     double start = now_s();
     {
@@ -96,6 +103,11 @@ class HybridSync : public Sync {
   bool is_primary() const override { return group_->rank() == 0; }
 
  private:
+  // This rank's share of the site's lease, from its start (rank 0 has just claimed it).
+  void take_lease(Trainer& trainer, const std::string& text) {
+    trainer.loader().set_lease(DataLease::from_text(text), 0, group_->rank(), group_->size());
+  }
+
   std::shared_ptr<ProcessGroup> group_;
   std::unique_ptr<Sync> ddp_, outer_;
   std::string site_;
