@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -137,8 +138,17 @@ int run_site_worker(const loco::Config& config, const std::string& site, bool re
 
 // SIGTERM or SIGINT (a schedule stopping this worker, Ctrl-C) makes a DiLoCo worker leave the
 // coordinator at once, so its round closes without waiting for the lease to lapse, and exit.
-// Call block_stop_signals() before any thread starts (gRPC's, torch's): only the waiting thread
-// may receive them.
+// Call block_stop_signals() before any thread it can block starts (gRPC's, torch's). Threads
+// started before main (OpenBLAS's pool) still take the signals, so a handler catches them
+// wherever they land and wakes the leaving thread through a semaphore (async-signal-safe); the
+// leaving thread unblocks them, so some thread always takes them.
+sem_t g_stop_sem;
+volatile sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  ::sem_post(&g_stop_sem);
+}
+
 sigset_t block_stop_signals() {
   sigset_t set;
   sigemptyset(&set);
@@ -149,9 +159,16 @@ sigset_t block_stop_signals() {
 }
 
 void leave_on_stop_signal(sigset_t set, std::shared_ptr<loco::CoordinatorClient> client) {
+  ::sem_init(&g_stop_sem, 0, 0);
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
   std::thread([set, client] {
-    int sig = 0;
-    ::sigwait(&set, &sig);
+    ::pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    while (::sem_wait(&g_stop_sem) != 0) {  // EINTR: the handler ran on this thread
+    }
+    const int sig = g_stop_signal;
     spdlog::info("worker {}: stopping on {}; leaving the coordinator", client->worker_id(),
                  ::strsignal(sig));
     client->leave();
