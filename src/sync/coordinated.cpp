@@ -28,7 +28,7 @@ CoordinatedSync::CoordinatedSync(const Config& config, std::shared_ptr<Coordinat
 
 CoordinatedSync::~CoordinatedSync() {
   stop_heartbeats();
-  client_->set_data_source(nullptr);
+  if (client_) client_->set_data_source(nullptr);
 }
 
 void CoordinatedSync::start(Trainer& trainer) {
