@@ -107,6 +107,64 @@ TEST(DataPlan, ASavedPlanGoesOnExactlyAndKeepsLeasesForTheirHoldersUntilTheGrace
   EXPECT_EQ(late.lease_of("b"), nullptr);
 }
 
+TEST(DataPlan, SeatsGetTheSameRangesWhateverOrderTheirClaimsArriveIn) {
+  // Three seats of sizes 6, 3, 3 (a site of two ranks, two of one); three rounds; the claims of
+  // each round arrive in another order in each run. In round 1 "b" leaves having read 1 of its 3.
+  const std::vector<int64_t> sizes{6, 3, 3};
+  const std::vector<std::string> names{"a", "b", "c"};
+  auto run = [&](const std::vector<std::vector<int>>& orders) {
+    DataPlan plan;
+    std::map<std::string, DataLease> held;
+    std::vector<std::map<std::string, std::vector<LeaseRange>>> got(orders.size());
+    for (size_t round = 0; round < orders.size(); ++round) {
+      if (round == 2) plan.release("b", held["b"].id, 1);
+      for (int i : orders[round]) {
+        if (round == 2 && i == 1) continue;  // b is gone
+        auto& lease = held[names[size_t(i)]];
+        lease = plan.claim(names[size_t(i)], lease.id, lease.size(), sizes[size_t(i)], 30,
+                           {int64_t(round), i, sizes});
+        got[round][names[size_t(i)]] = lease.ranges;
+      }
+    }
+    return got;
+  };
+  auto x = run({{0, 1, 2}, {0, 1, 2}, {0, 2}}), y = run({{2, 1, 0}, {1, 0, 2}, {2, 0}});
+  ASSERT_EQ(x.size(), y.size());
+  for (size_t round = 0; round < x.size(); ++round) EXPECT_EQ(x[round], y[round]) << round;
+  // Each seat's range lies where its place in seat order puts it, not where its claim came.
+  EXPECT_EQ(x[0]["a"], (std::vector<LeaseRange>{{0, 0, 6}}));
+  EXPECT_EQ(x[0]["c"], (std::vector<LeaseRange>{{0, 9, 12}}));
+  EXPECT_EQ(x[1]["b"], (std::vector<LeaseRange>{{0, 18, 21}}));
+  // Round 2: b's unread rest (19..21) went back; seat 0 (a) gets it first, then fresh ones.
+  EXPECT_EQ(x[2]["a"], (std::vector<LeaseRange>{{0, 19, 21}, {0, 24, 28}}));
+  EXPECT_EQ(x[2]["c"], (std::vector<LeaseRange>{{1, 1, 4}}));
+}
+
+TEST(DataPlan, ALeaseReadWholeAndAnUnclaimedReservationAreEachHandedOutOnce) {
+  // Seats read their leases whole each round, but seat 1 claims only every other round: its
+  // unclaimed reservations go back and are dealt out again. No position is handed out twice.
+  DataPlan plan;
+  const std::vector<int64_t> sizes{4, 4};
+  std::map<std::string, DataLease> held;
+  std::set<Read> seen;
+  for (int64_t round = 0; round < 30; ++round) {
+    for (int seat = 0; seat < 2; ++seat) {
+      if (seat == 1 && round % 2) continue;
+      std::string name = seat ? "b" : "a";
+      auto& lease = held[name];
+      if (lease.id) EXPECT_TRUE(read_into(seen, lease, lease.size())) << "a window read twice";
+      lease = plan.claim(name, lease.id, lease.size(), 4, 25, {round, seat, sizes});
+      EXPECT_EQ(lease.size(), 4);
+    }
+  }
+  EXPECT_GE(plan.epochs_done(), 3);
+  for (int64_t e = 0; e < plan.epochs_done(); ++e) EXPECT_EQ(count_epoch(seen, e), 25);
+  // The reservations are part of the saved plan.
+  DataPlan copy = DataPlan::from_json(plan.to_json(), 0, 0);
+  EXPECT_EQ(copy.to_json(), plan.to_json());
+  EXPECT_EQ(copy.reserved(1), plan.reserved(1));
+}
+
 TEST(DataPlan, ClaimsThatDoNotFitAreRefusedWithTheirNumbers) {
   DataPlan plan;
   DataLease a = plan.claim("a", 0, 0, 10, 100);

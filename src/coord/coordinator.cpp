@@ -163,8 +163,24 @@ void CoordinatorCore::leave(const std::string& worker_id, int64_t lease_id, int6
 DataLease CoordinatorCore::claim_data(const std::string& worker_id, int64_t lease_id,
                                       int64_t consumed, int64_t want, int64_t windows) {
   std::lock_guard<std::mutex> lock(mu_);
-  member_locked(worker_id);
-  DataLease lease = plan_->claim(worker_id, lease_id, consumed, want, windows);
+  const Member& m = member_locked(worker_id);
+  // The run's seats (docs/data.md): the sites in config order (a site joins under its name),
+  // else the sync.workers slots; each seat a round of windows for each of its ranks.
+  const auto& t = config_.train;
+  const int64_t per_rank = config_.sync.inner_steps * t.grad_accum * t.batch_size;
+  const auto& sites = config_.sync.sites;
+  DataSeats seats;
+  seats.round = round_;
+  if (sites.empty()) {
+    seats.seat = m.info.shard;
+    seats.sizes.assign(size_t(config_.sync.workers), per_rank);
+  } else {
+    for (size_t i = 0; i < sites.size(); ++i) {
+      if (sites[i].name == worker_id) seats.seat = int64_t(i);
+      seats.sizes.push_back(per_rank * sites[i].ranks);
+    }
+  }
+  DataLease lease = plan_->claim(worker_id, lease_id, consumed, want, windows, seats);
   save_plan_locked();
   return lease;
 }

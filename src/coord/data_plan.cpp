@@ -10,7 +10,7 @@
 namespace loco {
 
 DataLease DataPlan::claim(const std::string& holder, int64_t lease_id, int64_t consumed,
-                          int64_t want, int64_t windows) {
+                          int64_t want, int64_t windows, const DataSeats& seats) {
   if (windows < 1 || (windows_ > 0 && windows != windows_))
     throw CoordError(CoordError::kInvalidArgument,
                      "this worker's corpus has " + std::to_string(windows) +
@@ -37,6 +37,15 @@ DataLease DataPlan::claim(const std::string& holder, int64_t lease_id, int64_t c
       count_read(h.lease, h.consumed, consumed);
       ranges = h.lease.slice(consumed, size);  // what it has not read yet comes first
       held_.erase(it);
+    }
+  }
+  // Then the seat's reservation for this round (made at the round's first claim).
+  if (seats.seat >= 0 && !seats.sizes.empty()) {
+    if (seats.round != reserved_round_) reserve(seats);
+    auto mine = reserved_.find(seats.seat);
+    if (mine != reserved_.end()) {
+      for (const auto& r : mine->second) ranges.push_back(r);
+      reserved_.erase(mine);
     }
   }
   int64_t have = 0;
@@ -124,6 +133,21 @@ std::vector<LeaseRange> DataPlan::take(int64_t n) {
   return out;
 }
 
+// A new round: the last round's unclaimed reservations go back, then each seat in order gets its
+// size from the free list (oldest first) and fresh positions.
+void DataPlan::reserve(const DataSeats& seats) {
+  for (const auto& [seat, ranges] : reserved_) give_back(ranges);
+  reserved_.clear();
+  reserved_round_ = seats.round;
+  for (size_t i = 0; i < seats.sizes.size(); ++i)
+    if (seats.sizes[i] > 0) reserved_[int64_t(i)] = take(seats.sizes[i]);
+}
+
+std::vector<LeaseRange> DataPlan::reserved(int64_t seat) const {
+  auto it = reserved_.find(seat);
+  return it == reserved_.end() ? std::vector<LeaseRange>{} : it->second;
+}
+
 int64_t DataPlan::read_in(int64_t epoch) const {
   if (epoch < epochs_done_ && !read_.count(epoch)) return windows_;
   auto it = read_.find(epoch);
@@ -155,6 +179,8 @@ nlohmann::json DataPlan::to_json() const {
         {"id", h.lease.id}, {"ranges", ranges_json(h.lease.ranges)}, {"consumed", h.consumed}};
   nlohmann::json read = nlohmann::json::object();
   for (const auto& [epoch, n] : read_) read[std::to_string(epoch)] = n;
+  nlohmann::json reserved = nlohmann::json::object();
+  for (const auto& [seat, ranges] : reserved_) reserved[std::to_string(seat)] = ranges_json(ranges);
   return {{"format", "loco-data-plan"},
           {"version", 1},
           {"windows", windows_},
@@ -164,7 +190,9 @@ nlohmann::json DataPlan::to_json() const {
           {"epochs_done", epochs_done_},
           {"free", ranges_json(free_)},
           {"held", held},
-          {"read", read}};
+          {"read", read},
+          {"reserved_round", reserved_round_},
+          {"reserved", reserved}};
 }
 
 DataPlan DataPlan::from_json(const nlohmann::json& j, double now, double grace_s) {
@@ -178,17 +206,25 @@ DataPlan DataPlan::from_json(const nlohmann::json& j, double now, double grace_s
     p.held_[holder] = {DataLease{h.at("id"), ranges_of(h.at("ranges"))}, h.at("consumed"),
                        now + grace_s};
   for (const auto& [epoch, n] : j.at("read").items()) p.read_[std::stoll(epoch)] = n;
+  p.reserved_round_ = j.value("reserved_round", int64_t(-1));  // absent in plans saved before
+  if (j.contains("reserved"))
+    for (const auto& [seat, ranges] : j.at("reserved").items())
+      p.reserved_[std::stoll(seat)] = ranges_of(ranges);
   return p;
 }
 
 nlohmann::json DataPlan::summary() const {
   int64_t free = 0;
   for (const auto& r : free_) free += r.size();
+  int64_t reserved = 0;
+  for (const auto& [seat, ranges] : reserved_)
+    for (const auto& r : ranges) reserved += r.size();
   return {{"windows_per_epoch", windows_},
           {"epochs_read", epochs_done_},
           {"epoch", epoch_},
           {"next_position", next_},
-          {"free_windows", free}};
+          {"free_windows", free},
+          {"reserved_windows", reserved}};
 }
 
 }  // namespace loco
