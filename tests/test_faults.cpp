@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -395,4 +397,71 @@ TEST(Faults, LaunchReplaysAScheduleInWhichAWorkerLeavesAndComesBack) {
   EXPECT_NE(events.find("\"action\":\"schedule\",\"event\":\"exited\""), std::string::npos)
       << events;
   EXPECT_EQ(events.find("\"event\":\"restarted\""), std::string::npos) << events;
+}
+
+// Issue 15: a member that leaves does not strand its data. Three workers read leases of the
+// coordinator's data plan (docs/data.md); w2 leaves (SIGTERM) and comes back with --resume, then
+// the coordinator is killed and restarted. Every window any worker read is in LOCO_WINDOW_LOG:
+// none twice within an epoch, and each epoch the plan counts as read holds every window of the
+// corpus.
+TEST(Faults, NoWindowIsReadTwiceInAnEpochAcrossALeaveARejoinAndACoordinatorRestart) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = process_config(dir + "/coordinator", 3, 24, 10);
+  c.train.batch_size = 8;  // 240 windows a round: the sample corpus's epoch takes a few rounds
+  std::string config = loco::testing::write_config(dir, c);
+  fs::create_directories(dir + "/windows");
+  ::setenv("LOCO_WINDOW_LOG", (dir + "/windows").c_str(), 1);
+  auto [coord, workers] = start_run(config, dir, {"w0", "w1", "w2"});
+  ASSERT_TRUE(wait_until([&] { return logged_round(dir + "/coordinator") >= 3; }, 120))
+      << read_text(dir + "/coord.log");
+  ::kill(workers[2], SIGTERM);  // leaves, saying how far it read its lease
+  EXPECT_EQ(wait_exit(workers[2]), 128 + SIGTERM);
+  int64_t left_at = logged_round(dir + "/coordinator");
+  ASSERT_TRUE(wait_until([&] { return logged_round(dir + "/coordinator") >= left_at + 2; }, 60));
+  // Back with --resume; then (all three members in, as the first round after a restart waits
+  // for sync.workers of them) the coordinator is killed and restarted.
+  pid_t again = spawn_shell(worker_cmd(config, dir, "w2") + " --resume", dir + "/w2-again.log");
+  ASSERT_TRUE(wait_until([&] { return logged_round(dir + "/coordinator") >= left_at + 5; }, 60));
+  ::kill(coord, SIGKILL);
+  EXPECT_EQ(wait_exit(coord), 128 + SIGKILL);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  pid_t coord2 =
+      spawn_shell(loco_cmd("coordinator --resume --config " + config), dir + "/coord2.log");
+  for (pid_t w : {workers[0], workers[1], again}) EXPECT_EQ(wait_exit(w), 0);
+  EXPECT_EQ(wait_exit(coord2), 0) << read_text(dir + "/coord2.log");
+  ::unsetenv("LOCO_WINDOW_LOG");
+
+  // w2 left through Leave (not a lapsed lease), handing back the part of its lease it had not read.
+  std::string log = read_text(dir + "/coord.log");
+  EXPECT_NE(log.find("w2 left"), std::string::npos) << log;
+  EXPECT_NE(log.find("w2 gave back"), std::string::npos) << log;
+  EXPECT_NE(read_text(dir + "/coord2.log").find("data plan restored"), std::string::npos);
+  // (epoch, window) -> reads, over every process's log (w2 wrote two: one per process).
+  std::map<std::pair<int64_t, int64_t>, int> reads;
+  std::map<std::pair<int64_t, int64_t>, int64_t> window_at;  // (epoch, position) -> window
+  size_t files = 0;
+  for (const auto& f : fs::directory_iterator(dir + "/windows")) {
+    ++files;
+    std::ifstream in(f.path());
+    int64_t epoch = 0, position = 0, window = 0;
+    while (in >> epoch >> position >> window) {
+      ++reads[{epoch, window}];
+      auto [it, fresh] = window_at.insert({{epoch, position}, window});
+      EXPECT_EQ(it->second, window) << "position " << position << " maps to two windows";
+    }
+  }
+  EXPECT_EQ(files, 4u);  // w0, w1, w2 and w2 again
+  int twice = 0;
+  for (const auto& [key, n] : reads) twice += n > 1;
+  EXPECT_EQ(twice, 0) << "windows read more than once within their epoch";
+  auto summary = nlohmann::json::parse(read_text(dir + "/coordinator/summary.json"));
+  const auto& data = summary.at("data");
+  const int64_t per_epoch = data.at("windows_per_epoch").get<int64_t>();
+  const int64_t done = data.at("epochs_read").get<int64_t>();
+  EXPECT_GE(done, 1) << data.dump();
+  for (int64_t e = 0; e < done; ++e) {
+    int64_t distinct = 0;
+    for (const auto& [key, n] : reads) distinct += key.first == e;
+    EXPECT_EQ(distinct, per_epoch) << "epoch " << e << " was not read whole";
+  }
 }

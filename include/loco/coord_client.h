@@ -11,11 +11,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string_view>
 #include <string>
 #include <vector>
 
 #include "loco/config.h"
+#include "loco/data_lease.h"
 #include "loco/protocol.h"
 
 namespace loco {
@@ -50,7 +52,14 @@ class CoordinatorClient {
   JoinInfo rejoin();
   CoordinatorStatus status(double timeout_s = 5);
   void heartbeat();  // throws on failure
+  // Leaves the coordinator, first stopping the data source (set_data_source) and telling the
+  // coordinator how far this worker read its data lease. Best effort: the lease expires anyway.
   void leave();
+  // The next data lease (docs/data.md, "Data in a coordinated run"): reports `consumed` windows
+  // read of lease `lease_id`, asks for `want`, in a corpus of `windows` windows an epoch.
+  DataLease claim_data(int64_t lease_id, int64_t consumed, int64_t want, int64_t windows);
+  // What leave() calls to stop reading data and learn (lease id, windows read); null: none.
+  void set_data_source(std::function<std::pair<int64_t, int64_t>()> stop_reading);
   // Streams the update (under this client's worker id, whatever update.worker_id says) from its
   // payloads in place; returns the serialized bytes sent. Throws std::runtime_error with the
   // coordinator's status message on refusal.
@@ -91,6 +100,8 @@ class CoordinatorClient {
   std::string address_, worker_id_, name_;
   int64_t num_params_ = 0;
   int32_t shard_ = -1;  // from the last successful join
+  std::mutex data_mu_;
+  std::function<std::pair<int64_t, int64_t>()> stop_reading_;
 };
 
 }  // namespace loco

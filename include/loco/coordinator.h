@@ -3,6 +3,7 @@
 // Nesterov state) for joins, checkpoints and evaluation. src/coord/service.cpp puts it behind
 // gRPC; tests drive it directly.
 //   membership.h   joins, leases, shards and their cursors, the straggler deadline
+//   data_plan.h    who reads which training windows: leases of the epochs' positions
 //   aggregator.h   one aggregator per sync method: what a round's pushes become (DiLoCo: the
 //                  token-weighted average and the outer step; demo: the sparse merge, consensus)
 //   ledger.h       bytes by purpose, and what fp32 DiLoCo and DDP would have sent
@@ -31,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "loco/config.h"
+#include "loco/data_lease.h"
 #include "loco/protocol.h"
 
 namespace loco {
@@ -38,6 +40,7 @@ namespace loco {
 class Aggregator;
 class ByteLedger;
 class EnergyMeter;
+class DataPlan;
 class Evaluator;
 class Membership;
 class OuterNesterov;
@@ -76,7 +79,14 @@ class CoordinatorCore {
   JoinInfo join(const std::string& name, int64_t num_params, int32_t want_shard = -1);
   static constexpr size_t kMaxWorkerName = 128;
   void heartbeat(const std::string& worker_id);
-  void leave(const std::string& worker_id);
+  // `lease_id`, `consumed`: the data lease it held and how far it read it (0, 0: none).
+  void leave(const std::string& worker_id, int64_t lease_id = 0, int64_t consumed = -1);
+  // The member's next data lease (src/coord/data_plan.h): saved to run.dir/data_plan.json before
+  // it is returned, so a restarted coordinator hands out nothing twice.
+  DataLease claim_data(const std::string& worker_id, int64_t lease_id, int64_t consumed,
+                       int64_t want, int64_t windows);
+  // The data plan as saved (tests).
+  nlohmann::json data_plan() const;
 
   // Checks an update's header before its payload arrives (size limit, round, worker, tensors).
   void check_header(const Update& header, uint64_t payload_bytes) const;
@@ -146,6 +156,8 @@ class CoordinatorCore {
   std::unique_ptr<Evaluator> evaluator_;  // also the model whose layout the run uses
   std::unique_ptr<Aggregator> aggregator_;
   std::unique_ptr<Membership> members_;
+  std::unique_ptr<DataPlan> plan_;  // who reads which training windows
+  void save_plan_locked() const;
   std::unique_ptr<ByteLedger> ledger_;
   mutable std::mutex mu_;  // guards everything below and the parts above but the evaluator
   std::condition_variable round_closed_;

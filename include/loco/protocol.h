@@ -51,7 +51,9 @@ struct JoinInfo {
   std::string worker_id;
   int64_t round = 0;
   int32_t shard = 0, num_shards = 1;
-  int64_t cursor_tokens = 0;  // tokens the shard contributed in closed rounds: read on from there
+  // Tokens the shard contributed in closed rounds (a count; the data itself comes in leases:
+  // data_lease.h).
+  int64_t cursor_tokens = 0;
   // Set by the member itself, not the coordinator: the DDP ranks that train its replica (a
   // site's rank count, docs/multisite.md). Its pushes count their tokens, which the average
   // weighs by.

@@ -39,6 +39,9 @@ class Sync {
   // elastic(): whether the run is over (the coordinator closed its last round); asked after every
   // step.
   virtual bool run_over() const { return false; }
+  // Coordinated runs: claims the next data lease now (a site's rank 0 in elastic rounds, whose
+  // ranks would otherwise run out of their share between syncs).
+  virtual void refill_data(Trainer& trainer) {}
   // Whether this process writes checkpoints and the final evaluation (DDP: rank 0 only).
   virtual bool is_primary() const { return true; }
   // Once at the end of a run, on the primary: the method's fields of the run's summary.json (the

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <unistd.h>
 

@@ -181,11 +181,43 @@ void CoordinatorClient::heartbeat() {
   if (!s.ok()) fail("Heartbeat", s);
 }
 
+void CoordinatorClient::set_data_source(std::function<std::pair<int64_t, int64_t>()> stop) {
+  std::lock_guard<std::mutex> lock(data_mu_);
+  stop_reading_ = std::move(stop);
+}
+
+DataLease CoordinatorClient::claim_data(int64_t lease_id, int64_t consumed, int64_t want,
+                                        int64_t windows) {
+  grpc::ClientContext ctx;
+  impl_->prepare(ctx, config_.round_timeout_s);
+  v1::ClaimRequest req;
+  req.set_worker_id(worker_id_);
+  req.set_lease_id(lease_id);
+  req.set_consumed(consumed);
+  req.set_want(want);
+  req.set_windows(windows);
+  v1::ClaimReply reply;
+  grpc::Status s = impl_->stub->ClaimData(&ctx, req, &reply);
+  if (!s.ok()) fail("ClaimData", s);
+  DataLease lease;
+  lease.id = reply.lease_id();
+  for (const auto& r : reply.ranges()) lease.ranges.push_back({r.epoch(), r.begin(), r.end()});
+  return lease;
+}
+
 void CoordinatorClient::leave() {
   grpc::ClientContext ctx;
   impl_->prepare(ctx, 5);
   v1::LeaveRequest req;
   req.set_worker_id(worker_id_);
+  {
+    std::lock_guard<std::mutex> lock(data_mu_);
+    if (stop_reading_) {
+      auto [lease_id, consumed] = stop_reading_();
+      req.set_lease_id(lease_id);
+      req.set_consumed(consumed);
+    }
+  }
   v1::LeaveReply reply;
   impl_->stub->Leave(&ctx, req, &reply);  // best effort: the lease expires anyway
 }

@@ -3,8 +3,10 @@
 // ledger and the evaluator.
 #include "loco/coordinator.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -13,6 +15,7 @@
 #include <set>
 
 #include "aggregator.h"
+#include "data_plan.h"
 #include "evaluator.h"
 #include "ledger.h"
 #include "loco/checkpoint.h"
@@ -51,6 +54,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   outer_ = std::make_unique<OuterNesterov>(sync.outer.lr, sync.outer.momentum, theta_);
   aggregator_ = make_aggregator(config_, layout_);
   members_ = std::make_unique<Membership>(sync.workers, sync.coordinator);
+  plan_ = std::make_unique<DataPlan>();
   ledger_ = std::make_unique<ByteLedger>(theta_.numel(), sync.workers, sync.inner_steps);
   if (!sync.schedule.empty()) {
     Schedule schedule = Schedule::load(sync.schedule);
@@ -61,6 +65,20 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
       prepare_run_dir(config_.run.dir, resume ? RunStart::kResume : RunStart::kFresh);
   int64_t keep_metrics = -1;
   if (resume) {
+    // The data plan is saved on every claim, not with the round: the leases handed out since
+    // the checkpoint stay handed out (their windows were read; docs/data.md).
+    auto plan_file = std::filesystem::path(config_.run.dir) / "data_plan.json";
+    if (std::filesystem::exists(plan_file)) {
+      std::ifstream in(plan_file);
+      try {
+        *plan_ = DataPlan::from_json(
+            nlohmann::json::parse(in), now_s(),
+            std::max(sync.coordinator.lease_s, sync.coordinator.connect_timeout_s));
+      } catch (const std::exception& e) {
+        throw std::runtime_error(plan_file.string() + ": " + e.what());
+      }
+      spdlog::info("coordinator: data plan restored from {}", plan_file.string());
+    }
     restore(newest);
     keep_metrics = round_ * sync.inner_steps;  // records are keyed by step, not round
   }
@@ -150,9 +168,53 @@ void CoordinatorCore::heartbeat(const std::string& worker_id) {
   member_locked(worker_id);
 }
 
-void CoordinatorCore::leave(const std::string& worker_id) {
+void CoordinatorCore::leave(const std::string& worker_id, int64_t lease_id, int64_t consumed) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (members_->leave(worker_id)) round_closed_.notify_all();
+  if (!members_->leave(worker_id)) return;
+  if (plan_->release(worker_id, lease_id, consumed)) save_plan_locked();
+  round_closed_.notify_all();
+}
+
+DataLease CoordinatorCore::claim_data(const std::string& worker_id, int64_t lease_id,
+                                      int64_t consumed, int64_t want, int64_t windows) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Member& m = member_locked(worker_id);
+  // The run's seats (docs/data.md): the sites in config order (a site joins under its name),
+  // else the sync.workers slots; each seat a round of windows for each of its ranks.
+  const auto& t = config_.train;
+  const int64_t per_rank = config_.sync.inner_steps * t.grad_accum * t.batch_size;
+  const auto& sites = config_.sync.sites;
+  DataSeats seats;
+  seats.round = round_;
+  if (sites.empty()) {
+    seats.seat = m.info.shard;
+    seats.sizes.assign(size_t(config_.sync.workers), per_rank);
+  } else {
+    for (size_t i = 0; i < sites.size(); ++i) {
+      if (sites[i].name == worker_id) seats.seat = int64_t(i);
+      seats.sizes.push_back(per_rank * sites[i].ranks);
+    }
+  }
+  DataLease lease = plan_->claim(worker_id, lease_id, consumed, want, windows, seats);
+  save_plan_locked();
+  return lease;
+}
+
+nlohmann::json CoordinatorCore::data_plan() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return plan_->to_json();
+}
+
+// run.dir/data_plan.json, atomically (a temporary file, fsynced, renamed).
+void CoordinatorCore::save_plan_locked() const {
+  const auto path = std::filesystem::path(config_.run.dir) / "data_plan.json";
+  const std::string tmp = path.string() + ".tmp", text = plan_->to_json().dump();
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  bool ok =
+      fd >= 0 && ::write(fd, text.data(), text.size()) == ssize_t(text.size()) && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!ok) throw std::runtime_error(tmp + ": cannot write the data plan");
+  std::filesystem::rename(tmp, path);
 }
 
 void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) const {
@@ -410,6 +472,9 @@ void CoordinatorCore::tick() {
     spdlog::info("coordinator: no member is up; waiting at round {}/{}", round_, total_rounds_);
     last_waiting_log_ = now;
   }
+  std::set<std::string> live;
+  for (const auto& [id, m] : members_->members()) live.insert(id);
+  if (plan_->sweep(live, now)) save_plan_locked();
   if (round_ < total_rounds_ &&
       (members_->round_complete(round_) || members_->deadline_passed(now)))
     close_round_locked();
@@ -427,7 +492,8 @@ nlohmann::json CoordinatorCore::totals() const {
               {"complete", round_ >= total_rounds_},  // false when stopped early (Ctrl-C, SIGTERM)
               {"tokens", tokens_total_},
               {"final_val_loss", evaluator_->last_val_loss()},
-              {"final_val_bpb", evaluator_->last_val_bpb()}});
+              {"final_val_bpb", evaluator_->last_val_bpb()},
+              {"data", plan_->summary()}});
   // The slow link the workers reached this coordinator through, and how it was shaped.
   LinkPlan link = plan_link(config_.sync.link);
   if (!link.record.is_null()) out["link"] = link.record;

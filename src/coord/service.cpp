@@ -67,7 +67,21 @@ class Service final : public v1::Coordinator::Service {
   grpc::Status Leave(grpc::ServerContext* ctx, const v1::LeaveRequest* req,
                      v1::LeaveReply*) override {
     return guarded("Leave", ctx, [&] {
-      core_.leave(req->worker_id());
+      core_.leave(req->worker_id(), req->lease_id(), req->consumed());
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::Status ClaimData(grpc::ServerContext* ctx, const v1::ClaimRequest* req,
+                         v1::ClaimReply* reply) override {
+    return guarded("ClaimData", ctx, [&] {
+      DataLease lease = core_.claim_data(req->worker_id(), req->lease_id(), req->consumed(),
+                                         req->want(), req->windows());
+      reply->set_lease_id(lease.id);
+      for (const auto& r : lease.ranges) {
+        auto* out = reply->add_ranges();
+        out->set_epoch(r.epoch), out->set_begin(r.begin), out->set_end(r.end);
+      }
       return grpc::Status::OK;
     });
   }

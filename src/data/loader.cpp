@@ -5,6 +5,10 @@
 #include <spdlog/fmt/fmt.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <stdexcept>
 
@@ -93,23 +97,96 @@ DataLoader::DataLoader(std::shared_ptr<const TokenStream> tokens, int64_t batch_
         "needs {} tokens, it holds {}",
         seq_len, world_size, world_size * seq_len + 1, tokens_->size()));
   }
+  if (const char* log = std::getenv("LOCO_WINDOW_LOG")) window_log_ = log;
+}
+
+int64_t DataLoader::total_windows() const {
+  return count_windows(tokens_->size(), seq_len_);
+}
+
+// The epoch's permutation depends only on (seed, epoch).
+const Permutation& DataLoader::order_for(int64_t epoch) {
+  if (!order_ || order_epoch_ != epoch) {
+    uint64_t state = static_cast<uint64_t>(seed_);
+    uint64_t key = splitmix64(state) ^ static_cast<uint64_t>(epoch);
+    order_ = std::make_unique<Permutation>(total_windows(), key);
+    order_epoch_ = epoch;
+  }
+  return *order_;
 }
 
 Batch DataLoader::next() {
   std::vector<int64_t> windows(batch_size_);
+  if (leased_) {
+    std::unique_lock<std::mutex> lock(*lease_mu_);
+    const int64_t need = batch_size_ * lease_ranks_;  // the whole site's step
+    for (int tries = 0; !stopped_ && lease_offset_ + need > lease_.size(); ++tries) {
+      if (!refill_ || tries > 0)
+        throw std::runtime_error(fmt::format(
+            "the data lease {} is used up ({} of {} windows read, a step needs {}) and no next "
+            "lease was claimed",
+            lease_.id, lease_offset_, lease_.size(), need));
+      lock.unlock();
+      refill_(*this);
+      lock.lock();
+    }
+    if (stopped_) never_->wait(lock, [] { return false; });  // leaving: the process exits
+    std::vector<int64_t> epochs(batch_size_), positions(batch_size_);
+    for (int64_t i = 0; i < batch_size_; ++i) {
+      auto [epoch, position] = lease_.at(lease_offset_ + lease_rank_ + i * lease_ranks_);
+      epochs[i] = epoch, positions[i] = position;
+      windows[i] = static_cast<int64_t>(order_for(epoch)(static_cast<uint64_t>(position)));
+    }
+    lease_offset_ += need;
+    if (!window_log_.empty()) log_windows(windows, epochs, positions);
+    lock.unlock();
+    return gather_windows(*tokens_, windows, seq_len_);
+  }
   for (auto& window : windows) {
     if (cursor_.position == n_windows_) cursor_ = {cursor_.epoch + 1, 0};
-    if (!order_ || order_epoch_ != cursor_.epoch) {
-      // The epoch's permutation depends only on (seed, epoch).
-      uint64_t state = static_cast<uint64_t>(seed_);
-      uint64_t key = splitmix64(state) ^ static_cast<uint64_t>(cursor_.epoch);
-      order_ = std::make_unique<Permutation>(count_windows(tokens_->size(), seq_len_), key);
-      order_epoch_ = cursor_.epoch;
-    }
     // This worker's share of the permutation: entries rank, rank + W, rank + 2W, ...
-    window = static_cast<int64_t>((*order_)(rank_ + cursor_.position++ * world_size_));
+    window =
+        static_cast<int64_t>(order_for(cursor_.epoch)(rank_ + cursor_.position++ * world_size_));
   }
   return gather_windows(*tokens_, windows, seq_len_);
+}
+
+void DataLoader::set_lease(const DataLease& lease, int64_t offset, int64_t rank, int64_t ranks) {
+  if (ranks < 1 || rank < 0 || rank >= ranks || offset < 0 || offset > lease.size())
+    throw std::invalid_argument(
+        fmt::format("data lease {} of {} windows read from {} as rank {} of {}: out of range",
+                    lease.id, lease.size(), offset, rank, ranks));
+  std::lock_guard<std::mutex> lock(*lease_mu_);
+  lease_ = lease, lease_offset_ = offset, lease_rank_ = rank, lease_ranks_ = ranks;
+  leased_ = true;
+}
+
+DataLease DataLoader::lease() const {
+  std::lock_guard<std::mutex> lock(*lease_mu_);
+  return lease_;
+}
+
+int64_t DataLoader::lease_offset() const {
+  std::lock_guard<std::mutex> lock(*lease_mu_);
+  return lease_offset_;
+}
+
+std::pair<int64_t, int64_t> DataLoader::stop_reading() {
+  std::lock_guard<std::mutex> lock(*lease_mu_);
+  stopped_ = true;
+  return {lease_.id, lease_offset_};
+}
+
+// LOCO_WINDOW_LOG=DIR: one line per window read, "epoch position window", in DIR/PID.log (a
+// debugging and test aid: tests check that no window is read twice).
+void DataLoader::log_windows(const std::vector<int64_t>& windows,
+                             const std::vector<int64_t>& epochs,
+                             const std::vector<int64_t>& positions) {
+  std::string text;
+  for (size_t i = 0; i < windows.size(); ++i)
+    text += fmt::format("{} {} {}\n", epochs[i], positions[i], windows[i]);
+  std::ofstream out(window_log_ + "/" + std::to_string(::getpid()) + ".log", std::ios::app);
+  out << text << std::flush;
 }
 
 void DataLoader::set_cursor(const LoaderCursor& cursor) {

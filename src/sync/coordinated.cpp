@@ -24,13 +24,13 @@ CoordinatedSync::CoordinatedSync(const Config& config, std::shared_ptr<Coordinat
       download_update_(downloads_update(config.sync)),
       codec_(make_codec(config.sync.codec)),
       site_ranks_(join.site_ranks),
-      cursor_tokens_(join.cursor_tokens),
       shard_(join.shard),
       elastic_(elastic_rounds(config.sync)),
       lone_(config.sync.lone == "train") {}
 
 CoordinatedSync::~CoordinatedSync() {
   stop_heartbeats();
+  if (client_) client_->set_data_source(nullptr);
 }
 
 void CoordinatedSync::start(Trainer& trainer) {
@@ -42,11 +42,16 @@ void CoordinatedSync::start(Trainer& trainer) {
   heartbeats_ = std::thread([this] { heartbeat_loop(); });
   PullResult r = pull_params(params, /*with_velocity=*/velocity().defined() && round_ > 0);
   theta_start_ = params.clone();
-  if (round_ > 0 || cursor_tokens_ > 0) {
+  if (round_ > 0) {
     int64_t step = round_ * config_.sync.inner_steps;
     if (elastic_) step = progress_step(client_->status().tokens);
-    trainer.set_position(step, cursor_after(trainer, cursor_tokens_));
+    trainer.set_position(step, std::nullopt);
   }
+  // The data comes in leases from the coordinator (docs/data.md); Leave reports how far it got.
+  DataLoader& loader = trainer.loader();
+  client_->set_data_source([&loader] { return loader.stop_reading(); });
+  if (site_ranks_ == 1) loader.set_refill([this](DataLoader& l) { claim_data(l); });
+  claim_data(loader);
   round_tokens_start_ = trainer.tokens();
   round_start_s_ = now_s();
   round_start_step_ = trainer.step();
@@ -70,6 +75,7 @@ void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
     up = client_->push(make_update(trainer, &codec_s));
     pull_start = now_s();
     down = download(params, &codec_s);
+    if (trainer.step() < config_.train.max_steps) claim_data(trainer.loader());  // next round's
   } catch (const RpcError& e) {
     if (e.code == RpcError::kOther || site_ranks_ > 1) throw;
     recover(trainer, e, record);
@@ -102,6 +108,21 @@ void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
 void CoordinatedSync::finish(Trainer&) {
   stop_heartbeats();
   client_->leave();
+  client_->set_data_source(nullptr);  // the loader goes with the trainer
+}
+
+// Reports how far this worker read its lease and takes the next one: a round's worth of windows
+// for the whole site (its ranks split each step's share).
+void CoordinatedSync::claim_data(DataLoader& loader) {
+  const auto& t = config_.train;
+  const int64_t want = config_.sync.inner_steps * t.grad_accum * t.batch_size * site_ranks_;
+  const int64_t consumed = loader.leased() ? loader.lease_offset() : 0;
+  DataLease next = client_->claim_data(loader.lease().id, consumed, want, loader.total_windows());
+  loader.set_lease(next, 0, 0, site_ranks_);
+}
+
+void CoordinatedSync::refill_data(Trainer& trainer) {
+  claim_data(trainer.loader());
 }
 
 PullResult CoordinatedSync::pull_params(torch::Tensor& params, bool with_velocity) {
@@ -155,11 +176,11 @@ PullResult CoordinatedSync::download(torch::Tensor& params, double* codec_s) {
 
 // The round went on without this worker: its push came too late (a straggler), the coordinator
 // restarted from a checkpoint, or it dropped this worker. Takes the coordinator's current state
-// (rejoining first unless merely late), moves the trainer to that round and, on a rejoin, to
-// the data its shard has not contributed yet. This round's own work is discarded.
+// (rejoining first unless merely late), moves the trainer to that round and claims its next data
+// lease (reporting how far it read the last one). This round's own work is discarded; the
+// windows it read stay read (docs/data.md).
 void CoordinatedSync::recover(Trainer& trainer, const RpcError& first, nlohmann::json& record) {
   auto& params = trainer.params().data();
-  std::optional<LoaderCursor> cursor;
   const double give_up = now_s() + config_.sync.coordinator.connect_timeout_s;
   bool rejoin = first.code != RpcError::kFailedPrecondition;
   spdlog::warn("worker {}: {}; {}", client_->worker_id(), first.what(),
@@ -173,12 +194,12 @@ void CoordinatedSync::recover(Trainer& trainer, const RpcError& first, nlohmann:
                                    " to this worker, which reads shard " + std::to_string(shard_) +
                                    " (another worker took it)");
         round_ = j.round;
-        cursor = cursor_after(trainer, j.cursor_tokens);
       } else {
         ++round_;  // the round this push was for has closed: the next state exists
       }
       PullResult r = pull_params(params, /*with_velocity=*/velocity().defined());
       round_ = r.round;
+      claim_data(trainer.loader());  // its own lease, if the coordinator still holds it for it
       break;
     } catch (const RpcError& e) {
       if (e.code == RpcError::kOther || now_s() > give_up) throw;
@@ -187,7 +208,7 @@ void CoordinatedSync::recover(Trainer& trainer, const RpcError& first, nlohmann:
     }
   }
   discard_round();  // what the method kept belongs to discarded work
-  trainer.set_position(round_ * config_.sync.inner_steps, cursor);
+  trainer.set_position(round_ * config_.sync.inner_steps, std::nullopt);
   start_round(trainer);
   if (elastic_) follow_run(trainer);
   spdlog::info("worker {}: continues at round {} (step {})", client_->worker_id(), round_,
@@ -196,13 +217,6 @@ void CoordinatedSync::recover(Trainer& trainer, const RpcError& first, nlohmann:
   record["recovered"] = rejoin ? "rejoined" : "late";
   record["worker"] = client_->worker_id();
   record["param_checksum"] = param_checksum(params);
-}
-
-// Where this worker's data stream continues after its shard contributed `tokens` tokens.
-LoaderCursor CoordinatedSync::cursor_after(Trainer& trainer, int64_t tokens) const {
-  const int64_t windows = tokens / (site_ranks_ * config_.model.seq_len);
-  const int64_t per_epoch = std::max<int64_t>(1, trainer.loader().windows_per_epoch());
-  return {windows / per_epoch, windows % per_epoch};
 }
 
 // The next round starts from the current parameters, tokens and an empty loss sum.

@@ -1,7 +1,7 @@
 // What every worker strategy that meets the others through the coordinator shares (private to
 // src/sync): the tensor layout, the lease's heartbeats, the round's skeleton (push this worker's
 // update, download the round's result, record the sync in the step's metrics), recovery after a
-// late push, a coordinator restart or a drop, the data cursor, and pulls of the global state
+// late push, a coordinator restart or a drop, the data leases, and pulls of the global state
 // (with the outer velocity when the method replays the outer step). With elastic rounds
 // (sync.lone train, sync.round_seconds; docs/multisite.md) rounds end by steps since the round's
 // start or by wall-clock, a lone member trains on without rounds, the step follows the run's token
@@ -39,6 +39,7 @@ class CoordinatedSync : public Sync {
   void finish(Trainer& trainer) override;
   bool elastic() const override { return elastic_; }
   bool run_over() const override { return run_over_; }
+  void refill_data(Trainer& trainer) override;
 
  protected:
   // --- the method's hooks ---
@@ -81,7 +82,7 @@ class CoordinatedSync : public Sync {
   Update make_update(Trainer& trainer, double* codec_s);
   PullResult download(torch::Tensor& params, double* codec_s);
   void recover(Trainer& trainer, const RpcError& first, nlohmann::json& record);
-  LoaderCursor cursor_after(Trainer& trainer, int64_t tokens) const;
+  void claim_data(DataLoader& loader);
   void start_round(Trainer& trainer);
   // Whether this step ends the round: every sync.inner_steps steps, or once sync.round_seconds
   // have passed since the round started.
@@ -98,7 +99,7 @@ class CoordinatedSync : public Sync {
   void heartbeat_loop();
   void stop_heartbeats();
 
-  int64_t site_ranks_, cursor_tokens_;
+  int64_t site_ranks_;
   int32_t shard_;
   int64_t round_tokens_start_ = 0, loss_count_ = 0;
   double loss_sum_ = 0;

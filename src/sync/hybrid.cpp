@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iterator>
+#include <optional>
 #include <sstream>
 
 #include "loco/c10d_compat.h"
@@ -36,27 +38,28 @@ class HybridSync : public Sync {
         site_(std::move(site)),
         inner_steps_(config.sync.inner_steps),
         elastic_(elastic_rounds(config.sync)),
+        step_windows_(config.train.batch_size * config.train.grad_accum),
         wait_(rank0_wait(config)) {
     TORCH_CHECK(bool(outer_) == (group_->rank() == 0),
                 "hybrid: the outer strategy belongs to the site's rank 0, and to it alone");
   }
 
-  // Rank 0 pulls the global state (and, joining midway, moves to the run's step and data
-  // position); every rank takes its parameters, step and position.
+  // Rank 0 pulls the global state (and, joining midway, moves to the run's step) and claims the
+  // site's data lease; every rank takes its parameters, step and share of the lease.
   void start(Trainer& trainer) override {
     ddp_->start(trainer);
     std::string position;
     if (outer_) {
       outer_->start(trainer);
-      const LoaderCursor c = trainer.loader().cursor();
-      position = std::to_string(trainer.step()) + " " + std::to_string(c.epoch) + " " +
-                 std::to_string(c.position);
+      position = std::to_string(trainer.step()) + " " + trainer.loader().lease().to_text();
     }
     std::istringstream shared(group_->share(0, "start", position, wait_));
     int64_t step = 0;
-    LoaderCursor cursor;
-    shared >> step >> cursor.epoch >> cursor.position;
-    if (!outer_) trainer.set_position(step, cursor);
+    shared >> step;
+    if (!outer_) {
+      trainer.set_position(step, std::nullopt);
+      take_lease(trainer, std::string(std::istreambuf_iterator<char>(shared), {}));
+    }
     torch::NoGradGuard no_grad;
     group_->broadcast(trainer.params().data(), 0);
     spdlog::info("site {}: rank {} of {} from step {}, outer sync every {} steps on rank 0", site_,
@@ -78,18 +81,32 @@ class HybridSync : public Sync {
     if (!elastic_ && step_done % inner_steps_ != 0) return;
 
     // Rank 0 synced with the other sites (its round; -1: no sync, e.g. a lone site training on):
-    // every rank takes its parameters, its step (elastic rounds move it) and whether the run is
-    // over.
+    // every rank takes its parameters, its step (elastic rounds move it), whether the run is
+    // over and rank 0's next data lease (the coordinator gave it one for the whole site).
     std::string said;
     if (outer_) {
+      // Elastic rounds may run more steps than a round's lease holds (a lone site, rounds by
+      // seconds): rank 0 claims the next one before its ranks need it, and they take it below.
+      DataLoader& loader = trainer.loader();
+      if (elastic_ && loader.leased() &&
+          loader.lease().size() - loader.lease_offset() < group_->size() * step_windows_)
+        outer_->refill_data(trainer);
       said = (record.contains("round") && !record.contains("lone") ? record.at("round").dump()
                                                                    : std::string("-1")) +
-             " " + std::to_string(trainer.step()) + " " + (outer_->run_over() ? "1" : "0");
+             " " + std::to_string(trainer.step()) + " " + (outer_->run_over() ? "1" : "0") + "\n" +
+             trainer.loader().lease().to_text();
     }
-    std::istringstream shared(group_->share(0, "sync/" + std::to_string(++shares_), said, wait_));
+    const std::string shared = group_->share(0, "sync/" + std::to_string(++shares_), said, wait_);
+    const size_t cut = shared.find('\n');
+    std::istringstream head(shared.substr(0, cut));
     int64_t round = -1, step = trainer.step(), over = 0;
-    shared >> round >> step >> over;
+    head >> round >> step >> over;
     run_over_ = over != 0;
+    if (!outer_ && cut != std::string::npos) {  // a new lease: rank 0 synced or refilled
+      DataLease lease = DataLease::from_text(shared.substr(cut + 1));
+      if (lease.id != trainer.loader().lease().id)
+        trainer.loader().set_lease(lease, 0, group_->rank(), group_->size());
+    }
     if (round < 0) return;
     if (!outer_) trainer.set_position(step, std::nullopt);
     auto& params = trainer.params().data();
@@ -114,11 +131,17 @@ class HybridSync : public Sync {
   bool run_over() const override { return run_over_; }
 
  private:
+  // This rank's share of the site's lease, from its start (rank 0 has just claimed it).
+  void take_lease(Trainer& trainer, const std::string& text) {
+    trainer.loader().set_lease(DataLease::from_text(text), 0, group_->rank(), group_->size());
+  }
+
   std::shared_ptr<ProcessGroup> group_;
   std::unique_ptr<Sync> ddp_, outer_;
   std::string site_;
   int64_t inner_steps_;
   const bool elastic_;
+  const int64_t step_windows_;  // windows one rank reads per step
   bool run_over_ = false;
   int64_t shares_ = 0;  // the store keys of the syncs' shares, the same sequence on every rank
   std::chrono::milliseconds wait_;

@@ -195,6 +195,13 @@ std::string Trainer::save_checkpoint() {
   c.wall_s = wall_offset_s_;
   c.config_yaml = to_yaml(config_);
   c.cursor = loader_->cursor();
+  if (loader_->leased()) {  // a coordinated worker's data lease: [id, offset, rank, ranks, ranges]
+    const DataLease lease = loader_->lease();
+    std::vector<int64_t> v = {lease.id, loader_->lease_offset(), loader_->lease_rank(),
+                              loader_->lease_ranks()};
+    for (const auto& r : lease.ranges) v.insert(v.end(), {r.epoch, r.begin, r.end});
+    c.tensors["data_lease"] = torch::tensor(v, torch::kInt64);
+  }
   c.tensors["params"] = params_->data();
   c.tensors["rng"] = at::detail::getDefaultCPUGenerator().get_state();
   for (auto& [name, tensor] : optimizer_->state()) c.tensors["optim." + name] = tensor;
@@ -219,6 +226,14 @@ void Trainer::restore(const std::string& path) {
   at::Generator rng = at::detail::getDefaultCPUGenerator();
   rng.set_state(c.tensors.at("rng"));
   loader_->set_cursor(c.cursor);
+  auto lease = c.tensors.find("data_lease");
+  if (lease != c.tensors.end()) {
+    auto v = lease->second.contiguous();
+    const int64_t* p = v.data_ptr<int64_t>();
+    DataLease l{p[0], {}};
+    for (int64_t i = 4; i + 2 < v.numel(); i += 3) l.ranges.push_back({p[i], p[i + 1], p[i + 2]});
+    loader_->set_lease(l, p[1], p[2], p[3]);
+  }
   step_ = c.step;
   tokens_ = c.tokens;
   wall_offset_s_ = c.wall_s;
