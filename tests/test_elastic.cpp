@@ -244,3 +244,31 @@ TEST(Elastic, RoundsOfSecondsHaveVaryingStepCountsAndEndAtTheBudget) {
   EXPECT_GE(summary.at("tokens").get<int64_t>(), token_budget(c));
   expect_same_final_parameters(run, {"worker-0/metrics.jsonl", "worker-1/metrics.jsonl"});
 }
+
+// sync.round_seconds with a site of two ranks: a round of seconds may last more steps than a
+// round's data lease holds, so the site's rank 0 claims the next lease before its ranks run out
+// and hands it to them (docs/data.md); the run ends at its budget with both of a's ranks and b on
+// the same parameters, every round once.
+TEST(Elastic, ATwoRankSiteRunsRoundsOfSecondsOnRefilledLeases) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = process_config(dir + "/run", 2, 60, 2);  // rounds of 2 steps' lease, 0.5 s long
+  apply_override(c, "sync.sites=a:2,b:1");
+  c.train.eval_every = 0, c.train.log_every = 100;
+  c.sync.round_seconds = 0.5;
+  auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string run = dir + "/run";
+  ASSERT_GE(expect_every_round_once(run), 2u);
+  // Some round of site a ran more steps than one lease holds (2 steps): it was refilled.
+  int64_t longest = 0, last_sync = 0;
+  for (const auto& rec : read_metrics(run + "/worker-0/metrics.jsonl")) {
+    if (!rec.contains("bytes_up")) continue;
+    longest = std::max(longest, rec.at("step").get<int64_t>() - last_sync);
+    last_sync = rec.at("step");
+  }
+  EXPECT_GT(longest, 2) << "no round of a outran its lease; the test shows nothing";
+  auto summary = nlohmann::json::parse(read_text(run + "/coordinator/summary.json"));
+  EXPECT_TRUE(summary.at("complete").get<bool>()) << summary;
+  expect_same_final_parameters(
+      run, {"worker-0/metrics.jsonl", "worker-0/rank-1/metrics.jsonl", "worker-1/metrics.jsonl"});
+}
