@@ -220,8 +220,8 @@ TEST(Hybrid, TwoRunsOfSitesOfDifferentSizesAgreeBitForBit) {
     c.train.max_steps = 6;
     auto r = loco::testing::run_loco("launch --config " + write_yaml(dir + run + ".yaml", c));
     ASSERT_EQ(r.exit_code, 0) << r.output;
-    losses.push_back(column<double>(read_metrics(dir + run + "/coordinator/metrics.jsonl"),
-                                    "val_loss"));
+    losses.push_back(
+        column<double>(read_metrics(dir + run + "/coordinator/metrics.jsonl"), "val_loss"));
   }
   ASSERT_EQ(losses[0].size(), 3u);
   EXPECT_EQ(losses[0], losses[1]);

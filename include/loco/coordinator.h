@@ -170,7 +170,7 @@ class CoordinatorCore {
   std::unique_ptr<EnergyMeter> energy_;  // with a trace schedule
   double trace_offset_ = 0;              // trace time at start_time_ (a restart: where it was)
   double trace_over_at_ = -1;            // when the trace ended the run (wall clock)
-  double last_waiting_log_ = 0;  // "no member is up" every kWaitingLogS while nobody is
+  double last_waiting_log_ = 0;          // "no member is up" every kWaitingLogS while nobody is
   static constexpr double kWaitingLogS = 30;
 };
 

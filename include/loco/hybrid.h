@@ -50,8 +50,9 @@ using OuterFactory = std::function<std::unique_ptr<Sync>(
 // (null on the others) every step, and after each of its syncs the broadcast of rank 0's
 // parameters. `site` names the site in the metrics. With elastic rounds (sync.lone train,
 // sync.round_seconds) rank 0 tells its ranks after every step whether it synced, their step and
-// whether the run is over. The other ranks wait for rank 0's sync through the store, for at most sync.timeout_s + sync.coordinator.connect_timeout_s +
-// 2 * sync.coordinator.round_timeout_s + 60 s.
+// whether the run is over. The other ranks wait for rank 0's sync through the store, for at most
+// sync.timeout_s + sync.coordinator.connect_timeout_s + 2 * sync.coordinator.round_timeout_s + 60
+// s.
 std::unique_ptr<Sync> make_hybrid_sync(const Config& config, std::shared_ptr<ProcessGroup> group,
                                        std::unique_ptr<Sync> outer, const std::string& site);
 

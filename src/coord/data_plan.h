@@ -88,7 +88,6 @@ class DataPlan {
   std::vector<LeaseRange> take(int64_t n);
   void reserve(const DataSeats& seats);
 
-
   int64_t windows_ = 0;           // per epoch (0 until the first claim)
   int64_t epoch_ = 0, next_ = 0;  // the next fresh position
   int64_t next_id_ = 1;           // lease ids, never reused
