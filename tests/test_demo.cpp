@@ -13,6 +13,7 @@
 #include "loco/coordinator.h"
 #include "loco/diloco.h"
 #include "loco/metrics.h"
+#include "replica_checks.h"
 #include "test_util.h"
 
 using namespace loco;
@@ -298,12 +299,7 @@ TEST(DilocoDct, CompressedDownloadKeepsReplicasIdentical) {
   auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(r.output.find("resyncing"), std::string::npos) << r.output;
-  std::map<int64_t, std::set<uint64_t>> checksums;
-  for (int k = 0; k < 3; ++k)
-    for (const auto& rec :
-         read_metrics(dir + "/run/worker-" + std::to_string(k) + "/metrics.jsonl"))
-      if (rec.contains("param_checksum"))
-        checksums[rec.at("round").get<int64_t>()].insert(rec.at("param_checksum").get<uint64_t>());
+  auto checksums = loco::testing::checksums_by_round(dir + "/run", 3);
   ASSERT_EQ(checksums.size(), 4u);
   for (const auto& [round, set] : checksums) EXPECT_EQ(set.size(), 1u) << "round " << round;
   auto global = read_metrics(dir + "/run/coordinator/metrics.jsonl");

@@ -15,6 +15,7 @@
 #include "loco/checkpoint.h"
 #include "loco/config.h"
 #include "loco/metrics.h"
+#include "replica_checks.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -67,12 +68,7 @@ TEST(Diloco, ThreeRealWorkersTrainOneModel) {
   EXPECT_EQ(syncs, 4);
 
   // After every sync all three workers hold exactly the same parameters.
-  std::map<int64_t, std::set<uint64_t>> checksums;
-  for (int k = 0; k < 3; ++k)
-    for (const auto& rec :
-         read_metrics(dir + "/run/worker-" + std::to_string(k) + "/metrics.jsonl"))
-      if (rec.contains("param_checksum"))
-        checksums[rec.at("round").get<int64_t>()].insert(rec.at("param_checksum").get<uint64_t>());
+  auto checksums = loco::testing::checksums_by_round(dir + "/run", 3);
   ASSERT_EQ(checksums.size(), 4u);
   for (const auto& [round, set] : checksums) EXPECT_EQ(set.size(), 1u) << "round " << round;
 }
