@@ -320,9 +320,30 @@ TEST(LaunchFaults, AKilledSiteRankRestartsItsWholeSiteWhichRejoins) {
   const int64_t rounds = 30;  // enough that the others do not finish the run first
   Config c = process_config(dir + "/run", 2, rounds, 10);
   apply_override(c, "sync.sites=a:2,b:1");
+  c.sync.coordinator.lease_s = 60;  // b is held stopped below; it must not lapse meanwhile
   std::string config = loco::testing::write_config(dir, c);
-  ASSERT_EQ(launch_and_kill(config, dir, "a/1", [&] { return reached(dir, 3); }), 0)
-      << read_text(dir + "/launch.log");
+  // Site b alone closes a round of the tiny model in ~60 ms, faster than site a restarts: it is
+  // held (SIGSTOP) from a/1's death until site a has joined again, so that the run cannot end
+  // before a's return whatever the machine's load (CI saw b finish all 30 rounds first).
+  pid_t launch = start_launch(config, dir + "/launch.log");
+  pid_t a1 = -1, b0 = -1;
+  ASSERT_TRUE(wait_until([&] { return reached(dir, 3); }, 120)) << read_text(dir + "/launch.log");
+  ASSERT_GT(a1 = pid_of(dir + "/run", "a/1"), 0);
+  ASSERT_GT(b0 = pid_of(dir + "/run", "b/0"), 0);
+  ASSERT_EQ(::kill(a1, SIGKILL), 0);
+  ASSERT_EQ(::kill(b0, SIGSTOP), 0);
+  auto joins = [&] {
+    std::string log = read_text(dir + "/launch.log");
+    size_t n = 0;
+    for (size_t at = log.find(" joined as "); at != std::string::npos;
+         at = log.find(" joined as ", at + 1))
+      ++n;
+    return n;
+  };
+  bool rejoined = wait_until([&] { return joins() >= 3; }, 120);
+  ::kill(b0, SIGCONT);
+  ASSERT_TRUE(rejoined) << read_text(dir + "/launch.log");
+  ASSERT_EQ(wait_exit(launch), 0) << read_text(dir + "/launch.log");
 
   expect_every_round_once(dir + "/run", rounds);
   auto killed = expect_killed_and_restarting(dir + "/run", "a/1");
