@@ -12,6 +12,14 @@ An experiment file is YAML with these keys (docs/compare.md, "Reproduction"):
   plots     true: draw `loco compare`'s plots for RESULTS.md
   points    {name: {key.path: value}}: one run each
   grid      {name: "template with {key.path}", key.path: [values], ...}: a run per combination
+  needs     [command, ...]: run (from the project root) before the experiment's points, e.g. to
+            prepare a second corpus; each must be idempotent
+  evaluate  {data: [corpus dir, ...], tasks: [task file, ...], similarity_to: POINT}: once a point
+            is done, `loco eval` of its final checkpoint on those corpora and tasks (and, for a
+            point that continues another, per-layer CKA against POINT's), into POINT_DIR/eval.json
+A point's own `after: POINT` makes it a second stage: it starts from that point's final
+checkpoint (train.init_from: weights only, a fresh optimizer and schedule) and runs once that
+point is done; when the first stage is run again, the second stage is too.
 Overrides apply in this order: base config < set < carried < the point's own. With --scale S the
 step counts (train.max_steps, sync.inner_steps, train.eval_every, warm-up) are multiplied by S,
 so a --quick run (S = 0.1) has the same rounds, ten times shorter.
@@ -44,7 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(ROOT, "configs", "experiments")
 # The order they run in when none is named: the tuning first, since the headline uses its best.
 # Others run only when named: dct_sweep (bench/dct_sweep.sh, its table in docs/dct.md).
-ORDER = ["h_lr", "batch", "headline", "workers", "slow_link"]
+ORDER = ["h_lr", "batch", "headline", "workers", "slow_link", "after_pretraining", "curtailment"]
 STEP_KEYS = ["train.max_steps", "sync.inner_steps", "train.eval_every",
              "train.schedule.warmup_steps"]
 # Keys a DDP point does not use: left out, so that a carried H or lr does not make it "stale".
@@ -99,6 +107,9 @@ def as_set(value):
 class Point:
     def __init__(self, exp, name, overrides, carried, out, scale):
         self.exp, self.name, self.carried = exp["name"], name, carried
+        overrides = dict(overrides)
+        self.after = overrides.pop("after", None)  # the first stage's point, for a second stage
+        self.source = None  # that Point, set by resolve()
         self.base_config = exp["config"]
         self.dir = os.path.join(out, self.exp, name)
         self.unscaled = overrides  # what a carry copies: the file's own numbers
@@ -166,13 +177,25 @@ class Point:
         return bool(self.summary().get("complete"))
 
     def state(self):
+        if self.source is not None and self.source.state() != "done":
+            return "waiting"  # for its first stage
         if not os.path.isdir(self.dir):
             return "not run"
         if not self.finished():
             return "unfinished"
         if self.record().get("overrides") != {k: as_set(v) for k, v in self.overrides.items()}:
             return "stale"  # finished with other settings (a carried best changed)
+        if self.source is not None and \
+                self.source.record().get("finished", "") > self.record().get("started", ""):
+            return "stale"  # its first stage ran again since
         return "done"
+
+    def final_checkpoint(self):
+        """The newest checkpoint of the model the run ends with: the coordinator's (the global
+        model; the decoupled method's consensus), DDP's rank 0's."""
+        where = self.dir if self.mode == "ddp" else os.path.join(self.dir, "coordinator")
+        found = sorted(glob.glob(os.path.join(where, "checkpoints", "step_*.pt")))
+        return found[-1] if found else None
 
     def final_val_loss(self):
         return self.summary()["final_val_loss"]
@@ -218,7 +241,17 @@ def resolve(name, out, scale, memo=None):
             carried[source]["values"] = {k: winner.settings[k] for k in keys}
     points = [Point(exp, pname, {**exp.get("set", {}), **values, **(own or {})}, carried, out, scale)
               for pname, own in exp["points"].items()]
+    by_name = {p.name: p for p in points}
     for p in points:
+        if p.after is not None:
+            if p.after not in by_name or by_name[p.after].after is not None:
+                sys.exit(f"error: {name}/{p.name}: after: '{p.after}' is not a first-stage point of "
+                         f"{name} ({', '.join(q.name for q in points if q.after is None)})")
+            p.source = by_name[p.after]
+            ckpt = p.source.final_checkpoint() if p.source.state() == "done" else None
+            # until the first stage is done, where its final checkpoint will be
+            p.overrides["train.init_from"] = ckpt or os.path.join(p.source.dir, "final")
+            p.settings["train.init_from"] = p.overrides["train.init_from"]
         p.check()
     memo[name] = points
     return points
@@ -288,16 +321,68 @@ def run_point(p, loco, out):
     return True
 
 
+def run_needs(exp):
+    """The experiment's `needs` commands, in order; False when one fails."""
+    for command in exp.get("needs") or []:
+        print(f"    needs: {command}")
+        if subprocess.run(command, shell=True, cwd=ROOT).returncode != 0:
+            print(f"    needs: FAILED: {command}")
+            return False
+    return True
+
+
+def evaluate(p, exp, points, loco):
+    """`loco eval` of a done point's final checkpoint as the experiment's `evaluate` asks, into
+    POINT_DIR/eval.json; kept while its arguments and checkpoint are unchanged. False on failure."""
+    spec = exp.get("evaluate")
+    if not spec or p.state() != "done":
+        return True
+    args = [loco, "eval", "--checkpoint", p.final_checkpoint()]
+    for d in spec.get("data", []):
+        args += ["--data", d]
+    for t in spec.get("tasks", []):
+        args += ["--tasks", t]
+    ref = next((q for q in points if q.name == spec.get("similarity_to")), None)
+    if ref is not None and p.after is not None:
+        if ref.state() != "done":
+            return True  # once the reference is done
+        args += ["--similarity", ref.final_checkpoint()]
+    out = os.path.join(p.dir, "eval.json")
+    stamp = {"args": args[1:], "checkpoint_mtime": os.path.getmtime(p.final_checkpoint())}
+    if ref is not None and p.after is not None:
+        stamp["reference_mtime"] = os.path.getmtime(ref.final_checkpoint())
+    record = p.record()
+    if os.path.exists(out) and record.get("eval") == stamp:
+        return True
+    with open(os.path.join(p.dir, "eval.log"), "w") as log:
+        rc = subprocess.run(args + ["--json", out], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        print(f"    {p.exp}/{p.name}: loco eval FAILED (exit {rc}); log: {p.dir}/eval.log")
+        return False
+    record["eval"] = stamp
+    with open(os.path.join(p.dir, "point.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"    {p.exp}/{p.name}: evaluated into {out}")
+    return True
+
+
 def describe(p):
     s = p.settings
     parts = [f"{s['sync.mode']}", f"W={s['sync.workers']}", f"B={s['train.batch_size']}",
              f"{s['train.max_steps']} steps"]
+    if isinstance(s.get("sync.sites"), str):
+        parts.append(f"sites {s['sync.sites']}")
     if p.mode != "ddp":
-        parts += [f"H={s['sync.inner_steps']}", f"lr={s['sync.outer.lr']}"]
+        parts += [f"H={s['sync.round_seconds']} s" if s.get("sync.round_seconds")
+                  else f"H={s['sync.inner_steps']}", f"lr={s['sync.outer.lr']}"]
         if s.get("sync.codec.type", "none") != "none":
             parts.append(f"{s['sync.codec.type']} k{s.get('sync.codec.topk')} {s.get('sync.codec.values')}")
     if s.get("sync.link.mbps"):
         parts.append(f"link {s['sync.link.mbps']} Mbit/s {s.get('sync.link.latency_ms', 0)} ms")
+    if p.after:
+        corpus = os.path.basename(os.path.dirname(s.get("data.train", "")))
+        parts.append((f"on {corpus}, " if corpus else "") + f"from {p.after}'s weights")
     return ", ".join(str(x) for x in parts)
 
 
@@ -330,16 +415,30 @@ def main():
             print(f"    {p.name:14s} {state:10s} {describe(p)}")
             if state != "done":
                 todo.append(p)
-        if args.action == "list" or not todo:
+        if args.action == "list":
             continue
-        blocked = [s for s, c in points[0].carried.items() if not c["used"] and s in names]
-        if blocked:
-            print(f"    skipped: {', '.join(blocked)} did not finish, and these points need its best")
+        if todo:
+            blocked = [s for s, c in points[0].carried.items() if not c["used"] and s in names]
+            if blocked:
+                print(f"    skipped: {', '.join(blocked)} did not finish, and these points need its best")
+                failed.append(name)
+                continue
+            if not run_needs(exp):
+                failed.append(name)
+                continue
+        while todo:  # first stages, then the second stages they make ready
+            ready = [p for p in todo if p.state() != "waiting"]
+            if not ready:
+                break
+            with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+                ok = list(pool.map(lambda p: run_point(p, args.loco, args.out), ready))
+            points = resolve(name, args.out, args.scale, {})  # a second stage's init_from is known now
+            todo = [p for p in points if p.state() != "done"]
+            if not all(ok):
+                break
+        if todo:
             failed.append(name)
-            continue
-        with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            ok = list(pool.map(lambda p: run_point(p, args.loco, args.out), todo))
-        if not all(ok):
+        if not all([evaluate(p, exp, points, args.loco) for p in points]):
             failed.append(name)
     if failed:
         print(f"error: not finished: {', '.join(failed)} (run again to retry what failed)")

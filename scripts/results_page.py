@@ -23,7 +23,7 @@ import experiments  # noqa: E402  (this folder's)
 from experiments import ORDER, describe, load, read_jsonl, resolve  # noqa: E402
 from results import update_readme  # noqa: E402
 
-PAGE_ORDER = ["headline", "h_lr", "batch", "workers", "slow_link"]
+PAGE_ORDER = ["headline", "h_lr", "batch", "workers", "slow_link", "after_pretraining", "curtailment"]
 TOLERANCE = 5e-5  # "reached" as in loco compare: within half the table's last digit
 
 
@@ -122,6 +122,99 @@ def table(runs, name):
         lines.append(f"| {p.name} | {settings} | {m['loss']:.4f} | {gap} | {m['bpb']:.4f} | "
                      f"{m['tokens']:,} | {size(m['bytes'])} | {times(m['vs_ddp'])} | "
                      f"{times(m['vs_fp32'])} | {duration(m['wall'])} | {reach} |")
+    return "\n".join(lines) + "\n"
+
+
+def read_eval(p):
+    """A done point's eval.json (scripts/experiments.py `evaluate`), or None."""
+    try:
+        with open(os.path.join(p.dir, "eval.json")) as f:
+            return json.load(f) if p.state() == "done" else None
+    except (OSError, ValueError):
+        return None
+
+
+def eval_tables(runs, name):
+    """An experiment with `evaluate`: each point's `loco eval` numbers (val loss on every corpus,
+    the tasks' accuracies, per-layer CKA of second stages against the reference), and what the
+    numbers say about the gap a first stage leaves after the second."""
+    exp = load(name)
+    spec = exp["evaluate"]
+    corpora = [os.path.basename(os.path.normpath(d)) for d in spec.get("data", [])]
+    tasks = [os.path.basename(t) for t in spec.get("tasks", [])]
+    head = (["point", "stage", "settings"] + [f"val loss {c}" for c in corpora]
+            + [f"{t} acc / acc_norm" for t in tasks] + [f"mean CKA vs {spec.get('similarity_to')}"])
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
+    evals = {}
+    for p in runs.points[name]:
+        e = evals[p.name] = read_eval(p)
+        stage = f"2: after {p.after}" if p.after else "1"
+        if e is None:
+            lines.append(f"| {p.name} | {stage} | {describe(p)} | not run yet |" + " |" * (len(head) - 4))
+            continue
+        cells = [f"{c['val_loss']:.4f}" for c in e["corpora"]]
+        cells += [f"{t['accuracy']:.3f} / {t['accuracy_norm']:.3f} (chance {1 / t['choices']:.2f})"
+                  for t in e["tasks"]]
+        ckas = [l["cka"] for l in e.get("similarity", {}).get("layers", []) if l["cka"] is not None]
+        cells.append(f"{sum(ckas) / len(ckas):.4f}" if ckas else "—")
+        lines.append(f"| {p.name} | {stage} | {describe(p)} | " + " | ".join(cells) + " |")
+    out = ["\n".join(lines) + "\n"]
+    second = [p for p in runs.points[name] if p.after and evals.get(p.name)]
+    if second:
+        layers = [l["layer"] for l in evals[second[0].name]["similarity"]["layers"]]
+        rows = ["| point | " + " | ".join(layers) + " |", "|---|" + "---:|" * len(layers)]
+        for p in second:
+            ls = evals[p.name]["similarity"]["layers"]
+            rows.append(f"| {p.name} | " + " | ".join(
+                (f"{l['cka']:.4f}" if l["cka"] is not None else "—") + f" ({l['weight_rel_l2']:.2f})"
+                for l in ls) + " |")
+        out += [f"Per layer, against {spec.get('similarity_to')}: linear CKA of the hidden states on "
+                f"{corpora[0] if corpora else 'the val'} batches (relative L2 distance of the "
+                f"weights in brackets; docs/eval.md):", "", "\n".join(rows) + "\n"]
+    ref = spec.get("similarity_to")
+    if evals.get(ref):
+        findings = []
+        for p in second:
+            if p.name == ref:
+                continue
+            gaps = [f"{100 * (c['val_loss'] / r['val_loss'] - 1):+.1f}% on {n}" for c, r, n in
+                    zip(evals[p.name]["corpora"], evals[ref]["corpora"], corpora)]
+            first = evals.get(p.after)
+            first_ref = evals.get(runs.get(ref, name)[0].after)
+            was = ""
+            if first and first_ref:
+                was = (f" (after stage 1: {100 * (first['corpora'][0]['val_loss'] / first_ref['corpora'][0]['val_loss'] - 1):+.1f}% "
+                       f"on {corpora[0]})")
+            findings.append(f"- **{p.name}** against {ref}: val loss {', '.join(gaps)}{was}.")
+        if findings:
+            out += ["Measured gaps (val loss, relative to the reference's):", "", "\n".join(findings) + "\n"]
+    return "\n".join(out)
+
+
+def curtailment_table(runs, name):
+    """An experiment with `curtailment: true`: each point's energy and emissions from its
+    coordinator's summary.json (docs/curtailment.md), against the centralised baselines the
+    coordinator computes, in trace time."""
+    points = runs.points[name]
+    regions = sorted({r for p in points for r in p.summary().get("baselines", {})})
+    head = (["point", "settings", "final val loss", "tokens", "ended by", "trace time",
+             "energy", "inside windows", "emissions"] + [f"÷ central in {r}" for r in regions])
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for p in points:
+        s = p.summary() if p.state() == "done" else {}
+        if not s:
+            lines.append(f"| {p.name} | {describe(p)} | not run yet |" + " |" * (len(head) - 3))
+            continue
+        sites = s.get("sites", {})
+        kwh = sum(e["energy_kwh"] for e in sites.values())
+        grams = sum(e["emissions_g"] for e in sites.values())
+        inside = [e.get("window_energy_kwh") for e in sites.values()]
+        share = (f"{100 * sum(inside) / kwh:.0f}%" if kwh > 0 and None not in inside else "—")
+        ratios = [f"{s['baselines'][r]['ratio']:.2f}" if r in s.get("baselines", {}) else "—"
+                  for r in regions]
+        lines.append(f"| {p.name} | {describe(p)} | {s['final_val_loss']:.4f} | {s['tokens']:,} | "
+                     f"{s.get('ended_by', '—')} | {duration(s.get('trace_s', 0))} | {kwh:.2f} kWh | "
+                     f"{share} | {grams / 1000:.2f} kg | " + " | ".join(ratios) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -300,7 +393,12 @@ def main():
         text += [f"## {exp['title']}", "", f"`configs/experiments/{name}.yaml`, runs in `{args.out}/{name}/`.", ""]
         if exp.get("carry"):
             text += ["Carried in from the tuning:", "", carried(runs, name)]
-        text += [table(runs, name), plots(runs, name, args.page, args.loco, args.out)]
+        if exp.get("evaluate"):
+            text += [eval_tables(runs, name)]
+        elif exp.get("curtailment"):
+            text += [curtailment_table(runs, name)]
+        else:
+            text += [table(runs, name), plots(runs, name, args.page, args.loco, args.out)]
     os.makedirs(os.path.dirname(os.path.abspath(args.page)), exist_ok=True)
     with open(args.page, "w") as f:
         f.write("\n".join(text).rstrip("\n") + "\n")

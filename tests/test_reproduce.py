@@ -279,6 +279,89 @@ def numbers(loss, wall, curve, **extra):
     return {"loss": loss, "wall": wall, "curve": curve, "bytes": 1e6, "rounds": 8, **extra}
 
 
+class SecondStages(Sandbox):
+    TWO = """title: two stages
+config: base.yaml
+evaluate: {data: [c1, c2], tasks: [t.jsonl], similarity_to: a.b}
+points:
+  a: {sync.mode: ddp}
+  x: {sync.mode: diloco}
+  a.b: {after: a, sync.mode: ddp}
+  x.b: {after: x, sync.mode: ddp}
+"""
+
+    def points(self):
+        return {p.name: p for p in experiments.resolve("two", self.out, 1, {})}
+
+    def checkpoint(self, p):
+        where = p.dir if p.mode == "ddp" else os.path.join(p.dir, "coordinator")
+        path = os.path.join(where, "checkpoints", "step_00000100.pt")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "w").close()
+        return path
+
+    def stamp(self, p, **times):
+        record = p.record()
+        record.update(times)
+        with open(os.path.join(p.dir, "point.json"), "w") as f:
+            json.dump(record, f)
+
+    def test_a_second_stage_waits_starts_from_the_final_checkpoint_and_reruns_after_it(self):
+        self.experiment("two", self.TWO)
+        pts = self.points()
+        self.assertEqual(pts["a.b"].state(), "waiting")
+        self.finish(pts["a"], 3.0)
+        ckpt = self.checkpoint(pts["a"])
+        pts = self.points()
+        self.assertEqual(pts["a.b"].state(), "not run")
+        self.assertEqual(pts["a.b"].overrides["train.init_from"], ckpt)
+        self.assertEqual(pts["x.b"].state(), "waiting")  # x has not finished
+        self.finish(pts["a.b"], 2.0)
+        self.stamp(pts["a.b"], started="2026-11-27T00:00:00+00:00")
+        self.assertEqual(self.points()["a.b"].state(), "done")
+        self.stamp(pts["a"], finished="2026-11-28T00:00:00+00:00")  # the first stage ran again
+        self.assertEqual(self.points()["a.b"].state(), "stale")
+
+    def test_after_must_name_a_first_stage_point(self):
+        self.experiment("two", self.TWO.replace("after: x,", "after: nope,"))
+        with self.assertRaises(SystemExit) as e:
+            self.points()
+        self.assertIn("after: 'nope' is not a first-stage point of two (a, x)", str(e.exception.code))
+
+    def test_the_eval_table_states_the_gaps_from_the_eval_files(self):
+        self.experiment("two", self.TWO)
+        for name in ("a", "x"):
+            self.finish(self.points()[name], 3.0)
+            self.checkpoint(self.points()[name])
+        pts = self.points()
+        losses = {"a": (3.0, 5.0), "x": (3.3, 5.5), "a.b": (3.2, 4.0), "x.b": (3.2, 4.4)}
+        for name, (l1, l2) in losses.items():
+            p = pts[name]
+            if p.after:
+                self.finish(p, l2)
+                self.stamp(p, started="2026-11-27T00:00:00+00:00")
+            layers = [{"layer": "embedding", "cka": 0.5, "weight_rel_l2": 0.1},
+                      {"layer": "head", "cka": None, "weight_rel_l2": 0.2}]
+            with open(os.path.join(p.dir, "eval.json"), "w") as f:
+                json.dump({"corpora": [{"val_loss": l1}, {"val_loss": l2}],
+                           "tasks": [{"accuracy": 0.5, "accuracy_norm": 0.25, "choices": 4}],
+                           **({"similarity": {"layers": layers}} if p.after else {})}, f)
+
+        class Runs:
+            points = {"two": list(self.points().values())}
+
+            def get(self, ref, exp=None):
+                return next(p for p in self.points[exp] if p.name == ref), None
+
+        text = results_page.eval_tables(Runs(), "two")
+        self.assertIn("| a.b | 2: after a |", text)
+        self.assertIn("0.500 / 0.250 (chance 0.25)", text)
+        self.assertIn("| x.b | 0.5000 (0.10) | — (0.20) |", text)
+        # x.b against a.b: c1 3.2 vs 3.2, c2 4.4 vs 4.0; after stage 1, x 3.3 vs a 3.0
+        self.assertIn("- **x.b** against a.b: val loss +0.0% on c1, +10.0% on c2 "
+                      "(after stage 1: +10.0% on c1).", text)
+
+
 class FakeRuns:
     """results_page.Runs' interface over numbers given by hand."""
 

@@ -16,6 +16,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <vector>
+
 #include "loco/config.h"
 #include "loco/kernels.h"  // rms_norm
 
@@ -69,6 +71,9 @@ class GPTImpl : public torch::nn::Module {
   // kernels.h): it never materialises the logits.
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& target);
 
+  // The residual stream [B, T, C] after the embedding (index 0) and after each block (index
+  // i + 1), as the blocks see it: for comparing two models' representations (loco eval).
+  std::vector<torch::Tensor> layer_states(const torch::Tensor& idx);
   // nanochat's init: Linear ~ N(0, 1/sqrt(fan_in) * min(1, sqrt(fan_out/fan_in))), embedding
   // ~ N(0, 1), head and both residual projections zero. Uses torch's global generator.
   void init_weights(int64_t seed);

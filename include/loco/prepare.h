@@ -4,7 +4,8 @@
 // array of strings, as the nlp-corpus package ships, or of objects with "text"), anything else
 // plain text with one document per line. A directory is read recursively in sorted order.
 // The split is deterministic and independent of input order: a document goes to val when
-// FNV-1a(text) mod 1000 < val_permille. The tokenizer is trained on the train split only.
+// FNV-1a(text) mod 1000 < val_permille. The tokenizer is trained on the train split only (or
+// given: PrepareOptions::tokenizer).
 // Each document is encoded as <bos> + tokens, on all cores (blocks of documents, order kept), and
 // each token stream is written as shards of at most shard_tokens tokens: out_dir/train.bin (shard
 // 0, the whole stream when it fits in one), out_dir/train-000001.bin, ..., and
@@ -27,6 +28,9 @@ struct PrepareOptions {
   int64_t max_sentences = 2000000;          // tokenizer training sample cap
   int num_threads = 0;                      // tokenizer training and encoding threads; 0: all cores
   int64_t shard_tokens = int64_t(1) << 26;  // tokens per shard: 64 Mi (128 MiB at 2 bytes/token)
+  // An existing SentencePiece model to encode with instead of training one (a second corpus
+  // in the first one's vocabulary, for a second training stage); copied to out_dir.
+  std::string tokenizer;
 };
 
 struct PrepareResult {

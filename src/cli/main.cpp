@@ -1,5 +1,6 @@
 // `loco`: the one binary. Subcommands: data prepare, train, sample, bench train, bench
-// coordinator, coordinator, worker, launch, compare, emissions, export.
+// coordinator, coordinator, worker, launch, compare, emissions, export (and, in their own
+// files, see commands.h: eval, data cloze).
 // Every user-facing error is caught here, printed as one line, and turned into exit code 1.
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -31,6 +32,7 @@
 #include "loco/prepare.h"
 #include "loco/run_dir.h"
 #include "loco/export.h"
+#include "commands.h"
 #include "loco/sample.h"
 #include "loco/trainer.h"
 
@@ -268,6 +270,8 @@ struct Cli {
   bool resume = false;
   loco::SampleOptions sample_opts;
   loco::ExportOptions export_opts;
+  loco::EvalOptions eval_opts;
+  loco::ClozeOptions cloze_opts;
   int64_t bench_steps = 10, bench_warmup = 2;
   bool bench_json = false;
   std::string coordinator_address, worker_name, worker_site;
@@ -277,7 +281,8 @@ struct Cli {
   loco::CoordBenchOptions coord_bench;
   CLI::App *prepare = nullptr, *train = nullptr, *sample = nullptr, *bench_train = nullptr,
            *bench_coordinator = nullptr, *coordinator = nullptr, *worker = nullptr,
-           *launch = nullptr, *compare = nullptr, *emissions = nullptr, *export_cmd = nullptr;
+           *launch = nullptr, *compare = nullptr, *emissions = nullptr, *export_cmd = nullptr,
+           *eval = nullptr, *cloze = nullptr;
 };
 
 // --config and --set, as every subcommand that reads a config has them.
@@ -321,7 +326,13 @@ void add_data(CLI::App& app, Cli& cli) {
                    "tokens per shard (the last one shorter); 2 bytes a token below 65,536 types")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  prepare
+      ->add_option("--tokenizer", prep.tokenizer,
+                   "encode with this SentencePiece model (e.g. another corpus's) instead of "
+                   "training one; --vocab-size is then its size")
+      ->check(CLI::ExistingFile);
   cli.prepare = prepare;
+  cli.cloze = loco::cli::add_cloze(*data, cli.cloze_opts);
 }
 
 void add_train(CLI::App& app, Cli& cli) {
@@ -459,6 +470,8 @@ int run_command(const Cli& cli) {
     std::cout << cli.sample_opts.prompt << loco::sample(cli.sample_opts) << "\n";
     return 0;
   }
+  if (cli.cloze->parsed()) return loco::cli::run_cloze(cli.cloze_opts);
+  if (cli.eval->parsed()) return loco::cli::run_eval(cli.eval_opts);
   if (cli.export_cmd->parsed()) {
     loco::export_model(cli.export_opts);
     spdlog::info("export: wrote {}/model.safetensors, config.json, tokenizer.model",
@@ -493,6 +506,7 @@ int main(int argc, char** argv) {
   add_train(app, cli);
   add_sample(app, cli);
   add_export(app, cli);
+  cli.eval = loco::cli::add_eval(app, cli.eval_opts);
   add_bench(app, cli);
   add_coordinator(app, cli);
   add_worker(app, cli);

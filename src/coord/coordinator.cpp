@@ -20,6 +20,7 @@
 #include "ledger.h"
 #include "loco/checkpoint.h"
 #include "loco/energy.h"
+#include "loco/files.h"
 #include "loco/link.h"
 #include "loco/metrics.h"
 #include "loco/optim.h"
@@ -208,13 +209,7 @@ nlohmann::json CoordinatorCore::data_plan() const {
 // run.dir/data_plan.json, atomically (a temporary file, fsynced, renamed).
 void CoordinatorCore::save_plan_locked() const {
   const auto path = std::filesystem::path(config_.run.dir) / "data_plan.json";
-  const std::string tmp = path.string() + ".tmp", text = plan_->to_json().dump();
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  bool ok =
-      fd >= 0 && ::write(fd, text.data(), text.size()) == ssize_t(text.size()) && ::fsync(fd) == 0;
-  if (fd >= 0) ::close(fd);
-  if (!ok) throw std::runtime_error(tmp + ": cannot write the data plan");
-  std::filesystem::rename(tmp, path);
+  write_file_atomically(path.string(), plan_->to_json().dump());
 }
 
 void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) const {

@@ -16,6 +16,7 @@
 
 #include "loco.grpc.pb.h"
 #include "loco/coordinator.h"
+#include "loco/files.h"
 #include "memory_gate.h"
 #include "security.h"
 #include "stream.h"
@@ -285,8 +286,7 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   auto s = core.status();
   auto totals = core.totals();
   std::string summary = (std::filesystem::path(config.run.dir) / "summary.json").string();
-  std::ofstream(summary + ".tmp") << totals.dump(1) << "\n";
-  std::filesystem::rename(summary + ".tmp", summary);  // readers never see half a file
+  write_file_atomically(summary, totals.dump(1) + "\n");  // readers never see half a file
   spdlog::info(
       "coordinator: done at round {}/{}; {} bytes up, {} bytes down ({:.1f}x fewer than fp32 "
       "DiLoCo, {:.1f}x fewer than DDP); final val loss {:.4f}; {}",

@@ -151,17 +151,25 @@ PrepareResult prepare_data(const PrepareOptions& given) {
 
   const std::string text_path = (out / ".tokenizer_train.txt").string();
   const std::string model_path = (out / "tokenizer.model").string();
-  spdlog::info("tokenizer: training BPE, vocab {} on {} documents", options.vocab_size,
-               split.train.size());
-  try {
-    write_training_text(text_path, split.train);
-    Tokenizer::train(text_path, model_path,
-                     {options.vocab_size, options.num_threads, options.max_sentences});
-  } catch (...) {
+  if (!options.tokenizer.empty()) {
+    // Another corpus's tokenizer, copied in so that this corpus stays self-contained.
+    spdlog::info("tokenizer: {} (not trained: --tokenizer)", options.tokenizer);
+    Tokenizer::load(options.tokenizer);  // refused here, naming the file, if it is not one
+    if (!fs::exists(model_path) || !fs::equivalent(options.tokenizer, model_path))
+      fs::copy_file(options.tokenizer, model_path, fs::copy_options::overwrite_existing);
+  } else {
+    spdlog::info("tokenizer: training BPE, vocab {} on {} documents", options.vocab_size,
+                 split.train.size());
+    try {
+      write_training_text(text_path, split.train);
+      Tokenizer::train(text_path, model_path,
+                       {options.vocab_size, options.num_threads, options.max_sentences});
+    } catch (...) {
+      fs::remove(text_path);
+      throw;
+    }
     fs::remove(text_path);
-    throw;
   }
-  fs::remove(text_path);
 
   Tokenizer tokenizer = Tokenizer::load(model_path);
   for (const char* split : {"train", "val"}) remove_shard_directory(out / split);

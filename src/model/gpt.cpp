@@ -120,6 +120,17 @@ torch::Tensor GPTImpl::features(const torch::Tensor& idx) {
   return rms_norm(x);
 }
 
+std::vector<torch::Tensor> GPTImpl::layer_states(const torch::Tensor& idx) {
+  int64_t T = idx.size(1);
+  TORCH_CHECK(T <= config_.seq_len, "sequence of ", T, " tokens is longer than seq_len ",
+              config_.seq_len);
+  auto cos = cos_.narrow(1, 0, T), sin = sin_.narrow(1, 0, T);
+  std::vector<torch::Tensor> states{rms_norm(wte(idx))};
+  for (const auto& block : *blocks)
+    states.push_back(block->as<Block>()->forward(states.back(), cos, sin, mask_));
+  return states;
+}
+
 torch::Tensor GPTImpl::forward(const torch::Tensor& idx) {
   auto logits = lm_head(features(idx)).to(torch::kFloat32);
   if (config_.softcap > 0) logits = config_.softcap * torch::tanh(logits / config_.softcap);

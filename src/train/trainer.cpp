@@ -11,6 +11,7 @@
 
 #include "loco/bytes.h"
 #include "loco/checkpoint.h"
+#include "loco/files.h"
 #include "loco/metrics.h"
 #include "loco/precision.h"
 #include "loco/progress.h"
@@ -325,8 +326,7 @@ void Trainer::write_summary(const TrainSummary& s) {
               {"final_val_loss", s.final_eval.loss},
               {"final_val_bpb", s.final_eval.bpb}});
   const std::string path = (fs::path(config_.run.dir) / "summary.json").string();
-  std::ofstream(path + ".tmp") << out.dump(1) << "\n";
-  fs::rename(path + ".tmp", path);  // readers never see half a file
+  write_file_atomically(path, out.dump(1) + "\n");  // readers never see half a file
 }
 
 void init_from_checkpoint(GPTImpl& model, const std::string& checkpoint_path) {
