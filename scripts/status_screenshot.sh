@@ -48,6 +48,6 @@ for _ in $(seq 1 600); do
 done
 $LOCO status 127.0.0.1:$PORT --secret-file "$TMP/secret"
 chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage \
-  --user-data-dir="$TMP/chromium" --window-size=1100,820 --virtual-time-budget=3000 \
+  --user-data-dir="$TMP/chromium" --window-size=1100,700 --virtual-time-budget=3000 \
   --screenshot="$OUT" "http://127.0.0.1:$PAGE/?token=status-page-demo" 2>/dev/null
 echo "wrote $OUT"

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
 
 #include "coord/status_page.h"
 #include "loco/config.h"
@@ -20,7 +21,6 @@
 namespace fs = std::filesystem;
 using namespace loco;
 using loco::testing::config_error;
-using loco::testing::free_port;
 using loco::testing::logged_round;
 using loco::testing::process_config;
 using loco::testing::read_text;
@@ -109,7 +109,7 @@ TEST(StatusConfig, StatusAddressNeedsHostPortAndASecretOffLoopback) {
 TEST(StatusConfig, LaunchRefusesAPublicPageWithoutTheSecret) {
   const std::string dir = temp_dir();
   Config c = process_config(dir + "/run", 2, 2, 2);
-  c.sync.coordinator.status_address = "0.0.0.0:" + std::to_string(free_port());
+  c.sync.coordinator.status_address = "0.0.0.0:" + std::to_string(loco::free_port());
   auto r = run_loco("launch --config " + write_config(dir, c));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_EQ(line_count(r.output), 1u) << r.output;
@@ -156,7 +156,7 @@ TEST(StatusJson, MembersDoingAndCurves) {
 // and a port in use refused with the key's name.
 TEST(StatusPageServer, GuardsWithTheSecretAndRefusesAPortInUse) {
   CoordinatorConfig co;
-  const int port = free_port();
+  const int port = loco::free_port();
   co.status_address = "127.0.0.1:" + std::to_string(port);
   CoordinatorStatus s;
   s.round = 7, s.total_rounds = 9;
@@ -200,7 +200,7 @@ TEST(StatusLaunch, CommandPageAndBrowserOnALiveRun) {
   c.sync.coordinator.checkpoint_every = 3000;
   const std::string secret = "page-secret-42";
   c.sync.coordinator.secret_file = write_file(dir + "/secret", secret + "\n");
-  const int page_port = free_port();
+  const int page_port = loco::free_port();
   c.sync.coordinator.status_address = "127.0.0.1:" + std::to_string(page_port);
   const std::string address = c.sync.coordinator.address;
   pid_t launch = loco::testing::spawn_shell(
@@ -240,7 +240,7 @@ TEST(StatusLaunch, CommandPageAndBrowserOnALiveRun) {
   EXPECT_EQ(wrong.exit_code, 1);
   EXPECT_EQ(line_count(wrong.output), 1u) << wrong.output;
   EXPECT_NE(wrong.output.find("wrong shared secret"), std::string::npos) << wrong.output;
-  const std::string nobody = "127.0.0.1:" + std::to_string(free_port());
+  const std::string nobody = "127.0.0.1:" + std::to_string(loco::free_port());
   auto gone = run_loco("status " + nobody);
   EXPECT_EQ(gone.exit_code, 1);
   EXPECT_EQ(line_count(gone.output), 1u) << gone.output;
@@ -289,7 +289,8 @@ TEST(StatusLaunch, CommandPageAndBrowserOnALiveRun) {
   EXPECT_EQ(exit_within(watch, 30), 0) << read_text(dir + "/watch.log");
   std::string watched = read_text(dir + "/watch.log");
   EXPECT_NE(watched.find("coordinator at " + address + " is gone"), std::string::npos) << watched;
-  std::sregex_iterator it(watched.begin(), watched.end(), std::regex("round (\\d+)/3000")), end;
+  const std::regex round_re("round (\\d+)/3000");
+  std::sregex_iterator it(watched.begin(), watched.end(), round_re), end;
   std::set<std::string> rounds;
   for (; it != end; ++it) rounds.insert((*it)[1]);
   EXPECT_GE(rounds.size(), 2u) << watched;  // it refreshed while rounds closed

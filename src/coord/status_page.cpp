@@ -4,6 +4,8 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
 #include <chrono>
 
 #include "loco/status.h"
@@ -51,6 +53,12 @@ StatusPage::StatusPage(const CoordinatorConfig& co, const std::string& secret,
     : server_(make_server(co)) {
   auto& s = *server_;
   s.new_task_queue = [] { return new httplib::ThreadPool(2); };  // a browser or two, not a crowd
+  // SO_REUSEADDR (a restart binds at once) but not httplib's default SO_REUSEPORT, with which a
+  // second process could bind the same port and take half of the page's requests.
+  s.set_socket_options([](int sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   s.set_read_timeout(5, 0);
   s.set_write_timeout(5, 0);
   const char* refusal =
