@@ -192,6 +192,34 @@ TEST(StatusPageServer, GuardsWithTheSecretAndRefusesAPortInUse) {
   EXPECT_FALSE(http.Get("/status.json"));
 }
 
+// With tls.cert/key the page is HTTPS with the coordinator's certificate: a client that trusts
+// the CA gets the JSON, plain HTTP on the same port gets nothing.
+TEST(StatusPageServer, ServesHttpsWithTheCoordinatorsCertificate) {
+  const std::string dir = temp_dir();
+  auto made = run_command(std::string(LOCO_SOURCE_DIR) + "/scripts/make_test_ca.sh " + dir);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  CoordinatorConfig co;
+  const int port = loco::free_port();
+  co.status_address = "127.0.0.1:" + std::to_string(port);
+  co.tls_cert = dir + "/server.pem", co.tls_key = dir + "/server.key";
+  CoordinatorStatus s;
+  s.round = 5;
+  StatusPage page(co, "", [&] { return s; });
+  httplib::SSLClient https("127.0.0.1", port);
+  https.set_ca_cert_path((dir + "/ca.pem").c_str());
+  https.enable_server_certificate_verification(true);
+  auto r = https.Get("/status.json");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(nlohmann::json::parse(r->body)["round"], 5);
+  httplib::Client plain("127.0.0.1", port);
+  plain.set_read_timeout(2, 0);
+  auto p = plain.Get("/status.json");
+  EXPECT_TRUE(!p || p->status != 200);
+  co.tls_key = dir + "/rogue.key";  // not the certificate's key
+  std::string m = config_error([&] { StatusPage bad(co, "", [&] { return s; }); });
+  EXPECT_NE(m.find("sync.coordinator.status_address: cannot serve HTTPS"), std::string::npos) << m;
+}
+
 // One live launch (2 workers, rounds of 2 steps, a shared secret, the page on loopback), stopped
 // with SIGINT once everything was checked.
 TEST(StatusLaunch, CommandPageAndBrowserOnALiveRun) {

@@ -452,7 +452,7 @@ void add_status(CLI::App& app, Cli& cli) {
                   "print again every SECONDS (2 when not given) until the coordinator is gone")
       ->expected(0, 1)
       ->default_str("2")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(0.1, 86400.0));
   cmd->add_flag("--json", o.json, "print /status.json's JSON instead of the table");
   cmd->add_option("--config", o.config_path, "take sync.coordinator (secret, TLS) from this YAML")
       ->check(CLI::ExistingFile);

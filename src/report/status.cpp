@@ -37,6 +37,10 @@ CoordinatorConfig client_config(const StatusOptions& o, std::string& address) {
   if (!o.tls_cert.empty()) co.tls_cert = o.tls_cert;
   if (!o.tls_key.empty()) co.tls_key = o.tls_key;
   if (!co.secret_file.empty()) read_secret(co.secret_file);  // a bad file fails here, named
+  for (const auto& [key, path] : {std::pair{"--tls-ca (sync.coordinator.tls.ca)", co.tls_ca},
+                                  {"--tls-cert (sync.coordinator.tls.cert)", co.tls_cert},
+                                  {"--tls-key (sync.coordinator.tls.key)", co.tls_key}})
+    if (!path.empty()) read_config_file(key, path);
   if (co.tls_cert.empty() != co.tls_key.empty())
     throw ConfigError("--tls-cert and --tls-key go together (a client certificate and its key)");
   return co;
