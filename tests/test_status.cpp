@@ -55,6 +55,14 @@ int exit_within(pid_t pid, double timeout_s) {
   return -1;
 }
 
+// Interrupts a spawned process that is still running when a failed assertion leaves the test.
+struct InterruptOnExit {
+  pid_t pid;
+  ~InterruptOnExit() {
+    if (pid > 0 && ::kill(pid, SIGINT) == 0) exit_within(pid, 60);
+  }
+};
+
 bool have_chromium() {
   return run_command("command -v chromium").exit_code == 0;
 }
@@ -233,12 +241,14 @@ TEST(StatusLaunch, CommandPageAndBrowserOnALiveRun) {
   const std::string address = c.sync.coordinator.address;
   pid_t launch = loco::testing::spawn_shell(
       std::string(LOCO_BINARY) + " launch --config " + write_config(dir, c), dir + "/launch.log");
+  InterruptOnExit stop_launch{launch};
   const std::string metrics = dir + "/run/coordinator/metrics.jsonl";
   ASSERT_TRUE(wait_until([&] { return logged_round(metrics) >= 2; }, 180))
       << read_text(dir + "/launch.log");
   pid_t watch = loco::testing::spawn_shell(std::string(LOCO_BINARY) + " status " + address +
                                                " --watch 0.5 --secret-file " + dir + "/secret",
                                            dir + "/watch.log");
+  InterruptOnExit stop_watch{watch};
 
   // The table: the round, both members, the mode.
   auto r = run_loco("status " + address + " --secret-file " + dir + "/secret");
@@ -313,7 +323,9 @@ TEST(StatusLaunch, CommandPageAndBrowserOnALiveRun) {
 
   // Stopped: the watch saw rounds go by, then says the coordinator is gone and exits 0.
   ::kill(launch, SIGINT);
+  stop_launch.pid = -1;
   EXPECT_EQ(exit_within(launch, 120), 130) << read_text(dir + "/launch.log");
+  stop_watch.pid = -1;
   EXPECT_EQ(exit_within(watch, 30), 0) << read_text(dir + "/watch.log");
   std::string watched = read_text(dir + "/watch.log");
   EXPECT_NE(watched.find("coordinator at " + address + " is gone"), std::string::npos) << watched;
