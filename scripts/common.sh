@@ -15,7 +15,7 @@ LOCO_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git ca-certificates
   libtorch-dev libgloo-dev libopenblas0-pthread
   libspdlog-dev libcli11-dev libyaml-cpp-dev libsentencepiece-dev nlohmann-json3-dev
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libcpp-httplib-dev
   googletest libgtest-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-yaml
   gnuplot-nox openssl iproute2

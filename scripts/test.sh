@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
 
-install_packages
+install_packages chromium  # the status page's browser test (tests/test_status.cpp)
 build_loco
 build_hardening
 jobs=$(nproc 2>/dev/null || echo 2)

@@ -16,6 +16,7 @@
 
 namespace fs = std::filesystem;
 using namespace loco;
+using loco::testing::logged_round;
 using loco::testing::process_config;
 using loco::testing::read_text;
 using loco::testing::wait_exit;
@@ -51,14 +52,6 @@ pid_t pid_of(const std::string& run_dir, const std::string& process) {
     if (e.at("process") == process && (e.at("event") == "started" || e.at("event") == "restarted"))
       pid = e.at("pid").get<pid_t>();
   return pid;
-}
-
-int64_t logged_round(const std::string& metrics_path) {
-  int64_t round = 0;
-  if (!fs::exists(metrics_path)) return 0;
-  for (const auto& r : read_metrics(metrics_path))
-    if (r.contains("round")) round = std::max(round, r.at("round").get<int64_t>());
-  return round;
 }
 
 // Starts `loco launch` of `config` in the background, its output in `log`.

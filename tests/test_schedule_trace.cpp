@@ -125,7 +125,7 @@ TEST(Trace, BadTraceSchedulesNameTheFileAndField) {
                 "provision_s");
   EXPECT_EQ(schedule_error(dir, top + "sites: {a: {region: A, above: 100}}"),
             "s.yaml: sites.a.above: unknown key (region, below, hysteresis_s, provision_s, "
-            "power)");
+            "window_below, power)");
   EXPECT_EQ(schedule_error(dir, "trace: i.csv\nsites: {a: {region: A, below: 100}}"),
             "s.yaml: sites.a.power: no train_kw or idle_kw: give power: {train_kw: KW, idle_kw: "
             "KW} at the top of the file or for the site");
@@ -222,6 +222,34 @@ TEST(Energy, PerSiteEnergyAndEmissionsByHand) {
   again.restore(m.state());
   EXPECT_EQ(again.record(), r);
   EXPECT_THROW(again.restore({1, 2}), std::runtime_error);
+}
+
+// The energy spent inside curtailment windows: while the region is below the site's
+// window_below (default: its `below`), whether the site trains or idles.
+TEST(Energy, EnergyInsideWindowsCountsOnlyRowsBelowTheWindowThreshold) {
+  std::string dir = loco::testing::temp_dir();
+  // A: 50, 200, 50, 50 (gCO2/kWh), 300 s rows.
+  std::ofstream(dir + "/i.csv") << trace_csv({"A"}, {{50}, {200}, {50}, {50}});
+  Schedule s = Schedule::parse(
+      "trace: i.csv\npower: {train_kw: 2, idle_kw: 0.5}\nsites:\n"
+      "  c: {region: A, window_below: 100}\n"  // always powered, windows where A < 100
+      "  d: {region: A}\n",                    // no threshold at all: nothing is a window
+      "s.yaml", dir);
+  EnergyMeter m(s);
+  m.advance(600, {"c", "d"});  // row 0 inside, row 1 outside, both training
+  m.advance(1200, {});         // rows 2 and 3 inside, idle
+  const SiteEnergy& c = m.sites().at("c");
+  EXPECT_DOUBLE_EQ(c.energy_kwh, (2.0 * 600 + 0.5 * 600) / 3600);
+  EXPECT_DOUBLE_EQ(c.window_energy_kwh, (2.0 * 300 + 0.5 * 600) / 3600);
+  EXPECT_DOUBLE_EQ(m.sites().at("d").window_energy_kwh, 0);
+  EXPECT_DOUBLE_EQ(m.record()["sites"]["c"]["window_energy_kwh"].get<double>(),
+                   c.window_energy_kwh);
+  // a checkpoint written before window_energy_kwh (four numbers a site) still restores
+  std::vector<double> old = {1200, 1200, 600, c.energy_kwh, c.emissions_g, 1200, 600, 1.0, 2.0};
+  EnergyMeter again(s);
+  again.restore(old);
+  EXPECT_DOUBLE_EQ(again.sites().at("c").energy_kwh, c.energy_kwh);
+  EXPECT_DOUBLE_EQ(again.sites().at("c").window_energy_kwh, 0);
 }
 
 TEST(Energy, SplitsAtRowsAndProvisioningIdles) {

@@ -26,6 +26,7 @@
 #include "loco/config.h"
 #include "loco/coordinator.h"
 #include "loco/launch.h"
+#include "loco/metrics.h"
 #include "loco/model.h"
 #include "loco/optim.h"
 #include "loco/prepare.h"
@@ -225,6 +226,15 @@ inline loco::Config process_config(const std::string& run_dir, int64_t workers, 
   c.sync.coordinator.round_timeout_s = 60;
   c.sync.coordinator.connect_timeout_s = 60;
   return c;
+}
+
+// The newest round in a metrics.jsonl (a coordinator's), 0 while it is missing.
+inline int64_t logged_round(const std::string& metrics_path) {
+  int64_t round = 0;
+  if (!std::filesystem::exists(metrics_path)) return 0;
+  for (const auto& r : loco::read_metrics(metrics_path))
+    if (r.contains("round")) round = std::max(round, r.at("round").get<int64_t>());
+  return round;
 }
 
 // Polls until `done` or `timeout_s` passes; whether `done` held.

@@ -154,6 +154,11 @@ struct CoordinatorConfig {
   // data.val and data.tokenizer are not read and rounds are logged without them (a large model on
   // a small coordinator machine; `loco bench coordinator`).
   bool evaluate = true;
+  // HOST:PORT where the coordinator serves its live status page over HTTP (`GET /`, an HTML page
+  // that refreshes itself, and `GET /status.json`; docs/status.md). Empty (the default): none.
+  // A host other than loopback (127.x, localhost, ::1) needs secret_file, and the page then asks
+  // for the secret (`?token=SECRET` or `Authorization: Bearer SECRET`).
+  std::string status_address;
 };
 
 // One site of a multi-site run (docs/multisite.md): ranks on a fast interconnect that train one
@@ -282,6 +287,11 @@ std::string read_config_file(const std::string& key, const std::string& path);
 // ConfigError when it is empty or holds anything but printable ASCII (it travels as gRPC
 // metadata).
 std::string read_secret(const std::string& path);
+
+// The host of a HOST:PORT address ("[::1]:80" gives "::1"), and whether it is loopback (127.x,
+// localhost, ::1): sync.coordinator.status_address needs the secret unless it is.
+std::string status_host(const std::string& address);
+bool is_loopback_host(const std::string& host);
 
 // The resolved config as YAML, every key present.
 std::string to_yaml(const Config& config);

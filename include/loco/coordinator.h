@@ -166,6 +166,7 @@ class CoordinatorCore {
   int64_t round_ = 0, total_rounds_ = 0, tokens_total_ = 0, round_tokens_ = 0;
   double round_loss_sum_ = 0, round_started_ = 0, round_work_s_ = 0, last_round_loss_ = 0;
   int64_t consensus_round_ = -1;
+  std::vector<LossPoint> train_losses_;  // per closed round, for status()
   double start_time_ = 0;
   std::unique_ptr<EnergyMeter> energy_;  // with a trace schedule
   double trace_offset_ = 0;              // trace time at start_time_ (a restart: where it was)

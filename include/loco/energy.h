@@ -28,6 +28,7 @@ namespace loco {
 
 struct SiteEnergy {
   double up_s = 0, train_s = 0, energy_kwh = 0, emissions_g = 0;
+  double window_energy_kwh = 0;  // spent while the region's intensity was below window_below
 };
 
 struct Baseline {

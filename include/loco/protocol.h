@@ -64,9 +64,18 @@ struct JoinInfo {
 struct MemberInfo {
   std::string worker_id, name;
   int32_t shard = 0;
+  // reported: pushed this round's update (else it is training); reported_state: pushed its
+  // full parameters for the round's consensus (demo).
   bool reported = false, reported_state = false;
   double last_loss = 0;
   uint64_t bytes_up = 0, bytes_down = 0;
+  double seen_s_ago = 0;  // since its last call (heartbeat, push, pull): filled in by status()
+};
+
+// One point of a loss curve: the round that closed and its loss.
+struct LossPoint {
+  int64_t round = 0;
+  double loss = 0;
 };
 
 struct CoordinatorStatus {
@@ -75,6 +84,23 @@ struct CoordinatorStatus {
   uint64_t bytes_up = 0, bytes_down = 0;
   double last_val_loss = 0;
   int64_t tokens = 0;  // in closed rounds
+  std::string mode;    // sync.mode
+  double wall_s = 0;   // since the coordinator started
+  // The curves of closed rounds: the token-weighted training loss of the pushes, and the
+  // coordinator's val loss where it evaluated. Long runs keep every other point once a curve
+  // passes kMaxCurvePoints, so each stays short and spans the whole run.
+  std::vector<LossPoint> train_losses, val_losses;
 };
+constexpr size_t kMaxCurvePoints = 1000;
+
+// Appends `p` to a status curve, keeping every other point once it passes kMaxCurvePoints.
+inline void append_loss_point(std::vector<LossPoint>& curve, LossPoint p) {
+  curve.push_back(p);
+  if (curve.size() <= kMaxCurvePoints) return;
+  size_t kept = 0;
+  for (size_t i = 0; i < curve.size(); i += 2) curve[kept++] = curve[i];
+  if (curve[kept - 1].round != p.round) curve[kept++] = p;  // the newest point stays
+  curve.resize(kept);
+}
 
 }  // namespace loco

@@ -1,6 +1,6 @@
 // `loco`: the one binary. Subcommands: data prepare, train, sample, bench train, bench
-// coordinator, coordinator, worker, launch, compare, emissions, export (and, in their own
-// files, see commands.h: eval, data cloze).
+// coordinator, coordinator, worker, launch, status, compare, emissions, export (and, in their
+// own files, see commands.h: eval, data cloze).
 // Every user-facing error is caught here, printed as one line, and turned into exit code 1.
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -34,6 +34,7 @@
 #include "loco/export.h"
 #include "commands.h"
 #include "loco/sample.h"
+#include "loco/status.h"
 #include "loco/trainer.h"
 
 namespace {
@@ -119,6 +120,15 @@ int run_bench(const std::string& config_path, const std::vector<std::string>& ov
 std::atomic<bool> g_stop{false};
 void request_stop(int) {
   g_stop = true;
+}
+
+// `loco status`: Ctrl-C ends a watch (exit 0).
+int run_status_cmd(const loco::StatusOptions& options) {
+  struct sigaction sa {};
+  sa.sa_handler = request_stop;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  return loco::run_status(options, g_stop, std::cout);
 }
 
 int run_coordinator_cmd(const std::string& config_path, const std::vector<std::string>& overrides,
@@ -279,10 +289,11 @@ struct Cli {
   loco::CompareOptions compare_opts;
   loco::EmissionsOptions emissions_opts;
   loco::CoordBenchOptions coord_bench;
+  loco::StatusOptions status_opts;
   CLI::App *prepare = nullptr, *train = nullptr, *sample = nullptr, *bench_train = nullptr,
            *bench_coordinator = nullptr, *coordinator = nullptr, *worker = nullptr,
            *launch = nullptr, *compare = nullptr, *emissions = nullptr, *export_cmd = nullptr,
-           *eval = nullptr, *cloze = nullptr;
+           *status = nullptr, *eval = nullptr, *cloze = nullptr;
 };
 
 // --config and --set, as every subcommand that reads a config has them.
@@ -441,6 +452,27 @@ void add_launch(CLI::App& app, Cli& cli) {
   cli.launch = launch;
 }
 
+void add_status(CLI::App& app, Cli& cli) {
+  loco::StatusOptions& o = cli.status_opts;
+  auto* cmd = app.add_subcommand(
+      "status", "a running coordinator's round, members, bytes and losses (docs/status.md)");
+  cmd->add_option("address", o.address,
+                  "HOST:PORT of the coordinator (default: --config's sync.coordinator.address)");
+  cmd->add_option("--watch", o.watch_s,
+                  "print again every SECONDS (2 when not given) until the coordinator is gone")
+      ->expected(0, 1)
+      ->default_str("2")
+      ->check(CLI::Range(0.1, 86400.0));
+  cmd->add_flag("--json", o.json, "print /status.json's JSON instead of the table");
+  cmd->add_option("--config", o.config_path, "take sync.coordinator (secret, TLS) from this YAML")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--secret-file", o.secret_file, "the run's shared secret (as secret_file)");
+  cmd->add_option("--tls-ca", o.tls_ca, "CA of the coordinator's certificate (as tls.ca)");
+  cmd->add_option("--tls-cert", o.tls_cert, "client certificate (as tls.cert)");
+  cmd->add_option("--tls-key", o.tls_key, "its key (as tls.key)");
+  cli.status = cmd;
+}
+
 void add_compare(CLI::App& app, Cli& cli) {
   loco::CompareOptions& compare_opts = cli.compare_opts;
   auto* compare = app.add_subcommand(
@@ -484,6 +516,7 @@ int run_command(const Cli& cli) {
     return run_worker(cli.config_path, cli.overrides, cli.coordinator_address, cli.worker_name,
                       cli.worker_site, cli.resume);
   if (cli.launch->parsed()) return loco::launch(cli.launch_opts);
+  if (cli.status->parsed()) return run_status_cmd(cli.status_opts);
   if (cli.compare->parsed()) return run_compare(cli.compare_opts);
   if (cli.emissions->parsed()) return run_emissions(cli.emissions_opts);
   if (cli.bench_coordinator->parsed())
@@ -511,6 +544,7 @@ int main(int argc, char** argv) {
   add_coordinator(app, cli);
   add_worker(app, cli);
   add_launch(app, cli);
+  add_status(app, cli);
   add_compare(app, cli);
 
   CLI11_PARSE(app, argc, argv);

@@ -230,6 +230,7 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.coordinator.checkpoint_every", c.sync.coordinator.checkpoint_every);
   add("sync.coordinator.connect_timeout_s", c.sync.coordinator.connect_timeout_s);
   add("sync.coordinator.evaluate", c.sync.coordinator.evaluate);
+  add("sync.coordinator.status_address", c.sync.coordinator.status_address);
   add("sync.link.mbps", c.sync.link.mbps);
   add("sync.link.latency_ms", c.sync.link.latency_ms);
   add("sync.link.shaping", c.sync.link.shaping);

@@ -159,6 +159,25 @@ void validate_sync(const SyncConfig& sync) {
   validate_codec(sync);
 }
 
+// The status page (docs/status.md): HOST:PORT, and a host other than loopback only with the secret.
+void validate_status_address(const CoordinatorConfig& co) {
+  const std::string key = "sync.coordinator.status_address";
+  const std::string& a = co.status_address;
+  if (a.empty()) return;
+  const size_t colon = a.rfind(':');
+  int64_t port = -1;
+  if (colon != std::string::npos && colon + 1 < a.size() && a.size() - colon <= 6 &&
+      std::all_of(a.begin() + colon + 1, a.end(),
+                  [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)) != 0; }))
+    port = std::stoll(a.substr(colon + 1));
+  require(colon != std::string::npos && colon > 0 && port >= 1 && port <= 65535,
+          key + ": '" + a + "' is not HOST:PORT (e.g. 127.0.0.1:8080, port 1-65535)");
+  require(is_loopback_host(status_host(a)) || !co.secret_file.empty(),
+          key + ": '" + a +
+              "' is not a loopback address and sync.coordinator.secret_file is not set: anyone "
+              "who can reach it would see the run; set a secret or bind to 127.0.0.1");
+}
+
 void validate_coordinator(const SyncConfig& sync) {
   const auto& co = sync.coordinator;
   require(co.round_timeout_s > 0 && co.heartbeat_s > 0 && co.lease_s > co.heartbeat_s,
@@ -171,6 +190,7 @@ void validate_coordinator(const SyncConfig& sync) {
           "sync.coordinator: straggler_factor must be >= 1 and straggler_min_s positive");
   require(co.max_update_mb > 0 && co.checkpoint_every > 0,
           "sync.coordinator: max_update_mb and checkpoint_every must be positive");
+  validate_status_address(co);
 }
 
 // What the exchange between workers (and its rounds) needs of the config as a whole.
@@ -230,6 +250,17 @@ std::string read_config_file(const std::string& key, const std::string& path) {
   text << in.rdbuf();
   require(!in.bad() && !text.str().empty(), key + ": '" + path + "' is empty or unreadable");
   return text.str();
+}
+
+std::string status_host(const std::string& address) {
+  std::string host = address.substr(0, address.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  return host;
+}
+
+bool is_loopback_host(const std::string& host) {
+  return host.rfind("127.", 0) == 0 || host == "localhost" || host == "::1";
 }
 
 std::string read_secret(const std::string& path) {

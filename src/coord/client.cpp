@@ -161,11 +161,16 @@ CoordinatorStatus CoordinatorClient::status(double timeout_s) {
   out.bytes_up = reply.bytes_up(), out.bytes_down = reply.bytes_down();
   out.last_val_loss = reply.last_val_loss();
   out.tokens = reply.tokens();
+  out.mode = reply.mode(), out.wall_s = reply.wall_s();
+  for (const auto& p : reply.train_losses()) out.train_losses.push_back({p.round(), p.loss()});
+  for (const auto& p : reply.val_losses()) out.val_losses.push_back({p.round(), p.loss()});
   for (const auto& m : reply.members()) {
     MemberInfo info;
     info.worker_id = m.worker_id(), info.name = m.name(), info.shard = m.shard();
-    info.reported = m.reported(), info.last_loss = m.last_loss();
+    info.reported = m.reported(), info.reported_state = m.reported_state();
+    info.last_loss = m.last_loss();
     info.bytes_up = m.bytes_up(), info.bytes_down = m.bytes_down();
+    info.seen_s_ago = m.seen_s_ago();
     out.members.push_back(info);
   }
   return out;

@@ -331,6 +331,7 @@ void CoordinatorCore::close_round_locked() {
   r.work_s = round_work_s_ + (now_s() - work_start);
   round_work_s_ = 0;
   r.loss = last_round_loss_ = round_loss_sum_ / double(round_tokens_);
+  append_loss_point(train_losses_, {round_ + 1, r.loss});
   r.tokens = round_tokens_;
   r.members = members_->close_round(members_->round_complete(round_));
   r.workers = int(r.members.size());
@@ -517,10 +518,18 @@ CoordinatorStatus CoordinatorCore::status() const {
   std::lock_guard<std::mutex> lock(mu_);
   CoordinatorStatus s;
   s.round = round_, s.total_rounds = total_rounds_;
-  for (const auto& [id, m] : members_->members()) s.members.push_back(m.info);
+  const double now = now_s();
+  for (const auto& [id, m] : members_->members()) {
+    s.members.push_back(m.info);
+    s.members.back().seen_s_ago = now - m.last_seen;
+  }
   s.bytes_up = ledger_->bytes_up(), s.bytes_down = ledger_->bytes_down();
   s.last_val_loss = evaluator_->last_val_loss();
+  s.val_losses = evaluator_->val_losses();
+  s.train_losses = train_losses_;
   s.tokens = tokens_total_;
+  s.mode = mode_name(config_.sync.mode);
+  s.wall_s = now - start_time_;
   return s;
 }
 

@@ -35,6 +35,8 @@ void EnergyMeter::advance(double trace_s, const std::set<std::string>& training)
         if (live) e.train_s += dt;
         e.energy_kwh += kw_on * dt / 3600;
         e.emissions_g += kw_on * dt / 3600 * trace.value(site.region, row);
+        if (trace.value(site.region, row) < site.window_below)
+          e.window_energy_kwh += kw_on * dt / 3600;
         x = y;
       }
     }
@@ -47,6 +49,7 @@ SiteEnergy EnergyMeter::total() const {
   for (const auto& [name, e] : sites_) {
     t.up_s += e.up_s, t.train_s += e.train_s;
     t.energy_kwh += e.energy_kwh, t.emissions_g += e.emissions_g;
+    t.window_energy_kwh += e.window_energy_kwh;
   }
   return t;
 }
@@ -56,6 +59,7 @@ namespace {
 nlohmann::json site_json(const SiteEnergy& e) {
   return {{"energy_kwh", e.energy_kwh},
           {"emissions_g", e.emissions_g},
+          {"window_energy_kwh", e.window_energy_kwh},
           {"up_s", e.up_s},
           {"train_s", e.train_s}};
 }
@@ -75,20 +79,22 @@ nlohmann::json EnergyMeter::record() const {
 std::vector<double> EnergyMeter::state() const {
   std::vector<double> out = {now_};
   for (const auto& [name, e] : sites_)
-    out.insert(out.end(), {e.up_s, e.train_s, e.energy_kwh, e.emissions_g});
+    out.insert(out.end(), {e.up_s, e.train_s, e.energy_kwh, e.emissions_g, e.window_energy_kwh});
   return out;
 }
 
 void EnergyMeter::restore(const std::vector<double>& state) {
-  if (state.size() != 1 + 4 * sites_.size())
+  // five numbers a site; four in checkpoints written before window_energy_kwh
+  const size_t per = sites_.empty() || state.size() == 1 + 5 * sites_.size() ? 5 : 4;
+  if (state.size() != 1 + per * sites_.size())
     throw std::runtime_error("the checkpoint's energy accounts for " +
-                             std::to_string((std::max<size_t>(state.size(), 1) - 1) / 4) +
+                             std::to_string((std::max<size_t>(state.size(), 1) - 1) / per) +
                              " sites, the schedule has " + std::to_string(sites_.size()));
   now_ = state[0];
   size_t i = 1;
   for (auto& [name, e] : sites_) {
-    e = {state[i], state[i + 1], state[i + 2], state[i + 3]};
-    i += 4;
+    e = {state[i], state[i + 1], state[i + 2], state[i + 3], per == 5 ? state[i + 4] : 0.0};
+    i += per;
   }
 }
 

@@ -102,6 +102,11 @@ double Evaluator::last_val_loss() const {
   return last_val_loss_;
 }
 
+std::vector<LossPoint> Evaluator::val_losses() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return val_losses_;
+}
+
 double Evaluator::last_val_bpb() const {
   std::lock_guard<std::mutex> lock(mu_);
   return last_val_bpb_;
@@ -191,6 +196,7 @@ void Evaluator::evaluate_into(const ClosedRound& r, nlohmann::json& record) {
       std::lock_guard<std::mutex> lock(mu_);
       last_val_loss_ = e.loss;
       last_val_bpb_ = e.bpb;
+      append_loss_point(val_losses_, {r.round, e.loss});
     }
     spdlog::info("coordinator: round {}{} | val loss {:.4f} | val bpb {:.4f}", r.round,
                  r.consensus ? " (consensus of the replicas)" : "", e.loss, e.bpb);

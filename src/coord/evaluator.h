@@ -19,6 +19,7 @@
 #include "loco/metrics.h"
 #include "loco/model.h"
 #include "loco/optim.h"
+#include "loco/protocol.h"
 #include "loco/token_stream.h"
 
 namespace loco {
@@ -74,6 +75,7 @@ class Evaluator {
   bool idle() const;
   double last_val_loss() const;
   double last_val_bpb() const;
+  std::vector<LossPoint> val_losses() const;  // per evaluated round (consensus rounds included)
 
  private:
   void loop();
@@ -94,6 +96,7 @@ class Evaluator {
   std::deque<ClosedRound> queue_;
   bool busy_ = false, stop_ = false;
   double last_val_loss_ = 0, last_val_bpb_ = 0;
+  std::vector<LossPoint> val_losses_;
   std::thread thread_;
 };
 

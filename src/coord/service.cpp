@@ -19,6 +19,7 @@
 #include "loco/files.h"
 #include "memory_gate.h"
 #include "security.h"
+#include "status_page.h"
 #include "stream.h"
 
 namespace loco {
@@ -175,6 +176,16 @@ class Service final : public v1::Coordinator::Service {
       reply->set_bytes_down(s.bytes_down);
       reply->set_last_val_loss(s.last_val_loss);
       reply->set_tokens(s.tokens);
+      reply->set_mode(s.mode);
+      reply->set_wall_s(s.wall_s);
+      for (const auto& p : s.train_losses) {
+        auto* out = reply->add_train_losses();
+        out->set_round(p.round), out->set_loss(p.loss);
+      }
+      for (const auto& p : s.val_losses) {
+        auto* out = reply->add_val_losses();
+        out->set_round(p.round), out->set_loss(p.loss);
+      }
       for (const auto& m : s.members) {
         auto* out = reply->add_members();
         out->set_worker_id(m.worker_id);
@@ -184,6 +195,8 @@ class Service final : public v1::Coordinator::Service {
         out->set_last_loss(m.last_loss);
         out->set_bytes_up(m.bytes_up);
         out->set_bytes_down(m.bytes_down);
+        out->set_reported_state(m.reported_state);
+        out->set_seen_s_ago(m.seen_s_ago);
       }
       return grpc::Status::OK;
     });
@@ -271,6 +284,9 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
       : co.tls_ca.empty() ? "TLS"
                           : "TLS with client certificates",
       secret.empty() ? "no shared secret" : "shared secret required");
+  std::unique_ptr<StatusPage> page;  // stopped before the summary is written
+  if (!co.status_address.empty())
+    page = std::make_unique<StatusPage>(co, secret, [&core] { return core.status(); });
   for (int64_t ticks = 1; !stop && !core.finished(); ++ticks) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     core.tick();
@@ -282,6 +298,7 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   }
   if (stop) spdlog::info("coordinator: stopping on request at round {}", core.round());
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  page.reset();
   core.save_checkpoint();
   auto s = core.status();
   auto totals = core.totals();

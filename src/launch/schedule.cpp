@@ -179,6 +179,7 @@ Schedule Schedule::parse_trace(const YAML::Node& root, const std::string& where,
     if (!spec.IsMap()) bad(where, at, "expected {region: ..., below: ...}");
     TraceSite site;
     site.below = std::numeric_limits<double>::infinity();
+    site.window_below = std::nan("");  // unset: `below`
     site.power = s.power_;
     for (const auto& key : spec) {
       std::string k = key.first.as<std::string>(), field = at + "." + k;
@@ -186,6 +187,8 @@ Schedule Schedule::parse_trace(const YAML::Node& root, const std::string& where,
         site.region = key.second.as<std::string>();
       else if (k == "below")
         site.below = number(key.second, where, field);
+      else if (k == "window_below")
+        site.window_below = number(key.second, where, field);
       else if (k == "hysteresis_s" || k == "provision_s") {
         double v = number(key.second, where, field);
         if (!(v >= 0)) bad(where, field, "must be >= 0 (trace seconds)");
@@ -193,8 +196,10 @@ Schedule Schedule::parse_trace(const YAML::Node& root, const std::string& where,
       } else if (k == "power")
         site.power = power_model(key.second, site.power, where, field);
       else
-        bad(where, field, "unknown key (region, below, hysteresis_s, provision_s, power)");
+        bad(where, field,
+            "unknown key (region, below, hysteresis_s, provision_s, window_below, power)");
     }
+    if (std::isnan(site.window_below)) site.window_below = site.below;
     if (site.region.empty()) bad(where, at + ".region", "missing: the trace column it follows");
     if (!s.trace_.has(site.region)) {
       std::string all;
