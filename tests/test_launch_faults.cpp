@@ -261,10 +261,23 @@ TEST(LaunchFaults, AWorkerThatFailsAtEveryStartIsGivenUpAndTheRunGoesOn) {
   c.sync.restart_limit = 2;
   c.sync.coordinator.min_workers = 1;
   c.sync.coordinator.round_timeout_s = 5;
+  c.sync.coordinator.lease_s = 60;  // w0 is held stopped below; it must not lapse meanwhile
   std::string config = loco::testing::write_config(dir, c);
   fs::create_directories(dir + "/run");
   std::ofstream(dir + "/run/worker-1") << "not a directory\n";
-  auto r = loco::testing::run_loco("launch --config " + config);
+  // w0 alone can finish the run before w1 has failed three times (CI saw it, under load): it is
+  // held (SIGSTOP) from round 1 until the launcher has given up on w1.
+  pid_t launch = start_launch(config, dir + "/launch.log");
+  pid_t w0 = -1;
+  ASSERT_TRUE(wait_until([&] { return reached(dir, 1); }, 120)) << read_text(dir + "/launch.log");
+  ASSERT_GT(w0 = pid_of(dir + "/run", "w0"), 0);
+  ASSERT_EQ(::kill(w0, SIGSTOP), 0);
+  bool gave_up =
+      wait_until([&] { return !events_of(dir + "/run", "w1", "given_up").empty(); }, 120);
+  ::kill(w0, SIGCONT);
+  ASSERT_TRUE(gave_up) << read_text(dir + "/launch.log");
+  const int exit_code = wait_exit(launch);
+  const loco::testing::CommandResult r{exit_code, read_text(dir + "/launch.log")};
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   EXPECT_EQ(events_of(dir + "/run", "w1", "exited").size(), 3u);

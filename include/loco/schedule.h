@@ -61,7 +61,7 @@ struct TraceSite {
   double below = 0;  // +inf: no threshold given (always powered)
   double hysteresis_s = 0, provision_s = 0;
   // The intensity below which the region is in a curtailment window, for the share of energy
-  // spent inside windows (window_below; default `below`; +inf: not accounted).
+  // spent inside windows (window_below; default `below`; -inf, never, without either).
   double window_below = 0;
   PowerModel power;
   // When it is powered, in trace seconds: sorted, disjoint [on, off) intervals; the first

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
@@ -63,6 +64,29 @@ std::string free_subnet(int seed) {
   throw std::runtime_error("no free 10.x.y.0/24 subnet for the namespaces");
 }
 
+// Whether this process runs under chroot: its root is not the root of init's mount namespace.
+// /proc/1/root cannot always be read (no ptrace rights over init: seen in a sandbox, where the
+// check then failed open and `ip netns add` left /run/netns mounted), so first: a chroot's root
+// is a plain directory, not a mount point, and /proc/self/mountinfo (whose mount points are
+// relative to this process's root) lists no mount at "/".
+bool inside_chroot() {
+  std::ifstream mounts("/proc/self/mountinfo");
+  if (mounts) {
+    bool root_mounted = false;
+    for (std::string line; std::getline(mounts, line);) {
+      std::istringstream fields(line);
+      std::string id, parent, dev, root, mount_point;
+      if (fields >> id >> parent >> dev >> root >> mount_point && mount_point == "/")
+        root_mounted = true;
+    }
+    if (!root_mounted) return true;
+  }
+  struct stat root {
+  }, init_root{};
+  return ::stat("/", &root) == 0 && ::stat("/proc/1/root", &init_root) == 0 &&
+         (root.st_dev != init_root.st_dev || root.st_ino != init_root.st_ino);
+}
+
 }  // namespace
 
 std::string netns_unavailable() {
@@ -71,10 +95,7 @@ std::string netns_unavailable() {
   if (!on_path("tc")) return "`tc` (iproute2) is not installed";
   // In a chroot `ip netns add` cannot mount the namespace, and the mount of /run/netns it makes
   // first stays behind on the host: do not try.
-  struct stat root {
-  }, init_root{};
-  if (::stat("/", &root) == 0 && ::stat("/proc/1/root", &init_root) == 0 &&
-      (root.st_dev != init_root.st_dev || root.st_ino != init_root.st_ino))
+  if (inside_chroot())
     return "running inside a chroot (network namespaces cannot be mounted there)";
   // Root with the tools is not enough: inside a container `ip netns` may fail to mount its
   // namespaces. Try one.

@@ -199,7 +199,8 @@ Schedule Schedule::parse_trace(const YAML::Node& root, const std::string& where,
         bad(where, field,
             "unknown key (region, below, hysteresis_s, provision_s, window_below, power)");
     }
-    if (std::isnan(site.window_below)) site.window_below = site.below;
+    if (std::isnan(site.window_below))  // unset: `below`, and no window at all without one
+      site.window_below = std::isinf(site.below) ? -site.below : site.below;
     if (site.region.empty()) bad(where, at + ".region", "missing: the trace column it follows");
     if (!s.trace_.has(site.region)) {
       std::string all;
