@@ -435,9 +435,18 @@ TEST(LaunchFaults, AWorkerStoppedPastItsLeaseRejoinsWhenContinued) {
   pid_t w1 = pid_of(dir + "/run", "w1");
   ASSERT_GT(w1, 0);
   ASSERT_EQ(::kill(w1, SIGSTOP), 0);
-  const int64_t stopped_at = logged_round(dir + "/run/coordinator/metrics.jsonl");
-  // the coordinator goes on without it: a round closes while w1 is stopped
-  bool went_on = wait_until([&] { return reached(dir, stopped_at + 1); }, 60);
+  // The coordinator drops it when its lease lapses and goes on without it: a round closes after
+  // the drop while w1 is still stopped. (A round closing is not enough by itself: w1 may have
+  // pushed the current round before it stopped.)
+  const std::string dropped = "w1 missed its lease";
+  int64_t dropped_at = -1;
+  bool went_on = wait_until(
+      [&] {
+        if (dropped_at < 0 && read_text(dir + "/launch.log").find(dropped) != std::string::npos)
+          dropped_at = logged_round(dir + "/run/coordinator/metrics.jsonl");
+        return dropped_at >= 0 && reached(dir, dropped_at + 1);
+      },
+      60);
   ::kill(w1, SIGCONT);
   EXPECT_TRUE(went_on) << read_text(dir + "/launch.log");
   ASSERT_EQ(wait_exit(launch), 0) << read_text(dir + "/launch.log");
