@@ -215,6 +215,47 @@ TEST(LaunchFaults, AKilledCoordinatorIsRestartedWithResumeAndTheRunFinishes) {
   EXPECT_TRUE(summary.at("complete").get<bool>());
 }
 
+// Under a trace schedule the coordinator's checkpoint carries the energy accounting: killed and
+// resumed, it accounts the whole run, so a site powered throughout was up for all of the run's
+// trace time, not only since the restart.
+TEST(LaunchFaults, AResumedCoordinatorKeepsTheEnergyAccountedBeforeItsDeath) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 10;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  std::string csv = "time,A\n";
+  for (int i = 0; i < 200; ++i) {  // 5-minute rows of 50 gCO2/kWh, 1000 min in all
+    char row[64];
+    std::snprintf(row, sizeof(row), "2024-05-01T%02d:%02d:00Z,50\n", i * 5 / 60, i * 5 % 60);
+    csv += row;
+  }
+  std::ofstream(dir + "/i.csv") << csv;
+  std::ofstream(dir + "/schedule.yaml")
+      << "trace: i.csv\nspeed: 100\npower: {train_kw: 2, idle_kw: 0.5}\nsites:\n"
+         "  w0: {region: A}\n  w1: {region: A}\n";
+  c.sync.schedule = dir + "/schedule.yaml";
+  std::string config = loco::testing::write_config(dir, c);
+  double before_s = 0;
+  auto checkpointed = [&] {
+    if (!reached(dir, 2) || list_checkpoints(dir + "/run/coordinator/checkpoints").empty())
+      return false;
+    for (const auto& r : read_metrics(dir + "/run/coordinator/metrics.jsonl"))
+      if (r.contains("trace_s")) before_s = r.at("trace_s");
+    return true;
+  };
+  ASSERT_EQ(launch_and_kill(config, dir, "coord", checkpointed), 0)
+      << read_text(dir + "/launch.log");
+  ASSERT_EQ(events_of(dir + "/run", "coord", "restarted").size(), 1u);
+  auto summary = nlohmann::json::parse(read_text(dir + "/run/coordinator/summary.json"));
+  const double trace_s = summary.at("trace_s");
+  EXPECT_GT(before_s, 0);
+  EXPECT_GT(trace_s, before_s);
+  for (const char* site : {"w0", "w1"}) {
+    const auto& e = summary.at("sites").at(site);
+    EXPECT_NEAR(e.at("up_s").get<double>(), trace_s, 1e-6) << site << " " << e;
+    EXPECT_GT(e.at("train_s").get<double>(), 0) << site;
+  }
+}
+
 // Killed before its first checkpoint, the coordinator has nothing to resume: it starts fresh,
 // its metrics so far moved aside, and the workers join it again.
 TEST(LaunchFaults, ACoordinatorKilledBeforeItsFirstCheckpointStartsFresh) {
