@@ -5,6 +5,9 @@
 #include <CLI/CLI.hpp>
 
 #include "loco/eval.h"
+#include "loco/export.h"
+#include "loco/sample.h"
+#include "loco/status.h"
 
 namespace loco::cli {
 
@@ -15,5 +18,13 @@ int run_eval(const EvalOptions& options);
 // `loco data cloze --data DIR --out FILE.jsonl ...`, under `loco data`.
 CLI::App* add_cloze(CLI::App& data, ClozeOptions& options);
 int run_cloze(const ClozeOptions& options);
+
+// `loco sample`, `loco export`, `loco status` (tool_commands.cpp).
+CLI::App* add_sample(CLI::App& app, SampleOptions& options);
+int run_sample(const SampleOptions& options);
+CLI::App* add_export(CLI::App& app, ExportOptions& options);
+int run_export(const ExportOptions& options);
+CLI::App* add_status(CLI::App& app, StatusOptions& options);
+int run_status_command(const StatusOptions& options);
 
 }  // namespace loco::cli

@@ -1,6 +1,6 @@
 // `loco`: the one binary. Subcommands: data prepare, train, sample, bench train, bench
-// coordinator, coordinator, worker, launch, status, compare, emissions, export (and, in their
-// own files, see commands.h: eval, data cloze).
+// coordinator, coordinator, worker, launch, compare, emissions (and, in their own files, see
+// commands.h: sample, export, status, eval, data cloze).
 // Every user-facing error is caught here, printed as one line, and turned into exit code 1.
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -120,15 +120,6 @@ int run_bench(const std::string& config_path, const std::vector<std::string>& ov
 std::atomic<bool> g_stop{false};
 void request_stop(int) {
   g_stop = true;
-}
-
-// `loco status`: Ctrl-C ends a watch (exit 0).
-int run_status_cmd(const loco::StatusOptions& options) {
-  struct sigaction sa {};
-  sa.sa_handler = request_stop;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-  return loco::run_status(options, g_stop, std::cout);
 }
 
 int run_coordinator_cmd(const std::string& config_path, const std::vector<std::string>& overrides,
@@ -354,35 +345,6 @@ void add_train(CLI::App& app, Cli& cli) {
   cli.train = train;
 }
 
-void add_sample(CLI::App& app, Cli& cli) {
-  loco::SampleOptions& sample_opts = cli.sample_opts;
-  auto* sample = app.add_subcommand("sample", "continue a prompt with a checkpoint");
-  sample->add_option("--checkpoint", sample_opts.checkpoint, "checkpoint file")
-      ->required()
-      ->check(CLI::ExistingFile);
-  sample->add_option("--prompt", sample_opts.prompt, "text to continue")->required();
-  sample->add_option("--tokenizer", sample_opts.tokenizer, "tokenizer model (default: the run's)");
-  sample->add_option("--max-tokens", sample_opts.max_tokens)->capture_default_str();
-  sample->add_option("--temperature", sample_opts.temperature, "0 = greedy")->capture_default_str();
-  sample->add_option("--top-k", sample_opts.top_k, "0 = all")->capture_default_str();
-  sample->add_option("--seed", sample_opts.seed)->capture_default_str();
-  sample->add_option("--device", sample_opts.device)->capture_default_str();
-  cli.sample = sample;
-}
-
-void add_export(CLI::App& app, Cli& cli) {
-  loco::ExportOptions& o = cli.export_opts;
-  auto* cmd = app.add_subcommand(
-      "export", "a checkpoint as model.safetensors + config.json + tokenizer (docs/export.md)");
-  cmd->add_option("--checkpoint", o.checkpoint, "a run's or a coordinator's checkpoint file")
-      ->required()
-      ->check(CLI::ExistingFile);
-  cmd->add_option("--out", o.out, "directory to write")->required();
-  cmd->add_option("--tokenizer", o.tokenizer, "tokenizer model (default: the run's)");
-  cmd->add_flag("--force", o.force, "replace a non-empty --out");
-  cli.export_cmd = cmd;
-}
-
 void add_bench(CLI::App& app, Cli& cli) {
   auto* bench = app.add_subcommand("bench", "benchmarks");
   bench->require_subcommand(1);
@@ -452,27 +414,6 @@ void add_launch(CLI::App& app, Cli& cli) {
   cli.launch = launch;
 }
 
-void add_status(CLI::App& app, Cli& cli) {
-  loco::StatusOptions& o = cli.status_opts;
-  auto* cmd = app.add_subcommand(
-      "status", "a running coordinator's round, members, bytes and losses (docs/status.md)");
-  cmd->add_option("address", o.address,
-                  "HOST:PORT of the coordinator (default: --config's sync.coordinator.address)");
-  cmd->add_option("--watch", o.watch_s,
-                  "print again every SECONDS (2 when not given) until the coordinator is gone")
-      ->expected(0, 1)
-      ->default_str("2")
-      ->check(CLI::Range(0.1, 86400.0));
-  cmd->add_flag("--json", o.json, "print /status.json's JSON instead of the table");
-  cmd->add_option("--config", o.config_path, "take sync.coordinator (secret, TLS) from this YAML")
-      ->check(CLI::ExistingFile);
-  cmd->add_option("--secret-file", o.secret_file, "the run's shared secret (as secret_file)");
-  cmd->add_option("--tls-ca", o.tls_ca, "CA of the coordinator's certificate (as tls.ca)");
-  cmd->add_option("--tls-cert", o.tls_cert, "client certificate (as tls.cert)");
-  cmd->add_option("--tls-key", o.tls_key, "its key (as tls.key)");
-  cli.status = cmd;
-}
-
 void add_compare(CLI::App& app, Cli& cli) {
   loco::CompareOptions& compare_opts = cli.compare_opts;
   auto* compare = app.add_subcommand(
@@ -498,25 +439,17 @@ void add_compare(CLI::App& app, Cli& cli) {
 int run_command(const Cli& cli) {
   if (cli.prepare->parsed()) return run_prepare(cli.prep);
   if (cli.train->parsed()) return run_train(cli.config_path, cli.overrides, cli.resume);
-  if (cli.sample->parsed()) {
-    std::cout << cli.sample_opts.prompt << loco::sample(cli.sample_opts) << "\n";
-    return 0;
-  }
+  if (cli.sample->parsed()) return loco::cli::run_sample(cli.sample_opts);
   if (cli.cloze->parsed()) return loco::cli::run_cloze(cli.cloze_opts);
   if (cli.eval->parsed()) return loco::cli::run_eval(cli.eval_opts);
-  if (cli.export_cmd->parsed()) {
-    loco::export_model(cli.export_opts);
-    spdlog::info("export: wrote {}/model.safetensors, config.json, tokenizer.model",
-                 cli.export_opts.out);
-    return 0;
-  }
+  if (cli.export_cmd->parsed()) return loco::cli::run_export(cli.export_opts);
   if (cli.coordinator->parsed())
     return run_coordinator_cmd(cli.config_path, cli.overrides, cli.resume);
   if (cli.worker->parsed())
     return run_worker(cli.config_path, cli.overrides, cli.coordinator_address, cli.worker_name,
                       cli.worker_site, cli.resume);
   if (cli.launch->parsed()) return loco::launch(cli.launch_opts);
-  if (cli.status->parsed()) return run_status_cmd(cli.status_opts);
+  if (cli.status->parsed()) return loco::cli::run_status_command(cli.status_opts);
   if (cli.compare->parsed()) return run_compare(cli.compare_opts);
   if (cli.emissions->parsed()) return run_emissions(cli.emissions_opts);
   if (cli.bench_coordinator->parsed())
@@ -537,14 +470,14 @@ int main(int argc, char** argv) {
   Cli cli;
   add_data(app, cli);
   add_train(app, cli);
-  add_sample(app, cli);
-  add_export(app, cli);
+  cli.sample = loco::cli::add_sample(app, cli.sample_opts);
+  cli.export_cmd = loco::cli::add_export(app, cli.export_opts);
   cli.eval = loco::cli::add_eval(app, cli.eval_opts);
   add_bench(app, cli);
   add_coordinator(app, cli);
   add_worker(app, cli);
   add_launch(app, cli);
-  add_status(app, cli);
+  cli.status = loco::cli::add_status(app, cli.status_opts);
   add_compare(app, cli);
 
   CLI11_PARSE(app, argc, argv);
