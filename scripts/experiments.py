@@ -10,6 +10,7 @@ An experiment file is YAML with these keys (docs/compare.md, "Reproduction"):
             lowest final val loss) once all its points have finished; until then `set` holds
   baseline  the point the others are measured against: a point here, or EXPERIMENT/POINT
   plots     true: draw `loco compare`'s plots for RESULTS.md
+  page      a page of its own for its table (docs/results/NAME.md), instead of RESULTS.md
   points    {name: {key.path: value}}: one run each
   grid      {name: "template with {key.path}", key.path: [values], ...}: a run per combination
   needs     [command, ...]: run (from the project root) before the experiment's points, e.g. to

@@ -46,6 +46,7 @@ fi
 # Debian's Python, which has python3-yaml (docs/design.md "Pitfalls on this machine")
 PY=/usr/bin/python3
 ARGS=(--out "$OUT" --scale "$SCALE" --loco "$LOCO")
+ALL_EXPERIMENTS=(after_pretraining curtailment)  # those with pages of their own, when none is named
 
 if [[ $ACTION == list ]]; then
   exec "$PY" scripts/experiments.py list "${EXPERIMENTS[@]}" "${ARGS[@]}"
@@ -54,8 +55,25 @@ echo "==> reproducing into $OUT (step scale $SCALE, $JOBS point(s) at once${NICE
 start=$SECONDS
 rc=0
 ${NICE:+nice -n "$NICE"} "$PY" scripts/experiments.py run "${EXPERIMENTS[@]}" "${ARGS[@]}" --jobs "$JOBS" || rc=$?
-echo "==> runs took $(( (SECONDS - start) / 60 )) min; writing $PAGE"
-README=()
-[[ $SCALE == 1 && $PAGE == docs/RESULTS.md ]] && README=(--readme README.md)  # not for a smoke run
-"$PY" scripts/results_page.py --out "$OUT" --scale "$SCALE" --loco "$LOCO" --page "$PAGE" "${README[@]}"
+echo "==> runs took $(( (SECONDS - start) / 60 )) min"
+# Experiments with a `page:` of their own (after_pretraining, curtailment) get that page (under
+# OUT for a smoke run); the others go on the seed claims' page, written unless only experiments
+# with their own pages were named.
+own_pages=$("$PY" -c 'import sys, yaml
+for n in sys.argv[1:]:
+    p = (yaml.safe_load(open(f"configs/experiments/{n}.yaml")) or {}).get("page")
+    print(f"{n} {p}" if p else f"{n} -")' "${EXPERIMENTS[@]:-${ALL_EXPERIMENTS[@]}}")
+seed_page=$([[ ${#EXPERIMENTS[@]} == 0 ]] && echo yes || echo no)
+while read -r name page; do
+  if [[ $page == - ]]; then seed_page=yes; continue; fi
+  [[ $SCALE == 1 ]] || page=$OUT/$(basename "$page")
+  echo "==> writing $page"
+  "$PY" scripts/results_page.py --out "$OUT" --scale "$SCALE" --loco "$LOCO" --page "$page" --experiments "$name"
+done <<< "$own_pages"
+if [[ $seed_page == yes ]]; then
+  echo "==> writing $PAGE"
+  README=()
+  [[ $SCALE == 1 && $PAGE == docs/RESULTS.md ]] && README=(--readme README.md)  # not for a smoke run
+  "$PY" scripts/results_page.py --out "$OUT" --scale "$SCALE" --loco "$LOCO" --page "$PAGE" "${README[@]}"
+fi
 exit $rc

@@ -8,6 +8,7 @@ dates, and the issue's targets checked against the numbers: met, missed (with th
 or not run yet.
 
     results_page.py [--out runs/reproduce] [--scale 1] [--page docs/RESULTS.md] [--loco build/loco]
+                    [--experiments NAME...]   (a page of those experiments only)
 """
 import argparse
 import datetime
@@ -23,7 +24,7 @@ import experiments  # noqa: E402  (this folder's)
 from experiments import ORDER, describe, load, read_jsonl, resolve  # noqa: E402
 from results import update_readme  # noqa: E402
 
-PAGE_ORDER = ["headline", "h_lr", "batch", "workers", "slow_link", "after_pretraining", "curtailment"]
+PAGE_ORDER = ["headline", "h_lr", "batch", "workers", "slow_link"]  # the others have own pages
 TOLERANCE = 5e-5  # "reached" as in loco compare: within half the table's last digit
 
 
@@ -358,6 +359,9 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--page", default="docs/RESULTS.md")
     ap.add_argument("--loco", default=os.environ.get("LOCO", "build/loco"))
+    ap.add_argument("--experiments", nargs="+", metavar="NAME",
+                    help="a page of these experiments only (no targets, no README table): e.g. "
+                         "after_pretraining into docs/results/after_pretraining.md")
     ap.add_argument("--readme", help="also put the headline's table into this README, between "
                                      "its <!-- reproduce:begin --> and <!-- reproduce:end --> markers")
     args = ap.parse_args()
@@ -367,7 +371,10 @@ def main():
     starts = sorted(m["started"] for m in done if m.get("started"))
     hosts = sorted({m["host"] for m in done if m.get("host")})
     now = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
-    text = ["# Results: the seed claims at small scale on CPU", "",
+    order = args.experiments or PAGE_ORDER
+    heading = ("# Results: the seed claims at small scale on CPU" if not args.experiments else
+               "# Results: " + "; ".join(load(n)["title"] for n in order))
+    text = [heading, "",
             f"Written by `scripts/reproduce.sh` (`scripts/results_page.py`) on {now}, from the runs "
             f"under `{args.out}/`: every number here comes from those runs; a point that has not "
             f"finished says \"not run yet\". Do not edit by hand: run the script again.", "",
@@ -387,8 +394,8 @@ def main():
             "demo (demo's consensus pushes for evaluation are not counted), the ring all-reduce for "
             "DDP. *Time to … final loss* is the first evaluation at or below that loss, in the run's "
             "own wall-clock.", "",
-            "## Targets (issue #7)", "", targets(runs)]
-    for name in PAGE_ORDER:
+            *(["## Targets (issue #7)", "", targets(runs)] if not args.experiments else [])]
+    for name in order:
         exp = load(name)
         text += [f"## {exp['title']}", "", f"`configs/experiments/{name}.yaml`, runs in `{args.out}/{name}/`.", ""]
         if exp.get("carry"):
@@ -403,7 +410,7 @@ def main():
     with open(args.page, "w") as f:
         f.write("\n".join(text).rstrip("\n") + "\n")
     print(f"wrote {args.page} ({len(done)} of {len(runs.numbers)} points finished)")
-    if args.readme:
+    if args.readme and not args.experiments:
         summary = (f"From [{args.page}]({args.page}), written by `scripts/reproduce.sh` on {now} "
                    f"({len(done)} of {len(runs.numbers)} points finished; the tuning, the worker "
                    f"sweep, the slow link and the targets are there):\n\n" + table(runs, "headline"))
