@@ -367,11 +367,12 @@ def main():
     args = ap.parse_args()
     os.chdir(experiments.ROOT)
     runs = Runs(args.out, args.scale)
-    done = [m for m in runs.numbers.values() if m]
+    order = args.experiments or PAGE_ORDER
+    numbers = {k: m for k, m in runs.numbers.items() if not args.experiments or k[0] in order}
+    done = [m for m in numbers.values() if m]
     starts = sorted(m["started"] for m in done if m.get("started"))
     hosts = sorted({m["host"] for m in done if m.get("host")})
     now = datetime.datetime.now().astimezone().isoformat(timespec="minutes")
-    order = args.experiments or PAGE_ORDER
     heading = ("# Results: the seed claims at small scale on CPU" if not args.experiments else
                "# Results: " + "; ".join(load(n)["title"] for n in order))
     text = [heading, "",
@@ -380,7 +381,7 @@ def main():
             f"finished says \"not run yet\". Do not edit by hand: run the script again.", "",
             f"- **Machine**: {machine()}.",
             f"- **Code**: git commit {commit()}; the runs were made by `{args.loco}`.",
-            f"- **Runs**: {len(done)} of {len(runs.numbers)} points finished"
+            f"- **Runs**: {len(done)} of {len(numbers)} points finished"
             + (f", started between {starts[0]} and {starts[-1]} on {', '.join(hosts)}" if starts else "")
             + ".",
             f"- **Scale**: step counts × {args.scale:g}"
@@ -388,13 +389,15 @@ def main():
             + ". The tiny model (configs/tiny.yaml's shape, 5.2M parameters) on the default corpus "
               "(data/nlp-corpus); one thread per process, all of a point's processes on this machine.",
             "",
-            "Reproduce with `scripts/reproduce.sh` (all experiments, resumable; see docs/compare.md, "
-            "\"Reproduction\"). Bytes are the method's own traffic, all workers, whole run, as "
-            "`loco compare` counts them (docs/compare.md): serialized gRPC messages for DiLoCo and "
-            "demo (demo's consensus pushes for evaluation are not counted), the ring all-reduce for "
-            "DDP. *Time to … final loss* is the first evaluation at or below that loss, in the run's "
-            "own wall-clock.", "",
-            *(["## Targets (issue #7)", "", targets(runs)] if not args.experiments else [])]
+            *(["Reproduce with `scripts/reproduce.sh` (all experiments, resumable; see "
+               "docs/compare.md, \"Reproduction\"). Bytes are the method's own traffic, all workers, "
+               "whole run, as `loco compare` counts them (docs/compare.md): serialized gRPC messages "
+               "for DiLoCo and demo (demo's consensus pushes for evaluation are not counted), the "
+               "ring all-reduce for DDP. *Time to … final loss* is the first evaluation at or below "
+               "that loss, in the run's own wall-clock.", "",
+               "## Targets (issue #7)", "", targets(runs)] if not args.experiments else
+              [f"Reproduce with `scripts/reproduce.sh {' '.join(order)}` (resumable; see "
+               "docs/compare.md, \"Reproduction\").", ""])]
     for name in order:
         exp = load(name)
         text += [f"## {exp['title']}", "", f"`configs/experiments/{name}.yaml`, runs in `{args.out}/{name}/`.", ""]
@@ -409,7 +412,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.page)), exist_ok=True)
     with open(args.page, "w") as f:
         f.write("\n".join(text).rstrip("\n") + "\n")
-    print(f"wrote {args.page} ({len(done)} of {len(runs.numbers)} points finished)")
+    print(f"wrote {args.page} ({len(done)} of {len(numbers)} points finished)")
     if args.readme and not args.experiments:
         summary = (f"From [{args.page}]({args.page}), written by `scripts/reproduce.sh` on {now} "
                    f"({len(done)} of {len(runs.numbers)} points finished; the tuning, the worker "
