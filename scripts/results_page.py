@@ -207,6 +207,12 @@ def curtailment_table(runs, name):
             lines.append(f"| {p.name} | {describe(p)} | not run yet |" + " |" * (len(head) - 3))
             continue
         sites = s.get("sites", {})
+        if not sites:  # trained centrally without a coordinator (DDP): its emissions are the
+            # coordinated runs' centralised baselines, the ÷ central columns
+            lines.append(f"| {p.name} | {describe(p)} | {s['final_val_loss']:.4f} | {s['tokens']:,} | "
+                         f"budget | — | — | — | the ÷ central columns' baselines |"
+                         + " — |" * len(regions))
+            continue
         kwh = sum(e["energy_kwh"] for e in sites.values())
         grams = sum(e["emissions_g"] for e in sites.values())
         inside = [e.get("window_energy_kwh") for e in sites.values()]
