@@ -3,10 +3,8 @@
 // ledger and the evaluator.
 #include "loco/coordinator.h"
 
-#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
