@@ -1,11 +1,11 @@
 // The byte layout fuzz_update.cpp reads and make_seeds.cpp writes: which decoder to feed, the
 // shape the payload claims, and the payload(s). Any byte string parses to something.
 //
-//   u8 target       % 6: 0 none | 1 fp16 | 2 bf16 | 3 int8 | 4 dct: decode one payload;
-//                   5: merge_sparse of dct payloads
+//   u8 target       % 8: 0 none | 1 fp16 | 2 bf16 | 3 int8 | 4 dct | 5 int4 | 6 int2: decode
+//                   one payload; 7: merge_sparse of dct payloads
 //   u8 rank         % 4 dims, each a u8 % 65 (0..64: empty and 1-element dims included)
-//   target < 5      the rest is the payload
-//   target 5        u8 count % 4 payloads (0 included); each but the last is u16 length + bytes,
+//   target < 7      the rest is the payload
+//   target 7        u8 count % 4 payloads (0 included); each but the last is u16 length + bytes,
 //                   the last takes the rest
 #pragma once
 
@@ -17,8 +17,8 @@
 
 namespace loco::fuzz {
 
-constexpr int kMergeTarget = 5;
-inline const char* const kCodecs[] = {"none", "fp16", "bf16", "int8", "dct"};
+constexpr int kMergeTarget = 7;
+inline const char* const kCodecs[] = {"none", "fp16", "bf16", "int8", "dct", "int4", "int2"};
 
 struct Input {
   int target = 0;
@@ -36,7 +36,7 @@ inline Input parse_input(const uint8_t* data, size_t size) {
     return s;
   };
   Input in;
-  in.target = byte() % 6;
+  in.target = byte() % 8;
   const int rank = byte() % 4;
   for (int i = 0; i < rank; ++i) in.shape.push_back(byte() % 65);
   const int count = in.target == kMergeTarget ? byte() % 4 : 1;

@@ -35,10 +35,11 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   for (const std::vector<int64_t>& shape : {std::vector<int64_t>{8, 12}, {10}}) {
     auto x = torch::randn(shape);
-    for (int t = 0; t < 5; ++t) {
+    for (int t = 0; t < loco::fuzz::kMergeTarget; ++t) {
       loco::CodecConfig c;
       c.type = loco::fuzz::kCodecs[t];
-      c.chunk = t == 3 ? 16 : 4;  // int8: values per scale; dct: block edge
+      c.chunk = t == 4 ? 4 : 16 - 2 * t;  // int8 / int4 / int2: values per group (not
+                                          // dividing 10: a short last group); dct: block edge
       c.topk = 3;
       write({t, shape, {encode(c, x).payload}});
     }

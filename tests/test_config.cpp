@@ -183,7 +183,7 @@ TEST(Config, SitesValidationNamesTheKey) {
       {"sync.workers=3", "sync.workers is 3 but sync.sites lists 2 sites: set sync.workers=2"},
       {"sync.mode=ddp",
        "sync.sites: sync.mode is 'ddp' but with sites it is the method between "
-       "sites: set sync.mode to diloco or demo"},
+       "sites: set sync.mode to diloco, demo or streaming"},
       {"sync.sites=a:2,a:1", "the name 'a' is used twice"},
       {"sync.sites=a:2,b:0", "sync.sites[b].ranks must be >= 1, not 0"},
       {"sync.sites=[{name: 'x y', ranks: 1}, {name: b, ranks: 1}]",

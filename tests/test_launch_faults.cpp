@@ -12,6 +12,7 @@
 #include "loco/config.h"
 #include "launch/failure.h"
 #include "loco/metrics.h"
+#include "replica_checks.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -192,6 +193,35 @@ TEST(LaunchFaults, AKilledWorkerIsRestartedAndEveryRoundIsAppliedOnce) {
   EXPECT_NE(read_text(dir + "/launch.log").find("[w1] "), std::string::npos);
   double faulty = final_val_loss(dir + "/run"), reference = final_val_loss(dir + "/clean");
   EXPECT_NEAR(faulty, reference, 0.03 * reference) << "clean " << reference;
+}
+
+// Streaming DiLoCo (docs/streaming.md): a worker killed while a fragment's exchange runs behind
+// its inner steps (a slow link keeps every exchange in flight for a while) is restarted, rejoins
+// with the coordinator's state, and the global parameters every worker holds after each round are
+// the coordinator's, each round applied once.
+TEST(LaunchFaults, AStreamingWorkerKilledMidExchangeLeavesTheGlobalStateWhole) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = process_config(dir + "/run", 3, 6, 8);  // 48 steps, a round every 4: 12 rounds
+  c.sync.mode = Mode::kStreaming;
+  c.sync.streaming = {2, 2, 0.5};
+  c.sync.link.mbps = 10;
+  c.sync.link.latency_ms = 20;
+  c.sync.link.shaping = "token_bucket";
+  std::string config = loco::testing::write_config(dir, c);
+  ASSERT_EQ(launch_and_kill(config, dir, "w1", [&] { return reached(dir, 3); }), 0)
+      << read_text(dir + "/launch.log");
+  expect_every_round_once(dir + "/run", 12);
+  expect_killed_and_restarting(dir + "/run", "w1");
+  std::map<int64_t, uint64_t> coordinator;
+  for (const auto& rec : read_metrics(dir + "/run/coordinator/metrics.jsonl"))
+    if (rec.contains("param_checksum"))
+      coordinator[rec.at("round").get<int64_t>()] = rec.at("param_checksum").get<uint64_t>();
+  auto workers = loco::testing::checksums_by_round(dir + "/run", 3);
+  EXPECT_GE(workers.size(), 8u);
+  for (const auto& [round, sums] : workers) {
+    EXPECT_EQ(sums.size(), 1u) << "round " << round;
+    if (coordinator.count(round)) EXPECT_EQ(*sums.begin(), coordinator[round]) << "round " << round;
+  }
 }
 
 TEST(LaunchFaults, AKilledCoordinatorIsRestartedWithResumeAndTheRunFinishes) {

@@ -2,6 +2,8 @@
 //
 //   none  raw float32                      fp16 / bf16  half-precision values
 //   int8  one float32 scale per chunk of values, int8 values
+//   int4  one float32 scale per chunk of values, 4-bit values -7..7 (a zero level)
+//   int2  four float32 levels per chunk of values (SparseLoCo's quantiser), 2-bit codes
 //   dct   chunked orthonormal DCT-II (docs/design.md "DCT, concretely"), or no transform
 //         (transform: none, the raw chunks), top-k (or highest band) of each chunk, indices packed
 //         in 12 bits, values fp32 / fp16 / bf16 / int8 / int4 / int2 (int8, int4: one float32
@@ -10,13 +12,13 @@
 // decode() validates everything it reads (sizes, index ranges, scales) and throws CodecError
 // with what was wrong; it never reads past the payload. ErrorFeedback keeps, per tensor name,
 // what the codec dropped, and adds it back before the next encode (c = C(x + e); e = x + e - D(c)).
-// Byte layouts: src/codec/codec.cpp (none, fp16, bf16, int8) and src/codec/dct.cpp (dct);
-// docs/codec.md has both, with measured sizes and speeds.
+// Byte layouts: src/codec/codec.cpp (none, fp16, bf16, int8, int4, int2) and src/codec/dct.cpp
+// (dct); docs/codec.md has both, with measured sizes and speeds.
 //
 // CodecConfig (sync.codec), as make_codec() reads it:
-//   type    none | fp16 | bf16 | int8 | dct
-//   chunk   int8: values per scale, 1..65536; dct: the largest block edge, 1..64 (so a chunk has
-//           at most 4096 coefficients and an index fits 12 bits)
+//   type    none | fp16 | bf16 | int8 | int4 | int2 | dct
+//   chunk   int8, int4, int2: values per scale (levels), 1..65536; dct: the largest block
+//           edge, 1..64 (so a chunk has at most 4096 coefficients and an index fits 12 bits)
 //   topk    dct: coefficients kept per chunk, >= 1; at least the chunk size keeps all (lossless
 //           up to the value format)
 //   values  dct: fp32 | fp16 | bf16 | int8 | int4 | int2

@@ -99,7 +99,7 @@ struct OuterConfig {
 };
 
 struct CodecConfig {
-  std::string type = "none";  // none | fp16 | bf16 | int8 | dct (top-k of chunks, see transform)
+  std::string type = "none";  // none | fp16 | bf16 | int8 | int4 | int2 | dct (top-k of chunks)
   int64_t chunk = 64;
   int64_t topk = 32;
   // dct, DiLoCo's encoded download (sync.download update): coefficients kept per chunk of the
@@ -185,20 +185,32 @@ struct LinkConfig {
 // enum, never on the string. A new method is one value here, its name in kModeNames
 // (src/config/config.cpp), one aggregator and one worker strategy (docs/design.md).
 enum class Mode {
-  kSingle,  // one process, no synchronisation
-  kDdp,     // gradients all-reduced every step (c10d)
-  kDiloco,  // DiLoCo through the coordinator
-  kDemo,    // the decoupled DCT momentum method through the coordinator
+  kSingle,     // one process, no synchronisation
+  kDdp,        // gradients all-reduced every step (c10d)
+  kDiloco,     // DiLoCo through the coordinator
+  kDemo,       // the decoupled DCT momentum method through the coordinator
+  kStreaming,  // streaming DiLoCo: fragments synced in turn, overlapped with inner steps
 };
-// "single", "ddp", "diloco", "demo": the name in YAML, logs and messages.
+// "single", "ddp", "diloco", "demo", "streaming": the name in YAML, logs and messages.
 const char* mode_name(Mode mode);
 // The mode named `name`; throws ConfigError listing the valid names.
 Mode mode_from_name(const std::string& name);
-// Whether the mode's workers meet through the coordinator (diloco, demo).
+// Whether the mode's workers meet through the coordinator (diloco, demo, streaming).
 bool coordinated(Mode mode);
 
+// Streaming DiLoCo (sync.mode streaming, docs/streaming.md): the parameters split into
+// `fragments` contiguous pieces of near-equal size; a round every sync.inner_steps / fragments
+// steps syncs one fragment in turn (so each fragment every sync.inner_steps steps); its exchange
+// runs in the background and its result is applied `delay_steps` inner steps later as
+// theta_p = alpha theta_p,local + (1 - alpha) theta_p,global.
+struct StreamingConfig {
+  int64_t fragments = 1;    // 1 .. model.n_layer, dividing sync.inner_steps
+  int64_t delay_steps = 0;  // tau: 0 .. sync.inner_steps / fragments - 1 (0: no overlap)
+  double alpha = 0;         // in [0, 1]: the local parameters' share of the mix
+};
+
 struct SyncConfig {
-  Mode mode = Mode::kSingle;  // single | ddp | diloco | demo; with sites: diloco | demo
+  Mode mode = Mode::kSingle;  // single | ddp | diloco | demo | streaming; with sites: not ddp
   int64_t workers = 1;
   int64_t inner_steps = 50;
   double bucket_mb = 25.0;   // ddp: gradient all-reduce bucket size in MiB (> 0)
@@ -228,6 +240,10 @@ struct SyncConfig {
   // of sync.inner_steps steps. With it, or with sync.lone train, the run ends at its token budget
   // (train.max_steps x every member's tokens per step, docs/multisite.md). sync.mode diloco only.
   double round_seconds = 0;
+  // sync.mode diloco: "none" (the default: a round's end waits for the round's result) or
+  // "delayed": round r's exchange runs behind round r + 1's inner steps and its outer step is
+  // applied at the end of round r + 1 (docs/streaming.md "Delayed outer step").
+  std::string overlap = "none";
   // What `loco launch` does when a process it started exits abnormally (a non-zero status or a
   // signal it did not send; docs/faults.md): "restart" (the default: a worker rejoins with
   // --resume, the coordinator restarts from its checkpoint, with backoff from 1 s doubling to
@@ -245,10 +261,15 @@ struct SyncConfig {
   CodecConfig codec;
   CoordinatorConfig coordinator;
   LinkConfig link;
+  StreamingConfig streaming;
 };
 
 // Whether DiLoCo workers download the encoded update (true) or the new state (false).
 bool downloads_update(const SyncConfig& sync);
+
+// The inner steps between two of the coordinator's rounds: sync.inner_steps, or for streaming
+// DiLoCo sync.inner_steps / sync.streaming.fragments (a round syncs one fragment).
+int64_t round_steps(const SyncConfig& sync);
 
 // Whether a member's inner steps and the coordinator's rounds are decoupled (sync.lone train or
 // sync.round_seconds): the run then ends at its token budget, not at a step count.

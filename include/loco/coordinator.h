@@ -60,7 +60,10 @@ struct Download {
   // kParams, kConsensus: the fp32 parameters and, when asked, the outer velocity. Both share the
   // coordinator's state (no copy per pull): it is never written in place while referenced.
   torch::Tensor params, velocity;
-  std::vector<Encoded> tensors;  // kAggregate: one per tensor of the layout
+  std::vector<Encoded> tensors;  // kAggregate: one per tensor of `layout`
+  // kAggregate: the tensors of the aggregate when not the whole layout (streaming: the round's
+  // fragment, owned by the aggregator); null: the whole layout.
+  const std::vector<TensorLayout>* layout = nullptr;
   uint64_t checksum = 0;         // kAggregate in diloco: FNV-1a of the new parameters
 };
 

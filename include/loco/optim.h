@@ -109,6 +109,9 @@ class OuterNesterov {
  public:
   OuterNesterov(double lr, double momentum, const torch::Tensor& like);
   void step(torch::Tensor& theta, const torch::Tensor& delta);
+  // The step on the range [offset, offset + delta.numel()) of theta and the velocity alone
+  // (streaming DiLoCo's fragments); the same arithmetic as step().
+  void step(torch::Tensor& theta, const torch::Tensor& delta, int64_t offset);
   torch::Tensor& velocity() { return velocity_; }
 
  private:

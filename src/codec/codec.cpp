@@ -1,18 +1,26 @@
-// The simple codecs (none, fp16, bf16, int8), make_codec, error feedback, and the byte helpers of
-// wire.h that every codec shares. The dct codec is in dct.cpp (with dct_transform.cpp and
-// dct_select.cpp).
+// The simple codecs (none, fp16, bf16, int8, int4, int2), make_codec, error feedback, and the byte
+// helpers of wire.h that every codec shares. The dct codec is in dct.cpp (with dct_transform.cpp
+// and dct_select.cpp).
 //
 // Layouts (little-endian), after the 4-byte prefix described in wire.h (its own byte is 0):
 //   none        N float32 values                                    4 + 4N bytes
 //   fp16, bf16  N half-precision values                             4 + 2N bytes
 //   int8        u32 chunk | G = ceil(N / chunk) float32 scales | N int8 values
 //               (value i = q_i * scale[i / chunk])                  8 + 4G + N bytes
+//   int4        u32 chunk | G float32 scales | N 4-bit codes, two a byte (the first in the low
+//               bits): value i = (code_i - 7) * scale[i / chunk], codes 0..14 (q in -7..7,
+//               scale = max|v| / 7 of the chunk; code 15 is refused)   8 + 4G + ceil(N / 2)
+//   int2        u32 chunk | G x 4 float32 levels | N 2-bit codes, four a byte: value i =
+//               level[i / chunk][code_i], SparseLoCo's 4-level quantiser per chunk (low_bit.h)
+//                                                                   8 + 16G + ceil(N / 4)
+//   The last chunk of int4 / int2 holds the N mod chunk values left, quantised on their own.
 // fp16 clamps to +-65504 (its largest finite value). Decoding refuses a payload whose length is
 // not exactly the one its header and shape imply, and non-finite values or scales.
 #include "loco/codec.h"
 
 #include <cmath>
 
+#include "low_bit.h"
 #include "wire.h"
 
 namespace loco {
@@ -205,6 +213,73 @@ class Int8Codec : public Codec {
   int64_t chunk_;
 };
 
+// int4 and int2 values of the dense tensor, `chunk` consecutive values sharing their parameters
+// (layouts above): 4-bit outer gradients for DiLoCo and streaming DiLoCo.
+class LowBitCodec : public Codec {
+ public:
+  LowBitCodec(int bits, int64_t chunk) : bits_(bits), chunk_(chunk) {}
+
+  std::string name() const override { return bits_ == 4 ? "int4" : "int2"; }
+
+  Encoded encode(const torch::Tensor& x) override {
+    auto flat = wire::float_input(x, name()).flatten();
+    const int64_t n = flat.numel(), full = n / chunk_;
+    std::vector<torch::Tensor> codes, params;
+    auto quantize = [&](const torch::Tensor& rows) {
+      if (bits_ == 2) {
+        wire::LowBit q = wire::quantize_int2(rows);
+        codes.push_back(q.codes.flatten()), params.push_back(q.params.flatten());
+        return;
+      }
+      auto scales = rows.abs().amax(1, /*keepdim=*/true) / 7.0;
+      auto safe = torch::where(scales > 0, scales, torch::ones_like(scales));
+      codes.push_back((rows / safe).round_().clamp_(-7, 7).add_(7).to(torch::kByte).flatten());
+      params.push_back(scales.flatten());
+    };
+    if (full > 0) quantize(flat.narrow(0, 0, full * chunk_).view({full, chunk_}));
+    if (n % chunk_) quantize(flat.narrow(0, full * chunk_, n % chunk_).view({1, n % chunk_}));
+    Encoded e{name(), x.sizes().vec(), {}};
+    wire::put_prefix(e.payload, id(), 0);
+    wire::put(e.payload, static_cast<uint32_t>(chunk_));
+    if (!params.empty()) wire::put_tensor(e.payload, torch::cat(params));
+    if (!codes.empty()) wire::pack_codes(e.payload, torch::cat(codes), bits_);
+    return e;
+  }
+
+  torch::Tensor decode(const Encoded& e) const override {
+    const std::string what = name() + " payload";
+    wire::Reader in(e.payload, what);
+    if (wire::read_prefix(in, e, name(), id()) != 0) in.fail("reserved byte is not 0");
+    const int64_t chunk = in.get<uint32_t>();
+    if (chunk == 0) in.fail("chunk is 0");
+    const int64_t n = wire::checked_numel(e.shape, in), groups = (n + chunk - 1) / chunk;
+    const int64_t per_group = bits_ == 4 ? 1 : 4;
+    in.expect_remaining(size_t(groups * per_group) * 4 + wire::packed_bytes(n, bits_));
+    auto params = in.floats(groups * per_group, torch::kFloat);
+    auto codes = wire::unpack_codes(in, n, bits_);
+    auto group = torch::arange(n, torch::kLong).div_(chunk, "floor");
+    torch::Tensor values;
+    if (bits_ == 4) {
+      wire::check_scales(params, in);
+      if (n > 0 && codes.max().item<uint8_t>() > 14) in.fail("int4 code 15 (codes are 0..14)");
+      values = (codes.to(torch::kFloat) - 7) * params.index_select(0, group);
+    } else {
+      wire::check_values(params, in);
+      auto levels = params.view({groups, 4});
+      values =
+          levels.index_select(0, group).gather(1, codes.to(torch::kLong).unsqueeze(1)).flatten();
+    }
+    wire::check_values(values, in);
+    return values.view(e.shape);
+  }
+
+ private:
+  wire::CodecId id() const { return bits_ == 4 ? wire::CodecId::kInt4 : wire::CodecId::kInt2; }
+
+  int bits_;
+  int64_t chunk_;
+};
+
 void require(bool ok, const std::string& message) {
   if (!ok) throw ConfigError(message);
 }
@@ -231,6 +306,13 @@ std::unique_ptr<Codec> make_codec(const CodecConfig& config) {
                 " is not a valid int8 group size (1..65536 values per scale)");
     return std::make_unique<Int8Codec>(config.chunk);
   }
+  if (type == "int4" || type == "int2") {
+    require(config.chunk >= 1 && config.chunk <= 65536,
+            "sync.codec.chunk: " + std::to_string(config.chunk) + " is not a valid " + type +
+                " group size (1..65536 values per " + (type == "int4" ? "scale" : "4 levels") +
+                ")");
+    return std::make_unique<LowBitCodec>(type == "int4" ? 4 : 2, config.chunk);
+  }
   if (type == "dct") {
     require(config.chunk >= 1 && config.chunk <= 64,
             "sync.codec.chunk: " + std::to_string(config.chunk) +
@@ -249,7 +331,7 @@ std::unique_ptr<Codec> make_codec(const CodecConfig& config) {
     return wire::make_dct_codec(config);
   }
   throw ConfigError("sync.codec.type: '" + type +
-                    "' is not one of none | fp16 | bf16 | int8 | dct");
+                    "' is not one of none | fp16 | bf16 | int8 | int4 | int2 | dct");
 }
 
 Encoded ErrorFeedback::encode(const std::string& name, const torch::Tensor& x) {

@@ -26,7 +26,15 @@ constexpr uint8_t kVersion = 1;
 // The most elements a decoded tensor may have (8 GiB of float32); larger shapes are refused.
 constexpr int64_t kMaxElements = int64_t(1) << 31;
 
-enum class CodecId : uint8_t { kNone = 0, kFp16 = 1, kBf16 = 2, kInt8 = 3, kDct = 4 };
+enum class CodecId : uint8_t {
+  kNone = 0,
+  kFp16 = 1,
+  kBf16 = 2,
+  kInt8 = 3,
+  kDct = 4,
+  kInt4 = 5,
+  kInt2 = 6
+};
 
 template <class T>
 void put(std::string& out, T value) {

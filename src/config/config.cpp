@@ -199,6 +199,10 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.schedule", c.sync.schedule);
   add("sync.lone", c.sync.lone);
   add("sync.round_seconds", c.sync.round_seconds);
+  add("sync.overlap", c.sync.overlap);
+  add("sync.streaming.fragments", c.sync.streaming.fragments);
+  add("sync.streaming.delay_steps", c.sync.streaming.delay_steps);
+  add("sync.streaming.alpha", c.sync.streaming.alpha);
   add("sync.on_failure", c.sync.on_failure);
   add("sync.restart_limit", c.sync.restart_limit);
   add("sync.restart_window_s", c.sync.restart_window_s);
@@ -367,7 +371,8 @@ namespace {
 const std::pair<Mode, const char*> kModeNames[] = {{Mode::kSingle, "single"},
                                                    {Mode::kDdp, "ddp"},
                                                    {Mode::kDiloco, "diloco"},
-                                                   {Mode::kDemo, "demo"}};
+                                                   {Mode::kDemo, "demo"},
+                                                   {Mode::kStreaming, "streaming"}};
 }  // namespace
 
 const char* mode_name(Mode mode) {
@@ -386,12 +391,17 @@ Mode mode_from_name(const std::string& name) {
 }
 
 bool coordinated(Mode mode) {
-  return mode == Mode::kDiloco || mode == Mode::kDemo;
+  return mode == Mode::kDiloco || mode == Mode::kDemo || mode == Mode::kStreaming;
+}
+
+int64_t round_steps(const SyncConfig& sync) {
+  if (sync.mode != Mode::kStreaming || sync.streaming.fragments < 1) return sync.inner_steps;
+  return sync.inner_steps / sync.streaming.fragments;
 }
 
 bool downloads_update(const SyncConfig& sync) {
-  return sync.mode == Mode::kDemo || sync.download == "update" ||
-         (sync.download == "auto" && sync.codec.type != "none");
+  return sync.mode == Mode::kDemo || sync.mode == Mode::kStreaming || sync.overlap == "delayed" ||
+         sync.download == "update" || (sync.download == "auto" && sync.codec.type != "none");
 }
 
 bool elastic_rounds(const SyncConfig& sync) {

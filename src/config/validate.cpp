@@ -47,7 +47,8 @@ void validate_sites(const SyncConfig& sync) {
   }
   require(coordinated(sync.mode),
           "sync.sites: sync.mode is '" + std::string(mode_name(sync.mode)) +
-              "' but with sites it is the method between sites: set sync.mode to diloco or demo "
+              "' but with sites it is the method between sites: set sync.mode to diloco, demo "
+              "or streaming "
               "(inside a site it is DDP)");
   std::string n = std::to_string(sites.size());
   require(sync.workers == int64_t(sites.size()),
@@ -115,10 +116,12 @@ void validate_codec(const SyncConfig& sync) {
   require(cc.error_decay > 0 && cc.error_decay <= 1,
           "sync.codec.error_decay: " + std::to_string(cc.error_decay) + " is not in (0, 1]");
   if (cc.error_decay != 1)
-    require(cc.error_feedback && sync.mode == Mode::kDiloco && cc.type != "none",
+    require(cc.error_feedback && (sync.mode == Mode::kDiloco || sync.mode == Mode::kStreaming) &&
+                cc.type != "none",
             "sync.codec.error_decay " + std::to_string(cc.error_decay) +
                 " decays the workers' error feedback: it needs sync.codec.error_feedback true, a "
-                "lossy sync.codec.type and sync.mode diloco (the decoupled method's decay is "
+                "lossy sync.codec.type and sync.mode diloco or streaming (the decoupled method's "
+                "decay is "
                 "sync.outer.momentum)");
   if (cc.type != "dct") {
     require(cc.transform == "dct",
@@ -128,7 +131,7 @@ void validate_codec(const SyncConfig& sync) {
     require(cc.values != "int4" && cc.values != "int2" && cc.values_down.empty(),
             "sync.codec.values " + cc.values + " / values_down '" + cc.values_down +
                 "' are formats of the sparse codec: they need sync.codec.type dct (it is '" +
-                cc.type + "'; for dense 8-bit values use sync.codec.type int8)");
+                cc.type + "'; for dense values use sync.codec.type int8, int4 or int2)");
     return;
   }
   require_one_of("sync.codec.values", cc.values, values);
@@ -155,7 +158,8 @@ void validate_sync(const SyncConfig& sync) {
   require_one_of("sync.on_failure", sync.on_failure, {"restart", "continue", "stop"});
   require(sync.restart_limit >= 0 && sync.restart_window_s > 0,
           "sync.restart_limit must be >= 0 and sync.restart_window_s positive (seconds)");
-  require_one_of("sync.codec.type", sync.codec.type, {"none", "fp16", "bf16", "int8", "dct"});
+  require_one_of("sync.codec.type", sync.codec.type,
+                 {"none", "fp16", "bf16", "int8", "int4", "int2", "dct"});
   validate_codec(sync);
 }
 
@@ -193,6 +197,29 @@ void validate_coordinator(const SyncConfig& sync) {
   validate_status_address(co);
 }
 
+// Streaming DiLoCo's fragments, delay and mix (docs/streaming.md).
+void validate_streaming(const Config& c) {
+  const auto& sync = c.sync;
+  const auto& st = sync.streaming;
+  const std::string p = std::to_string(st.fragments), h = std::to_string(sync.inner_steps);
+  require(st.fragments >= 1 && st.fragments <= c.model.n_layer,
+          "sync.streaming.fragments: " + p + " must be between 1 and the model's " +
+              std::to_string(c.model.n_layer) + " blocks (model.n_layer)");
+  require(sync.inner_steps % st.fragments == 0,
+          "sync.streaming.fragments: " + p + " does not divide sync.inner_steps (" + h +
+              "): fragments sync every inner_steps / fragments steps");
+  const int64_t every = sync.inner_steps / st.fragments;
+  require(st.delay_steps >= 0 && st.delay_steps < every,
+          "sync.streaming.delay_steps: " + std::to_string(st.delay_steps) +
+              " must be >= 0 and below sync.inner_steps / fragments (" + std::to_string(every) +
+              "): a fragment's result is applied before the next fragment syncs");
+  require(st.alpha >= 0 && st.alpha <= 1,
+          "sync.streaming.alpha: " + std::to_string(st.alpha) + " is not in [0, 1]");
+  require(sync.download != "state",
+          "sync.download state: streaming DiLoCo downloads the round's fragment update "
+          "(set sync.download to auto or update)");
+}
+
 // What the exchange between workers (and its rounds) needs of the config as a whole.
 void validate_exchange(const Config& c) {
   const auto& sync = c.sync;
@@ -212,6 +239,20 @@ void validate_exchange(const Config& c) {
             "sync.mode demo sends the DCT of each worker's momentum: set sync.codec.type to dct "
             "(it is '" +
                 sync.codec.type + "')");
+  if (sync.mode == Mode::kStreaming) validate_streaming(c);
+  require_one_of("sync.overlap", sync.overlap, {"none", "delayed"});
+  if (sync.overlap == "delayed") {
+    require(sync.mode == Mode::kDiloco,
+            std::string("sync.overlap delayed is DiLoCo's delayed outer step: it needs sync.mode "
+                        "diloco (it is '") +
+                mode_name(sync.mode) + "'; streaming overlaps with sync.streaming.delay_steps)");
+    require(!elastic_rounds(sync),
+            "sync.overlap delayed: rounds of inner steps only (not with sync.lone train or "
+            "sync.round_seconds)");
+    require(sync.download != "state",
+            "sync.download state: sync.overlap delayed replays the round's update a round later "
+            "(set sync.download to auto or update)");
+  }
   if (coordinated(sync.mode))
     require(c.train.max_steps % sync.inner_steps == 0,
             "train.max_steps (" + std::to_string(c.train.max_steps) +

@@ -4,6 +4,7 @@
 
 #include "demo_aggregator.h"
 #include "diloco_aggregator.h"
+#include "streaming_aggregator.h"
 #include "loco/coordinator.h"
 
 namespace loco {
@@ -85,12 +86,14 @@ std::unique_ptr<Aggregator> make_aggregator(const Config& config,
       return std::make_unique<DilocoAggregator>(config.sync, layout);
     case Mode::kDemo:
       return std::make_unique<DemoAggregator>(config.sync, layout);
+    case Mode::kStreaming:
+      return std::make_unique<StreamingAggregator>(config.sync, layout);
     case Mode::kSingle:
     case Mode::kDdp:
       break;
   }
   throw ConfigError("sync.mode is '" + std::string(mode_name(config.sync.mode)) +
-                    "': the coordinator serves diloco and demo");
+                    "': the coordinator serves diloco, demo and streaming");
 }
 
 }  // namespace loco

@@ -8,6 +8,8 @@
 //     coefficients (the mean over the workers that sent each), served as the round's aggregate;
 //     it steps nothing. Replicas differ, so it also averages the full parameters the workers
 //     push (Update::kState) into the consensus the coordinator evaluates and serves back.
+//   StreamingAggregator (sync.mode streaming): DiLoCo's on one fragment of the parameters a round,
+//     the fragments in turn (streaming_aggregator.h).
 // A new method is one more subclass and one case in make_aggregator (docs/design.md).
 #pragma once
 
@@ -46,6 +48,9 @@ class Aggregator {
   virtual ~Aggregator() = default;
   // The codec every tensor of a round's push (Update::kDelta) must carry.
   virtual std::string push_codec() const = 0;
+  // The tensors a push for `round` carries and the round's aggregate holds, when not the whole
+  // layout (streaming: the round's fragment); null: the whole layout.
+  virtual const std::vector<TensorLayout>* round_layout(int64_t round) const { return nullptr; }
   // Validates and decodes a push's tensors, outside the coordinator's lock, before anything of
   // the round changes: throws CoordError (kInvalidArgument) naming the tensor.
   virtual std::vector<torch::Tensor> decode(const Update& u) const = 0;

@@ -43,7 +43,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   validate(config_);
   if (config_.train.threads > 0) torch::set_num_threads(int(config_.train.threads));
   const auto& sync = config_.sync;
-  total_rounds_ = config_.train.max_steps / sync.inner_steps;
+  total_rounds_ = config_.train.max_steps / round_steps(sync);
   // Elastic rounds end at the token budget (end_at_budget); rounds of seconds have no count of
   // their own, only this cap (every round has at least one inner step of one member).
   if (sync.round_seconds > 0) total_rounds_ = config_.train.max_steps * sync.workers;
@@ -54,7 +54,9 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   aggregator_ = make_aggregator(config_, layout_);
   members_ = std::make_unique<Membership>(sync.workers, sync.coordinator);
   plan_ = std::make_unique<DataPlan>();
-  ledger_ = std::make_unique<ByteLedger>(theta_.numel(), sync.workers, sync.inner_steps);
+  ledger_ =
+      std::make_unique<ByteLedger>(theta_.numel(), sync.workers, round_steps(sync),
+                                   sync.mode == Mode::kStreaming ? sync.streaming.fragments : 1);
   if (!sync.schedule.empty()) {
     Schedule schedule = Schedule::load(sync.schedule);
     if (schedule.has_trace()) energy_ = std::make_unique<EnergyMeter>(schedule);
@@ -79,7 +81,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
       spdlog::info("coordinator: data plan restored from {}", plan_file.string());
     }
     restore(newest);
-    keep_metrics = round_ * sync.inner_steps;  // records are keyed by step, not round
+    keep_metrics = round_ * round_steps(sync);  // records are keyed by step, not round
   }
   evaluator_->start(open_run_files(config_, keep_metrics));
   if (resume) relog_lost_rounds();
@@ -88,7 +90,7 @@ CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(co
   spdlog::info(
       "coordinator: {} parameters in {} tensors, {} rounds of {} inner steps, "
       "outer lr {} momentum {}, codec {}",
-      theta_.numel(), layout_.size(), total_rounds_, sync.inner_steps, sync.outer.lr,
+      theta_.numel(), layout_.size(), total_rounds_, round_steps(sync), sync.outer.lr,
       sync.outer.momentum, sync.codec.type);
 }
 
@@ -181,7 +183,7 @@ DataLease CoordinatorCore::claim_data(const std::string& worker_id, int64_t leas
   // The run's seats (docs/data.md): the sites in config order (a site joins under its name),
   // else the sync.workers slots; each seat a round of windows for each of its ranks.
   const auto& t = config_.train;
-  const int64_t per_rank = config_.sync.inner_steps * t.grad_accum * t.batch_size;
+  const int64_t per_rank = round_steps(config_.sync) * t.grad_accum * t.batch_size;
   const auto& sites = config_.sync.sites;
   DataSeats seats;
   seats.round = round_;
@@ -240,7 +242,8 @@ void CoordinatorCore::check_header(const Update& u, uint64_t payload_bytes) cons
     throw CoordError(CoordError::kFailedPrecondition,
                      "worker '" + u.worker_id + "' already pushed " +
                          (state ? "its parameters for" : "") + "round " + std::to_string(u.round));
-  check_tensors(u, layout_, state ? "none" : aggregator_->push_codec());
+  const auto* pieces = state ? nullptr : aggregator_->round_layout(u.round);
+  check_tensors(u, pieces ? *pieces : layout_, state ? "none" : aggregator_->push_codec());
   if (u.tokens <= 0 && !state)
     throw CoordError(CoordError::kInvalidArgument,
                      "update claims " + std::to_string(u.tokens) + " tokens (must be positive)");
@@ -338,13 +341,21 @@ void CoordinatorCore::close_round_locked() {
   tokens_total_ += r.tokens;
   r.tokens_total = tokens_total_;
   std::tie(r.up, r.down) = ledger_->close_round(r.workers);
-  r.work_bytes = uint64_t(r.workers) * uint64_t(theta_.numel()) * 4;
+  const auto* pieces = aggregator_->round_layout(round_);
+  const int64_t numel = pieces
+                            ? pieces->back().offset + pieces->back().numel - pieces->front().offset
+                            : theta_.numel();
+  r.work_bytes = uint64_t(r.workers) * uint64_t(numel) * 4;
   r.bytes = ledger_->totals();
   round_tokens_ = 0, round_loss_sum_ = 0;
   r.round = ++round_;
   end_at_budget();
   if (aggregator_->steps_global_model()) {  // otherwise the consensus is evaluated instead
-    r.theta = theta_;                       // shared, never written in place again (own())
+    // Streaming DiLoCo evaluates once all fragments synced since (every P rounds) and at the end.
+    const auto& sync = config_.sync;
+    if (sync.mode != Mode::kStreaming || round_ % sync.streaming.fragments == 0 ||
+        round_ == total_rounds_)
+      r.theta = theta_;  // shared, never written in place again (own())
     // On disk before any worker can pull this state: what a worker was given is never lost.
     if (checkpoint_due(round_))
       write_coordinator_checkpoint(config_, round_, tokens_total_, theta_, outer_->velocity(),
@@ -405,6 +416,7 @@ Download CoordinatorCore::wait_download(const std::string& worker_id, PullKind k
                            " is gone (the coordinator is at round " + std::to_string(round_) +
                            "); pull the parameters instead");
     d.tensors = aggregator_->aggregate();
+    d.layout = aggregator_->round_layout(round_ - 1);
     d.checksum = aggregator_->checksum();
   } else {
     d.params = theta_;  // the shared state itself, no copy: the next close steps a copy (own())

@@ -137,7 +137,7 @@ void Evaluator::loop() {
 
 void Evaluator::evaluate_and_log(const ClosedRound& r) {
   nlohmann::json record = {{"round", r.round},
-                           {"step", r.round * config_.sync.inner_steps},
+                           {"step", r.round * round_steps(config_.sync)},
                            {"tokens", r.tokens_total},
                            {"lr", config_.sync.outer.lr},
                            {"wall_s", r.wall_s}};

@@ -7,8 +7,12 @@
 
 namespace loco {
 
-ByteLedger::ByteLedger(int64_t num_params, int64_t workers, int64_t inner_steps)
-    : num_params_(num_params), workers_(workers), inner_steps_(inner_steps) {}
+ByteLedger::ByteLedger(int64_t num_params, int64_t workers, int64_t inner_steps,
+                       int64_t rounds_per_sync)
+    : num_params_(num_params),
+      workers_(workers),
+      inner_steps_(inner_steps),
+      rounds_per_sync_(rounds_per_sync) {}
 
 void ByteLedger::count(uint64_t bytes, Purpose purpose, uint64_t& round) {
   switch (purpose) {
@@ -39,7 +43,7 @@ void ByteLedger::down(uint64_t bytes, Purpose purpose) {
 }
 
 std::pair<uint64_t, uint64_t> ByteLedger::close_round(int64_t reporters) {
-  totals_.fp32_diloco += fp32_diloco_round_bytes(num_params_, reporters);
+  totals_.fp32_diloco += fp32_diloco_round_bytes(num_params_, reporters) / double(rounds_per_sync_);
   totals_.ddp += double(inner_steps_) * ddp_step_bytes(num_params_, workers_);
   std::pair<uint64_t, uint64_t> round{round_up_, round_down_};
   round_up_ = round_down_ = 0;

@@ -26,14 +26,17 @@ struct LedgerTotals {
 
 class ByteLedger {
  public:
-  // `num_params`: the model's; `workers`: sync.workers (DDP's ring size); `inner_steps`: H.
-  ByteLedger(int64_t num_params, int64_t workers, int64_t inner_steps);
+  // `num_params`: the model's; `workers`: sync.workers (DDP's ring size); `inner_steps`: the
+  // steps of a round; `rounds_per_sync`: the rounds in which fp32 DiLoCo sends the whole model
+  // once (streaming DiLoCo: its fragments; otherwise 1).
+  ByteLedger(int64_t num_params, int64_t workers, int64_t inner_steps, int64_t rounds_per_sync = 1);
 
   void up(uint64_t bytes, Purpose purpose);
   void down(uint64_t bytes, Purpose purpose);
   // A round closed with `reporters` pushes: adds what fp32 DiLoCo (every reporter's full Δ up and
-  // θ down) and DDP (H ring all-reduces of 4N bytes, each way, over all ranks) would have moved,
-  // and starts the next round's counts. Returns this round's {up, down}.
+  // θ down, a rounds_per_sync-th of it a round) and DDP (H ring all-reduces of 4N bytes, each way,
+  // over all ranks) would have moved, and starts the next round's counts. Returns this round's {up,
+  // down}.
   std::pair<uint64_t, uint64_t> close_round(int64_t reporters);
 
   LedgerTotals totals() const;
@@ -45,7 +48,7 @@ class ByteLedger {
 
  private:
   void count(uint64_t bytes, Purpose purpose, uint64_t& round);
-  int64_t num_params_, workers_, inner_steps_;
+  int64_t num_params_, workers_, inner_steps_, rounds_per_sync_;
   uint64_t up_ = 0, down_ = 0, round_up_ = 0, round_down_ = 0;
   LedgerTotals totals_;
 };

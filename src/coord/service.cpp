@@ -132,7 +132,7 @@ class Service final : public v1::Coordinator::Service {
       const PullKind kind = from_proto(req->kind());
       Download d = core_.wait_download(req->worker_id(), kind, req->round(), req->with_velocity(),
                                        config_.sync.coordinator.round_timeout_s * 2, &wait_s);
-      const auto& layout = core_.layout();
+      const auto& layout = d.layout ? *d.layout : core_.layout();  // a fragment's, or all
       v1::StateChunk chunk;
       auto* header = chunk.mutable_header();
       header->set_round(d.round);

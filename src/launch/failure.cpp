@@ -39,7 +39,7 @@ const char* action_name(Decision::Kind kind) {
 }
 
 FailurePolicy::FailurePolicy(const Config& config)
-    : config_(config), total_rounds_(config.train.max_steps / config.sync.inner_steps) {
+    : config_(config), total_rounds_(config.train.max_steps / round_steps(config.sync)) {
   // Elastic rounds end at the token budget, not at a round known here: no round is the last.
   if (elastic_rounds(config.sync)) total_rounds_ = std::numeric_limits<int64_t>::max();
 }

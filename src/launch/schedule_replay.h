@@ -31,7 +31,7 @@ class ScheduleReplay {
       : config_(config),
         schedule_(std::move(schedule)),
         start_(std::chrono::steady_clock::now()),
-        total_rounds_(config.train.max_steps / config.sync.inner_steps),
+        total_rounds_(config.train.max_steps / round_steps(config.sync)),
         address_(config.sync.coordinator.address) {}
 
   // Where its starts and stops are recorded (launch_events.jsonl).

@@ -161,6 +161,14 @@ void OuterNesterov::step(torch::Tensor& theta, const torch::Tensor& delta) {
   theta.add_(delta, -lr_).add_(velocity_, -lr_ * momentum_);  // no temporaries
 }
 
+void OuterNesterov::step(torch::Tensor& theta, const torch::Tensor& delta, int64_t offset) {
+  torch::NoGradGuard no_grad;
+  auto v = velocity_.narrow(0, offset, delta.numel());
+  auto t = theta.narrow(0, offset, delta.numel());
+  v.mul_(momentum_).add_(delta);
+  t.add_(delta, -lr_).add_(v, -lr_ * momentum_);
+}
+
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& config, FlatParams& params) {
   if (config.name == "muon") return std::make_unique<Muon>(params, config);
   return std::make_unique<AdamW>(params, std::vector<AdamW::Group>{{0, params.numel(), config.lr}},

@@ -177,6 +177,9 @@ RunData read_coordinated_run(const std::string& dir, const fs::path& coord, cons
   run.label = run.kind + " " +
               (sync.sites.empty() ? std::to_string(sync.workers) + "w" : sites_label(sync.sites)) +
               " H=" + std::to_string(sync.inner_steps) + " " + codec_label(sync.codec);
+  if (sync.mode == Mode::kStreaming)
+    run.label += fmt::format(" P={} tau={} alpha={}", sync.streaming.fragments,
+                             sync.streaming.delay_steps, sync.streaming.alpha);
   double up = 0, down = 0;
   int64_t rounds = 0;
   const json* last_ratios = nullptr;
@@ -215,7 +218,7 @@ RunData read_coordinated_run(const std::string& dir, const fs::path& coord, cons
   } else {  // a run older than those fields: bytes.h's formulas, every worker in every round
     const int64_t n = param_count(config.model);
     const double fp32 = double(rounds) * fp32_diloco_round_bytes(n, run.workers);
-    const double ddp = double(rounds * sync.inner_steps) * ddp_step_bytes(n, run.workers);
+    const double ddp = double(rounds * round_steps(sync)) * ddp_step_bytes(n, run.workers);
     const bool sent = run.bytes_total > 0;
     run.ratio_vs_ddp = sent ? ddp / run.bytes_total : kNaN;
     run.ratio_vs_fp32_diloco = sent ? fp32 / run.bytes_total : kNaN;

@@ -43,7 +43,7 @@ void CoordinatedSync::start(Trainer& trainer) {
   PullResult r = pull_params(params, /*with_velocity=*/velocity().defined() && round_ > 0);
   theta_start_ = params.clone();
   if (round_ > 0) {
-    int64_t step = round_ * config_.sync.inner_steps;
+    int64_t step = round_ * round_steps(config_.sync);
     if (elastic_) step = progress_step(client_->status().tokens);
     trainer.set_position(step, std::nullopt);
   }
@@ -115,7 +115,7 @@ void CoordinatedSync::finish(Trainer&) {
 // for the whole site (its ranks split each step's share).
 void CoordinatedSync::claim_data(DataLoader& loader) {
   const auto& t = config_.train;
-  const int64_t want = config_.sync.inner_steps * t.grad_accum * t.batch_size * site_ranks_;
+  const int64_t want = round_steps(config_.sync) * t.grad_accum * t.batch_size * site_ranks_;
   const int64_t consumed = loader.leased() ? loader.lease_offset() : 0;
   DataLease next = client_->claim_data(loader.lease().id, consumed, want, loader.total_windows());
   loader.set_lease(next, 0, 0, site_ranks_);
@@ -134,6 +134,17 @@ PullResult CoordinatedSync::pull_params(torch::Tensor& params, bool with_velocit
   params.copy_(both.narrow(0, 0, params.numel()));
   v.copy_(both.narrow(0, params.numel(), params.numel()));
   return r;
+}
+
+uint64_t CoordinatedSync::check_replay(torch::Tensor& global, uint64_t sum, PullResult& down,
+                                       nlohmann::json& record) {
+  if (sum == down.checksum) return sum;
+  spdlog::warn(
+      "worker {}: parameters differ from the coordinator's after round {}; resyncing in full",
+      client_->worker_id(), down.round);
+  down.wire_bytes += pull_params(global, /*with_velocity=*/true).wire_bytes;
+  record["resynced"] = true;
+  return param_checksum(global);
 }
 
 std::runtime_error CoordinatedSync::bad_aggregate(size_t i, const CodecError& e) const {
@@ -208,7 +219,7 @@ void CoordinatedSync::recover(Trainer& trainer, const RpcError& first, nlohmann:
     }
   }
   discard_round();  // what the method kept belongs to discarded work
-  trainer.set_position(round_ * config_.sync.inner_steps, std::nullopt);
+  trainer.set_position(round_ * round_steps(config_.sync), std::nullopt);
   start_round(trainer);
   if (elastic_) follow_run(trainer);
   spdlog::info("worker {}: continues at round {} (step {})", client_->worker_id(), round_,
@@ -232,7 +243,7 @@ bool CoordinatedSync::round_ends(const Trainer& trainer) const {
   if (config_.sync.round_seconds > 0) return now_s() - round_start_s_ >= config_.sync.round_seconds;
   // Elastic: H steps from the round's start (a sync may set the step anywhere); else every H.
   if (elastic_) return trainer.step() - round_start_step_ >= config_.sync.inner_steps;
-  return trainer.step() % config_.sync.inner_steps == 0;
+  return trainer.step() % round_steps(config_.sync) == 0;
 }
 
 // One Status call (no model bytes): the live members, the round and the tokens of closed rounds.
@@ -338,15 +349,20 @@ std::unique_ptr<Sync> make_coordinated_sync(const Config& config,
                                             const JoinInfo& join) {
   switch (config.sync.mode) {
     case Mode::kDiloco:
+      if (config.sync.overlap == "delayed")
+        return make_delayed_diloco_strategy(config, std::move(client), join);
       return make_diloco_strategy(config, std::move(client), join);
     case Mode::kDemo:
       return make_demo_strategy(config, std::move(client), join);
+    case Mode::kStreaming:
+      return make_streaming_strategy(config, std::move(client), join);
     case Mode::kSingle:
     case Mode::kDdp:
       break;  // no coordinator: the Trainer's own strategies (single, DDP)
   }
   throw ConfigError("sync.mode is '" + std::string(mode_name(config.sync.mode)) +
-                    "': not a method that meets through the coordinator (diloco, demo)");
+                    "': not a method that meets through the coordinator (diloco, demo, "
+                    "streaming)");
 }
 
 }  // namespace loco

@@ -8,7 +8,9 @@
 // progress and the coordinator says when the run is over.
 //
 // A method is a subclass (src/sync/diloco_sync.cpp, src/sync/demo_sync.cpp) that fills in the
-// hooks below; make_coordinated_sync (include/loco/diloco.h) picks it from sync.mode.
+// hooks below; make_coordinated_sync (include/loco/diloco.h) picks it from sync.mode. Streaming
+// DiLoCo (src/sync/streaming_sync.cpp) replaces the round's skeleton (after_step) with its
+// overlapped fragment exchange and reuses the rest.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -66,9 +68,23 @@ class CoordinatedSync : public Sync {
   // --- shared by the methods ---
   // Pulls round round_'s global state into `params` (and the outer velocity with it).
   PullResult pull_params(torch::Tensor& params, bool with_velocity);
+  // After replaying the aggregate of the round `down` brought into `global` (the parameters, or a
+  // copy of the global ones) whose checksum is now `sum`: when it differs from the
+  // coordinator's, pulls the round's state and the outer velocity in full into them (bytes added
+  // to `down`, record["resynced"]). Returns the checksum of `global`.
+  uint64_t check_replay(torch::Tensor& global, uint64_t sum, PullResult& down,
+                        nlohmann::json& record);
   double pull_timeout() const { return 2 * config_.sync.coordinator.round_timeout_s + 60; }
   // The error for tensor i of the coordinator's aggregate that would not decode.
   std::runtime_error bad_aggregate(size_t i, const CodecError& e) const;
+
+  // The round went on without this worker (late, the coordinator restarted, dropped): takes the
+  // coordinator's current state and moves the trainer to its round; `record` says so.
+  void recover(Trainer& trainer, const RpcError& first, nlohmann::json& record);
+  // Reports how far the loader read its lease and takes the next round's.
+  void claim_data(DataLoader& loader);
+  // The next round starts from the current parameters, tokens and an empty loss sum.
+  void start_round(Trainer& trainer);
 
   Config config_;
   std::shared_ptr<CoordinatorClient> client_;
@@ -77,13 +93,13 @@ class CoordinatedSync : public Sync {
   std::unique_ptr<Codec> codec_;       // sync.codec
   std::vector<TensorLayout> layout_;   // the flat parameters' tensors, in order
   torch::Tensor theta_start_, delta_;  // the round's starting parameters; theta_start_ - theta
+  int64_t site_ranks_;                 // the DDP ranks behind this member's pushes
+  int64_t round_tokens_start_ = 0, loss_count_ = 0;  // the trainer's tokens at the round's start
+  double loss_sum_ = 0;                              // and its losses since
 
  private:
   Update make_update(Trainer& trainer, double* codec_s);
   PullResult download(torch::Tensor& params, double* codec_s);
-  void recover(Trainer& trainer, const RpcError& first, nlohmann::json& record);
-  void claim_data(DataLoader& loader);
-  void start_round(Trainer& trainer);
   // Whether this step ends the round: every sync.inner_steps steps, or once sync.round_seconds
   // have passed since the round started.
   bool round_ends(const Trainer& trainer) const;
@@ -99,10 +115,7 @@ class CoordinatedSync : public Sync {
   void heartbeat_loop();
   void stop_heartbeats();
 
-  int64_t site_ranks_;
   int32_t shard_;
-  int64_t round_tokens_start_ = 0, loss_count_ = 0;
-  double loss_sum_ = 0;
   const bool elastic_, lone_;
   double round_start_s_ = 0;      // when the round started (sync.round_seconds)
   int64_t round_start_step_ = 0;  // the step it started at (elastic rounds)
@@ -120,5 +133,11 @@ std::unique_ptr<Sync> make_diloco_strategy(const Config& config,
 std::unique_ptr<Sync> make_demo_strategy(const Config& config,
                                          std::shared_ptr<CoordinatorClient> client,
                                          const JoinInfo& join);
+std::unique_ptr<Sync> make_delayed_diloco_strategy(const Config& config,
+                                                   std::shared_ptr<CoordinatorClient> client,
+                                                   const JoinInfo& join);
+std::unique_ptr<Sync> make_streaming_strategy(const Config& config,
+                                              std::shared_ptr<CoordinatorClient> client,
+                                              const JoinInfo& join);
 
 }  // namespace loco

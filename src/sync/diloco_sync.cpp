@@ -5,8 +5,6 @@
 // Then either the new global state replaces the parameters (sync.download state), or the round's
 // encoded average is replayed through the coordinator's outer step from theta_start (sync.download
 // update), and a checksum of the result against the coordinator's triggers a full resync.
-#include <spdlog/spdlog.h>
-
 #include "coordinated.h"
 #include "loco/checkpoint.h"
 #include "loco/optim.h"
@@ -49,14 +47,7 @@ class DilocoSync : public CoordinatedSync {
   // A replayed step must land on the coordinator's parameters; if not, pull them in full.
   void after_round(torch::Tensor& params, PullResult& down, uint64_t& sum,
                    nlohmann::json& record) override {
-    if (!download_update_ || sum == down.checksum) return;
-    spdlog::warn(
-        "worker {}: parameters differ from the coordinator's after round {}; "
-        "resyncing in full",
-        client_->worker_id(), round_);
-    down.wire_bytes += pull_params(params, /*with_velocity=*/true).wire_bytes;
-    record["resynced"] = true;
-    sum = param_checksum(params);
+    if (download_update_) sum = check_replay(params, sum, down, record);
   }
 
   void discard_round() override {

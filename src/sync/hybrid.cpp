@@ -37,6 +37,8 @@ class HybridSync : public Sync {
         outer_(std::move(outer)),
         site_(std::move(site)),
         inner_steps_(config.sync.inner_steps),
+        round_steps_(round_steps(config.sync)),
+        delay_steps_(config.sync.mode == Mode::kStreaming ? config.sync.streaming.delay_steps : 0),
         elastic_(elastic_rounds(config.sync)),
         step_windows_(config.train.batch_size * config.train.grad_accum),
         wait_(rank0_wait(config)) {
@@ -78,7 +80,10 @@ class HybridSync : public Sync {
     if (outer_) outer_->after_step(trainer, record);
     // Elastic rounds end when rank 0 says so (a sync may move the step, a round may last
     // seconds): it tells its ranks after every step.
-    if (!elastic_ && step_done % inner_steps_ != 0) return;
+    // Otherwise at the steps where rank 0 may have synced: the end of a round, and for streaming
+    // DiLoCo also its delayed result (sync.streaming.delay_steps later).
+    const int64_t k = step_done % round_steps_;
+    if (!elastic_ && k != 0 && k != delay_steps_) return;
 
     // Rank 0 synced with the other sites (its round; -1: no sync, e.g. a lone site training on):
     // every rank takes its parameters, its step (elastic rounds move it), whether the run is
@@ -140,6 +145,7 @@ class HybridSync : public Sync {
   std::unique_ptr<Sync> ddp_, outer_;
   std::string site_;
   int64_t inner_steps_;
+  int64_t round_steps_, delay_steps_;  // steps between rank 0's rounds; streaming's delay
   const bool elastic_;
   const int64_t step_windows_;  // windows one rank reads per step
   bool run_over_ = false;

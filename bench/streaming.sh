@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Streaming DiLoCo against plain DiLoCo over slow links (issue #16's targets; docs/streaming.md).
+# 4 workers of the tiny model (configs/diloco-tiny.yaml), H = 40, each worker behind a link of
+# MBPS Mbit/s with 50 ms of one-way latency, or none. Every run is a real `loco launch`.
+#
+#   bench/streaming.sh [speed] [loss]      (default: speed)
+#
+# speed: plain DiLoCo (fp32), DiLoCo with the delayed outer step (fp32) and streaming DiLoCo
+#   (P = 4, tau = 5, alpha = 0.5, int4) at every link in LINKS (default "0 100 10"; 0 = no
+#   limit), and streaming in fp32 without a limit (its pushes against DiLoCo's show what the
+#   fragments alone cut), STEPS inner steps each (default 40: one outer round). Reports per run the
+#   time per inner step (a worker's wall-clock over its steps, mean over workers), the share of
+#   it training spent waiting for the sync (sum of sync_s / wall), and the bytes of one push
+#   (the largest bytes_up of a worker's sync: the peak in flight per sync event).
+# loss: plain DiLoCo (fp32) and streaming (P = 4, tau = 5, alpha = 0.5, int4) without a link
+#   limit, LOSS_STEPS inner steps each (default 400): final val loss at equal tokens.
+#
+# Needs the prepared corpus (scripts/quickstart.sh) and build/loco. Pins OPENBLAS_NUM_THREADS=1
+# and one thread per worker for every run. Writes bench/results/streaming.json (every run's
+# numbers) and bench/results/streaming.md (the tables docs/streaming.md shows).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOCO=${LOCO:-build/loco}
+LINKS=${LINKS:-"0 100 10"}
+STEPS=${STEPS:-40}
+LOSS_STEPS=${LOSS_STEPS:-400}
+H=40
+OUT=runs/bench-streaming
+PHASES=("$@")
+(( ${#PHASES[@]} )) || PHASES=(speed)
+[[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
+[[ -x $LOCO ]] || { echo "error: $LOCO not found (build loco first)" >&2; exit 2; }
+export OPENBLAS_NUM_THREADS=1
+mkdir -p "$OUT" bench/results
+
+STREAMING=(--set sync.mode=streaming --set sync.streaming.fragments=4
+           --set sync.streaming.delay_steps=5 --set sync.streaming.alpha=0.5)
+INT4=(--set sync.codec.type=int4 --set sync.codec.chunk=64)
+
+# run NAME STEPS MBPS [--set ...]: one launch into $OUT/NAME (skipped when it finished before).
+run() {
+  local name=$1 steps=$2 mbps=$3
+  shift 3
+  local dir=$OUT/$name
+  if [[ -f $dir/coordinator/summary.json ]]; then
+    echo "    $name: done already"
+    return
+  fi
+  rm -rf "$dir"
+  local port link=()
+  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  (( mbps > 0 )) && link=(--set sync.link.mbps="$mbps" --set sync.link.latency_ms=50)
+  echo "==> $name: 4 workers x $steps steps${link:+, ${mbps} Mbit/s + 50 ms}"
+  local start=$SECONDS
+  "$LOCO" launch --config configs/diloco-tiny.yaml --set run.dir="$dir" \
+    --set train.max_steps="$steps" --set sync.inner_steps=$H --set train.eval_every=0 \
+    --set train.checkpoint_every=0 --set train.log_every=20 --set train.threads=1 \
+    --set sync.outer.momentum=0.5 --set sync.coordinator.address=127.0.0.1:"$port" \
+    "${link[@]}" "$@" >"$dir.log" 2>&1 || { tail -20 "$dir.log"; exit 1; }
+  echo "    $name: $(( SECONDS - start )) s"
+}
+
+for phase in "${PHASES[@]}"; do
+  case $phase in
+    speed)
+      for mbps in $LINKS; do
+        run "diloco-$mbps" "$STEPS" "$mbps"
+        run "delayed-$mbps" "$STEPS" "$mbps" --set sync.overlap=delayed
+        if [[ $mbps == 0 ]]; then run "streaming-$mbps" "$STEPS" "$mbps" "${STREAMING[@]}"; fi
+        run "streaming-int4-$mbps" "$STEPS" "$mbps" "${STREAMING[@]}" "${INT4[@]}"
+      done ;;
+    loss)
+      run "loss-diloco" "$LOSS_STEPS" 0
+      run "loss-streaming-int4" "$LOSS_STEPS" 0 "${STREAMING[@]}" "${INT4[@]}" ;;
+    *) echo "error: unknown phase '$phase' (speed, loss)" >&2; exit 2 ;;
+  esac
+done
+
+/usr/bin/python3 - "$OUT" "$LINKS" <<'PY'
+import glob, json, os, sys
+out, links = sys.argv[1], sys.argv[2].split()
+
+def load(path):
+    return [json.loads(l) for l in open(path) if l.strip()]
+
+def measure(name):
+    d = f"{out}/{name}"
+    if not os.path.exists(f"{d}/coordinator/summary.json"):
+        return None
+    per_step, share, peak = [], [], 0
+    for path in sorted(glob.glob(f"{d}/worker-*/metrics.jsonl")):
+        recs = [r for r in load(path) if "step" in r]
+        wall = recs[-1]["wall_s"]
+        per_step.append(wall / len(recs))
+        share.append(sum(r.get("sync_s", 0.0) for r in recs) / wall)
+        peak = max([peak] + [r["bytes_up"] for r in recs if "bytes_up" in r])
+    summary = json.load(open(f"{d}/coordinator/summary.json"))
+    n = len(per_step)
+    return {"run": name, "step_s": sum(per_step) / n, "sync_share": sum(share) / n,
+            "peak_push_bytes": peak, "bytes_up": summary.get("bytes_up"),
+            "tokens": summary.get("tokens"), "final_val_loss": summary.get("final_val_loss")}
+
+kinds = [("diloco", "DiLoCo fp32"), ("delayed", "DiLoCo, delayed outer step, fp32"),
+         ("streaming", "streaming P4 tau5 a0.5, fp32"),
+         ("streaming-int4", "streaming P4 tau5 a0.5, int4")]
+runs = {}
+for k, _ in kinds:
+    for m in links:
+        r = measure(f"{k}-{m}")
+        if r: runs[r["run"]] = r
+for name in ("loss-diloco", "loss-streaming-int4"):
+    r = measure(name)
+    if r: runs[name] = r
+json.dump(runs, open("bench/results/streaming.json", "w"), indent=1)
+
+lines = ["| method | link | time per inner step | vs no limit | sync share of wall | bytes of one push |",
+         "|---|---|---|---|---|---|"]
+for k, label in kinds:
+    base = runs.get(f"{k}-0")
+    for m in links:
+        r = runs.get(f"{k}-{m}")
+        if not r: continue
+        vs = f"{100 * (r['step_s'] / base['step_s'] - 1):+.1f}%" if base and m != "0" else "-"
+        link = "none" if m == "0" else f"{m} Mbit/s, 50 ms"
+        lines.append(f"| {label} | {link} | {r['step_s']:.3f} s | {vs} | {100 * r['sync_share']:.1f}% | "
+                     f"{r['peak_push_bytes'] / 1e6:.2f} MB |")
+a, b = runs.get("loss-diloco"), runs.get("loss-streaming-int4")
+if a and b:
+    lines += ["", "| method (no link limit) | tokens | final val loss | vs DiLoCo | bytes up |",
+              "|---|---|---|---|---|"]
+    for r, label in ((a, "DiLoCo fp32"), (b, "streaming P4 tau5 a0.5, int4")):
+        lines.append(f"| {label} | {r['tokens']:,} | {r['final_val_loss']:.4f} | "
+                     f"{100 * (r['final_val_loss'] / a['final_val_loss'] - 1):+.2f}% | "
+                     f"{r['bytes_up'] / 1e6:.1f} MB |")
+open("bench/results/streaming.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
