@@ -8,9 +8,11 @@
 # speed: plain DiLoCo (fp32), DiLoCo with the delayed outer step (fp32) and streaming DiLoCo
 #   (P = 4, tau = 5, alpha = 0.5, int4) at every link in LINKS (default "0 100 10"; 0 = no
 #   limit), and streaming in fp32 without a limit (its pushes against DiLoCo's show what the
-#   fragments alone cut), STEPS inner steps each (default 40: one outer round). Reports per run the
-#   time per inner step (a worker's wall-clock over its steps, mean over workers), the share of
-#   it training spent waiting for the sync (sum of sync_s / wall), and the bytes of one push
+#   fragments alone cut), STEPS inner steps each (default 80: two outer rounds, so that a whole
+#   sync falls between the first step and the last). Reports per run the time per inner step (a
+#   worker's wall-clock from its first step's end to its last's over the steps between, mean over
+#   workers: the join and the first pull of the state are left out), the share of that
+#   wall-clock training spent in syncs (sum of sync_s / wall), and the bytes of one push
 #   (the largest bytes_up of a worker's sync: the peak in flight per sync event).
 # loss: plain DiLoCo (fp32) and streaming (P = 4, tau = 5, alpha = 0.5, int4) without a link
 #   limit, LOSS_STEPS inner steps each (default 400): final val loss at equal tokens.
@@ -22,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCO=${LOCO:-build/loco}
 LINKS=${LINKS:-"0 100 10"}
-STEPS=${STEPS:-40}
+STEPS=${STEPS:-80}
 LOSS_STEPS=${LOSS_STEPS:-400}
 H=40
 OUT=runs/bench-streaming
@@ -90,9 +92,12 @@ def measure(name):
     per_step, share, peak = [], [], 0
     for path in sorted(glob.glob(f"{d}/worker-*/metrics.jsonl")):
         recs = [r for r in load(path) if "step" in r]
-        wall = recs[-1]["wall_s"]
-        per_step.append(wall / len(recs))
-        share.append(sum(r.get("sync_s", 0.0) for r in recs) / wall)
+        # From the first step's end to the last's: the join and the first pull of the whole
+        # state (seconds over a slow link) are before it; a record's wall_s is taken before its
+        # own sync, so the syncs inside are those of every step but the last.
+        wall = recs[-1]["wall_s"] - recs[0]["wall_s"]
+        per_step.append(wall / (len(recs) - 1))
+        share.append(sum(r.get("sync_s", 0.0) for r in recs[:-1]) / wall)
         peak = max([peak] + [r["bytes_up"] for r in recs if "bytes_up" in r])
     summary = json.load(open(f"{d}/coordinator/summary.json"))
     n = len(per_step)

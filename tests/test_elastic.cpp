@@ -3,6 +3,7 @@
 // without rounds until a second site is up (sync.lone train), and rounds last sync.round_seconds
 // of wall-clock; and the checks on the keys and the schedule's names.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
@@ -217,6 +218,51 @@ TEST(Elastic, ALoneSiteTrainsWithoutRoundsAndSyncsOnceASecondJoins) {
 
 // sync.round_seconds: each worker syncs after a wall-clock window, whatever its step count; the
 // run ends at its token budget with every round once.
+// sync.lone train, sites that never overlap (the curtailment study's trace can have them): site b
+// trains alone for its window and the schedule then stops it. It hands over its work since its
+// anchor before it leaves: the coordinator closes round 1 with b alone and a long round's
+// tokens, and nothing b trained is lost, although no second member ever came.
+TEST(Elastic, ALoneSiteStoppedByTheScheduleHandsOverItsWorkFirst) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t h = 4;
+  Config c = process_config(dir + "/run", 2, 1000, h);
+  apply_override(c, "sync.sites=a:1,b:1");
+  c.train.eval_every = 0, c.train.log_every = 100;
+  c.sync.lone = "train";
+  c.sync.schedule =
+      write_schedule(dir, "a: {seconds: [[1.0e8, 1.0e9]]}\nb: {seconds: [[0, 8]]}\n");
+  const std::string config = loco::testing::write_config(dir, c);
+  const std::string run = dir + "/run";
+  pid_t launch = loco::testing::spawn_shell(std::string(LOCO_BINARY) + " launch --config " + config,
+                                            dir + "/launch.log");
+  const std::string coordinator = run + "/coordinator/metrics.jsonl";
+  const bool closed = loco::testing::wait_until(
+      [&] { return fs::exists(coordinator) && !read_metrics(coordinator).empty(); }, 120);
+  ::kill(launch, SIGTERM);  // nobody is up any more: the run would wait for a forever
+  loco::testing::wait_exit(launch);
+  const std::string output = read_text(dir + "/launch.log");
+  ASSERT_TRUE(closed) << output;
+  EXPECT_NE(output.find("site b: stopping on Terminated; handing over the work trained alone"),
+            std::string::npos)
+      << output;
+  EXPECT_NE(output.find("worker b: stopping while alone; handed over its"), std::string::npos)
+      << output;
+  auto rounds = read_metrics(coordinator);
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds.front().at("workers").get<int>(), 1);
+  // More than one lockstep round of b's (h steps of one rank): its whole lone stretch.
+  const int64_t lockstep = h * c.train.batch_size * c.model.seq_len;
+  EXPECT_GT(rounds.front().at("round_tokens").get<int64_t>(), 3 * lockstep);
+  int handed = 0, lone = 0;
+  for (const auto& rec : read_metrics(run + "/worker-1/metrics.jsonl"))
+    handed += rec.contains("handed_over"), lone += rec.contains("lone");
+  EXPECT_EQ(handed, 1);
+  EXPECT_GE(lone, 3);
+  auto exited = events_of(run, "b/0", "exited");
+  ASSERT_GE(exited.size(), 1u) << read_text(run + "/launch_events.jsonl");
+  EXPECT_EQ(exited.front().at("action"), "schedule") << exited.front();
+}
+
 TEST(Elastic, RoundsOfSecondsHaveVaryingStepCountsAndEndAtTheBudget) {
   std::string dir = loco::testing::temp_dir();
   Config c = process_config(dir + "/run", 2, 100, 5);  // a budget of 500 steps of each worker

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <memory>
 
 #include "loco/config.h"
@@ -19,6 +20,17 @@
 namespace loco {
 
 class Trainer;
+
+// What a stop signal (a schedule taking this member down, Ctrl-C) may ask of a member of a
+// coordinated run before it leaves, shared between the strategy and the signal's thread
+// (src/cli/main.cpp). A lone member (sync.lone train, training alone) holds work nobody else
+// has: the strategy sets `can_hand_over` while it is alone; the signal's thread then sets
+// `requested` instead of leaving at once, and at its next step the strategy pushes its
+// pseudo-gradient since its anchor as the round's update (the round closes with it alone),
+// then ends training (docs/multisite.md "A lone member").
+struct StopRequest {
+  std::atomic<bool> can_hand_over{false}, requested{false};
+};
 
 class Sync {
  public:
@@ -42,6 +54,8 @@ class Sync {
   // Coordinated runs: claims the next data lease now (a site's rank 0 in elastic rounds, whose
   // ranks would otherwise run out of their share between syncs).
   virtual void refill_data(Trainer& trainer) {}
+  // Coordinated members: the stop request this strategy keeps up to date and answers (above).
+  virtual void watch_stop(std::shared_ptr<StopRequest> stop) {}
   // Whether this process writes checkpoints and the final evaluation (DDP: rank 0 only).
   virtual bool is_primary() const { return true; }
   // Once at the end of a run, on the primary: the method's fields of the run's summary.json (the

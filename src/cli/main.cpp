@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
+#include <chrono>
 #include <cstring>
 #include <iostream>
 #include <mutex>
@@ -137,10 +138,17 @@ int run_coordinator_cmd(const std::string& config_path, const std::vector<std::s
 // lease to lapse; every such process then exits with 128 + the signal. The handler only posts a
 // semaphore (whichever thread the signal lands on: libraries start threads before main that
 // block nothing); a thread of its own waits on it, leaves, and exits.
+// A lone member (sync.lone train, training alone) first hands over its work since its anchor
+// (loco::StopRequest): its training thread pushes it at the next step and ends the run; this
+// thread waits up to kHandOverWaitS for that before leaving and exiting anyway. The other ranks
+// of a site with sync.lone train wait as long for their rank 0 to end the site's training.
+constexpr int kHandOverWaitS = 30;
 sem_t g_stop_sem;
 volatile sig_atomic_t g_stop_signal = 0;
 std::mutex g_leave_mu;
 std::shared_ptr<loco::CoordinatorClient> g_leave_client;  // null until it joined (or never)
+std::shared_ptr<loco::StopRequest> g_stop_request;        // null: nothing to hand over
+bool g_wait_for_rank0 = false;                            // a site rank, sync.lone train
 
 void post_stop(int sig) {
   g_stop_signal = sig;
@@ -151,6 +159,15 @@ void post_stop(int sig) {
 void leave_on_stop(std::shared_ptr<loco::CoordinatorClient> client) {
   std::lock_guard<std::mutex> lock(g_leave_mu);
   g_leave_client = std::move(client);
+}
+
+// The strategy of a member that may hand over its work on a stop signal (loco::StopRequest).
+std::unique_ptr<loco::Sync> hand_over_on_stop(std::unique_ptr<loco::Sync> sync) {
+  auto stop = std::make_shared<loco::StopRequest>();
+  sync->watch_stop(stop);
+  std::lock_guard<std::mutex> lock(g_leave_mu);
+  g_stop_request = std::move(stop);
+  return sync;
 }
 
 // Installs the handler and starts the waiting thread; `who` names the process in its last line.
@@ -169,9 +186,25 @@ void exit_cleanly_on_stop_signals(const std::string& who) {
       std::lock_guard<std::mutex> lock(g_leave_mu);
       client = g_leave_client;
     }
+    std::shared_ptr<loco::StopRequest> stop;
+    bool wait_for_rank0;
+    {
+      std::lock_guard<std::mutex> lock(g_leave_mu);
+      stop = g_stop_request;
+      wait_for_rank0 = g_wait_for_rank0;
+    }
     std::string id = client ? client->worker_id() : "";
+    const bool hand_over = stop && stop->can_hand_over;
+    if (hand_over) stop->requested = true;
     spdlog::info("{}{}: stopping on {}{}", who, who == "worker" && !id.empty() ? " " + id : "",
-                 ::strsignal(sig), client ? "; leaving the coordinator" : "");
+                 ::strsignal(sig),
+                 hand_over         ? "; handing over the work trained alone first"
+                 : client          ? "; leaving the coordinator"
+                 : wait_for_rank0  ? "; waiting for the site's rank 0"
+                                   : "");
+    // The training thread ends the process (exit status 0) once it has handed over.
+    if (hand_over || wait_for_rank0)
+      std::this_thread::sleep_for(std::chrono::seconds(kHandOverWaitS));
     if (client) client->leave();
     std::_Exit(128 + sig);
   }).detach();
@@ -181,10 +214,18 @@ void exit_cleanly_on_stop_signals(const std::string& who) {
 // a stop signal.
 int run_site_worker(const loco::Config& config, const std::string& site, bool rejoin) {
   exit_cleanly_on_stop_signals("site " + site);
+  {
+    std::lock_guard<std::mutex> lock(g_leave_mu);
+    g_wait_for_rank0 = config.sync.lone == "train";  // rank 0 (below) may hand over first
+  }
   auto make_outer = [](const loco::Config& c, std::shared_ptr<loco::CoordinatorClient> client,
                        const loco::JoinInfo& join) {
     leave_on_stop(client);
-    return loco::make_coordinated_sync(c, std::move(client), join);
+    {
+      std::lock_guard<std::mutex> lock(g_leave_mu);
+      g_wait_for_rank0 = false;  // this is rank 0
+    }
+    return hand_over_on_stop(loco::make_coordinated_sync(c, std::move(client), join));
   };
   auto r = loco::run_site(config, site, make_outer, rejoin);
   const auto& s = r.summary;
@@ -203,7 +244,7 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
   auto config = resolve_config(config_path, overrides);
   if (!loco::coordinated(config.sync.mode))
     throw loco::ConfigError("sync.mode is '" + std::string(loco::mode_name(config.sync.mode)) +
-                            "'; `loco worker` runs sync.mode diloco or demo (use `loco train` "
+                            "'; `loco worker` runs sync.mode diloco, demo or streaming (use `loco train` "
                             "otherwise)");
   if (!rejoin) loco::refuse_used_run_dir(config.run.dir);  // before it joins anything
   if (!site.empty()) {
@@ -231,7 +272,7 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
                join.shard, join.num_shards);
   loco::Trainer trainer(config, rejoin ? loco::RunStart::kRejoin : loco::RunStart::kFresh,
                         join.shard, join.num_shards,
-                        loco::make_coordinated_sync(config, client, join));
+                        hand_over_on_stop(loco::make_coordinated_sync(config, client, join)));
   auto s = trainer.run();
   std::cout << "done: worker " << join.worker_id << ", " << s.steps << " steps, " << s.tokens
             << " tokens; final val loss " << s.final_eval.loss << "\nmetrics:    " << s.metrics_path

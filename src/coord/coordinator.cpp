@@ -171,6 +171,12 @@ void CoordinatorCore::heartbeat(const std::string& worker_id) {
 
 void CoordinatorCore::leave(const std::string& worker_id, int64_t lease_id, int64_t consumed) {
   std::lock_guard<std::mutex> lock(mu_);
+  // A member that leaves after pushing this round's update (a lone member handing over its work
+  // on a stop, docs/multisite.md) closes the round when every member taking part has pushed: its
+  // work is in, and the members still to come may never come (a schedule's windows).
+  const Member* m = members_->find(worker_id);
+  if (m && m->info.reported && round_ < total_rounds_ && members_->all_reported(round_))
+    close_round_locked();
   if (!members_->leave(worker_id)) return;
   if (plan_->release(worker_id, lease_id, consumed)) save_plan_locked();
   round_closed_.notify_all();

@@ -107,10 +107,16 @@ int Membership::reports() const {
 }
 
 bool Membership::round_complete(int64_t round) const {
+  int taking_part = 0;
+  for (const auto& [id, m] : members_) taking_part += m.from_round <= round;
+  return all_reported(round) && (closed_here_ > 0 || taking_part >= slots_);
+}
+
+bool Membership::all_reported(int64_t round) const {
   int taking_part = 0, reported = 0;
   for (const auto& [id, m] : members_)
     if (m.from_round <= round) ++taking_part, reported += m.info.reported;
-  return reported > 0 && reported == taking_part && (closed_here_ > 0 || taking_part >= slots_);
+  return reported > 0 && reported == taking_part;
 }
 
 bool Membership::deadline_passed(double now) const {

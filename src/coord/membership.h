@@ -57,6 +57,9 @@ class Membership {
   int reports() const;
   // Whether every member taking part in `round` has reported (see the rules above).
   bool round_complete(int64_t round) const;
+  // Whether every member taking part in `round` has reported, whoever is still to join (no
+  // first-round wait for sync.workers members; false when nobody reported).
+  bool all_reported(int64_t round) const;
   // Whether the straggler deadline has passed at `now` with enough reports to close without the
   // missing members.
   bool deadline_passed(double now) const;

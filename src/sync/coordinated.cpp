@@ -64,6 +64,7 @@ void CoordinatedSync::start(Trainer& trainer) {
 void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
   loss_sum_ += record.at("loss").get<double>();
   ++loss_count_;
+  if (stop_ && stop_->requested) return hand_over(trainer, record);
   if (!round_ends(trainer)) return;
   if (lone_ && train_alone(trainer, record)) return;
   torch::NoGradGuard no_grad;
@@ -284,6 +285,7 @@ bool CoordinatedSync::train_alone(Trainer& trainer, nlohmann::json& record) {
                    budget ? "the run's token budget is reached" : "another member is live", local,
                    round_);
     alone_ = false;
+    if (stop_) stop_->can_hand_over = false;
     return false;
   }
   if (!alone_)
@@ -292,11 +294,31 @@ bool CoordinatedSync::train_alone(Trainer& trainer, nlohmann::json& record) {
         "until another member joins",
         me, round_);
   alone_ = true;
+  if (stop_) stop_->can_hand_over = true;
   record["lone"] = true;
   record["worker"] = me;
   round_start_s_ = now_s();  // the next round end comes a round later
   round_start_step_ = trainer.step();
   return true;
+}
+
+void CoordinatedSync::hand_over(Trainer& trainer, nlohmann::json& record) {
+  torch::NoGradGuard no_grad;
+  const std::string& me = client_->worker_id();
+  run_over_ = true;  // training ends after this step, whatever the push's fate
+  stop_->requested = false;
+  try {
+    double codec_s = 0;
+    const uint64_t up = client_->push(make_update(trainer, &codec_s));
+    spdlog::info("worker {}: stopping while alone; handed over its {} tokens since round {}", me,
+                 (trainer.tokens() - round_tokens_start_) * site_ranks_, round_);
+    record["handed_over"] = true;
+    record["bytes_up"] = up;
+    record["worker"] = me;
+  } catch (const std::exception& e) {
+    spdlog::warn("worker {}: stopping while alone; could not hand over its work: {}", me,
+                 e.what());
+  }
 }
 
 void CoordinatedSync::follow_run(Trainer& trainer) {

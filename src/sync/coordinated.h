@@ -42,6 +42,7 @@ class CoordinatedSync : public Sync {
   bool elastic() const override { return elastic_; }
   bool run_over() const override { return run_over_; }
   void refill_data(Trainer& trainer) override;
+  void watch_stop(std::shared_ptr<StopRequest> stop) override { stop_ = std::move(stop); }
 
  protected:
   // --- the method's hooks ---
@@ -107,6 +108,9 @@ class CoordinatedSync : public Sync {
   // (docs/multisite.md "A lone member"); false when a second member is live, when the run's
   // budget is reached, or when the coordinator lost this member (the usual recovery follows).
   bool train_alone(Trainer& trainer, nlohmann::json& record);
+  // A stop signal came while alone (StopRequest): pushes the work since the anchor as the
+  // round's update and ends training.
+  void hand_over(Trainer& trainer, nlohmann::json& record);
   // Elastic rounds, after a sync: the step (the lr schedule's position) follows the run's token
   // progress, and the run is over once the coordinator closed its last round.
   void follow_run(Trainer& trainer);
@@ -120,6 +124,7 @@ class CoordinatedSync : public Sync {
   double round_start_s_ = 0;      // when the round started (sync.round_seconds)
   int64_t round_start_step_ = 0;  // the step it started at (elastic rounds)
   bool run_over_ = false, alone_ = false;
+  std::shared_ptr<StopRequest> stop_;  // null: leave at once on a stop signal
   std::thread heartbeats_;
   std::mutex mu_;
   std::condition_variable cv_;
