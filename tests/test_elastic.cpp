@@ -229,8 +229,7 @@ TEST(Elastic, ALoneSiteStoppedByTheScheduleHandsOverItsWorkFirst) {
   apply_override(c, "sync.sites=a:1,b:1");
   c.train.eval_every = 0, c.train.log_every = 100;
   c.sync.lone = "train";
-  c.sync.schedule =
-      write_schedule(dir, "a: {seconds: [[1.0e8, 1.0e9]]}\nb: {seconds: [[0, 8]]}\n");
+  c.sync.schedule = write_schedule(dir, "a: {seconds: [[1.0e8, 1.0e9]]}\nb: {seconds: [[0, 8]]}\n");
   const std::string config = loco::testing::write_config(dir, c);
   const std::string run = dir + "/run";
   pid_t launch = loco::testing::spawn_shell(std::string(LOCO_BINARY) + " launch --config " + config,

@@ -64,7 +64,7 @@ struct Download {
   // kAggregate: the tensors of the aggregate when not the whole layout (streaming: the round's
   // fragment, owned by the aggregator); null: the whole layout.
   const std::vector<TensorLayout>* layout = nullptr;
-  uint64_t checksum = 0;         // kAggregate in diloco: FNV-1a of the new parameters
+  uint64_t checksum = 0;  // kAggregate in diloco: FNV-1a of the new parameters
 };
 
 class CoordinatorCore {

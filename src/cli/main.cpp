@@ -198,10 +198,10 @@ void exit_cleanly_on_stop_signals(const std::string& who) {
     if (hand_over) stop->requested = true;
     spdlog::info("{}{}: stopping on {}{}", who, who == "worker" && !id.empty() ? " " + id : "",
                  ::strsignal(sig),
-                 hand_over         ? "; handing over the work trained alone first"
-                 : client          ? "; leaving the coordinator"
-                 : wait_for_rank0  ? "; waiting for the site's rank 0"
-                                   : "");
+                 hand_over        ? "; handing over the work trained alone first"
+                 : client         ? "; leaving the coordinator"
+                 : wait_for_rank0 ? "; waiting for the site's rank 0"
+                                  : "");
     // The training thread ends the process (exit status 0) once it has handed over.
     if (hand_over || wait_for_rank0)
       std::this_thread::sleep_for(std::chrono::seconds(kHandOverWaitS));
@@ -243,9 +243,10 @@ int run_worker(const std::string& config_path, std::vector<std::string> override
   if (!address.empty()) overrides.push_back("sync.coordinator.address=" + address);
   auto config = resolve_config(config_path, overrides);
   if (!loco::coordinated(config.sync.mode))
-    throw loco::ConfigError("sync.mode is '" + std::string(loco::mode_name(config.sync.mode)) +
-                            "'; `loco worker` runs sync.mode diloco, demo or streaming (use `loco train` "
-                            "otherwise)");
+    throw loco::ConfigError(
+        "sync.mode is '" + std::string(loco::mode_name(config.sync.mode)) +
+        "'; `loco worker` runs sync.mode diloco, demo or streaming (use `loco train` "
+        "otherwise)");
   if (!rejoin) loco::refuse_used_run_dir(config.run.dir);  // before it joins anything
   if (!site.empty()) {
     if (!name.empty())

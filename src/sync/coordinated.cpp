@@ -316,8 +316,7 @@ void CoordinatedSync::hand_over(Trainer& trainer, nlohmann::json& record) {
     record["bytes_up"] = up;
     record["worker"] = me;
   } catch (const std::exception& e) {
-    spdlog::warn("worker {}: stopping while alone; could not hand over its work: {}", me,
-                 e.what());
+    spdlog::warn("worker {}: stopping while alone; could not hand over its work: {}", me, e.what());
   }
 }
 
