@@ -3,7 +3,7 @@
 # 4 workers of the tiny model (configs/diloco-tiny.yaml), H = 40, each worker behind a link of
 # MBPS Mbit/s with 50 ms of one-way latency, or none. Every run is a real `loco launch`.
 #
-#   bench/streaming.sh [speed] [loss]      (default: speed)
+#   bench/streaming.sh [speed] [loss] [wallclock]      (default: speed)
 #
 # speed: plain DiLoCo (fp32), DiLoCo with the delayed outer step (fp32) and streaming DiLoCo
 #   (P = 4, tau = 5, alpha = 0.5, int4) at every link in LINKS (default "0 100 10"; 0 = no
@@ -16,6 +16,13 @@
 #   (the largest bytes_up of a worker's sync: the peak in flight per sync event).
 # loss: plain DiLoCo (fp32) and streaming (P = 4, tau = 5, alpha = 0.5, int4) without a link
 #   limit, LOSS_STEPS inner steps each (default 400): final val loss at equal tokens.
+# wallclock: the equal-wall-clock comparison on the 100 Mbit/s link (50 ms): DDP (its all-reduce's
+#   link modelled, docs/link.md) for DDP_STEPS steps (default 80) sets the wall-clock T; plain
+#   DiLoCo (fp32) and streaming (P = 4, tau = 5, alpha = 0.5, int4) then run WALL_STEPS steps
+#   (default 320, more than fits in T) and each is read at the coordinator's last evaluation
+#   (one every H steps) within T: the tokens trained by then and that evaluation's val loss,
+#   against DDP's tokens and final val loss. Both clocks start at their launch's first process
+#   (DDP: rank 0's wall_s; DiLoCo: the coordinator's).
 #
 # Needs the prepared corpus (scripts/quickstart.sh) and build/loco. Pins OPENBLAS_NUM_THREADS=1
 # and one thread per worker for every run. Writes bench/results/streaming.json (every run's
@@ -26,8 +33,10 @@ LOCO=${LOCO:-build/loco}
 LINKS=${LINKS:-"0 100 10"}
 STEPS=${STEPS:-80}
 LOSS_STEPS=${LOSS_STEPS:-400}
+DDP_STEPS=${DDP_STEPS:-80}
+WALL_STEPS=${WALL_STEPS:-320}
 H=40
-OUT=runs/bench-streaming
+OUT=${OUT:-runs/bench-streaming}
 PHASES=("$@")
 (( ${#PHASES[@]} )) || PHASES=(speed)
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
@@ -44,7 +53,7 @@ run() {
   local name=$1 steps=$2 mbps=$3
   shift 3
   local dir=$OUT/$name
-  if [[ -f $dir/coordinator/summary.json ]]; then
+  if [[ -f $dir/coordinator/summary.json || -f $dir/summary.json ]]; then
     echo "    $name: done already"
     return
   fi
@@ -74,7 +83,11 @@ for phase in "${PHASES[@]}"; do
     loss)
       run "loss-diloco" "$LOSS_STEPS" 0
       run "loss-streaming-int4" "$LOSS_STEPS" 0 "${STREAMING[@]}" "${INT4[@]}" ;;
-    *) echo "error: unknown phase '$phase' (speed, loss)" >&2; exit 2 ;;
+    wallclock)
+      run "wall-ddp" "$DDP_STEPS" 100 --set sync.mode=ddp
+      run "wall-diloco" "$WALL_STEPS" 100
+      run "wall-streaming-int4" "$WALL_STEPS" 100 "${STREAMING[@]}" "${INT4[@]}" ;;
+    *) echo "error: unknown phase '$phase' (speed, loss, wallclock)" >&2; exit 2 ;;
   esac
 done
 
@@ -116,6 +129,31 @@ for k, _ in kinds:
 for name in ("loss-diloco", "loss-streaming-int4"):
     r = measure(name)
     if r: runs[name] = r
+
+def at_wall(name, limit):
+    """A coordinated run read at its coordinator's last evaluation within `limit` seconds."""
+    d = f"{out}/{name}"
+    if not os.path.exists(f"{d}/coordinator/summary.json"):
+        return None
+    evals = [r for r in load(f"{d}/coordinator/metrics.jsonl") if "val_loss" in r]
+    within = [r for r in evals if r["wall_s"] <= limit]
+    if not within:
+        return None
+    r = within[-1]
+    return {"run": name, "wall_s": r["wall_s"], "round": r["round"], "tokens": r["tokens"],
+            "val_loss": r["val_loss"], "bytes_up": r["bytes_up"],
+            "run_wall_s": evals[-1]["wall_s"], "run_tokens": evals[-1]["tokens"]}
+
+wall = {}
+ddp_dir = f"{out}/wall-ddp"
+if os.path.exists(f"{ddp_dir}/summary.json"):
+    s = json.load(open(f"{ddp_dir}/summary.json"))
+    wall["ddp"] = {"run": "wall-ddp", "wall_s": s["wall_s"], "tokens": s["tokens"],
+                   "val_loss": s["final_val_loss"], "bytes_up": s["bytes_up"], "steps": s["steps"]}
+    for k in ("diloco", "streaming-int4"):
+        r = at_wall(f"wall-{k}", s["wall_s"])
+        if r: wall[k] = r
+runs["wallclock"] = wall
 json.dump(runs, open("bench/results/streaming.json", "w"), indent=1)
 
 lines = ["| method | link | time per inner step | vs no limit | sync share of wall | bytes of one push |",
@@ -137,6 +175,17 @@ if a and b:
         lines.append(f"| {label} | {r['tokens']:,} | {r['final_val_loss']:.4f} | "
                      f"{100 * (r['final_val_loss'] / a['final_val_loss'] - 1):+.2f}% | "
                      f"{r['bytes_up'] / 1e6:.1f} MB |")
+if "ddp" in wall:
+    d = wall["ddp"]
+    lines += ["", f"Equal wall-clock on the 100 Mbit/s, 50 ms link: DDP's {d['steps']} steps took "
+              f"{d['wall_s']:.0f} s; the others are read at their last evaluation within it.", "",
+              "| method | evaluated at | tokens | vs DDP | val loss | vs DDP |", "|---|---|---|---|---|---|"]
+    for k, label in (("ddp", "DDP (link modelled)"), ("diloco", "DiLoCo fp32"),
+                     ("streaming-int4", "streaming P4 tau5 a0.5, int4")):
+        r = wall.get(k)
+        if not r: continue
+        lines.append(f"| {label} | {r['wall_s']:.0f} s | {r['tokens']:,} | {r['tokens'] / d['tokens']:.2f}x | "
+                     f"{r['val_loss']:.4f} | {100 * (r['val_loss'] / d['val_loss'] - 1):+.2f}% |")
 open("bench/results/streaming.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -58,6 +58,34 @@ TEST(Config, DemoNeedsTheDctCodecAndDownloadIsKnown) {
   EXPECT_NE(msg.find("sync.resync_every"), std::string::npos) << msg;
 }
 
+TEST(Config, ReportModelNamesAReplicaTheConsensusOrTheBest) {
+  Config c;
+  c.sync.mode = Mode::kDemo;
+  c.sync.codec.type = "dct";
+  c.sync.workers = 3;
+  EXPECT_EQ(report_replica(c.sync), "w0");  // the default: the seed code's rank 0
+  for (std::string ok : {"replica:2", "consensus", "best"}) {
+    c.sync.report_model = ok;
+    EXPECT_NO_THROW(validate(c)) << ok;
+  }
+  EXPECT_EQ(report_replica(c.sync), "");
+  c.sync.report_model = "replica:2";
+  EXPECT_EQ(report_replica(c.sync), "w2");
+  c.sync.sites = {{"east", 1}, {"west", 2}, {"north", 1}};
+  EXPECT_EQ(report_replica(c.sync), "north");  // with sites: the N-th site
+  c.sync.sites.clear();
+  for (std::string bad : {"replica:3", "replica:", "replica:-1", "rank0", "Best"}) {
+    c.sync.report_model = bad;
+    std::string msg = error_of([&] { validate(c); });
+    EXPECT_NE(msg.find("sync.report_model"), std::string::npos) << bad << ": " << msg;
+  }
+  c.sync.report_model = "consensus";
+  c.sync.mode = Mode::kDiloco;
+  c.sync.codec.type = "none";
+  std::string msg = error_of([&] { validate(c); });
+  EXPECT_NE(msg.find("only sync.mode demo"), std::string::npos) << msg;
+}
+
 TEST(Config, UnknownKeyNamesThePathAndTheClosestKey) {
   Config c;
   std::string msg = error_of([&] { merge_yaml(c, "model:\n  n_layers: 3\n", "x.yaml"); });

@@ -146,22 +146,48 @@ TEST(DemoAggregator, MergesTheSparseSetsAndStepsNothing) {
   EXPECT_EQ(loco::testing::refusal([&] { agg->decode(odd); }), CoordError::kInvalidArgument);
 }
 
-TEST(DemoAggregator, ReplicaAverageIsTheMeanOfThePushedParameters) {
+// The consensus is the mean of the pushed replicas; sync.report_model decides which one replica
+// is kept beside it: the named one, or the one with the lowest val loss.
+TEST(DemoAggregator, ReplicaAverageIsTheMeanAndKeepsTheReportedReplica) {
   auto layout = two_tensors();
-  auto agg = make_aggregator(method_config(Mode::kDemo), layout);
-  ReplicaAverage& replicas = *agg->replicas();
   auto none = make_codec(CodecConfig{});
-  auto p1 = torch::randn({48}), p2 = torch::randn({48});
-  for (const auto& p : {p1, p2}) {
-    Update u = update_of(layout, {p.narrow(0, 0, 32), p.narrow(0, 32, 16)}, *none, 0);
-    u.kind = Update::kState;
-    replicas.add(replicas.decode(u));
+  std::vector<torch::Tensor> p = {torch::randn({48}), torch::randn({48}), torch::randn({48})};
+  const std::vector<double> val = {5.0, 4.0, 4.5};
+  for (std::string report : {"replica:2", "best", "consensus"}) {
+    SCOPED_TRACE(report);
+    Config c = method_config(Mode::kDemo);
+    c.sync.workers = 3;
+    c.sync.report_model = report;
+    auto agg = make_aggregator(c, layout);
+    ReplicaAverage& replicas = *agg->replicas();
+    for (int round = 0; round < 2; ++round) {  // the kept replica starts over each round
+      for (int k = 0; k < 3; ++k) {
+        Update u = update_of(layout, {p[k].narrow(0, 0, 32), p[k].narrow(0, 32, 16)}, *none, 0);
+        u.kind = Update::kState;
+        u.worker_id = "w" + std::to_string(k);
+        u.val_loss = val[k] + round, u.val_bpb = val[k] / 2;
+        replicas.add(u, replicas.decode(u));
+      }
+      EXPECT_EQ(replicas.count(), 3);
+      auto theta = torch::zeros({48});
+      ReplicaReport rep;
+      replicas.take(theta, rep);
+      EXPECT_TRUE(torch::allclose(theta, (p[0] + p[1] + p[2]) / 3, 1e-6, 1e-6));
+      EXPECT_EQ(replicas.count(), 0);
+      ASSERT_EQ(rep.evals.size(), 3u);
+      EXPECT_DOUBLE_EQ(replica_loss_stats(rep.evals)["min"].get<double>(), 4.0 + round);
+      EXPECT_DOUBLE_EQ(replica_loss_stats(rep.evals)["mean"].get<double>(), 4.5 + round);
+      if (report == "consensus") {
+        EXPECT_FALSE(rep.theta.defined());
+        continue;
+      }
+      const int kept = report == "best" ? 1 : 2;
+      EXPECT_EQ(rep.kept.member, "w" + std::to_string(kept));
+      EXPECT_DOUBLE_EQ(rep.kept.loss, val[kept] + round);
+      ASSERT_TRUE(rep.theta.defined());
+      EXPECT_TRUE(torch::equal(rep.theta, p[kept]));
+    }
   }
-  EXPECT_EQ(replicas.count(), 2);
-  auto theta = torch::zeros({48});
-  replicas.take(theta);
-  EXPECT_TRUE(torch::allclose(theta, (p1 + p2) / 2, 1e-6, 1e-6));
-  EXPECT_EQ(replicas.count(), 0);
 }
 
 TEST(Aggregator, OnlyCoordinatedModesHaveOne) {

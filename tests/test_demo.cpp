@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "loco/checkpoint.h"
 #include "loco/codec.h"
 #include "loco/coordinator.h"
 #include "loco/diloco.h"
@@ -285,6 +286,104 @@ TEST(Demo, ThreeRealWorkersDriftApartAndResync) {
   EXPECT_GT(ratio, 1.5);
   EXPECT_LT(ratio, 2.0);
   EXPECT_GT(totals.at("setup_bytes_total").get<double>(), 3 * fp32_model);  // first pulls
+}
+
+// Each worker's own val loss by round (consensus rounds: what it pushed with its replica) and
+// its parameters' checksum at the last round.
+struct WorkerEvals {
+  std::map<int64_t, double> val;
+  uint64_t last_checksum = 0;
+};
+
+WorkerEvals worker_evals(const std::string& path) {
+  WorkerEvals w;
+  for (const auto& rec : read_metrics(path)) {
+    if (rec.contains("val_loss") && rec.contains("round"))
+      w.val[rec.at("round").get<int64_t>()] = rec.at("val_loss").get<double>();
+    if (rec.contains("param_checksum")) w.last_checksum = rec.at("param_checksum").get<uint64_t>();
+  }
+  return w;
+}
+
+// The finding: replicas that drifted apart average into a consensus worse than any of
+// them. The run reports the model sync.report_model names (here replica 1, then the best) and
+// the consensus and the replicas' spread beside it; its checkpoint holds the reported model.
+TEST(Demo, ReportsTheChosenReplicaWithTheConsensusAndTheSpreadBesideIt) {
+  std::string dir = loco::testing::temp_dir();
+  for (std::string report : {"replica:1", "best"}) {
+    SCOPED_TRACE(report);
+    std::string run = dir + "/" + report.substr(0, 4);
+    Config c = demo_config(run, 3, 4);
+    c.train.max_steps = 16;
+    c.train.eval_every = 8;  // consensus rounds 2 and 4
+    c.train.optimizer.lr = 0.01;
+    c.sync.outer.momentum = 0.5;
+    c.sync.report_model = report;
+    auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+
+    std::vector<WorkerEvals> w;
+    for (int k = 0; k < 3; ++k)
+      w.push_back(worker_evals(run + "/worker-" + std::to_string(k) + "/metrics.jsonl"));
+    std::vector<nlohmann::json> consensus;
+    for (const auto& g : read_metrics(run + "/coordinator/metrics.jsonl"))
+      if (g.contains("consensus")) consensus.push_back(g);
+    ASSERT_EQ(consensus.size(), 2u);
+    for (const auto& g : consensus) {
+      int64_t round = g.at("round").get<int64_t>();
+      double lo = 1e9, hi = 0, sum = 0;
+      std::string argmin;
+      for (int k = 0; k < 3; ++k) {
+        ASSERT_TRUE(w[k].val.count(round)) << "worker " << k << " round " << round;
+        double v = w[k].val[round];
+        if (v < lo) argmin = "w" + std::to_string(k);
+        lo = std::min(lo, v), hi = std::max(hi, v), sum += v;
+        EXPECT_DOUBLE_EQ(g.at("replica_val_losses").at("w" + std::to_string(k)).get<double>(), v);
+      }
+      const auto& spread = g.at("replica_val_loss");
+      EXPECT_DOUBLE_EQ(spread.at("min").get<double>(), lo);
+      EXPECT_DOUBLE_EQ(spread.at("max").get<double>(), hi);
+      EXPECT_NEAR(spread.at("mean").get<double>(), sum / 3, 1e-12);
+      EXPECT_LT(lo, hi);  // the replicas differ
+      double reported = g.at("val_loss").get<double>(),
+             cons = g.at("consensus_val_loss").get<double>();
+      if (report == "best") {
+        EXPECT_DOUBLE_EQ(reported, std::min(lo, cons));
+        EXPECT_EQ(g.at("reported").get<std::string>(), cons <= lo ? "consensus" : argmin);
+      } else {
+        EXPECT_EQ(g.at("reported").get<std::string>(), "w1");
+        EXPECT_DOUBLE_EQ(reported, w[1].val[round]);
+      }
+    }
+    auto summary = nlohmann::json::parse(std::ifstream(run + "/coordinator/summary.json"));
+    const auto& last = consensus.back();
+    EXPECT_EQ(summary.at("report_model").get<std::string>(), report);
+    EXPECT_DOUBLE_EQ(summary.at("final_val_loss").get<double>(), last.at("val_loss").get<double>());
+    EXPECT_DOUBLE_EQ(summary.at("consensus_final_val_loss").get<double>(),
+                     last.at("consensus_val_loss").get<double>());
+    EXPECT_DOUBLE_EQ(summary.at("replicas_final_val_loss").at("min").get<double>(),
+                     last.at("replica_val_loss").at("min").get<double>());
+    // The last checkpoint holds the reported model as "params", the consensus apart.
+    auto files = list_checkpoints(run + "/coordinator/checkpoints");
+    ASSERT_FALSE(files.empty());
+    Checkpoint ck = load_checkpoint(files.back());
+    EXPECT_EQ(ck.step, 4);
+    std::string who = last.at("reported").get<std::string>();
+    if (who == "consensus") {
+      EXPECT_EQ(ck.tensors.count("consensus"), 0u);
+      EXPECT_EQ(param_checksum(ck.tensors.at("params")), last.at("param_checksum").get<uint64_t>());
+    } else {
+      int k = who[1] - '0';
+      EXPECT_EQ(param_checksum(ck.tensors.at("params")), w[k].last_checksum);
+      EXPECT_EQ(param_checksum(ck.tensors.at("consensus")),
+                last.at("param_checksum").get<uint64_t>());
+    }
+  }
+  // `loco compare` shows the reported model against the consensus and the replicas.
+  auto r = loco::testing::run_loco("compare " + dir + "/repl " + dir + "/best");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| reports (sync.report_model) |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("/repl | w1 |"), std::string::npos) << r.output;
 }
 
 TEST(DilocoDct, CompressedDownloadKeepsReplicasIdentical) {

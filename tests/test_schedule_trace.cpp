@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <chrono>
 #include <fstream>
+#include <thread>
 
+#include "loco/codec.h"
 #include "loco/config.h"
+#include "loco/coordinator.h"
 #include "loco/energy.h"
 #include "loco/schedule.h"
 #include "loco/trace.h"
@@ -367,4 +371,73 @@ TEST(Launch, TraceScheduleEndsTheRunWithEnergyInTheSummary) {
   EXPECT_EQ(e.exit_code, 0) << e.output;
   EXPECT_NE(e.output.find("| w1 |"), std::string::npos) << e.output;
   EXPECT_NE(e.output.find("| B |"), std::string::npos) << e.output;
+}
+
+// The curtailment reproduction's last site (its window runs to the trace's end) trains alone
+// (sync.lone train) and is stopped with the trace: its work since its anchor is handed over and
+// taken as the run's last round, not refused as "the run is over".
+TEST(Launch, ALoneSiteUpAtTheTracesEndHandsOverItsWorkAsTheLastRound) {
+  std::string dir = loco::testing::temp_dir();
+  std::vector<std::vector<double>> rows;
+  // A always below 100, B for the first row only (a site never up is refused)
+  for (int i = 0; i < 10; ++i) rows.push_back({50, i == 0 ? 50.0 : 300.0});
+  std::ofstream(dir + "/i.csv") << trace_csv({"A", "B"}, rows);
+  std::ofstream(dir + "/schedule.yaml")
+      << "trace: i.csv\nspeed: 300\npower: {train_kw: 2, idle_kw: 0.5}\nsites:\n"
+         "  w0: {region: A, below: 100}\n  w1: {region: B, below: 100}\n";
+  Config c = loco::testing::coordinated_config(dir + "/run", "diloco", 2, 5);
+  c.train.max_steps = 1000000;  // the trace's end ends it
+  c.train.eval_every = 0;
+  c.train.checkpoint_every = 0;
+  c.train.log_every = 100;
+  c.sync.lone = "train";
+  c.sync.coordinator.heartbeat_s = 0.2;
+  c.sync.coordinator.lease_s = 1.5;
+  c.sync.schedule = dir + "/schedule.yaml";
+  auto r = loco::testing::run_loco("launch --config " + loco::testing::write_config(dir, c));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("could not hand over"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("handed over its"), std::string::npos) << r.output;
+  auto s = nlohmann::json::parse(std::ifstream(dir + "/run/coordinator/summary.json"));
+  EXPECT_EQ(s["ended_by"], "trace");
+  // The last round is w0's whole lone stretch since B left (more than 10 steps of it).
+  auto rounds = read_metrics(dir + "/run/coordinator/metrics.jsonl");
+  ASSERT_FALSE(rounds.empty());
+  EXPECT_EQ(rounds.back().at("round").get<int64_t>(), s["rounds"].get<int64_t>());
+  EXPECT_EQ(rounds.back().at("members"), nlohmann::json::array({"w0"}));
+  EXPECT_GT(rounds.back().at("round_tokens").get<int64_t>(),
+            10 * c.train.batch_size * c.model.seq_len);
+}
+
+// The same, in process and in the order that lost the first full run's last site: the
+// coordinator sees the trace's end before the lone member's hand-over arrives. The push is still
+// taken, and closes the last round.
+TEST(TraceEnd, ALoneMembersHandOverAfterTheEndClosesTheLastRound) {
+  std::string dir = loco::testing::temp_dir();
+  std::vector<std::vector<double>> rows;
+  for (int i = 0; i < 10; ++i) rows.push_back({50, i == 0 ? 50.0 : 300.0});
+  std::ofstream(dir + "/i.csv") << trace_csv({"A", "B"}, rows);
+  std::ofstream(dir + "/schedule.yaml")  // 3000 trace s at 6000x: half a second
+      << "trace: i.csv\nspeed: 6000\npower: {train_kw: 2, idle_kw: 0.5}\nsites:\n"
+         "  w0: {region: A, below: 100}\n  w1: {region: B, below: 100}\n";
+  Config c = loco::testing::coordinated_config(dir + "/run", "diloco", 2, 5);
+  c.train.max_steps = 1000000;
+  c.sync.lone = "train";
+  c.sync.schedule = dir + "/schedule.yaml";
+  CoordinatorCore core(c, false);
+  const auto& last = core.layout().back();
+  auto w0 = core.join("w0", last.offset + last.numel);
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  core.tick();  // the trace ended, w0 alone
+  Update u;
+  u.worker_id = w0.worker_id, u.round = 0, u.tokens = 4096, u.loss = 1.0;
+  auto none = make_codec(CodecConfig{});
+  for (const auto& l : core.layout())
+    u.tensors.push_back({l.name, "float32", none->encode(torch::full(l.shape, 0.01f))});
+  core.push(u, 1);           // the hand-over (refused as "the run is over" before the fix) ...
+  core.leave(w0.worker_id);  // ... closes the round as its member leaves
+  EXPECT_EQ(core.round(), 1);
+  core.drain();
+  core.tick();
+  EXPECT_TRUE(core.finished());
 }

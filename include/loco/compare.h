@@ -75,6 +75,14 @@ struct RunData {
   // from summary.json (or its last metrics record that has them); NaN for other runs.
   double energy_kwh = std::numeric_limits<double>::quiet_NaN();
   double emissions_g = std::numeric_limits<double>::quiet_NaN();
+  // The decoupled method (sync.mode demo) at its last consensus round: which model the run
+  // reports ("w0", "consensus"; a run older than sync.report_model: "consensus"), the consensus's
+  // val loss and the replicas' own (mean, min, max); empty / NaN for other methods.
+  std::string reported;
+  double consensus_val_loss = std::numeric_limits<double>::quiet_NaN();
+  double replicas_mean = std::numeric_limits<double>::quiet_NaN();
+  double replicas_min = std::numeric_limits<double>::quiet_NaN();
+  double replicas_max = std::numeric_limits<double>::quiet_NaN();
 
   const EvalPoint& final_eval() const { return curve.back(); }
 };

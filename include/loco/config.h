@@ -223,6 +223,11 @@ struct SyncConfig {
   std::string download = "auto";
   // demo: average the replicas in full every this many rounds (0: never); bytes counted apart.
   int64_t resync_every = 0;
+  // demo: the model the run reports — its evaluation (val_loss, final_val_loss), the
+  // coordinator's checkpoints and so `loco export`: "replica:N" (worker N's own replica, the
+  // seed code's choice with N = 0), "consensus" (the average of the replicas) or "best" (the one
+  // of the replicas and their consensus with the lowest val loss at each consensus round).
+  std::string report_model = "replica:0";
   // Multi-site: empty (the default) for none. In YAML a list of {name, ranks}; on the command
   // line also `--set sync.sites=a:2,b:2`. With sites, sync.mode is the method between them
   // (diloco | demo) and sync.workers must equal the number of sites.
@@ -274,6 +279,11 @@ int64_t round_steps(const SyncConfig& sync);
 // Whether a member's inner steps and the coordinator's rounds are decoupled (sync.lone train or
 // sync.round_seconds): the run then ends at its token budget, not at a step count.
 bool elastic_rounds(const SyncConfig& sync);
+
+// sync.report_model "replica:N": the member whose replica the run reports, "wN" (the launcher's
+// name for worker N) or with sync.sites the N-th site's name; empty for "consensus" and "best".
+// Throws ConfigError naming the key when the value is none of these or N is out of range.
+std::string report_replica(const SyncConfig& sync);
 
 struct Config {
   RunConfig run;

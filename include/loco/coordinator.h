@@ -176,6 +176,12 @@ class CoordinatorCore {
   double trace_over_at_ = -1;            // when the trace ended the run (wall clock)
   double last_waiting_log_ = 0;          // "no member is up" every kWaitingLogS while nobody is
   static constexpr double kWaitingLogS = 30;
+  // The trace's end: how long the members still up have to hand over their work (a lone
+  // member's stop hand-over is capped at 30 s too) before the last round closes without them.
+  static constexpr double kTraceGraceS = 30;
+  void end_with_trace_locked(double now);
+  // demo: whether every member still here pushed its replica for the round's consensus.
+  bool consensus_complete_locked() const;
 };
 
 }  // namespace loco

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ struct Update {
   int64_t round = 0;
   int64_t tokens = 0;  // tokens behind the update: the averaging weight
   double loss = 0;     // the worker's mean training loss this round (metrics)
+  // kState (demo): the replica's own evaluation just before the push; NaN: not evaluated.
+  double val_loss = std::numeric_limits<double>::quiet_NaN();
+  double val_bpb = std::numeric_limits<double>::quiet_NaN();
   std::vector<TensorPayload> tensors;
 };
 

@@ -195,6 +195,7 @@ std::vector<std::pair<std::string, Field>> fields(Config& c) {
   add("sync.timeout_s", c.sync.timeout_s);
   add("sync.download", c.sync.download);
   add("sync.resync_every", c.sync.resync_every);
+  add("sync.report_model", c.sync.report_model);
   add("sync.sites", c.sync.sites);
   add("sync.schedule", c.sync.schedule);
   add("sync.lone", c.sync.lone);
@@ -402,6 +403,22 @@ int64_t round_steps(const SyncConfig& sync) {
 bool downloads_update(const SyncConfig& sync) {
   return sync.mode == Mode::kDemo || sync.mode == Mode::kStreaming || sync.overlap == "delayed" ||
          sync.download == "update" || (sync.download == "auto" && sync.codec.type != "none");
+}
+
+std::string report_replica(const SyncConfig& sync) {
+  const std::string& v = sync.report_model;
+  if (v == "consensus" || v == "best") return "";
+  const std::string prefix = "replica:";
+  const int64_t replicas = sync.sites.empty() ? sync.workers : int64_t(sync.sites.size());
+  const std::string n = v.rfind(prefix, 0) == 0 ? v.substr(prefix.size()) : "";
+  if (n.empty() || n.size() > 9 || !std::all_of(n.begin(), n.end(), ::isdigit))
+    throw ConfigError("sync.report_model: '" + v + "' is not one of replica:N | consensus | best");
+  const int64_t k = std::stoll(n);
+  if (k >= replicas)
+    throw ConfigError("sync.report_model: " + v + " names no replica (there are " +
+                      std::to_string(replicas) +
+                      ", replica:0 to replica:" + std::to_string(replicas - 1) + ")");
+  return sync.sites.empty() ? "w" + std::to_string(k) : sync.sites[k].name;
 }
 
 bool elastic_rounds(const SyncConfig& sync) {

@@ -226,6 +226,11 @@ void validate_exchange(const Config& c) {
   require_one_of("sync.download", sync.download, {"auto", "state", "update"});
   require(sync.codec.topk_down >= 0, "sync.codec.topk_down must be >= 0 (0: topk x workers)");
   require(sync.resync_every >= 0, "sync.resync_every must be >= 0 (0: never)");
+  report_replica(sync);  // throws on a value that names no model
+  if (sync.report_model != SyncConfig{}.report_model)
+    require(sync.mode == Mode::kDemo,
+            "sync.report_model: only sync.mode demo has replicas that differ (it is '" +
+                std::string(mode_name(sync.mode)) + "')");
   require_one_of("sync.lone", sync.lone, {"sync", "train"});
   require(sync.round_seconds >= 0,
           "sync.round_seconds must be >= 0 (seconds; 0: rounds of "

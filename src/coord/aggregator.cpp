@@ -59,26 +59,6 @@ std::vector<torch::Tensor> decode_tensors(const Update& u, const Codec& codec,
   return decoded;
 }
 
-std::vector<torch::Tensor> ReplicaAverage::decode(const Update& u) const {
-  return decode_tensors(u, *make_codec(CodecConfig{}), layout_);
-}
-
-void ReplicaAverage::add(const std::vector<torch::Tensor>& decoded) {
-  if (!sum_.defined()) {
-    const auto& last = layout_.back();
-    sum_ = torch::zeros({last.offset + last.numel}, torch::kFloat32);
-  }
-  for (size_t i = 0; i < layout_.size(); ++i)
-    sum_.narrow(0, layout_[i].offset, layout_[i].numel).add_(decoded[i].reshape({-1}));
-  ++count_;
-}
-
-void ReplicaAverage::take(torch::Tensor& theta) {
-  theta.copy_(sum_).div_(double(count_));
-  sum_.zero_();
-  count_ = 0;
-}
-
 std::unique_ptr<Aggregator> make_aggregator(const Config& config,
                                             const std::vector<TensorLayout>& layout) {
   switch (config.sync.mode) {

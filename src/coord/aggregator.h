@@ -23,25 +23,9 @@
 #include "loco/config.h"
 #include "loco/optim.h"
 #include "loco/protocol.h"
+#include "replicas.h"
 
 namespace loco {
-
-// The average of full replicas pushed as Update::kState (the decoupled method's consensus).
-class ReplicaAverage {
- public:
-  explicit ReplicaAverage(const std::vector<TensorLayout>& layout) : layout_(layout) {}
-  // Decodes a kState push (fp32 parameters) outside the lock; throws CoordError.
-  std::vector<torch::Tensor> decode(const Update& u) const;
-  void add(const std::vector<torch::Tensor>& decoded);
-  int count() const { return count_; }
-  // theta = the average of what was added; starts over.
-  void take(torch::Tensor& theta);
-
- private:
-  std::vector<TensorLayout> layout_;
-  torch::Tensor sum_;
-  int count_ = 0;
-};
 
 class Aggregator {
  public:

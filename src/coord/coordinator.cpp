@@ -100,7 +100,9 @@ void CoordinatorCore::restore(const std::string& path) {
   Checkpoint c = load_checkpoint(path);
   TORCH_CHECK(c.tensors.at("params").numel() == theta_.numel(), path,
               ": parameter count differs from the model config");
-  theta_.copy_(c.tensors.at("params"));
+  // A demo run reporting a replica checkpoints it as "params", the consensus (its state) apart.
+  auto consensus = c.tensors.find("consensus");
+  theta_.copy_(consensus != c.tensors.end() ? consensus->second : c.tensors.at("params"));
   outer_->velocity().copy_(c.tensors.at("outer_velocity"));
   round_ = c.step;
   tokens_total_ = c.tokens;
@@ -286,14 +288,22 @@ void CoordinatorCore::push_state(const Update& u, uint64_t wire_bytes) {
   auto decoded = replicas.decode(u);
   std::unique_lock<std::mutex> lock(mu_);
   auto& m = member_locked(u.worker_id);
-  if (u.round != round_ || m.info.reported_state)
+  if (u.round != round_ || m.info.reported_state || consensus_round_ == round_)
     throw CoordError(CoordError::kFailedPrecondition,
                      "the consensus of round " + std::to_string(u.round) + " is closed");
-  replicas.add(decoded);
+  replicas.add(u, decoded);
   m.info.reported_state = true;
   m.info.bytes_up += wire_bytes;
   ledger_->up(wire_bytes, is_resync_round(round_) ? Purpose::kResync : Purpose::kConsensus);
-  if (replicas.count() == int(members_->size())) close_consensus_locked();
+  if (consensus_complete_locked()) close_consensus_locked();
+}
+
+bool CoordinatorCore::consensus_complete_locked() const {
+  // Every member still here pushed its replica (a member that pushed and left is in the sum).
+  if (aggregator_->replicas()->count() == 0) return false;
+  for (const auto& [id, m] : members_->members())
+    if (!m.info.reported_state) return false;
+  return true;
 }
 
 bool CoordinatorCore::is_resync_round(int64_t round) const {
@@ -308,7 +318,7 @@ void CoordinatorCore::close_consensus_locked() {
   r.round = round_;
   r.workers = replicas.count();
   own(theta_);
-  replicas.take(theta_);
+  replicas.take(theta_, r.replicas);
   for (auto& [id, m] : members_->members()) m.info.reported_state = false;
   r.tokens_total = tokens_total_;
   r.loss = last_round_loss_;
@@ -457,6 +467,34 @@ void CoordinatorCore::account_energy_locked() const {
   energy_->advance(trace_now_locked(), training);
 }
 
+void CoordinatorCore::end_with_trace_locked(double now) {
+  if (trace_over_at_ < 0) {
+    trace_over_at_ = now;
+    if (round_ < total_rounds_) {
+      // The sites still up are being stopped with the trace. A lone member (sync.lone train)
+      // hands over its work since its anchor, trained inside the trace: the open round takes it
+      // as the last. Members syncing in rounds drop the round in progress.
+      const bool lone = config_.sync.lone == "train" && members_->size() == 1;
+      const int64_t last = lone ? round_ + 1 : round_;
+      spdlog::info(
+          "coordinator: the trace ended ({:.0f} trace s): the run ends {} of {}; pushes for "
+          "later rounds are refused",
+          energy_->schedule().trace_end_s(),
+          last == round_ ? "at round " + std::to_string(round_)
+                         : "with round " + std::to_string(last) + " (the lone member's hand-over)",
+          total_rounds_);
+      total_rounds_ = last;
+    }
+  }
+  if (round_ >= total_rounds_ || (!members_->empty() && now - trace_over_at_ <= kTraceGraceS))
+    return;
+  if (round_tokens_ > 0) {  // the members gone or out of time: the round with what came
+    close_round_locked();
+  } else {
+    total_rounds_ = round_;
+  }
+}
+
 torch::Tensor CoordinatorCore::energy_state_locked() const {
   if (!energy_) return {};
   auto state = energy_->state();
@@ -467,16 +505,8 @@ void CoordinatorCore::tick() {
   std::unique_lock<std::mutex> lock(mu_);
   const double now = now_s();
   account_energy_locked();
-  if (energy_ && trace_over_at_ < 0 && trace_now_locked() >= energy_->schedule().trace_end_s()) {
-    trace_over_at_ = now;
-    if (round_ < total_rounds_) {
-      spdlog::info(
-          "coordinator: the trace ended ({:.0f} trace s): the run ends at round {} of {}; "
-          "pushes for later rounds are refused",
-          energy_->schedule().trace_end_s(), round_, total_rounds_);
-      total_rounds_ = round_;
-    }
-  }
+  if (energy_ && (trace_over_at_ >= 0 || trace_now_locked() >= energy_->schedule().trace_end_s()))
+    end_with_trace_locked(now);
   members_->expire(now);
   if (!members_->empty() || round_ >= total_rounds_) {
     last_waiting_log_ = now;
@@ -491,9 +521,7 @@ void CoordinatorCore::tick() {
       (members_->round_complete(round_) || members_->deadline_passed(now)))
     close_round_locked();
   // demo: a member that left or lapsed no longer holds up the consensus
-  ReplicaAverage* replicas = aggregator_->replicas();
-  if (replicas && replicas->count() > 0 && replicas->count() >= int(members_->size()))
-    close_consensus_locked();
+  if (aggregator_->replicas() && consensus_complete_locked()) close_consensus_locked();
 }
 
 nlohmann::json CoordinatorCore::totals() const {
@@ -506,6 +534,8 @@ nlohmann::json CoordinatorCore::totals() const {
               {"final_val_loss", evaluator_->last_val_loss()},
               {"final_val_bpb", evaluator_->last_val_bpb()},
               {"data", plan_->summary()}});
+  nlohmann::json replicas = evaluator_->replica_summary();  // demo: replicas and consensus
+  if (!replicas.is_null()) out.update(replicas);
   // The slow link the workers reached this coordinator through, and how it was shaped.
   LinkPlan link = plan_link(config_.sync.link);
   if (!link.record.is_null()) out["link"] = link.record;
@@ -521,7 +551,7 @@ bool CoordinatorCore::finished() const {
   std::lock_guard<std::mutex> lock(mu_);
   // The trace ended the run: members still training are refused; they need not all leave.
   const bool members_done =
-      members_->empty() || (trace_over_at_ >= 0 && now_s() - trace_over_at_ > 30);
+      members_->empty() || (trace_over_at_ >= 0 && now_s() - trace_over_at_ > kTraceGraceS);
   return round_ >= total_rounds_ && members_done && evaluator_->idle();
 }
 
@@ -562,8 +592,11 @@ void CoordinatorCore::save_checkpoint() {
     account_energy_locked();
     energy = energy_state_locked();
   }
-  write_coordinator_checkpoint(config_, round, tokens, theta, velocity, shards,
-                               now_s() - start_time_, energy);
+  // demo: the replica this round's consensus reported stays the checkpoint's model
+  torch::Tensor replica = evaluator_->reported_replica(round);
+  write_coordinator_checkpoint(config_, round, tokens, replica.defined() ? replica : theta,
+                               velocity, shards, now_s() - start_time_, energy,
+                               replica.defined() ? theta : torch::Tensor());
 }
 
 bool CoordinatorCore::checkpoint_due(int64_t round) const {

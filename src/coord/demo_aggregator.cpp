@@ -10,7 +10,7 @@ DemoAggregator::DemoAggregator(const SyncConfig& sync, const std::vector<TensorL
       codec_config_(sync.codec),
       codec_(make_codec(sync.codec)),
       payloads_(layout.size()),
-      replicas_(layout) {
+      replicas_(layout, sync) {
   aggregate_.resize(layout_.size());
 }
 

@@ -17,7 +17,7 @@ namespace loco {
 void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t tokens,
                                   const torch::Tensor& theta, const torch::Tensor& velocity,
                                   const torch::Tensor& shard_tokens, double wall_s,
-                                  const torch::Tensor& energy) {
+                                  const torch::Tensor& energy, const torch::Tensor& consensus) {
   Checkpoint c;
   c.step = round;
   c.tokens = tokens;
@@ -25,6 +25,7 @@ void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t t
   c.tensors["outer_velocity"] = velocity;
   c.tensors["shard_tokens"] = shard_tokens;
   if (energy.defined()) c.tensors["energy"] = energy;
+  if (consensus.defined()) c.tensors["consensus"] = consensus;
   c.wall_s = wall_s;
   c.config_yaml = to_yaml(config);
   std::string dir = (fs::path(config.run.dir) / "checkpoints").string();
@@ -122,10 +123,16 @@ void Evaluator::loop() {
     busy_ = true;
     lock.unlock();
     try {
-      evaluate_and_log(r);  // logs without evaluating when r.theta is undefined
+      // logs without evaluating when r.theta is undefined
+      torch::Tensor reported = evaluate_and_log(r);
+      // A demo round reporting a replica keeps the consensus beside it (the coordinator's
+      // state on a restart).
+      bool replica = reported.defined() && !reported.is_same(r.theta);
       if (r.velocity.defined())
-        write_coordinator_checkpoint(config_, r.round, r.tokens_total, r.theta, r.velocity,
-                                     r.shard_tokens, now_s() - start_time_, r.energy_state);
+        write_coordinator_checkpoint(config_, r.round, r.tokens_total,
+                                     reported.defined() ? reported : r.theta, r.velocity,
+                                     r.shard_tokens, now_s() - start_time_, r.energy_state,
+                                     replica ? r.theta : torch::Tensor());
     } catch (const std::exception& e) {
       spdlog::error("coordinator: evaluating round {} failed: {}", r.round, e.what());
     }
@@ -135,7 +142,7 @@ void Evaluator::loop() {
   }
 }
 
-void Evaluator::evaluate_and_log(const ClosedRound& r) {
+torch::Tensor Evaluator::evaluate_and_log(const ClosedRound& r) {
   nlohmann::json record = {{"round", r.round},
                            {"step", r.round * round_steps(config_.sync)},
                            {"tokens", r.tokens_total},
@@ -145,7 +152,8 @@ void Evaluator::evaluate_and_log(const ClosedRound& r) {
                      // gone
     record.update({{"round_tokens", r.tokens}, {"relogged", true}});
     evaluate_into(r, record);
-    return metrics_->write(record);
+    metrics_->write(record);
+    return r.theta;
   }
   const LedgerTotals& b = r.bytes;
   record.update({{"loss", r.loss},
@@ -171,38 +179,104 @@ void Evaluator::evaluate_and_log(const ClosedRound& r) {
                    {"coord_work_bytes", r.work_bytes}});
   }
   if (!r.energy.is_null()) record.update(r.energy);  // a trace schedule's sites so far
-  evaluate_into(r, record);
+  torch::Tensor reported = evaluate_into(r, record);
   metrics_->write(record);
+  return reported;
 }
 
-void Evaluator::evaluate_into(const ClosedRound& r, nlohmann::json& record) {
+EvalStats Evaluator::evaluate_params(const torch::Tensor& theta) {
+  // The model reads the round's parameters in place (they are immutable: the coordinator steps a
+  // copy of a state anyone still holds) and lets go of them afterwards.
+  point_params_at(flat_->slots(), theta);
+  const auto& t = config_.train;
+  EvalStats e;
+  try {
+    e = evaluate_model(model_, *val_tokens_, token_bytes_, t.batch_size, config_.model.seq_len,
+                       t.eval_batches, torch::Device(torch::kCPU));
+  } catch (...) {
+    point_params_at(flat_->slots(), torch::empty({0}, theta.options()));
+    throw;
+  }
+  point_params_at(flat_->slots(), torch::empty({0}, theta.options()));
+  return e;
+}
+
+torch::Tensor Evaluator::evaluate_into(const ClosedRound& r, nlohmann::json& record) {
   // The members' metrics carry the same checksum after they took this state.
   if (r.theta.defined()) record["param_checksum"] = param_checksum(r.theta);
-  if (r.theta.defined() && config_.sync.coordinator.evaluate) {
-    // The model reads the round's parameters in place (they are immutable: the coordinator
-    // steps a copy of a state anyone still holds) and lets go of them afterwards.
-    point_params_at(flat_->slots(), r.theta);
-    const auto& t = config_.train;
-    EvalStats e;
-    try {
-      e = evaluate_model(model_, *val_tokens_, token_bytes_, t.batch_size, config_.model.seq_len,
-                         t.eval_batches, torch::Device(torch::kCPU));
-    } catch (...) {
-      point_params_at(flat_->slots(), torch::empty({0}, r.theta.options()));
-      throw;
-    }
-    point_params_at(flat_->slots(), torch::empty({0}, r.theta.options()));
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      last_val_loss_ = e.loss;
-      last_val_bpb_ = e.bpb;
-      append_loss_point(val_losses_, {r.round, e.loss});
-    }
-    spdlog::info("coordinator: round {}{} | val loss {:.4f} | val bpb {:.4f}", r.round,
-                 r.consensus ? " (consensus of the replicas)" : "", e.loss, e.bpb);
-    record["val_loss"] = e.loss;
-    record["val_bpb"] = e.bpb;
+  std::optional<EvalStats> e;
+  if (r.theta.defined() && config_.sync.coordinator.evaluate) e = evaluate_params(r.theta);
+  torch::Tensor reported = r.theta;
+  if (r.consensus) {
+    if (e) record.update({{"consensus_val_loss", e->loss}, {"consensus_val_bpb", e->bpb}});
+    reported = report_replicas(r, e, record);
   }
+  if (!e) return reported;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_val_loss_ = e->loss;
+    last_val_bpb_ = e->bpb;
+    append_loss_point(val_losses_, {r.round, e->loss});
+  }
+  spdlog::info("coordinator: round {}{} | val loss {:.4f} | val bpb {:.4f}", r.round,
+               r.consensus ? " (" + record.value("reported", std::string()) + ")" : "", e->loss,
+               e->bpb);
+  record["val_loss"] = e->loss;
+  record["val_bpb"] = e->bpb;
+  return reported;
+}
+
+torch::Tensor Evaluator::report_replicas(const ClosedRound& r, std::optional<EvalStats>& e,
+                                         nlohmann::json& record) {
+  const ReplicaReport& rep = r.replicas;
+  nlohmann::json losses = nlohmann::json::object();
+  for (const auto& x : rep.evals) losses[x.member] = x.loss;
+  nlohmann::json stats = replica_loss_stats(rep.evals);
+  record.update({{"report_model", config_.sync.report_model},
+                 {"replica_val_loss", stats},
+                 {"replica_val_losses", losses}});
+  // The replica kept (the named one, or the best one), unless the consensus beats it for "best"
+  // or no replica was kept (report_model consensus, or the named one did not evaluate).
+  bool replica = rep.theta.defined() &&
+                 !(config_.sync.report_model == "best" && e && e->loss <= rep.kept.loss);
+  if (!replica && config_.sync.report_model != "consensus" && !rep.theta.defined())
+    spdlog::warn(
+        "coordinator: round {}: no replica to report for sync.report_model {} "
+        "(none evaluated{}); reporting the consensus",
+        r.round, config_.sync.report_model,
+        report_replica(config_.sync).empty()
+            ? ""
+            : ", or " + report_replica(config_.sync) + " did not push");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (e) last_consensus_ = *e;
+    last_replicas_ = stats;
+    last_reported_ = replica ? rep.kept.member : "consensus";
+    reported_replica_ = replica ? rep.theta : torch::Tensor();
+    reported_round_ = r.round;
+  }
+  record["reported"] = replica ? rep.kept.member : "consensus";
+  if (!replica) return r.theta;
+  record["report_checksum"] = param_checksum(rep.theta);
+  e = EvalStats{rep.kept.loss, rep.kept.bpb};
+  return rep.theta;
+}
+
+torch::Tensor Evaluator::reported_replica(int64_t round) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return round == reported_round_ ? reported_replica_ : torch::Tensor();
+}
+
+nlohmann::json Evaluator::replica_summary() const {
+  if (config_.sync.mode != Mode::kDemo) return nullptr;
+  std::lock_guard<std::mutex> lock(mu_);
+  nlohmann::json out = {{"report_model", config_.sync.report_model},
+                        {"reported", last_reported_},
+                        {"replicas_final_val_loss", last_replicas_}};
+  if (last_consensus_)
+    out.update({{"consensus_final_val_loss", last_consensus_->loss},
+                {"consensus_final_val_bpb", last_consensus_->bpb}});
+  return out;
 }
 
 }  // namespace loco

@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +22,8 @@
 #include "loco/optim.h"
 #include "loco/protocol.h"
 #include "loco/token_stream.h"
+#include "loco/trainer.h"
+#include "replicas.h"
 
 namespace loco {
 
@@ -37,6 +40,7 @@ struct ClosedRound {
   int live = 0;                      // members at the close
   double deadline_s = 0;             // the straggler deadline in force
   bool consensus = false;            // a demo consensus (evaluated) rather than a round close
+  ReplicaReport replicas;            // ... its replicas' own evaluations and the one kept
   bool relogged = false;             // logged again after a restart: only what a checkpoint holds
   torch::Tensor theta;               // evaluate these parameters (undefined: log only)
   torch::Tensor velocity;            // checkpoint the round with this outer state (demo)
@@ -51,7 +55,8 @@ struct ClosedRound {
 void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t tokens,
                                   const torch::Tensor& theta, const torch::Tensor& velocity,
                                   const torch::Tensor& shard_tokens, double wall_s,
-                                  const torch::Tensor& energy = {});
+                                  const torch::Tensor& energy = {},
+                                  const torch::Tensor& consensus = {});
 
 class Evaluator {
  public:
@@ -76,13 +81,25 @@ class Evaluator {
   double last_val_loss() const;
   double last_val_bpb() const;
   std::vector<LossPoint> val_losses() const;  // per evaluated round (consensus rounds included)
+  // sync.mode demo: the last consensus round's report (report_model, reported, the replicas'
+  // val loss mean/min/max and the consensus's) for summary.json; null for other modes.
+  nlohmann::json replica_summary() const;
+  // demo: the replica (not the consensus) the consensus of `round` reported; undefined otherwise.
+  torch::Tensor reported_replica(int64_t round) const;
 
  private:
   void loop();
-  void evaluate_and_log(const ClosedRound& r);
+  // Both return the parameters the round reports (and checkpoints): r.theta, or for a demo
+  // consensus the replica sync.report_model chooses.
+  torch::Tensor evaluate_and_log(const ClosedRound& r);
   // Evaluates r.theta, when defined and sync.coordinator.evaluate is on, into the record's
-  // val_loss and val_bpb.
-  void evaluate_into(const ClosedRound& r, nlohmann::json& record);
+  // val_loss and val_bpb (for a demo consensus: the reported model's, the consensus's apart).
+  torch::Tensor evaluate_into(const ClosedRound& r, nlohmann::json& record);
+  EvalStats evaluate_params(const torch::Tensor& theta);
+  // A demo consensus: the replicas' evaluations into the record, and the model reported, with
+  // `e` (the consensus's evaluation, if any) replaced by the reported model's.
+  torch::Tensor report_replicas(const ClosedRound& r, std::optional<EvalStats>& e,
+                                nlohmann::json& record);
 
   Config config_;
   GPT model_{nullptr};
@@ -96,6 +113,11 @@ class Evaluator {
   std::deque<ClosedRound> queue_;
   bool busy_ = false, stop_ = false;
   double last_val_loss_ = 0, last_val_bpb_ = 0;
+  std::optional<EvalStats> last_consensus_;  // demo: the last consensus's evaluation ...
+  nlohmann::json last_replicas_;             // ... its replicas' val loss mean/min/max
+  std::string last_reported_;                // ... and which model was reported
+  torch::Tensor reported_replica_;           // ... a replica's parameters, of this round:
+  int64_t reported_round_ = -1;
   std::vector<LossPoint> val_losses_;
   std::thread thread_;
 };

@@ -1,6 +1,8 @@
 // The coordinator protocol's chunked streaming (see stream.h).
 #include "stream.h"
 
+#include <cmath>
+
 namespace loco {
 
 v1::PullKind to_proto(PullKind kind) {
@@ -42,6 +44,7 @@ void fill_update_header(const Update& u, v1::UpdateHeader* h) {
   h->set_round(u.round);
   h->set_tokens(u.tokens);
   h->set_loss(u.loss);
+  if (!std::isnan(u.val_loss)) h->set_val_loss(u.val_loss), h->set_val_bpb(u.val_bpb);
   h->set_kind(u.kind == Update::kState ? v1::STATE : v1::DELTA);
   for (const auto& t : u.tensors)
     add_spec(h->mutable_tensors(), t.name, t.encoded.shape, t.encoded.codec,
@@ -54,6 +57,7 @@ Update update_from_header(const v1::UpdateHeader& h) {
   u.round = h.round();
   u.tokens = h.tokens();
   u.loss = h.loss();
+  if (h.has_val_loss()) u.val_loss = h.val_loss(), u.val_bpb = h.val_bpb();
   u.kind = h.kind() == v1::STATE ? Update::kState : Update::kDelta;
   for (const auto& spec : h.tensors()) {
     TensorPayload t;

@@ -153,6 +153,30 @@ std::string launch_faults_line(const std::vector<RunData>& runs) {
   return s.str();
 }
 
+namespace {
+
+// The decoupled method's runs: the model each reports against its consensus and replicas.
+std::string replicas_table(const std::vector<RunData>& runs) {
+  auto loss = [](double v) { return std::isfinite(v) ? format("%.4f", v) : std::string("—"); };
+  std::ostringstream s;
+  for (const auto& run : runs) {
+    if (run.reported.empty()) continue;
+    if (s.tellp() == 0)
+      s << "\n| run | reports (sync.report_model) | its val loss | consensus | replicas mean | "
+           "replicas min | replicas max |\n|---|---|---:|---:|---:|---:|---:|\n";
+    s << "| " << run.dir << " | " << run.reported << " | " << loss(run.final_eval().val_loss)
+      << " | " << loss(run.consensus_val_loss) << " | " << loss(run.replicas_mean) << " | "
+      << loss(run.replicas_min) << " | " << loss(run.replicas_max) << " |\n";
+  }
+  if (s.tellp() == 0) return "";
+  s << "\nThe decoupled method's replicas differ: the final val loss above is the model the run "
+       "reports (docs/dct.md, sync.report_model), beside the average of the replicas (the "
+       "consensus) and the replicas' own evaluations at the last consensus round.\n";
+  return s.str();
+}
+
+}  // namespace
+
 std::string compare_table(const std::vector<RunData>& runs) {
   if (runs.empty()) return "";
   const RunData& base = runs[0];
@@ -187,6 +211,7 @@ std::string compare_table(const std::vector<RunData>& runs) {
       << (std::isfinite(runs[i].ratio_vs_ddp) ? runs[i].ratio_source : "n/a");
   s << ").\n";
   s << launch_faults_line(runs);
+  s << replicas_table(runs);
   if (std::any_of(runs.begin(), runs.end(),
                   [](const RunData& r) { return std::isfinite(r.emissions_g); })) {
     s << "\n| run | energy (kWh) | emissions (gCO2) |\n|---|---:|---:|\n";

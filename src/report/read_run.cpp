@@ -165,6 +165,17 @@ bool per_worker_bytes(const fs::path& run, double* up, double* down) {
   return true;
 }
 
+// A demo consensus line: the model reported, the consensus's and the replicas' val losses.
+void read_replicas(RunData& run, const json& r) {
+  run.reported = r.value("reported", std::string("consensus"));  // older runs: the consensus
+  run.consensus_val_loss = number(r, "consensus_val_loss", number(r, "val_loss"));
+  const json& spread = r.contains("replica_val_loss") ? r["replica_val_loss"] : json();
+  if (!spread.is_object()) return;
+  run.replicas_mean = number(spread, "mean", kNaN);
+  run.replicas_min = number(spread, "min", kNaN);
+  run.replicas_max = number(spread, "max", kNaN);
+}
+
 // A run with a coordinator (DiLoCo, demo, multi-site); `coord` holds its metrics.
 RunData read_coordinated_run(const std::string& dir, const fs::path& coord, const Config& config,
                              const std::vector<json>& records) {
@@ -195,6 +206,7 @@ RunData read_coordinated_run(const std::string& dir, const fs::path& coord, cons
     if (has_number(r, "val_loss"))
       run.curve.push_back({number(r, "tokens"), number(r, "wall_s"), run.bytes_total,
                            number(r, "val_loss"), number(r, "val_bpb", kNaN)});
+    if (is_consensus(r) && has_number(r, "val_loss")) read_replicas(run, r);
   }
   // Per worker: the workers' own sync lines where their directories are there (the coordinator
   // counts a round's download only in the next round's line, so its lines miss the last one).

@@ -87,7 +87,7 @@ void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
   // Every replica's checksum goes into the metrics; the method may check it against the
   // coordinator's, or change the parameters again (then it sums them again).
   uint64_t sum = param_checksum(params);
-  after_round(params, down, sum, record);
+  after_round(trainer, params, down, sum, record);
   start_round(trainer);
   if (elastic_) follow_run(trainer);
   record["round"] = round_;

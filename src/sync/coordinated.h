@@ -56,10 +56,11 @@ class CoordinatedSync : public Sync {
   // With a downloaded aggregate (sync.download update): the new parameters from it, written
   // into `params`, tensor i of `aggregate` being layout_[i].
   virtual void apply_download(torch::Tensor& params, const std::vector<Encoded>& aggregate) = 0;
-  // After the download of round round_: checks or exchanges more, may add to `down`'s bytes, to
-  // the record, and must update `checksum` when it changes the parameters.
-  virtual void after_round(torch::Tensor& params, PullResult& down, uint64_t& checksum,
-                           nlohmann::json& record) {}
+  // After the download of round round_: checks or exchanges more (and may evaluate the
+  // trainer's model), may add to `down`'s bytes, to the record, and must update `checksum` when it
+  // changes the parameters.
+  virtual void after_round(Trainer& trainer, torch::Tensor& params, PullResult& down,
+                           uint64_t& checksum, nlohmann::json& record) {}
   // The round's work is being discarded (recover): drop what was kept from it.
   virtual void discard_round() {}
   // Whether the method reads delta_ after the push (a download replayed from it, demo's momentum);

@@ -3,10 +3,12 @@
 // (m -= what was sent), fetch the merged set Q, m += IDCT(Q), theta = theta_start - lr (delta +
 // beta m), with beta = sync.outer.momentum and lr = sync.outer.lr. On evaluation rounds
 // (train.eval_every), the last round and every sync.resync_every rounds, push the full parameters
-// for the coordinator's consensus average; on resync rounds adopt that average.
+// for the coordinator's consensus average, with this replica's own val loss (evaluated just
+// before); on resync rounds adopt that average.
 #include "coordinated.h"
 #include "loco/checkpoint.h"
 #include "loco/diloco.h"
+#include "loco/trainer.h"
 
 namespace loco {
 
@@ -63,10 +65,10 @@ class DemoSync : public CoordinatedSync {
     }
   }
 
-  void after_round(torch::Tensor& params, PullResult&, uint64_t& sum,
+  void after_round(Trainer& trainer, torch::Tensor& params, PullResult&, uint64_t& sum,
                    nlohmann::json& record) override {
     if (!consensus_due(round_)) return;
-    exchange_state(params, record);
+    exchange_state(trainer, params, record);
     if (resync_due(round_)) sum = param_checksum(params);  // adopted the consensus
   }
 
@@ -82,12 +84,17 @@ class DemoSync : public CoordinatedSync {
     return config_.sync.resync_every > 0 && round % config_.sync.resync_every == 0;
   }
 
-  // Pushes this replica's parameters for the consensus; on resync rounds adopts it.
-  void exchange_state(torch::Tensor& params, nlohmann::json& record) {
+  // Evaluates this replica (its own val loss, which sync.report_model reads: the record's
+  // val_loss, so the trainer does not evaluate this step again), pushes its parameters for the
+  // consensus, and on resync rounds adopts the consensus.
+  void exchange_state(Trainer& trainer, torch::Tensor& params, nlohmann::json& record) {
     auto none = make_codec(CodecConfig{});
     Update u;
     u.kind = Update::kState;
     u.round = round_;
+    EvalStats e = trainer.evaluate();
+    u.val_loss = e.loss, u.val_bpb = e.bpb;
+    record["val_loss"] = e.loss, record["val_bpb"] = e.bpb;
     for (const auto& l : layout_)
       u.tensors.push_back(
           {l.name, "float32", none->encode(params.narrow(0, l.offset, l.numel).view(l.shape))});
@@ -98,6 +105,9 @@ class DemoSync : public CoordinatedSync {
     }
     PullResult r = client_->pull(round_, layout_, params, pull_timeout(), PullKind::kConsensus);
     record["resync_bytes"] = up + r.wire_bytes;
+    // It now holds the consensus: its own evaluation was of the replica it replaced.
+    record["replica_val_loss"] = e.loss;
+    record.erase("val_loss"), record.erase("val_bpb");
   }
 
   int64_t consensus_every_ = 0;

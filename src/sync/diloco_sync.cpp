@@ -45,7 +45,7 @@ class DilocoSync : public CoordinatedSync {
   }
 
   // A replayed step must land on the coordinator's parameters; if not, pull them in full.
-  void after_round(torch::Tensor& params, PullResult& down, uint64_t& sum,
+  void after_round(Trainer&, torch::Tensor& params, PullResult& down, uint64_t& sum,
                    nlohmann::json& record) override {
     if (download_update_) sum = check_replay(params, sum, down, record);
   }
