@@ -47,6 +47,9 @@ class Aggregator {
   // Whether the global parameters after a round are the run's model (evaluated and checkpointed
   // every round): false when the replicas differ and their consensus stands in for it.
   virtual bool steps_global_model() const = 0;
+  // Whether the global model after closing `round` (1-based) of `total` is worth evaluating
+  // (streaming: once every fragment synced since the last time, and at the end).
+  virtual bool evaluates(int64_t round, int64_t total) const { return true; }
   // The replicas' average, for methods whose replicas differ; null otherwise.
   virtual ReplicaAverage* replicas() { return nullptr; }
 

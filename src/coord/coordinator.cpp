@@ -367,10 +367,7 @@ void CoordinatorCore::close_round_locked() {
   r.round = ++round_;
   end_at_budget();
   if (aggregator_->steps_global_model()) {  // otherwise the consensus is evaluated instead
-    // Streaming DiLoCo evaluates once all fragments synced since (every P rounds) and at the end.
-    const auto& sync = config_.sync;
-    if (sync.mode != Mode::kStreaming || round_ % sync.streaming.fragments == 0 ||
-        round_ == total_rounds_)
+    if (aggregator_->evaluates(round_, total_rounds_))
       r.theta = theta_;  // shared, never written in place again (own())
     // On disk before any worker can pull this state: what a worker was given is never lost.
     if (checkpoint_due(round_))

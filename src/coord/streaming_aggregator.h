@@ -21,6 +21,9 @@ class StreamingAggregator : public Aggregator {
   void close(torch::Tensor& theta, OuterNesterov& outer, int64_t tokens) override;
   bool serves_aggregate() const override { return true; }
   bool steps_global_model() const override { return true; }
+  bool evaluates(int64_t round, int64_t total) const override {
+    return round % int64_t(fragments_.size()) == 0 || round == total;
+  }
 
  private:
   std::vector<Fragment> fragments_;
