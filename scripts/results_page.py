@@ -359,6 +359,20 @@ def commit():
     return head + (" (with uncommitted changes)" if dirty else "")
 
 
+def add_section(path, name, text):
+    """Puts `text` between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in the page at `path`,
+    adding the markers (under a heading of their own) at its end the first time."""
+    page = open(path).read()
+    if f"<!-- {name}:begin -->" not in page:
+        heading = "## Reproductions with pages of their own"
+        if heading not in page:
+            page = page.rstrip("\n") + f"\n\n{heading}\n\nEach is written by `scripts/reproduce.sh NAME` " \
+                "onto its own page and copied here.\n"
+        page = page.rstrip("\n") + f"\n\n<!-- {name}:begin -->\n<!-- {name}:end -->\n"
+        open(path, "w").write(page)
+    update_readme(path, text, name)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/reproduce")
@@ -404,21 +418,34 @@ def main():
                "## Targets (issue #7)", "", targets(runs)] if not args.experiments else
               [f"Reproduce with `scripts/reproduce.sh {' '.join(order)}` (resumable; see "
                "docs/compare.md, \"Reproduction\").", ""])]
+    sections = {}
     for name in order:
         exp = load(name)
         text += [f"## {exp['title']}", "", f"`configs/experiments/{name}.yaml`, runs in `{args.out}/{name}/`.", ""]
         if exp.get("carry"):
             text += ["Carried in from the tuning:", "", carried(runs, name)]
         if exp.get("evaluate"):
-            text += [eval_tables(runs, name)]
+            sections[name] = eval_tables(runs, name)
         elif exp.get("curtailment"):
-            text += [curtailment_table(runs, name)]
+            sections[name] = curtailment_table(runs, name)
         else:
             text += [table(runs, name), plots(runs, name, args.page, args.loco, args.out)]
+        if name in sections:
+            text += [sections[name]]
     os.makedirs(os.path.dirname(os.path.abspath(args.page)), exist_ok=True)
     with open(args.page, "w") as f:
         f.write("\n".join(text).rstrip("\n") + "\n")
     print(f"wrote {args.page} ({len(done)} of {len(numbers)} points finished)")
+    # An experiment with a page of its own also puts its table on the seed claims' page, between
+    # markers of its name, so that docs/RESULTS.md has every reproduction's numbers.
+    results = "docs/RESULTS.md"
+    if args.experiments and args.scale == 1 and os.path.abspath(args.page) != os.path.abspath(results) \
+            and os.path.exists(results):
+        for name, section in sections.items():
+            add_section(results, name, f"### {load(name)['title']}\n\nFrom [{args.page}]"
+                        f"({os.path.relpath(args.page, os.path.dirname(results))}), written by "
+                        f"`scripts/reproduce.sh {name}` on {now}, code {commit()}:\n\n{section}")
+            print(f"updated {results} ({name})")
     if args.readme and not args.experiments:
         summary = (f"From [{args.page}]({args.page}), written by `scripts/reproduce.sh` on {now} "
                    f"({len(done)} of {len(runs.numbers)} points finished; the tuning, the worker "
