@@ -123,14 +123,14 @@ void Evaluator::loop() {
     busy_ = true;
     lock.unlock();
     try {
-      // logs without evaluating when r.theta is undefined
+      // r.theta, or the replica a demo consensus reports (logs without evaluating when r.theta
+      // is undefined)
       torch::Tensor reported = evaluate_and_log(r);
       // A demo round reporting a replica keeps the consensus beside it (the coordinator's
       // state on a restart).
-      bool replica = reported.defined() && !reported.is_same(r.theta);
+      bool replica = !reported.is_same(r.theta);
       if (r.velocity.defined())
-        write_coordinator_checkpoint(config_, r.round, r.tokens_total,
-                                     reported.defined() ? reported : r.theta, r.velocity,
+        write_coordinator_checkpoint(config_, r.round, r.tokens_total, reported, r.velocity,
                                      r.shard_tokens, now_s() - start_time_, r.energy_state,
                                      replica ? r.theta : torch::Tensor());
     } catch (const std::exception& e) {
@@ -239,14 +239,13 @@ torch::Tensor Evaluator::report_replicas(const ClosedRound& r, std::optional<Eva
   // or no replica was kept (report_model consensus, or the named one did not evaluate).
   bool replica = rep.theta.defined() &&
                  !(config_.sync.report_model == "best" && e && e->loss <= rep.kept.loss);
-  if (!replica && config_.sync.report_model != "consensus" && !rep.theta.defined())
-    spdlog::warn(
-        "coordinator: round {}: no replica to report for sync.report_model {} "
-        "(none evaluated{}); reporting the consensus",
-        r.round, config_.sync.report_model,
-        report_replica(config_.sync).empty()
-            ? ""
-            : ", or " + report_replica(config_.sync) + " did not push");
+  if (!rep.theta.defined() && config_.sync.report_model != "consensus") {
+    const std::string named = report_replica(config_.sync);
+    spdlog::warn("coordinator: round {}: no replica to report for sync.report_model {} "
+                 "(none evaluated{}); reporting the consensus",
+                 r.round, config_.sync.report_model,
+                 named.empty() ? "" : ", or " + named + " did not push");
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (e) last_consensus_ = *e;
