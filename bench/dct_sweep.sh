@@ -26,5 +26,5 @@ fi
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
 rc=0
 "$PY" scripts/experiments.py run dct_sweep "${ARGS[@]}" || rc=$?
-"$PY" bench/dct_sweep.py "$OUT/dct_sweep"
+"$PY" bench/dct_sweep.py "$OUT/dct_sweep" --name dct_sweep
 exit $rc

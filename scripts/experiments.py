@@ -7,7 +7,8 @@ An experiment file is YAML with these keys (docs/compare.md, "Reproduction"):
   extends   another experiment's name: start from its keys; `set` is merged, the rest replaced
   set       {key.path: value}: overrides for every point, as `loco launch --set`
   carry     {experiment: [key.path, ...]}: take these keys from that experiment's best point (the
-            lowest final val loss) once all its points have finished; until then `set` holds
+            lowest final val loss) once all its points have finished; until then `set` holds.
+            A point may have a `carry` of its own (its values override the experiment's)
   baseline  the point the others are measured against: a point here, or EXPERIMENT/POINT
   plots     true: draw `loco compare`'s plots for RESULTS.md
   page      a page of its own for its table (docs/results/NAME.md), instead of RESULTS.md
@@ -227,21 +228,31 @@ def best(name, out, scale, memo):
     return winner, f"{name}/{winner.name}, the lowest final val loss ({winner.final_val_loss():.4f})"
 
 
+def carry_from(carry, out, scale, memo):
+    """({source: how}, {key: value}): the keys a `carry` takes from each source's best point."""
+    carried, values = {}, {}
+    for source, keys in (carry or {}).items():
+        winner, how = best(source, out, scale, memo)
+        carried[source] = {"keys": keys, "from": how, "used": winner is not None}
+        if winner is not None:
+            values.update({k: winner.unscaled[k] for k in keys if k in winner.unscaled})
+            carried[source]["values"] = {k: winner.settings[k] for k in keys}
+    return carried, values
+
+
 def resolve(name, out, scale, memo=None):
     """The points of an experiment as they would run now (carried values from finished sources)."""
     memo = {} if memo is None else memo
     if name in memo:
         return memo[name]
     exp = load(name)
-    carried, values = {}, {}
-    for source, keys in (exp.get("carry") or {}).items():
-        winner, how = best(source, out, scale, memo)
-        carried[source] = {"keys": keys, "from": how, "used": winner is not None}
-        if winner is not None:
-            values.update({k: winner.unscaled[k] for k in keys if k in winner.unscaled})
-            carried[source]["values"] = {k: winner.settings[k] for k in keys}
-    points = [Point(exp, pname, {**exp.get("set", {}), **values, **(own or {})}, carried, out, scale)
-              for pname, own in exp["points"].items()]
+    carried, values = carry_from(exp.get("carry"), out, scale, memo)
+    points = []
+    for pname, own in exp["points"].items():
+        own = dict(own or {})
+        own_carried, own_values = carry_from(own.pop("carry", None), out, scale, memo)
+        points.append(Point(exp, pname, {**exp.get("set", {}), **values, **own_values, **own},
+                            {**carried, **own_carried}, out, scale))
     by_name = {p.name: p for p in points}
     for p in points:
         if p.after is not None:
@@ -377,8 +388,14 @@ def describe(p):
     if p.mode != "ddp":
         parts += [f"H={s['sync.round_seconds']} s" if s.get("sync.round_seconds")
                   else f"H={s['sync.inner_steps']}", f"lr={s['sync.outer.lr']}"]
-        if s.get("sync.codec.type", "none") != "none":
-            parts.append(f"{s['sync.codec.type']} k{s.get('sync.codec.topk')} {s.get('sync.codec.values')}")
+        codec = s.get("sync.codec.type", "none")
+        if codec == "dct":
+            raw = " raw" if s.get("sync.codec.transform") == "none" else ""
+            parts.append(f"dct{raw} k{s.get('sync.codec.topk')} {s.get('sync.codec.values')}")
+        elif codec != "none":
+            parts.append(f"{codec} codec")
+        if s.get("train.optimizer.name", "adamw") != "adamw":
+            parts.append(f"{s['train.optimizer.name']} inside")
     if s.get("sync.link.mbps"):
         parts.append(f"link {s['sync.link.mbps']} Mbit/s {s.get('sync.link.latency_ms', 0)} ms")
     if p.after:
@@ -405,7 +422,8 @@ def main():
         points = resolve(name, args.out, args.scale)  # anew: a source may have just finished
         exp = load(name)
         print(f"==> {name}: {exp['title']}")
-        for source, c in points[0].carried.items():
+        carried = {s: c for p in points for s, c in p.carried.items()}
+        for source, c in carried.items():
             if c["used"]:
                 print(f"    carried from {c['from']}: {c['values']}")
             else:
@@ -419,7 +437,7 @@ def main():
         if args.action == "list":
             continue
         if todo:
-            blocked = [s for s, c in points[0].carried.items() if not c["used"] and s in names]
+            blocked = [s for s, c in carried.items() if not c["used"] and s in names]
             if blocked:
                 print(f"    skipped: {', '.join(blocked)} did not finish, and these points need its best")
                 failed.append(name)

@@ -224,3 +224,66 @@ TEST(Config, SitesValidationNamesTheKey) {
     EXPECT_NE(msg.find(k.expected), std::string::npos) << k.override_ << ": " << msg;
   }
 }
+
+namespace {
+
+// A config file in the test's temporary directory, resolved as every command resolves one.
+Config resolved(const std::string& yaml, const std::vector<std::string>& sets) {
+  auto dir = loco::testing::temp_dir("method_defaults");
+  std::string path = dir + "/c.yaml";
+  std::ofstream(path) << yaml;
+  return resolve_config(path, sets);
+}
+
+}  // namespace
+
+// Issue 21, "Defaults a user meets": choosing a method or a codec alone gives its measured best
+// settings; whatever the file or --set gave stays.
+TEST(Config, AMethodOrCodecChosenAloneGetsItsMeasuredDefaults) {
+  const std::string base = "sync:\n  mode: diloco\n  workers: 4\n";
+  Config dct = resolved(base, {"sync.codec.type=dct"});
+  EXPECT_NO_THROW(validate(dct));
+  EXPECT_EQ(dct.sync.codec.topk, 256);
+  EXPECT_EQ(dct.sync.codec.topk_down, 256);
+  EXPECT_EQ(dct.sync.codec.values, "int8");
+  EXPECT_DOUBLE_EQ(dct.sync.outer.momentum, 0.5);
+  EXPECT_DOUBLE_EQ(dct.sync.outer.lr, OuterConfig{}.lr);  // not the method's to change
+  // What was given stays, from the file or from --set.
+  Config given = resolved(base + "  outer:\n    momentum: 0.8\n",
+                          {"sync.codec.type=dct", "sync.codec.topk=64"});
+  EXPECT_DOUBLE_EQ(given.sync.outer.momentum, 0.8);
+  EXPECT_EQ(given.sync.codec.topk, 64);
+  EXPECT_EQ(given.sync.codec.topk_down, 256);
+  // fp32 DiLoCo keeps the library's defaults (design.md: lr 0.7, momentum 0.9).
+  Config fp32 = resolved(base, {});
+  EXPECT_DOUBLE_EQ(fp32.sync.outer.momentum, OuterConfig{}.momentum);
+  EXPECT_EQ(fp32.sync.codec.type, "none");
+  // sync.mode demo alone selects the DCT itself, with the decoupled method's own eta.
+  Config demo = resolved("sync:\n  workers: 4\n", {"sync.mode=demo"});
+  EXPECT_NO_THROW(validate(demo));
+  EXPECT_EQ(demo.sync.codec.type, "dct");
+  EXPECT_EQ(demo.sync.codec.topk, 32);
+  EXPECT_DOUBLE_EQ(demo.sync.outer.lr, 0.2);
+  // ... but a codec the user named is kept, and refused by name.
+  Config demo_none =
+      resolved("sync:\n  workers: 4\n  codec:\n    type: none\n", {"sync.mode=demo"});
+  std::string msg = error_of([&] { validate(demo_none); });
+  EXPECT_NE(msg.find("sync.codec.type"), std::string::npos) << msg;
+  // Top-k of the raw chunks alone is SparseLoCo's combination.
+  Config raw = resolved(base, {"sync.codec.type=dct", "sync.codec.transform=none"});
+  EXPECT_NO_THROW(validate(raw));
+  EXPECT_EQ(raw.sync.codec.values, "int2");
+  EXPECT_DOUBLE_EQ(raw.sync.codec.error_decay, 0.95);
+  EXPECT_DOUBLE_EQ(raw.sync.outer.momentum, 0.0);
+  // The start line says what was resolved and which keys the method's defaults set.
+  std::string line = describe_method(dct);
+  EXPECT_NE(line.find("k 256 up, 256 down"), std::string::npos) << line;
+  EXPECT_NE(line.find("the method's defaults set sync.codec.topk"), std::string::npos) << line;
+  EXPECT_EQ(describe_method(given).find("sync.codec.topk,"), std::string::npos)
+      << describe_method(given);
+  // A resolved config written out and read back is resolved the same (every key given).
+  auto dir = loco::testing::temp_dir("method_defaults_yaml");
+  std::ofstream(dir + "/r.yaml") << to_yaml(dct);
+  Config again = resolve_config(dir + "/r.yaml", {});
+  EXPECT_EQ(to_yaml(again), to_yaml(dct));
+}

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -199,4 +200,41 @@ TEST(BenchCoordinator, RefusesMoreMemoryThanTheMachineHas) {
   EXPECT_NE(r.output.find("needs about"), std::string::npos) << r.output;
   EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
   EXPECT_FALSE(fs::exists(dir + "/bench"));  // refused before any work
+}
+
+// MuLoCo (issue 21) is Muon as the inner optimizer with a compressing codec: Muon inside every
+// method, with every codec DiLoCo takes. Each run: 2 workers, 2 rounds of 2 steps, through
+// `loco launch`; it completes, the coordinator's last val loss is finite, and where the replicas
+// are one model (diloco, streaming) every worker holds the same parameters after every sync.
+TEST(MuLoCo, MuonInsideRunsWithEveryCodecAndMethod) {
+  struct Case {
+    std::string mode, codec, transform, values;
+  };
+  const std::vector<Case> cases = {
+      {"diloco", "none", "dct", "int8"}, {"diloco", "fp16", "dct", "int8"},
+      {"diloco", "bf16", "dct", "int8"}, {"diloco", "int8", "dct", "int8"},
+      {"diloco", "int4", "dct", "int8"}, {"diloco", "int2", "dct", "int8"},
+      {"diloco", "dct", "dct", "int8"},  {"diloco", "dct", "none", "int2"},
+      {"demo", "dct", "dct", "int4"},    {"streaming", "int4", "dct", "int8"}};
+  for (const auto& k : cases) {
+    const std::string name = k.mode + "-" + k.codec + "-" + k.transform + "-" + k.values;
+    SCOPED_TRACE(name);
+    std::string dir = loco::testing::temp_dir(name);
+    Config c = loco::testing::coordinated_config(dir + "/run", k.mode, 2, 2);
+    c.train.optimizer.name = "muon";
+    c.train.max_steps = 4;
+    c.train.eval_every = 0;
+    c.sync.codec.type = k.codec, c.sync.codec.transform = k.transform;
+    c.sync.codec.values = k.values;
+    if (k.mode == "streaming") c.sync.streaming = {2, 0, 0.5}, c.sync.inner_steps = 4;
+    auto r = loco::testing::run_loco("launch --config " + write_yaml(dir, c));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    auto summary = nlohmann::json::parse(std::ifstream(dir + "/run/coordinator/summary.json"));
+    EXPECT_TRUE(summary.at("complete").get<bool>());
+    EXPECT_TRUE(std::isfinite(summary.at("final_val_loss").get<double>()));
+    if (k.mode == "demo") continue;
+    auto checksums = loco::testing::checksums_by_round(dir + "/run", 2);
+    EXPECT_EQ(checksums.size(), 2u);
+    for (const auto& [round, set] : checksums) EXPECT_EQ(set.size(), 1u) << "round " << round;
+  }
 }

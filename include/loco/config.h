@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -291,6 +292,9 @@ struct Config {
   ModelConfig model;
   TrainConfig train;
   SyncConfig sync;
+  // The keys a config file or `--set` gave (not written by to_yaml): apply_method_defaults fills
+  // the method's keys that are not among them.
+  std::set<std::string> given;
 };
 
 // The run's token budget: train.max_steps steps of every member (a site's ranks each count), the
@@ -302,6 +306,23 @@ Config load_config(const std::string& path);
 
 // Applies one `key.path=value` override (as from `--set`). Throws ConfigError.
 void apply_override(Config& config, const std::string& assignment);
+
+// Sets `key` (a path of config_keys()) from text as a default would be, without marking it given.
+void set_default(Config& config, const std::string& key, const std::string& value);
+// The value of `key` as to_yaml writes it.
+std::string config_value(Config& config, const std::string& key);
+
+// The method's typed defaults (src/config/method_defaults.cpp, docs/dct.md "Defaults"): a method
+// or codec chosen without its further keys gets the settings measured best for it, e.g.
+// `sync.mode: demo` alone selects the DCT codec and the decoupled method's tuned eta. Only keys
+// not in config.given are set. Returns "key=value" for each key it set.
+std::vector<std::string> apply_method_defaults(Config& config);
+
+// The config file, then each `--set`, then the method's typed defaults: what every command runs.
+Config resolve_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// One line saying the method and the settings that decide it ("diloco, dct codec: k 256 up, ...").
+std::string describe_method(const Config& config);
 
 // Parses YAML text over `config` (used by load_config and for checkpoint configs).
 void merge_yaml(Config& config, const std::string& yaml_text, const std::string& origin);

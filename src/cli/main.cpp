@@ -41,8 +41,7 @@
 namespace {
 
 loco::Config resolve_config(const std::string& path, const std::vector<std::string>& overrides) {
-  loco::Config config = loco::load_config(path);
-  for (const auto& o : overrides) loco::apply_override(config, o);
+  loco::Config config = loco::resolve_config(path, overrides);
   loco::validate(config);
   return config;
 }
@@ -74,6 +73,7 @@ int run_train(const std::string& config_path, const std::vector<std::string>& ov
     sync = loco::make_ddp_sync(config, env);
     config = loco::ddp_rank_config(config, env);
   }
+  if (env.rank == 0) spdlog::info("method: {}", loco::describe_method(config));
   loco::Trainer trainer(config, resume ? loco::RunStart::kResume : loco::RunStart::kFresh, env.rank,
                         env.world_size, std::move(sync));
   auto s = trainer.run();

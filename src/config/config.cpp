@@ -295,7 +295,8 @@ void set_field(Field& field, const std::string& key, const std::string& value,
 }
 
 void merge_node(std::map<std::string, Field>& table, const YAML::Node& node,
-                const std::string& prefix, const std::string& origin) {
+                const std::string& prefix, const std::string& origin,
+                std::set<std::string>& given) {
   if (!node.IsMap())
     throw ConfigError(origin + ": " + (prefix.empty() ? "top level" : prefix) +
                       ": expected a mapping of keys");
@@ -307,9 +308,10 @@ void merge_node(std::map<std::string, Field>& table, const YAML::Node& node,
       auto secs = sections(config_keys());
       if (!secs.count(key)) unknown_key(origin, key);
       if (value.IsNull()) continue;  // an empty section keeps its defaults
-      merge_node(table, value, key, origin);
+      merge_node(table, value, key, origin, given);
       continue;
     }
+    given.insert(key);
     if (it->second.structured) {
       set_field(it->second, key, YAML::Dump(value), origin);
       continue;
@@ -344,7 +346,7 @@ void merge_yaml(Config& config, const std::string& yaml_text, const std::string&
   }
   if (root.IsNull()) return;
   auto table = table_of(config);
-  merge_node(table, root, "", origin);
+  merge_node(table, root, "", origin, config.given);
 }
 
 Config load_config(const std::string& path) {
@@ -366,6 +368,16 @@ void apply_override(Config& config, const std::string& assignment) {
   auto it = table.find(key);
   if (it == table.end()) unknown_key("--set", key);
   set_field(it->second, key, value, "--set");
+  config.given.insert(key);
+}
+
+void set_default(Config& config, const std::string& key, const std::string& value) {
+  auto table = table_of(config);
+  set_field(table.at(key), key, value, "the method's default");
+}
+
+std::string config_value(Config& config, const std::string& key) {
+  return table_of(config).at(key).get();
 }
 
 namespace {

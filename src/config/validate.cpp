@@ -242,7 +242,7 @@ void validate_exchange(const Config& c) {
   if (sync.mode == Mode::kDemo)
     require(sync.codec.type == "dct",
             "sync.mode demo sends the DCT of each worker's momentum: set sync.codec.type to dct "
-            "(it is '" +
+            "or leave it out (it is '" +
                 sync.codec.type + "')");
   if (sync.mode == Mode::kStreaming) validate_streaming(c);
   require_one_of("sync.overlap", sync.overlap, {"none", "delayed"});

@@ -36,8 +36,7 @@ Config resolve_config(LaunchOptions& o) {
   if (!o.link.empty())
     for (const auto& s : link_overrides(o.link)) o.overrides.push_back(s);
   if (!o.on_failure.empty()) o.overrides.push_back("sync.on_failure=" + o.on_failure);
-  Config config = load_config(o.config_path);
-  for (const auto& s : o.overrides) apply_override(config, s);
+  Config config = loco::resolve_config(o.config_path, o.overrides);
   validate(config);
   // bf16 on a CPU without it fails here, before any part starts (a CUDA device is checked by
   // each worker: the launcher keeps no CUDA context).
@@ -78,6 +77,7 @@ int launch(const LaunchOptions& options) {
   }
   spdlog::info("launch: {} processes for sync.mode {} into {} (sync.on_failure {})", parts.size(),
                mode_name(config.sync.mode), config.run.dir, config.sync.on_failure);
+  spdlog::info("method: {}", describe_method(config));
   fs::create_directories(config.run.dir);
   const bool coordinator = parts.front().label == "coord";
   launcher::EventLog events(config.run.dir + "/launch_events.jsonl",
