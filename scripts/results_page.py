@@ -126,6 +126,23 @@ def table(runs, name):
     return "\n".join(lines) + "\n"
 
 
+def replica_notes(runs, name):
+    """For each finished point of the decoupled method: which model its val loss is (its
+    summary.json's `reported`, docs/dct.md) and the consensus's and the replicas' beside it."""
+    lines = []
+    for p in runs.points[name]:
+        s = p.summary() if runs.numbers[(p.exp, p.name)] is not None else {}
+        if p.mode != "demo" or "consensus_final_val_loss" not in s:
+            continue
+        reps = s.get("replicas_final_val_loss") or {}
+        spread = (f"; its replicas {reps['min']:.4f}–{reps['max']:.4f} (mean {reps['mean']:.4f})"
+                  if reps else "")
+        lines.append(f"- **{p.name}** reports {s.get('reported', '?')} (`sync.report_model: "
+                     f"{s.get('report_model', '?')}`): {s['final_val_loss']:.4f}; the consensus of "
+                     f"the replicas {s['consensus_final_val_loss']:.4f}{spread}.")
+    return "\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def read_eval(p):
     """A done point's eval.json (scripts/experiments.py `evaluate`), or None."""
     try:
@@ -253,9 +270,8 @@ def plots(runs, name, page, loco, out):
 
 
 def carried(runs, name):
-    p = runs.points[name][0]
     lines = []
-    for source, c in p.carried.items():
+    for source, c in {s: c for p in runs.points[name] for s, c in p.carried.items()}.items():
         if c["used"]:
             values = ", ".join(f"{k} = {v}" for k, v in c["values"].items())
             lines.append(f"- from **{source}**: {values} ({c['from']}).")
@@ -422,14 +438,15 @@ def main():
     for name in order:
         exp = load(name)
         text += [f"## {exp['title']}", "", f"`configs/experiments/{name}.yaml`, runs in `{args.out}/{name}/`.", ""]
-        if exp.get("carry"):
+        if exp.get("carry") or any("carry" in (own or {}) for own in exp["points"].values()):
             text += ["Carried in from the tuning:", "", carried(runs, name)]
         if exp.get("evaluate"):
             sections[name] = eval_tables(runs, name)
         elif exp.get("curtailment"):
             sections[name] = curtailment_table(runs, name)
         else:
-            text += [table(runs, name), plots(runs, name, args.page, args.loco, args.out)]
+            text += [table(runs, name) + replica_notes(runs, name),
+                     plots(runs, name, args.page, args.loco, args.out)]
         if name in sections:
             text += [sections[name]]
     os.makedirs(os.path.dirname(os.path.abspath(args.page)), exist_ok=True)

@@ -138,6 +138,34 @@ class Experiments(Sandbox):
         self.assertEqual(p.settings["sync.outer.lr"], 0.3)
         self.assertEqual(p.state(), "stale")
 
+    def test_a_point_carries_from_its_own_tuning(self):
+        for name, lr in (("tune_a", 0.3), ("tune_b", 0.9)):
+            self.experiment(name, f"title: t\nconfig: base.yaml\npoints: {{x: {{sync.outer.lr: {lr}}}}}\n")
+        self.experiment("head", "title: h\nconfig: base.yaml\ncarry: {tune_a: [sync.outer.lr]}\n"
+                                "points: {a: {sync.workers: 2},"
+                                " b: {carry: {tune_b: [sync.outer.lr]}, sync.workers: 3}}\n")
+        for name in ("tune_a", "tune_b"):
+            self.finish(experiments.resolve(name, self.out, 1)[0], 5.0)
+        a, b = experiments.resolve("head", self.out, 1)
+        self.assertEqual((a.settings["sync.outer.lr"], b.settings["sync.outer.lr"]), (0.3, 0.9))
+        self.assertEqual(sorted(b.carried), ["tune_a", "tune_b"])
+        self.assertNotIn("carry", b.overrides)
+
+    def test_the_decoupled_methods_reported_model_is_named_with_the_consensus_beside_it(self):
+        self.experiment("e", "title: t\nconfig: base.yaml\npoints: {d: {sync.mode: demo}, f: {}}\n")
+        d, f = experiments.resolve("e", self.out, 1)
+        self.finish(d, 6.1, reported="w0", report_model="replica:0", consensus_final_val_loss=6.9,
+                    replicas_final_val_loss={"mean": 6.15, "min": 6.1, "max": 6.2, "count": 4})
+        self.finish(f, 5.9)
+
+        class Fake:
+            points = {"e": [d, f]}
+            numbers = {("e", "d"): {}, ("e", "f"): {}}
+        self.assertEqual(results_page.replica_notes(Fake(), "e"),
+                         "\n- **d** reports w0 (`sync.report_model: replica:0`): 6.1000; the "
+                         "consensus of the replicas 6.9000; its replicas 6.1000–6.2000 (mean "
+                         "6.1500).\n")
+
     def test_an_unfinished_run_is_run_again(self):
         self.experiment("e", "title: t\nconfig: base.yaml\npoints: {p: {}}\n")
         (p,) = experiments.resolve("e", self.out, 1)
@@ -255,14 +283,17 @@ class DctSweep(unittest.TestCase):
         self.finish("diloco-fp32-lr0.7-m0.5", 5.9627)
         self.finish("diloco-dct-k256-d256-int8-lr0.7-m0.5", 6.1230, codec_s=0.225)
         self.finish("demo-k32-int8-lr0.2", 6.6162, complete=False)  # killed: left out
-        rows = dct_sweep.rows_of(os.path.join(self.out, "dct_sweep"))
-        self.assertEqual([r["run"] for r in rows], ["diloco-fp32", "diloco-fp32-lr0.7-m0.5",
-                                                    "diloco-dct-k256-d256-int8-lr0.7-m0.5"])
+        rows = dct_sweep.rows_of([os.path.join(self.out, "dct_sweep")])
+        self.assertEqual([r["run"] for r in rows],
+                         ["dct_sweep/diloco-fp32", "dct_sweep/diloco-fp32-lr0.7-m0.5",
+                          "dct_sweep/diloco-dct-k256-d256-int8-lr0.7-m0.5"])
         lines = dct_sweep.table(rows).splitlines()
-        self.assertEqual(lines[0].count("|"), 15)
-        # against the best fp32 DiLoCo of its seed (momentum 0.5: 5.9627), codec 0.225 s of 2.5 s
+        self.assertEqual(lines[0].count("|"), 17)
+        # against the best fp32 DiLoCo of its seed (momentum 0.5: 5.9627), codec 0.225 s of 2.5 s;
+        # the same bytes as that run at a higher loss: not on the front
         self.assertEqual(lines[4], "| diloco+dct | 256 | 256 | int8 | 0.7, 0.5 | – | 1337 | 52.9 | "
-                                   "25.4 | 952 | 6.1230 | 3.0615 | +2.7% | 9.00 |")
+                                   "25.4 | 952 | 6.1230 | 3.0615 | +2.7% | – |  | 9.00 |")
+        self.assertTrue(lines[3].endswith("| yes | 0.00 |"), lines[3])
         self.assertIn("| diloco | – | – | fp32 | 0.7, 0.9 | – | 1337 |", lines[2])
         self.assertIn("| +2.9% |", lines[2])
         results = os.path.join(self.out, "results")
@@ -273,6 +304,28 @@ class DctSweep(unittest.TestCase):
         with open(os.path.join(results, "dct_sweep.md")) as f:
             self.assertEqual(f.read(), dct_sweep.table(rows))
         self.assertIn("3 finished runs", run.stdout)
+
+
+class Frontier(unittest.TestCase):
+    """bench/dct_sweep.py's names of the methods and its Pareto front (issue 21's frontier)."""
+
+    def test_each_method_is_named_from_its_resolved_config(self):
+        base = {"sync.mode": "diloco", "sync.codec.type": "none", "train.optimizer.name": "adamw"}
+        cases = [({}, "diloco"), ({"sync.codec.type": "dct"}, "diloco+dct"),
+                 ({"sync.codec.type": "dct", "sync.codec.transform": "none"}, "sparseloco"),
+                 ({"sync.codec.type": "int2"}, "diloco+int2"),
+                 ({"sync.codec.type": "int2", "train.optimizer.name": "muon"}, "muloco+int2"),
+                 ({"train.optimizer.name": "muon"}, "muloco"),
+                 ({"sync.mode": "demo", "sync.codec.type": "dct"}, "demo")]
+        for extra, name in cases:
+            self.assertEqual(dct_sweep.method_of({**base, **extra}), name, extra)
+
+    def test_the_front_holds_the_runs_no_other_run_of_their_seed_beats_on_both(self):
+        rows = [{"seed": 1, "bytes": 100, "val_loss": 5.0}, {"seed": 1, "bytes": 10, "val_loss": 5.5},
+                {"seed": 1, "bytes": 50, "val_loss": 5.6}, {"seed": 1, "bytes": 1, "val_loss": 7.0},
+                {"seed": 2, "bytes": 50, "val_loss": 5.6}]
+        dct_sweep.pareto(rows)
+        self.assertEqual([r["front"] for r in rows], [True, True, False, True, True])
 
 
 def numbers(loss, wall, curve, **extra):
