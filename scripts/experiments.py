@@ -387,7 +387,8 @@ def describe(p):
         parts.append(f"sites {s['sync.sites']}")
     if p.mode != "ddp":
         parts += [f"H={s['sync.round_seconds']} s" if s.get("sync.round_seconds")
-                  else f"H={s['sync.inner_steps']}", f"lr={s['sync.outer.lr']}"]
+                  else f"H={s['sync.inner_steps']}",
+                  f"lr={s.get('sync.outer.lr', 'the method default')}"]
         codec = s.get("sync.codec.type", "none")
         if codec == "dct":
             raw = " raw" if s.get("sync.codec.transform") == "none" else ""

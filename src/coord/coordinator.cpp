@@ -25,19 +25,9 @@
 #include "loco/progress.h"
 #include "loco/run_dir.h"
 #include "membership.h"
+#include "own.h"
 
 namespace loco {
-
-namespace {
-
-// Copy-on-write of the global state: a pull still streaming it or an evaluation still reading it
-// holds a reference to its storage; the step then writes a copy and they keep the old one.
-// (A copy of the Tensor shares its TensorImpl; a view shares only the storage.)
-void own(torch::Tensor& state) {
-  if (state.use_count() > 1 || state.storage().use_count() > 1) state = state.clone();
-}
-
-}  // namespace
 
 CoordinatorCore::CoordinatorCore(const Config& config, bool resume) : config_(config) {
   validate(config_);
@@ -281,59 +271,6 @@ void CoordinatorCore::push(const Update& u, uint64_t wire_bytes) {
   round_tokens_ += u.tokens;
   round_loss_sum_ += u.loss * double(u.tokens);
   if (members_->round_complete(round_)) close_round_locked();
-}
-
-void CoordinatorCore::push_state(const Update& u, uint64_t wire_bytes) {
-  ReplicaAverage& replicas = *aggregator_->replicas();
-  auto decoded = replicas.decode(u);
-  std::unique_lock<std::mutex> lock(mu_);
-  auto& m = member_locked(u.worker_id);
-  if (u.round != round_ || m.info.reported_state || consensus_round_ == round_)
-    throw CoordError(CoordError::kFailedPrecondition,
-                     "the consensus of round " + std::to_string(u.round) + " is closed");
-  replicas.add(u, decoded);
-  m.info.reported_state = true;
-  m.info.bytes_up += wire_bytes;
-  ledger_->up(wire_bytes, is_resync_round(round_) ? Purpose::kResync : Purpose::kConsensus);
-  if (consensus_complete_locked()) close_consensus_locked();
-}
-
-bool CoordinatorCore::consensus_complete_locked() const {
-  // Every member still here pushed its replica (a member that pushed and left is in the sum).
-  if (aggregator_->replicas()->count() == 0) return false;
-  for (const auto& [id, m] : members_->members())
-    if (!m.info.reported_state) return false;
-  return true;
-}
-
-bool CoordinatorCore::is_resync_round(int64_t round) const {
-  return aggregator_->replicas() && config_.sync.resync_every > 0 &&
-         round % config_.sync.resync_every == 0;
-}
-
-void CoordinatorCore::close_consensus_locked() {
-  ReplicaAverage& replicas = *aggregator_->replicas();
-  ClosedRound r;
-  r.consensus = true;
-  r.round = round_;
-  r.workers = replicas.count();
-  own(theta_);
-  replicas.take(theta_, r.replicas);
-  for (auto& [id, m] : members_->members()) m.info.reported_state = false;
-  r.tokens_total = tokens_total_;
-  r.loss = last_round_loss_;
-  r.wall_s = now_s() - start_time_;
-  r.bytes = ledger_->totals();
-  r.theta = theta_;  // shared, never written in place again (own())
-  if (checkpoint_due(round_)) {
-    r.velocity = outer_->velocity();
-    r.shard_tokens = members_->shard_tokens();
-    r.energy_state = energy_state_locked();
-  }
-  consensus_round_ = round_;
-  spdlog::info("coordinator: consensus of round {} from {} replicas", round_, r.workers);
-  evaluator_->submit(std::move(r));
-  round_closed_.notify_all();
 }
 
 void CoordinatorCore::close_round_locked() {
