@@ -52,9 +52,13 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(ROOT, "configs", "experiments")
-# The order they run in when none is named: the tuning first, since the headline uses its best.
+# The order they run in when none is named: the tuning first, since the headline uses its best
+# (each method's outer settings from its tune_*; the frontier_* carry theirs too).
 # Others run only when named: dct_sweep (bench/dct_sweep.sh, its table in docs/dct.md).
-ORDER = ["h_lr", "batch", "headline", "workers", "slow_link", "after_pretraining", "curtailment"]
+TUNING = ["tune_diloco", "tune_dct", "tune_sparseloco", "tune_muloco", "tune_demo"]
+FRONTIER = ["frontier_dct", "frontier_sparseloco", "frontier_muloco", "frontier_demo"]
+ORDER = ["h_lr", "batch", *TUNING, "headline", *FRONTIER, "workers", "slow_link",
+         "after_pretraining", "curtailment"]
 STEP_KEYS = ["train.max_steps", "sync.inner_steps", "train.eval_every",
              "train.schedule.warmup_steps"]
 # Keys a DDP point does not use: left out, so that a carried H or lr does not make it "stale".

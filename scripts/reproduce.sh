@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The seed claims at small scale on CPU (issue #7): runs the experiments of configs/experiments/
-# (headline: DDP vs DiLoCo vs DiLoCo+DCT vs decoupled DCT at equal tokens; the tuning sweeps h_lr
-# and batch, whose best settings go into the headline; workers; slow_link) with `loco launch`,
-# then writes docs/RESULTS.md with the tables, plots and target checks.
+# The seed claims at small scale on CPU (issue #7, issue 21): runs the experiments of
+# configs/experiments/ (headline: DDP vs DiLoCo vs DiLoCo+DCT vs SparseLoCo vs MuLoCo vs decoupled
+# DCT at equal tokens, each at its own best; the tuning sweeps h_lr and batch, whose best settings
+# go into the headline, and tune_* for each method's outer settings; the bytes-versus-loss
+# frontier_*; workers; slow_link) with `loco launch`, then writes docs/RESULTS.md with the tables,
+# plots and target checks.
 #
 #   scripts/reproduce.sh [EXPERIMENT...] [--jobs N] [--quick] [--list]
 #
-# EXPERIMENT: names of configs/experiments/*.yaml (default: the five above; dct_sweep runs only
+# EXPERIMENT: names of configs/experiments/*.yaml (default: all above; dct_sweep runs only
 # when named, bench/dct_sweep.sh writes its table). --jobs N: points run at once (default: one per
 # 4 cores, since a point is 4+ processes of 1 thread; 1 on 2 cores). --quick: step counts / 10
 # into runs/reproduce-quick/, page in runs/reproduce-quick/RESULTS.md (a smoke test; its numbers

@@ -24,6 +24,9 @@ import experiments  # noqa: E402  (this folder's)
 from experiments import ORDER, describe, load, read_jsonl, resolve  # noqa: E402
 from results import update_readme  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+import dct_sweep  # noqa: E402  (the bytes-against-loss table of bench/)
+
 PAGE_ORDER = ["headline", "h_lr", "batch", "workers", "slow_link"]  # the others have own pages
 TOLERANCE = 5e-5  # "reached" as in loco compare: within half the table's last digit
 
@@ -141,6 +144,48 @@ def replica_notes(runs, name):
                      f"{s.get('report_model', '?')}`): {s['final_val_loss']:.4f}; the consensus of "
                      f"the replicas {s['consensus_final_val_loss']:.4f}{spread}.")
     return "\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def frontier_section(out, page):
+    """Issue 21's measurement: every run of the tuning and the frontier (experiments.TUNING and
+    FRONTIER) in bench/dct_sweep.py's table, its plot beside the page, and the target (a method at
+    >= 100x fewer bytes than fp32 DiLoCo within 3% of its final val loss, on two seeds)."""
+    dirs = [os.path.join(out, n) for n in experiments.TUNING + experiments.FRONTIER
+            if os.path.isdir(os.path.join(out, n))]
+    rows = dct_sweep.rows_of(dirs) if dirs else []
+    if not any(r["method"] == "diloco" for r in rows):
+        return "Not run yet (`bench/frontier.sh`, or `scripts/reproduce.sh` with the tuning).\n"
+    results = os.path.join(os.path.dirname(page), "results")
+    os.makedirs(results, exist_ok=True)
+    dct_sweep.plot(rows, "/".join(str(h) for h in sorted({r["h"] for r in rows})), results,
+                   "frontier")
+    by_setting = {}  # every setting at >= 100x: its runs, one per seed
+    for r in rows:
+        if r["method"] != "diloco" and r["ratio_vs_diloco_fp32"] >= 100:
+            setting = (r["method"], r["k"], r["k_down"], r["values"], r["outer_lr"],
+                       r["outer_momentum"], r["error_decay"], r["resync_every"])
+            by_setting.setdefault(setting, []).append(r)
+    within = [rs for rs in by_setting.values() if all(r["gap_pct"] <= 3 for r in rs)]
+    met = [rs for rs in within if len({r["seed"] for r in rs}) >= 2]
+    gaps = lambda rs: ", ".join(f"{r['gap_pct']:+.1f}% (seed {r['seed']})" for r in rs)
+    if met:
+        r = met[0][0]
+        verdict_text = verdict(True, f"{r['run']}: {r['ratio_vs_diloco_fp32']:.0f}× fewer bytes, "
+                                     f"{gaps(met[0])}")
+    elif within:
+        r = within[0][0]
+        verdict_text = (f"**one seed only**: {r['run']} is {r['ratio_vs_diloco_fp32']:.0f}× fewer "
+                        f"bytes at {r['gap_pct']:+.1f}%; its second seed has not run")
+    else:
+        close = min(by_setting.values(), key=lambda rs: max(r["gap_pct"] for r in rs), default=None)
+        best = (f"; the closest at ≥ 100×: {close[0]['run']}, "
+                f"{close[0]['ratio_vs_diloco_fp32']:.0f}× at {gaps(close)}") if close else \
+            "; no run reached 100×"
+        verdict_text = verdict(False, "no setting at ≥ 100× fewer bytes than fp32 DiLoCo within 3% "
+                                      "on every seed it ran" + best)
+    return (f"Target: a method at ≥ 100× fewer bytes than fp32 DiLoCo within 3% of fp32 DiLoCo's "
+            f"final val loss, on two seeds: {verdict_text}.\n\n" + dct_sweep.table(rows) +
+            f"\n![bytes against loss]({os.path.relpath(results, os.path.dirname(page))}/frontier.png)\n")
 
 
 def read_eval(p):
@@ -449,6 +494,15 @@ def main():
                      plots(runs, name, args.page, args.loco, args.out)]
         if name in sections:
             text += [sections[name]]
+    if not args.experiments:
+        text += ["## Every method at its own best: the tuning and the bytes-versus-loss frontier", "",
+                 f"`configs/experiments/tune_*.yaml` (each method's outer settings, four runs each) "
+                 f"and `frontier_*.yaml` (k from 1% to 12% of a chunk, int8 / int4 / int2, at each "
+                 f"method's best), runs in `{args.out}/`; `bench/frontier.sh` runs them alone. 4 "
+                 f"workers, batch 4, H 25, 8 rounds, equal tokens. *vs fp32 DiLoCo*: against the "
+                 f"best fp32 DiLoCo run of the same seed. *Pareto front*: no run of its seed sends "
+                 f"as few or fewer bytes and ends as low or lower. docs/dct.md reads it.", "",
+                 frontier_section(args.out, args.page)]
     os.makedirs(os.path.dirname(os.path.abspath(args.page)), exist_ok=True)
     with open(args.page, "w") as f:
         f.write("\n".join(text).rstrip("\n") + "\n")

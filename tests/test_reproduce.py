@@ -10,6 +10,7 @@ resumes, measures and judges, not training. Run by ctest
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -319,6 +320,42 @@ class Frontier(unittest.TestCase):
                  ({"sync.mode": "demo", "sync.codec.type": "dct"}, "demo")]
         for extra, name in cases:
             self.assertEqual(dct_sweep.method_of({**base, **extra}), name, extra)
+
+    def fake_run(self, out, path, loss, ratio, seed=1337, **config):
+        d = os.path.join(out, path, "coordinator")
+        os.makedirs(d)
+        c = {"sync.mode": "diloco", "sync.codec.type": "none", "sync.outer.lr": 0.7,
+             "sync.outer.momentum": 0.5, "run.seed": seed, "train.max_steps": 200,
+             "sync.inner_steps": 25, **config}
+        with open(os.path.join(d, "config.yaml"), "w") as f:
+            yaml.safe_dump(nested(c), f)
+        with open(os.path.join(d, "summary.json"), "w") as f:
+            json.dump({"complete": True, "bytes_total": 1e9 / ratio, "consensus_bytes_total": 0,
+                       "ratio_vs_diloco_fp32": ratio, "ratio_vs_ddp": 40 * ratio,
+                       "final_val_loss": loss, "final_val_bpb": loss / 2}, f)
+
+    def test_the_target_needs_a_setting_within_3_percent_at_100x_on_two_seeds(self):
+        with tempfile.TemporaryDirectory() as out:
+            page = os.path.join(out, "docs", "RESULTS.md")
+            self.assertIn("Not run yet", results_page.frontier_section(out, page))
+            dct = {"sync.codec.type": "dct", "sync.codec.topk": 41, "sync.codec.values": "int2"}
+            self.fake_run(out, "tune_diloco/a", 6.00, 1.0)
+            self.fake_run(out, "tune_diloco/a-seed2", 5.90, 1.0, seed=2)
+            self.fake_run(out, "frontier_dct/k41", 6.15, 150.0, **dct)  # +2.5%
+            self.fake_run(out, "frontier_dct/k123", 6.05, 50.0, **{**dct, "sync.codec.topk": 123})
+            text = results_page.frontier_section(out, page)
+            self.assertIn("**one seed only**: frontier_dct/k41 is 150× fewer bytes at +2.5%", text)
+            self.fake_run(out, "frontier_dct/k41-seed2", 6.20, 150.0, seed=2, **dct)  # +5.1%
+            text = results_page.frontier_section(out, page)
+            self.assertIn("**missed**: no setting at ≥ 100× fewer bytes than fp32 DiLoCo within 3% on "
+                          "every seed it ran; the closest at ≥ 100×: frontier_dct/k41-seed2, 150× at "
+                          "+5.1% (seed 2), +2.5% (seed 1337)", text)
+            shutil.rmtree(os.path.join(out, "frontier_dct", "k41-seed2"))
+            self.fake_run(out, "frontier_dct/k41-seed2", 6.00, 150.0, seed=2, **dct)  # +1.7%
+            text = results_page.frontier_section(out, page)
+            self.assertIn("**met**: frontier_dct/k41-seed2: 150× fewer bytes, +1.7% (seed 2), "
+                          "+2.5% (seed 1337)", text)
+            self.assertIn("| diloco+dct | 41 | 164 (default) | int2 |", text)
 
     def test_the_front_holds_the_runs_no_other_run_of_their_seed_beats_on_both(self):
         rows = [{"seed": 1, "bytes": 100, "val_loss": 5.0}, {"seed": 1, "bytes": 10, "val_loss": 5.5},
