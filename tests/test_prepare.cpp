@@ -108,6 +108,25 @@ TEST(ReadDocuments, DirectoryIsReadInSortedOrder) {
   expect_error<std::runtime_error>([&] { loco::read_documents({missing}); }, {missing});
 }
 
+// `loco data prepare` reads its inputs twice, a document at a time, never the whole corpus.
+TEST(ReadDocuments, TheReaderStreamsLineByLine) {
+  fs::path dir = make_temp_dir();
+  write_file(dir / "a.txt", "first\nsecond doc\n");
+  write_file(dir / "b.jsonl", R"({"text": "third"})"
+                              "\n");
+  loco::DocumentReader reader({dir.string()});
+  EXPECT_EQ(reader.total_bytes(), 17 + 18);
+  std::string doc;
+  ASSERT_TRUE(reader.next(doc));
+  EXPECT_EQ(doc, "first");
+  EXPECT_EQ(reader.bytes_read(), 6);  // one line of a.txt read so far
+  ASSERT_TRUE(reader.next(doc));
+  ASSERT_TRUE(reader.next(doc));
+  EXPECT_EQ(doc, "third");
+  EXPECT_EQ(reader.bytes_read(), 17 + 18);
+  EXPECT_FALSE(reader.next(doc));
+}
+
 TEST(ReadDocuments, SampleCorpus) {
   auto docs = loco::read_documents({std::string(LOCO_SOURCE_DIR) + "/tests/data/sample.json"});
   EXPECT_EQ(docs.size(), 1500u);
@@ -248,6 +267,15 @@ TEST_F(Prepare, KeepsAtLeastOneValDocument) {
   auto result = loco::prepare_data(opts);
   EXPECT_EQ(result.val_docs, 1);
   EXPECT_EQ(result.train_docs, 2999);
+  // val holds the last document read (the two passes over the input agree on which it is).
+  auto docs = loco::read_documents(opts.inputs);
+  auto tokenizer = loco::Tokenizer::load((*root_ / "no_val" / "tokenizer.model").string());
+  std::vector<int32_t> expected = {tokenizer.bos_id()};
+  auto last = tokenizer.encode(docs.back());
+  expected.insert(expected.end(), last.begin(), last.end());
+  auto val = loco::read_shard((*root_ / "no_val" / "val.bin").string());
+  EXPECT_EQ(val, expected);
+  EXPECT_EQ(result.val_bytes, static_cast<int64_t>(docs.back().size()));
 }
 
 TEST(Progress, FormatDuration) {

@@ -10,11 +10,14 @@
 // each token stream is written as shards of at most shard_tokens tokens: out_dir/train.bin (shard
 // 0, the whole stream when it fits in one), out_dir/train-000001.bin, ..., and
 // out_dir/train.index.json listing them (the same for val; see ShardWriter in shard.h), written as
-// the encoding goes so memory holds one shard of tokens, not the corpus's. train.bin and val.bin
-// appear last, once their streams are complete.
+// the encoding goes so memory holds one shard of tokens, not the corpus's. The documents are read
+// twice, streamed (DocumentReader): once to split them and write the tokenizer's training text,
+// once to encode them, so memory holds a block of documents, not the corpus's text. train.bin and
+// val.bin appear last, once their streams are complete.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -41,7 +44,25 @@ struct PrepareResult {
   double encode_s = 0;  // seconds spent encoding (and writing shards)
 };
 
-// Reads every document of the inputs (throws std::runtime_error naming the file and line).
+// The documents of the inputs one at a time, so that preparing a corpus holds a block of them,
+// not the corpus: text and JSONL files are read line by line; a JSON array is parsed whole, one
+// file at a time. Throws std::runtime_error naming the file (and line) of a malformed document,
+// or an input that is missing.
+class DocumentReader {
+ public:
+  explicit DocumentReader(const std::vector<std::string>& inputs);
+  ~DocumentReader();
+  // The next non-blank document into `doc`; false after the last.
+  bool next(std::string& doc);
+  int64_t total_bytes() const;  // of the input files
+  int64_t bytes_read() const;   // of the input files, so far
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Every document of the inputs (DocumentReader's, into memory: for tests and small inputs).
 std::vector<std::string> read_documents(const std::vector<std::string>& inputs);
 
 // Runs the whole preparation, logging progress and an ETA. Writes out_dir/tokenizer.model,

@@ -1,5 +1,5 @@
-// Reading raw documents for `loco data prepare`: plain text (one document per line), JSONL
-// ({"text": ...} per line) and JSON arrays (of strings or of {"text": ...} objects).
+// Reading raw documents for `loco data prepare`, one at a time: plain text (one document per
+// line), JSONL ({"text": ...} per line) and JSON arrays (of strings or of {"text": ...} objects).
 #include <spdlog/fmt/fmt.h>
 
 #include <algorithm>
@@ -10,7 +10,6 @@
 #include <stdexcept>
 
 #include "loco/prepare.h"
-#include "loco/progress.h"
 
 namespace loco {
 namespace {
@@ -45,10 +44,6 @@ bool is_blank(const std::string& text) {
   return std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isspace(c); });
 }
 
-void add_document(std::vector<std::string>& docs, std::string text) {
-  if (!is_blank(text)) docs.push_back(std::move(text));
-}
-
 // The "text" of one JSON value: the value itself when it is a string, else its "text" field.
 bool json_text(const nlohmann::json& value, std::string* text) {
   if (value.is_string()) {
@@ -62,7 +57,7 @@ bool json_text(const nlohmann::json& value, std::string* text) {
   return false;
 }
 
-void read_json_array(const fs::path& path, std::vector<std::string>& docs) {
+nlohmann::json read_json_array(const fs::path& path) {
   std::ifstream in(path);
   nlohmann::json array;
   try {
@@ -73,69 +68,113 @@ void read_json_array(const fs::path& path, std::vector<std::string>& docs) {
   if (!array.is_array()) {
     throw std::runtime_error(path.string() + ": expected a JSON array of documents");
   }
-  for (size_t i = 0; i < array.size(); ++i) {
-    std::string text;
-    if (!json_text(array[i], &text)) {
-      throw std::runtime_error(fmt::format(
-          "{}: element {} is neither a string nor an object with a string \"text\" field",
-          path.string(), i));
-    }
-    add_document(docs, std::move(text));
-  }
+  return array;
 }
 
-// Plain text (one document per line) or JSONL (one {"text": ...} object per line).
-void read_lines(const fs::path& path, bool jsonl, std::vector<std::string>& docs,
-                Progress& progress, int64_t& bytes_read) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path.string() + ": cannot open");
-  std::string line;
-  for (int64_t number = 1; std::getline(in, line); ++number) {
-    bytes_read += static_cast<int64_t>(line.size()) + 1;
-    progress.update(bytes_read);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 BOM
-    if (!jsonl) {
-      add_document(docs, std::move(line));
-      continue;
-    }
-    if (is_blank(line)) continue;
-    nlohmann::json value;
-    try {
-      value = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error(
-          fmt::format("{}:{}: invalid JSON ({})", path.string(), number, e.what()));
-    }
-    std::string text;
-    if (!value.is_object() || !json_text(value, &text)) {
-      throw std::runtime_error(fmt::format("{}:{}: expected an object with a string \"text\" field",
-                                           path.string(), number));
-    }
-    add_document(docs, std::move(text));
+// A JSONL line's document ("" for a blank line).
+std::string jsonl_text(const fs::path& path, int64_t number, const std::string& line) {
+  if (is_blank(line)) return "";
+  nlohmann::json value;
+  try {
+    value = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(
+        fmt::format("{}:{}: invalid JSON ({})", path.string(), number, e.what()));
   }
+  std::string text;
+  if (!value.is_object() || !json_text(value, &text)) {
+    throw std::runtime_error(fmt::format("{}:{}: expected an object with a string \"text\" field",
+                                         path.string(), number));
+  }
+  return text;
 }
 
 }  // namespace
 
-std::vector<std::string> read_documents(const std::vector<std::string>& inputs) {
-  std::vector<fs::path> files = list_files(inputs);
-  int64_t total_bytes = 0;
-  for (const auto& file : files) total_bytes += static_cast<int64_t>(fs::file_size(file));
-  Progress progress("read", total_bytes, "bytes");
-  std::vector<std::string> docs;
-  int64_t bytes_read = 0;
-  for (const auto& file : files) {
-    std::string ext = file.extension().string();
-    if (ext == ".json") {
-      read_json_array(file, docs);
-      bytes_read += static_cast<int64_t>(fs::file_size(file));
-      progress.update(bytes_read);
-    } else {
-      read_lines(file, ext == ".jsonl", docs, progress, bytes_read);
+// Where the reader is: the file, and in it the open line stream or the parsed JSON array.
+struct DocumentReader::State {
+  std::vector<fs::path> files;
+  size_t file = 0;  // the file being read (files.size(): done)
+  bool open = false;
+  std::ifstream lines;  // text and JSONL
+  int64_t line_number = 0;
+  nlohmann::json array;  // a .json file's documents
+  size_t element = 0;
+  int64_t total = 0, done = 0;
+
+  std::string extension() const { return files[file].extension().string(); }
+};
+
+DocumentReader::DocumentReader(const std::vector<std::string>& inputs)
+    : state_(std::make_unique<State>()) {
+  state_->files = list_files(inputs);
+  for (const auto& f : state_->files) state_->total += static_cast<int64_t>(fs::file_size(f));
+}
+
+DocumentReader::~DocumentReader() = default;
+
+int64_t DocumentReader::total_bytes() const {
+  return state_->total;
+}
+int64_t DocumentReader::bytes_read() const {
+  return state_->done;
+}
+
+bool DocumentReader::next(std::string& doc) {
+  State& s = *state_;
+  while (s.file < s.files.size()) {
+    const fs::path& path = s.files[s.file];
+    const bool json = s.extension() == ".json";
+    if (!s.open) {
+      if (json) {
+        s.array = read_json_array(path);
+        s.element = 0;
+      } else {
+        s.lines = std::ifstream(path, std::ios::binary);
+        if (!s.lines) throw std::runtime_error(path.string() + ": cannot open");
+        s.line_number = 0;
+      }
+      s.open = true;
     }
+    std::string text;
+    bool got = false;
+    if (json) {
+      if (s.element < s.array.size()) {
+        if (!json_text(s.array[s.element], &text)) {
+          throw std::runtime_error(fmt::format(
+              "{}: element {} is neither a string nor an object with a string \"text\" field",
+              path.string(), s.element));
+        }
+        ++s.element;
+        got = true;
+      }
+    } else if (std::getline(s.lines, text)) {
+      ++s.line_number;
+      s.done += static_cast<int64_t>(text.size()) + 1;
+      if (!text.empty() && text.back() == '\r') text.pop_back();
+      if (s.line_number == 1 && text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // BOM
+      if (s.extension() == ".jsonl") text = jsonl_text(path, s.line_number, text);
+      got = true;
+    }
+    if (!got) {  // the file is done
+      if (json) s.done += static_cast<int64_t>(fs::file_size(path));
+      s.array = nlohmann::json();
+      s.lines = std::ifstream();
+      s.open = false;
+      ++s.file;
+      continue;
+    }
+    if (is_blank(text)) continue;
+    doc = std::move(text);
+    return true;
   }
-  progress.finish();
+  return false;
+}
+
+std::vector<std::string> read_documents(const std::vector<std::string>& inputs) {
+  DocumentReader reader(inputs);
+  std::vector<std::string> docs;
+  for (std::string doc; reader.next(doc);) docs.push_back(std::move(doc));
   return docs;
 }
 

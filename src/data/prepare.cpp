@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -18,79 +19,136 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A document goes to val when FNV-1a(text) mod 1000 < val_permille.
+bool goes_to_val(const std::string& doc, int val_permille) {
+  return fnv1a64(doc.data(), doc.size()) % 1000 < static_cast<uint64_t>(val_permille);
+}
+
+// The split's sizes, from a first pass over the documents. Each side keeps at least one: when
+// one is empty, the other's last document moves to it (`moved`: its index on its own side).
 struct Split {
-  std::vector<const std::string*> train, val;
+  int64_t train = 0, val = 0;
+  int64_t train_bytes = 0, val_bytes = 0;
+  bool train_to_val = false, val_to_train = false;
 };
 
-// A document goes to val when FNV-1a(text) mod 1000 < val_permille; each side keeps at least one.
-Split split_documents(const std::vector<std::string>& docs, int val_permille) {
-  if (docs.size() < 2) {
+// The tokenizer's training text: one document per line, its own newlines turned into spaces.
+// A train document is written once the next one is seen, so that the last one can stay out when
+// it moves to val (DocumentSplit below).
+class TrainingText {
+ public:
+  explicit TrainingText(const std::string& path) : path_(path) {
+    if (!path.empty()) out_.open(path, std::ios::binary | std::ios::trunc);
+  }
+  void add(const std::string& doc) {
+    if (path_.empty()) return;
+    write_held();
+    held_ = doc;
+    holding_ = true;
+  }
+  // Writes the last document unless it moved to val.
+  void finish(bool drop_last) {
+    if (path_.empty()) return;
+    if (!drop_last) write_held();
+    if (!out_.flush())
+      throw std::runtime_error(path_ + ": cannot write the tokenizer's training text");
+  }
+
+ private:
+  void write_held() {
+    if (!holding_) return;
+    std::replace(held_.begin(), held_.end(), '\n', ' ');
+    std::replace(held_.begin(), held_.end(), '\r', ' ');
+    out_ << held_ << '\n';
+    holding_ = false;
+  }
+  std::string path_, held_;
+  bool holding_ = false;
+  std::ofstream out_;
+};
+
+// The first pass: the split's sizes and the tokenizer's training text (when text_path is set).
+Split split_documents(const std::vector<std::string>& inputs, int val_permille,
+                      const std::string& text_path) {
+  DocumentReader reader(inputs);
+  Progress progress("read", reader.total_bytes(), "bytes");
+  TrainingText text(text_path);
+  Split split;
+  std::string last_val;  // trains the tokenizer when it is the only document to (no train side)
+  for (std::string doc; reader.next(doc);) {
+    const auto bytes = static_cast<int64_t>(doc.size());
+    if (goes_to_val(doc, val_permille)) {
+      ++split.val, split.val_bytes += bytes;
+      if (split.train == 0) last_val = doc;
+    } else {
+      ++split.train, split.train_bytes += bytes;
+      text.add(doc);
+    }
+    progress.update(reader.bytes_read());
+  }
+  progress.finish();
+  if (split.train + split.val < 2) {
     throw std::runtime_error(fmt::format(
         "data prepare: found {} document(s); need at least 2 (one for train, one for val)",
-        docs.size()));
+        split.train + split.val));
   }
-  Split split;
-  for (const auto& doc : docs) {
-    bool val = fnv1a64(doc.data(), doc.size()) % 1000 < static_cast<uint64_t>(val_permille);
-    (val ? split.val : split.train).push_back(&doc);
-  }
-  if (split.val.empty()) {
-    split.val.push_back(split.train.back());
-    split.train.pop_back();
-  } else if (split.train.empty()) {
-    split.train.push_back(split.val.back());
-    split.val.pop_back();
-  }
+  split.train_to_val = split.val == 0;
+  split.val_to_train = split.train == 0;
+  if (split.val_to_train) text.add(last_val);
+  text.finish(split.train_to_val);
   return split;
 }
 
-// The tokenizer's training text: one document per line, its own newlines turned into spaces.
-void write_training_text(const std::string& path, const std::vector<const std::string*>& docs) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  for (const std::string* doc : docs) {
-    std::string line = *doc;
-    std::replace(line.begin(), line.end(), '\n', ' ');
-    std::replace(line.begin(), line.end(), '\r', ' ');
-    out << line << '\n';
+// <bos> + tokens of a block of documents, encoded on `num_threads` threads (thread t takes
+// documents t, t + threads, ...; SentencePiece's Encode is a const method, safe to call from
+// several threads on one processor), appended to `writer` in order.
+void encode_block(const Tokenizer& tokenizer, const std::vector<std::string>& docs, int num_threads,
+                  ShardWriter& writer) {
+  std::vector<std::vector<int32_t>> encoded(docs.size());
+  const size_t threads = std::max<size_t>(1, std::min<size_t>(num_threads, docs.size()));
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (size_t i = t; i < docs.size(); i += threads) encoded[i] = tokenizer.encode(docs[i]);
+    });
   }
-  if (!out.flush()) throw std::runtime_error(path + ": cannot write the tokenizer's training text");
-}
-
-// <bos> + tokens for every document, in order, encoded on `num_threads` threads a block of
-// documents at a time (thread t takes documents t, t + threads, ...; SentencePiece's Encode is a
-// const method, safe to call from several threads on one processor) and appended to `writer`.
-// Returns the number of tokens.
-int64_t encode_documents(const Tokenizer& tokenizer, const std::vector<const std::string*>& docs,
-                         int num_threads, ShardWriter& writer, Progress& progress,
-                         int64_t& bytes_done) {
-  constexpr size_t kBlock = 4096;
-  std::vector<std::vector<int32_t>> encoded(kBlock);
+  for (auto& thread : pool) thread.join();
   std::vector<int32_t> block;
-  for (size_t begin = 0; begin < docs.size(); begin += kBlock) {
-    size_t count = std::min(kBlock, docs.size() - begin);
-    size_t threads = std::max<size_t>(1, std::min<size_t>(num_threads, count));
-    std::vector<std::thread> pool;
-    for (size_t t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        for (size_t i = t; i < count; i += threads) encoded[i] = tokenizer.encode(*docs[begin + i]);
-      });
-    }
-    for (auto& thread : pool) thread.join();
-    block.clear();
-    for (size_t i = 0; i < count; ++i) {
-      block.push_back(tokenizer.bos_id());
-      block.insert(block.end(), encoded[i].begin(), encoded[i].end());
-      bytes_done += static_cast<int64_t>(docs[begin + i]->size());
-    }
-    writer.append(block);
-    progress.update(bytes_done);
+  for (const auto& e : encoded) {
+    block.push_back(tokenizer.bos_id());
+    block.insert(block.end(), e.begin(), e.end());
   }
-  return writer.tokens();
+  writer.append(block);
 }
 
-int64_t total_bytes(const std::vector<const std::string*>& docs) {
-  int64_t bytes = 0;
-  for (const std::string* doc : docs) bytes += static_cast<int64_t>(doc->size());
+// The second pass: every document encoded into its side's shards, a block of kBlock documents
+// per side at a time, in the order they were read. Returns the text bytes of each side.
+std::array<int64_t, 2> encode_documents(const std::vector<std::string>& inputs, const Split& split,
+                                        int val_permille, const Tokenizer& tokenizer,
+                                        int num_threads, ShardWriter& train, ShardWriter& val,
+                                        Progress& progress) {
+  constexpr size_t kBlock = 4096;
+  DocumentReader reader(inputs);
+  std::vector<std::string> blocks[2];  // train, val
+  ShardWriter* writers[2] = {&train, &val};
+  int64_t seen[2] = {0, 0}, bytes_done = 0;
+  std::array<int64_t, 2> bytes = {0, 0};
+  for (std::string doc; reader.next(doc);) {
+    int side = goes_to_val(doc, val_permille) ? 1 : 0;
+    const bool last_of_its_side = ++seen[side] == (side ? split.val : split.train);
+    if (last_of_its_side && (side ? split.val_to_train : split.train_to_val)) side = 1 - side;
+    bytes_done += static_cast<int64_t>(doc.size());
+    bytes[side] += static_cast<int64_t>(doc.size());
+    blocks[side].push_back(std::move(doc));
+    if (blocks[side].size() == kBlock) {
+      encode_block(tokenizer, blocks[side], num_threads, *writers[side]);
+      blocks[side].clear();
+      progress.update(bytes_done);
+    }
+  }
+  for (int side : {0, 1})
+    if (!blocks[side].empty()) encode_block(tokenizer, blocks[side], num_threads, *writers[side]);
+  progress.update(bytes_done);
   return bytes;
 }
 
@@ -146,43 +204,41 @@ PrepareResult prepare_data(const PrepareOptions& given) {
   fs::create_directories(options.out_dir);
   const fs::path out(options.out_dir);
 
-  std::vector<std::string> docs = read_documents(options.inputs);
-  Split split = split_documents(docs, options.val_permille);
-
   const std::string text_path = (out / ".tokenizer_train.txt").string();
   const std::string model_path = (out / "tokenizer.model").string();
-  if (!options.tokenizer.empty()) {
-    // Another corpus's tokenizer, copied in so that this corpus stays self-contained.
-    spdlog::info("tokenizer: {} (not trained: --tokenizer)", options.tokenizer);
-    Tokenizer::load(options.tokenizer);  // refused here, naming the file, if it is not one
-    if (!fs::exists(model_path) || !fs::equivalent(options.tokenizer, model_path))
-      fs::copy_file(options.tokenizer, model_path, fs::copy_options::overwrite_existing);
-  } else {
-    spdlog::info("tokenizer: training BPE, vocab {} on {} documents", options.vocab_size,
-                 split.train.size());
-    try {
-      write_training_text(text_path, split.train);
+  const bool train_tokenizer = options.tokenizer.empty();
+  Split split;
+  try {
+    split = split_documents(options.inputs, options.val_permille,
+                            train_tokenizer ? text_path : std::string());
+    if (!train_tokenizer) {
+      // Another corpus's tokenizer, copied in so that this corpus stays self-contained.
+      spdlog::info("tokenizer: {} (not trained: --tokenizer)", options.tokenizer);
+      Tokenizer::load(options.tokenizer);  // refused here, naming the file, if it is not one
+      if (!fs::exists(model_path) || !fs::equivalent(options.tokenizer, model_path))
+        fs::copy_file(options.tokenizer, model_path, fs::copy_options::overwrite_existing);
+    } else {
+      const int64_t docs = split.train - split.train_to_val + split.val_to_train;
+      spdlog::info("tokenizer: training BPE, vocab {} on {} documents", options.vocab_size, docs);
       Tokenizer::train(text_path, model_path,
                        {options.vocab_size, options.num_threads, options.max_sentences});
-    } catch (...) {
-      fs::remove(text_path);
-      throw;
     }
+  } catch (...) {
     fs::remove(text_path);
+    throw;
   }
+  fs::remove(text_path);
 
   Tokenizer tokenizer = Tokenizer::load(model_path);
   for (const char* split : {"train", "val"}) remove_shard_directory(out / split);
-  const int64_t text_bytes = total_bytes(split.train) + total_bytes(split.val);
+  const int64_t text_bytes = split.train_bytes + split.val_bytes;
   Progress progress(fmt::format("tokenize ({} threads)", options.num_threads), text_bytes, "bytes");
-  int64_t bytes_done = 0;
   const auto vocab = static_cast<uint32_t>(tokenizer.vocab_size());
   ShardWriter train_writer((out / "train.bin").string(), vocab, options.shard_tokens);
   ShardWriter val_writer((out / "val.bin").string(), vocab, options.shard_tokens);
-  const int64_t train_tokens = encode_documents(tokenizer, split.train, options.num_threads,
-                                                train_writer, progress, bytes_done);
-  const int64_t val_tokens =
-      encode_documents(tokenizer, split.val, options.num_threads, val_writer, progress, bytes_done);
+  const auto side_bytes = encode_documents(options.inputs, split, options.val_permille, tokenizer,
+                                           options.num_threads, train_writer, val_writer, progress);
+  const int64_t train_tokens = train_writer.tokens(), val_tokens = val_writer.tokens();
   train_writer.finish();
   val_writer.finish();
   progress.finish();
@@ -192,15 +248,15 @@ PrepareResult prepare_data(const PrepareOptions& given) {
                text_bytes / 1e6 / std::max(seconds, 1e-9));
 
   PrepareResult result;
-  result.train_docs = static_cast<int64_t>(split.train.size());
-  result.val_docs = static_cast<int64_t>(split.val.size());
+  result.train_docs = split.train - split.train_to_val + split.val_to_train;
+  result.val_docs = split.val + split.train_to_val - split.val_to_train;
   result.train_tokens = train_tokens;
   result.val_tokens = val_tokens;
   result.train_shards = train_writer.shards();
   result.val_shards = val_writer.shards();
   result.encode_s = seconds;
-  result.train_bytes = total_bytes(split.train);
-  result.val_bytes = total_bytes(split.val);
+  result.train_bytes = side_bytes[0];
+  result.val_bytes = side_bytes[1];
   log_split("train", result.train_docs, result.train_tokens, result.train_bytes);
   log_split("val", result.val_docs, result.val_tokens, result.val_bytes);
   spdlog::info(
