@@ -197,7 +197,7 @@ def plot(rows, h, results, name):
         files.append(path)
         style = "linespoints" if len(pts) > 1 and key != "fp32 DiLoCo" else "points"
         plots.append(f"'{path}' using 1:2 with {style} pt 7 title '{key}'")
-        if key != "fp32 DiLoCo" and "fp16" not in key and len(rows) <= 40:
+        if key != "fp32 DiLoCo" and "fp16" not in key and len(rows) <= 20:
             plots.append(f"'{path}' using 1:2:3 with labels offset 0,1 font ',8' notitle")
     script = (f"set terminal pngcairo size 1000,650; set output '{results}/{name}.png';"
               "set logscale x; set xlabel 'MB sent by the method (all workers, whole run)';"

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3  # Debian's, which has python3-yaml
 OUT=${OUT:-runs/reproduce}
 TUNE=(tune_diloco tune_sparseloco tune_dct tune_muloco tune_demo)
-FRONTIER=(frontier_muloco frontier_seeds frontier_dct frontier_sparseloco frontier_demo)
+FRONTIER=(frontier_seeds frontier_muloco frontier_dct frontier_sparseloco frontier_demo)
 ACTION=run
 ARGS=()
 for a in "$@"; do

@@ -56,7 +56,7 @@ EXPERIMENTS = os.path.join(ROOT, "configs", "experiments")
 # (each method's outer settings from its tune_*; the frontier_* carry theirs too).
 # Others run only when named: dct_sweep (bench/dct_sweep.sh, its table in docs/dct.md).
 TUNING = ["tune_diloco", "tune_dct", "tune_sparseloco", "tune_muloco", "tune_demo"]
-FRONTIER = ["frontier_muloco", "frontier_seeds", "frontier_dct", "frontier_sparseloco",
+FRONTIER = ["frontier_seeds", "frontier_muloco", "frontier_dct", "frontier_sparseloco",
             "frontier_demo"]
 ORDER = ["h_lr", "batch", *TUNING, "headline", *FRONTIER, "workers", "slow_link",
          "after_pretraining", "curtailment"]
