@@ -264,6 +264,7 @@ TEST(Config, AMethodOrCodecChosenAloneGetsItsMeasuredDefaults) {
   EXPECT_EQ(demo.sync.codec.type, "dct");
   EXPECT_EQ(demo.sync.codec.topk, 32);
   EXPECT_DOUBLE_EQ(demo.sync.outer.lr, 0.2);
+  EXPECT_DOUBLE_EQ(demo.sync.outer.momentum, 0.5);
   // ... but a codec the user named is kept, and refused by name.
   Config demo_none =
       resolved("sync:\n  workers: 4\n  codec:\n    type: none\n", {"sync.mode=demo"});
@@ -273,7 +274,7 @@ TEST(Config, AMethodOrCodecChosenAloneGetsItsMeasuredDefaults) {
   Config raw = resolved(base, {"sync.codec.type=dct", "sync.codec.transform=none"});
   EXPECT_NO_THROW(validate(raw));
   EXPECT_EQ(raw.sync.codec.values, "int2");
-  EXPECT_DOUBLE_EQ(raw.sync.codec.error_decay, 0.95);
+  EXPECT_DOUBLE_EQ(raw.sync.codec.error_decay, 0.9);
   EXPECT_DOUBLE_EQ(raw.sync.outer.momentum, 0.0);
   // The start line says what was resolved and which keys the method's defaults set.
   std::string line = describe_method(dct);

@@ -123,7 +123,11 @@ TEST(Dct, TopkKeepsExactlyTheKLargestMagnitudesPerChunk) {
     ASSERT_EQ(s.indices.sizes(), want.sizes());
     for (int64_t c = 0; c < want.size(0); ++c)
       EXPECT_EQ(sorted_row(s.indices, c), sorted_row(want, c)) << "chunk " << c;
-    EXPECT_TRUE(torch::equal(s.values, coefficients.gather(1, s.indices)));
+    // The codec's transform (slabs of bmm) and this reference (one einsum) round differently on
+    // some CPUs' kernels: the kept values agree to float32 rounding, the indices exactly.
+    auto kept = coefficients.gather(1, s.indices);
+    EXPECT_TRUE(torch::allclose(s.values, kept, 1e-5, 1e-6))
+        << (s.values - kept).abs().max().item<float>();
   }
 }
 

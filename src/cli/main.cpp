@@ -73,7 +73,6 @@ int run_train(const std::string& config_path, const std::vector<std::string>& ov
     sync = loco::make_ddp_sync(config, env);
     config = loco::ddp_rank_config(config, env);
   }
-  if (env.rank == 0) spdlog::info("method: {}", loco::describe_method(config));
   loco::Trainer trainer(config, resume ? loco::RunStart::kResume : loco::RunStart::kFresh, env.rank,
                         env.world_size, std::move(sync));
   auto s = trainer.run();

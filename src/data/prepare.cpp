@@ -86,6 +86,7 @@ Split split_documents(const std::vector<std::string>& inputs, int val_permille,
     }
     progress.update(reader.bytes_read());
   }
+  progress.update(reader.bytes_read());  // a .json file counts once it is read whole
   progress.finish();
   if (split.train + split.val < 2) {
     throw std::runtime_error(fmt::format(

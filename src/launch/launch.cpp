@@ -61,7 +61,6 @@ int free_port() {
 int launch(const LaunchOptions& options) {
   LaunchOptions o = options;
   Config config = resolve_config(o);
-  spdlog::info("method: {}", describe_method(config));
   std::vector<launcher::Part> parts = launcher::plan(config, o);
   launcher::ScheduleReplay schedule(config, launcher::load_schedule(config));
   if (o.dry_run) launcher::print_dry_run(std::cout, config, parts, schedule.active());
@@ -78,6 +77,7 @@ int launch(const LaunchOptions& options) {
   }
   spdlog::info("launch: {} processes for sync.mode {} into {} (sync.on_failure {})", parts.size(),
                mode_name(config.sync.mode), config.run.dir, config.sync.on_failure);
+  spdlog::info("method: {}", describe_method(config));
   fs::create_directories(config.run.dir);
   const bool coordinator = parts.front().label == "coord";
   launcher::EventLog events(config.run.dir + "/launch_events.jsonl",
