@@ -241,10 +241,10 @@ torch::Tensor Evaluator::report_replicas(const ClosedRound& r, std::optional<Eva
                  !(config_.sync.report_model == "best" && e && e->loss <= rep.kept.loss);
   if (!rep.theta.defined() && config_.sync.report_model != "consensus") {
     const std::string named = report_replica(config_.sync);
-    spdlog::warn("coordinator: round {}: no replica to report for sync.report_model {} "
-                 "(none evaluated{}); reporting the consensus",
-                 r.round, config_.sync.report_model,
-                 named.empty() ? "" : ", or " + named + " did not push");
+    spdlog::warn(
+        "coordinator: round {}: no replica to report for sync.report_model {} "
+        "(none evaluated{}); reporting the consensus",
+        r.round, config_.sync.report_model, named.empty() ? "" : ", or " + named + " did not push");
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
