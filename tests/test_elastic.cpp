@@ -249,14 +249,19 @@ TEST(Elastic, ALoneSiteStoppedByTheScheduleHandsOverItsWorkFirst) {
   auto rounds = read_metrics(coordinator);
   ASSERT_EQ(rounds.size(), 1u);
   EXPECT_EQ(rounds.front().at("workers").get<int>(), 1);
-  // More than one lockstep round of b's (h steps of one rank): its whole lone stretch.
+  // The round holds b's whole lone stretch: every token it trained (one rank), more than a
+  // lockstep round's (h steps). How many steps fit in its 8 s depends on the machine's load.
   const int64_t lockstep = h * c.train.batch_size * c.model.seq_len;
-  EXPECT_GT(rounds.front().at("round_tokens").get<int64_t>(), 3 * lockstep);
   int handed = 0, lone = 0;
-  for (const auto& rec : read_metrics(run + "/worker-1/metrics.jsonl"))
+  int64_t trained = 0;
+  for (const auto& rec : read_metrics(run + "/worker-1/metrics.jsonl")) {
     handed += rec.contains("handed_over"), lone += rec.contains("lone");
+    if (rec.contains("tokens")) trained = std::max(trained, rec.at("tokens").get<int64_t>());
+  }
   EXPECT_EQ(handed, 1);
-  EXPECT_GE(lone, 3);
+  EXPECT_GE(lone, 1);
+  EXPECT_GT(trained, lockstep);
+  EXPECT_EQ(rounds.front().at("round_tokens").get<int64_t>(), trained);
   auto exited = events_of(run, "b/0", "exited");
   ASSERT_GE(exited.size(), 1u) << read_text(run + "/launch_events.jsonl");
   EXPECT_EQ(exited.front().at("action"), "schedule") << exited.front();

@@ -3,13 +3,27 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
 
+#include "loco/config.h"
 #include "loco/eval.h"
 #include "loco/export.h"
 #include "loco/sample.h"
 #include "loco/status.h"
 
 namespace loco::cli {
+
+// The config at `path` with the `--set` overrides and the typed defaults, validated (main.cpp).
+Config load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// `loco coordinator --config C [--resume]` and `loco worker --config C [--coordinator HOST:PORT]
+// [--name N] [--site S] [--resume]` (member_commands.cpp): a stop signal makes a worker leave the
+// coordinator at once (or hand over its lone work first) and the coordinator stop cleanly.
+int run_coordinator(const std::string& config_path, const std::vector<std::string>& overrides,
+                    bool resume);
+int run_worker(const std::string& config_path, std::vector<std::string> overrides,
+               const std::string& address, std::string name, const std::string& site, bool rejoin);
 
 // `loco eval --checkpoint CKPT [--data DIR]... [--tasks FILE]... [--similarity CKPT] ...`
 CLI::App* add_eval(CLI::App& app, EvalOptions& options);

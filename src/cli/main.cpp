@@ -1,50 +1,38 @@
-// `loco`: the one binary. Subcommands: data prepare, train, sample, bench train, bench
-// coordinator, coordinator, worker, launch, compare, emissions (and, in their own files, see
-// commands.h: sample, export, status, eval, data cloze).
+// `loco`: the one binary. Subcommands: data prepare, train, bench train, bench coordinator,
+// launch, compare, emissions (and, in their own files, see commands.h: coordinator, worker,
+// sample, export, status, eval, data cloze).
 // Every user-facing error is caught here, printed as one line, and turned into exit code 1.
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <filesystem>
-#include <chrono>
-#include <cstring>
 #include <iostream>
-#include <mutex>
-#include <semaphore.h>
-#include <thread>
+#include <nlohmann/json.hpp>
 
-#include <pthread.h>
-#include <semaphore.h>
-#include <signal.h>
-#include <unistd.h>
-
+#include "commands.h"
 #include "loco/bench.h"
 #include "loco/compare.h"
-#include "loco/emissions.h"
-#include "loco/coord_client.h"
-#include "loco/coord_service.h"
-#include "loco/diloco.h"
-#include "loco/launch.h"
 #include "loco/config.h"
 #include "loco/ddp.h"
+#include "loco/diloco.h"
 #include "loco/dist_env.h"
-#include "loco/hybrid.h"
+#include "loco/emissions.h"
+#include "loco/launch.h"
 #include "loco/prepare.h"
-#include "loco/run_dir.h"
-#include "loco/export.h"
-#include "commands.h"
-#include "loco/sample.h"
-#include "loco/status.h"
 #include "loco/trainer.h"
 
-namespace {
-
-loco::Config resolve_config(const std::string& path, const std::vector<std::string>& overrides) {
+loco::Config loco::cli::load_config(const std::string& path,
+                                    const std::vector<std::string>& overrides) {
   loco::Config config = loco::resolve_config(path, overrides);
   loco::validate(config);
   return config;
 }
+
+namespace {
+
+using loco::cli::load_config;
 
 int run_prepare(const loco::PrepareOptions& options) {
   auto r = loco::prepare_data(options);
@@ -57,7 +45,7 @@ int run_prepare(const loco::PrepareOptions& options) {
 
 int run_train(const std::string& config_path, const std::vector<std::string>& overrides,
               bool resume) {
-  loco::Config config = resolve_config(config_path, overrides);
+  loco::Config config = load_config(config_path, overrides);
   if (!config.sync.sites.empty())
     throw loco::ConfigError(
         "sync.sites lists sites: start each of their ranks with `loco worker "
@@ -90,7 +78,7 @@ int run_train(const std::string& config_path, const std::vector<std::string>& ov
 
 int run_bench(const std::string& config_path, const std::vector<std::string>& overrides,
               int64_t steps, int64_t warmup, bool json) {
-  auto config = resolve_config(config_path, overrides);
+  auto config = load_config(config_path, overrides);
   auto r = loco::bench_train(config, steps, warmup);
   if (json) {
     nlohmann::json out = {{"impl", "loco"},
@@ -114,169 +102,6 @@ int run_bench(const std::string& config_path, const std::vector<std::string>& ov
         r.params / 1e6, r.precision.c_str(), r.tokens_per_s, r.ms_per_step, r.peak_mem_mb,
         r.achieved_gflops, r.matmul_peak_gflops, r.precision.c_str(), 100.0 * r.mfu);
   }
-  return 0;
-}
-
-std::atomic<bool> g_stop{false};
-void request_stop(int) {
-  g_stop = true;
-}
-
-int run_coordinator_cmd(const std::string& config_path, const std::vector<std::string>& overrides,
-                        bool resume) {
-  auto config = resolve_config(config_path, overrides);
-  struct sigaction sa {};
-  sa.sa_handler = request_stop;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-  return loco::run_coordinator(config, resume, g_stop);
-}
-
-// SIGTERM or SIGINT (a schedule stopping this worker or site, Ctrl-C) makes a DiLoCo worker, or
-// a site's rank 0, leave the coordinator at once, so its round closes without waiting for the
-// lease to lapse; every such process then exits with 128 + the signal. The handler only posts a
-// semaphore (whichever thread the signal lands on: libraries start threads before main that
-// block nothing); a thread of its own waits on it, leaves, and exits.
-// A lone member (sync.lone train, training alone) first hands over its work since its anchor
-// (loco::StopRequest): its training thread pushes it at the next step and ends the run; this
-// thread waits up to kHandOverWaitS for that before leaving and exiting anyway. The other ranks
-// of a site with sync.lone train wait as long for their rank 0 to end the site's training.
-constexpr int kHandOverWaitS = 30;
-sem_t g_stop_sem;
-volatile sig_atomic_t g_stop_signal = 0;
-std::mutex g_leave_mu;
-std::shared_ptr<loco::CoordinatorClient> g_leave_client;  // null until it joined (or never)
-std::shared_ptr<loco::StopRequest> g_stop_request;        // null: nothing to hand over
-bool g_wait_for_rank0 = false;                            // a site rank, sync.lone train
-
-void post_stop(int sig) {
-  g_stop_signal = sig;
-  ::sem_post(&g_stop_sem);
-}
-
-// The coordinator this process leaves on a stop signal.
-void leave_on_stop(std::shared_ptr<loco::CoordinatorClient> client) {
-  std::lock_guard<std::mutex> lock(g_leave_mu);
-  g_leave_client = std::move(client);
-}
-
-// The strategy of a member that may hand over its work on a stop signal (loco::StopRequest).
-std::unique_ptr<loco::Sync> hand_over_on_stop(std::unique_ptr<loco::Sync> sync) {
-  auto stop = std::make_shared<loco::StopRequest>();
-  sync->watch_stop(stop);
-  std::lock_guard<std::mutex> lock(g_leave_mu);
-  g_stop_request = std::move(stop);
-  return sync;
-}
-
-// Installs the handler and starts the waiting thread; `who` names the process in its last line.
-void exit_cleanly_on_stop_signals(const std::string& who) {
-  ::sem_init(&g_stop_sem, 0, 0);
-  struct sigaction sa {};
-  sa.sa_handler = post_stop;
-  ::sigaction(SIGTERM, &sa, nullptr);
-  ::sigaction(SIGINT, &sa, nullptr);
-  std::thread([who] {
-    while (::sem_wait(&g_stop_sem) != 0) {
-    }
-    const int sig = g_stop_signal;
-    std::shared_ptr<loco::CoordinatorClient> client;
-    {
-      std::lock_guard<std::mutex> lock(g_leave_mu);
-      client = g_leave_client;
-    }
-    std::shared_ptr<loco::StopRequest> stop;
-    bool wait_for_rank0;
-    {
-      std::lock_guard<std::mutex> lock(g_leave_mu);
-      stop = g_stop_request;
-      wait_for_rank0 = g_wait_for_rank0;
-    }
-    std::string id = client ? client->worker_id() : "";
-    const bool hand_over = stop && stop->can_hand_over;
-    if (hand_over) stop->requested = true;
-    spdlog::info("{}{}: stopping on {}{}", who, who == "worker" && !id.empty() ? " " + id : "",
-                 ::strsignal(sig),
-                 hand_over        ? "; handing over the work trained alone first"
-                 : client         ? "; leaving the coordinator"
-                 : wait_for_rank0 ? "; waiting for the site's rank 0"
-                                  : "");
-    // The training thread ends the process (exit status 0) once it has handed over.
-    if (hand_over || wait_for_rank0)
-      std::this_thread::sleep_for(std::chrono::seconds(kHandOverWaitS));
-    if (client) client->leave();
-    std::_Exit(128 + sig);
-  }).detach();
-}
-
-// One process of a multi-site run (include/loco/hybrid.h); its rank 0 leaves the coordinator on
-// a stop signal.
-int run_site_worker(const loco::Config& config, const std::string& site, bool rejoin) {
-  exit_cleanly_on_stop_signals("site " + site);
-  {
-    std::lock_guard<std::mutex> lock(g_leave_mu);
-    g_wait_for_rank0 = config.sync.lone == "train";  // rank 0 (below) may hand over first
-  }
-  auto make_outer = [](const loco::Config& c, std::shared_ptr<loco::CoordinatorClient> client,
-                       const loco::JoinInfo& join) {
-    leave_on_stop(client);
-    {
-      std::lock_guard<std::mutex> lock(g_leave_mu);
-      g_wait_for_rank0 = false;  // this is rank 0
-    }
-    return hand_over_on_stop(loco::make_coordinated_sync(c, std::move(client), join));
-  };
-  auto r = loco::run_site(config, site, make_outer, rejoin);
-  const auto& s = r.summary;
-  std::cout << "done: site " << site << " rank " << r.rank << " of " << r.ranks << ", " << s.steps
-            << " steps, " << s.tokens << " tokens";
-  if (r.rank == 0) std::cout << "; final val loss " << s.final_eval.loss;
-  std::cout << "\nmetrics:    " << s.metrics_path << "\n";
-  return 0;
-}
-
-// `rejoin` (--resume): this worker took part in the run before (restarted after a crash, or by
-// the launcher for sync.schedule); its run.dir may hold its own checkpoints and goes on.
-int run_worker(const std::string& config_path, std::vector<std::string> overrides,
-               const std::string& address, std::string name, const std::string& site, bool rejoin) {
-  if (!address.empty()) overrides.push_back("sync.coordinator.address=" + address);
-  auto config = resolve_config(config_path, overrides);
-  if (!loco::coordinated(config.sync.mode))
-    throw loco::ConfigError(
-        "sync.mode is '" + std::string(loco::mode_name(config.sync.mode)) +
-        "'; `loco worker` runs sync.mode diloco, demo or streaming (use `loco train` "
-        "otherwise)");
-  if (!rejoin) loco::refuse_used_run_dir(config.run.dir);  // before it joins anything
-  if (!site.empty()) {
-    if (!name.empty())
-      throw loco::ConfigError("--name " + name + " and --site " + site +
-                              ": a site joins the coordinator under its own name; drop --name");
-    return run_site_worker(config, site, rejoin);
-  }
-  if (!config.sync.sites.empty())
-    throw loco::ConfigError(
-        "sync.sites lists sites: start each of their ranks with --site NAME "
-        "(or run them all with `loco launch`)");
-  auto client = std::make_shared<loco::CoordinatorClient>(
-      config.sync.coordinator.address, config.sync.coordinator, config.sync.link);
-  exit_cleanly_on_stop_signals("worker");
-  leave_on_stop(client);  // it leaves even while still joining
-  if (name.empty()) {
-    char host[256] = "host";
-    ::gethostname(host, sizeof(host) - 1);
-    name = std::string(host) + ":" + std::to_string(::getpid());
-  }
-  int64_t num_params = loco::GPT(config.model)->num_params();
-  auto join = client->join(name, num_params);
-  spdlog::info("worker {}: joined at round {}, data shard {} of {}", join.worker_id, join.round,
-               join.shard, join.num_shards);
-  loco::Trainer trainer(config, rejoin ? loco::RunStart::kRejoin : loco::RunStart::kFresh,
-                        join.shard, join.num_shards,
-                        hand_over_on_stop(loco::make_coordinated_sync(config, client, join)));
-  auto s = trainer.run();
-  std::cout << "done: worker " << join.worker_id << ", " << s.steps << " steps, " << s.tokens
-            << " tokens; final val loss " << s.final_eval.loss << "\nmetrics:    " << s.metrics_path
-            << "\n";
   return 0;
 }
 
@@ -485,10 +310,10 @@ int run_command(const Cli& cli) {
   if (cli.eval->parsed()) return loco::cli::run_eval(cli.eval_opts);
   if (cli.export_cmd->parsed()) return loco::cli::run_export(cli.export_opts);
   if (cli.coordinator->parsed())
-    return run_coordinator_cmd(cli.config_path, cli.overrides, cli.resume);
+    return loco::cli::run_coordinator(cli.config_path, cli.overrides, cli.resume);
   if (cli.worker->parsed())
-    return run_worker(cli.config_path, cli.overrides, cli.coordinator_address, cli.worker_name,
-                      cli.worker_site, cli.resume);
+    return loco::cli::run_worker(cli.config_path, cli.overrides, cli.coordinator_address,
+                                 cli.worker_name, cli.worker_site, cli.resume);
   if (cli.launch->parsed()) return loco::launch(cli.launch_opts);
   if (cli.status->parsed()) return loco::cli::run_status_command(cli.status_opts);
   if (cli.compare->parsed()) return run_compare(cli.compare_opts);

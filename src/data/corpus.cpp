@@ -97,12 +97,12 @@ struct DocumentReader::State {
   size_t file = 0;  // the file being read (files.size(): done)
   bool open = false;
   std::ifstream lines;  // text and JSONL
+  enum class Kind { text, jsonl, json };
+  Kind kind = Kind::text;  // of the open file
   int64_t line_number = 0;
   nlohmann::json array;  // a .json file's documents
   size_t element = 0;
   int64_t total = 0, done = 0;
-
-  std::string extension() const { return files[file].extension().string(); }
 };
 
 DocumentReader::DocumentReader(const std::vector<std::string>& inputs)
@@ -124,9 +124,12 @@ bool DocumentReader::next(std::string& doc) {
   State& s = *state_;
   while (s.file < s.files.size()) {
     const fs::path& path = s.files[s.file];
-    const bool json = s.extension() == ".json";
     if (!s.open) {
-      if (json) {
+      const std::string extension = path.extension().string();
+      s.kind = extension == ".json"    ? State::Kind::json
+               : extension == ".jsonl" ? State::Kind::jsonl
+                                       : State::Kind::text;
+      if (s.kind == State::Kind::json) {
         s.array = read_json_array(path);
         s.element = 0;
       } else {
@@ -136,6 +139,7 @@ bool DocumentReader::next(std::string& doc) {
       }
       s.open = true;
     }
+    const bool json = s.kind == State::Kind::json;
     std::string text;
     bool got = false;
     if (json) {
@@ -153,7 +157,7 @@ bool DocumentReader::next(std::string& doc) {
       s.done += static_cast<int64_t>(text.size()) + 1;
       if (!text.empty() && text.back() == '\r') text.pop_back();
       if (s.line_number == 1 && text.rfind("\xEF\xBB\xBF", 0) == 0) text.erase(0, 3);  // BOM
-      if (s.extension() == ".jsonl") text = jsonl_text(path, s.line_number, text);
+      if (s.kind == State::Kind::jsonl) text = jsonl_text(path, s.line_number, text);
       got = true;
     }
     if (!got) {  // the file is done
