@@ -5,9 +5,11 @@
 # final val loss against bytes at each method's best (frontier_*.yaml: k from 1% to 12% of a
 # chunk, int8 / int4 / int2 values), all at one shape (4 workers of the tiny model, batch 4,
 # H 25, 8 rounds, the same data), run by scripts/experiments.py into $OUT/EXPERIMENT/POINT/; then
-# their table and plot by bench/dct_sweep.py into bench/results/frontier.{jsonl,md,png}.
+# their table and plot by bench/dct_sweep.py into bench/results/frontier.{jsonl,md,png}, and the
+# finished runs' small files (no checkpoints) into results/, committed (experiments.py keep).
 # Finished points are skipped, so an interrupted measurement resumes; `--list` shows each point's
-# state; `--tune` runs only the tuning.
+# state; `--tune` runs only the tuning. A fresh clone's table without rerunning anything:
+# `scripts/experiments.py restore tune_diloco ...` (every experiment named above), then this.
 #
 #   bench/frontier.sh [--jobs N] [--list] [--tune]
 #
@@ -38,4 +40,5 @@ rc=0
 dirs=()
 for e in "${TUNE[@]}" "${FRONTIER[@]}"; do [[ -d $OUT/$e ]] && dirs+=("$OUT/$e"); done
 "$PY" bench/dct_sweep.py "${dirs[@]}" --name frontier
+"$PY" scripts/experiments.py keep "${TUNE[@]}" "${FRONTIER[@]}" --out "$OUT" | tail -1
 exit $rc

@@ -33,7 +33,14 @@ point is done when its summary.json says complete (the coordinator's; DDP: rank 
 directory) and point.json holds the overrides it would get now; otherwise it is run again from the
 start, so an interrupted sweep resumes where it stopped.
 
-usage: experiments.py list|run [EXPERIMENT...] [--out DIR] [--scale S] [--jobs N] [--loco PATH]
+`keep` copies the finished points' small files (everything but checkpoints and TensorBoard:
+point.json, the log, every process's config.yaml, metrics.jsonl and summary.json) from OUT into
+results/, which is committed; `restore` copies them back into OUT where a point is not done there.
+So the tables and the carried bests survive a fresh machine without rerunning (a restored point is
+done, but its checkpoints are gone: a second stage `after` it, or `evaluate`, needs it run again).
+
+usage: experiments.py list|run|keep|restore [EXPERIMENT...] [--out DIR] [--scale S] [--jobs N]
+       [--loco PATH] [--kept DIR]
 """
 import argparse
 import concurrent.futures
@@ -410,19 +417,65 @@ def describe(p):
     return ", ".join(str(x) for x in parts)
 
 
+KEPT = "results"
+KEPT_SKIPS = ("checkpoints", "tb")  # directories of a run that stay out of the repository
+
+
+def kept_files(point_dir):
+    """A run's small files, relative to its directory: everything but checkpoints and tb/."""
+    out = []
+    for root, dirs, files in os.walk(point_dir):
+        dirs[:] = sorted(d for d in dirs if d not in KEPT_SKIPS)
+        out += [os.path.relpath(os.path.join(root, f), point_dir) for f in sorted(files)]
+    return out
+
+
+def copy_point(p, src_dir, dst_dir, src_log, dst_log):
+    """Copies a point's kept files (and its log) from src_dir into a fresh dst_dir."""
+    shutil.rmtree(dst_dir, ignore_errors=True)
+    for rel in kept_files(src_dir):
+        os.makedirs(os.path.dirname(os.path.join(dst_dir, rel)), exist_ok=True)
+        shutil.copy2(os.path.join(src_dir, rel), os.path.join(dst_dir, rel))
+    if os.path.exists(src_log):
+        shutil.copy2(src_log, dst_log)
+
+
+def keep_or_restore(action, names, out, kept, scale):
+    """`keep`: OUT's done points into KEPT; `restore`: KEPT's into OUT where OUT's is not done."""
+    count = 0
+    for name in names:
+        for p in resolve(name, out, scale):
+            kept_dir = os.path.join(kept, name, p.name)
+            if action == "keep":
+                if p.state() != "done":
+                    continue
+                copy_point(p, p.dir, kept_dir, p.dir + ".log", kept_dir + ".log")
+            else:
+                if p.state() == "done" or not os.path.exists(os.path.join(kept_dir, "point.json")):
+                    continue
+                copy_point(p, kept_dir, p.dir, kept_dir + ".log", p.dir + ".log")
+            count += 1
+            print(f"    {name}/{p.name}: {'kept in' if action == 'keep' else 'restored from'} {kept_dir}")
+    print(f"{action}: {count} point(s)")
+    return 0
+
+
 def main():
     sys.stdout.reconfigure(line_buffering=True)  # progress shows up in a redirected log too
     ap = argparse.ArgumentParser(description="list or run the points of configs/experiments/")
-    ap.add_argument("action", choices=["list", "run"])
+    ap.add_argument("action", choices=["list", "run", "keep", "restore"])
     ap.add_argument("experiments", nargs="*", help=f"default: all, in this order: {' '.join(ORDER)}")
     ap.add_argument("--out", default="runs/reproduce")
     ap.add_argument("--scale", type=float, default=1.0, help="step counts x this (0.1: --quick)")
     ap.add_argument("--jobs", type=int, default=1, help="points run at once")
     ap.add_argument("--loco", default=os.environ.get("LOCO", "build/loco"))
+    ap.add_argument("--kept", default=KEPT, help="keep/restore: the committed copies")
     args = ap.parse_args()
     os.chdir(ROOT)
     names = args.experiments or ORDER
     names = sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+    if args.action in ("keep", "restore"):
+        return keep_or_restore(args.action, names, args.out, args.kept, args.scale)
     failed = []
     for name in names:
         points = resolve(name, args.out, args.scale)  # anew: a source may have just finished

@@ -186,6 +186,33 @@ class Experiments(Sandbox):
         self.assertEqual(same.twin(self.out), x.dir)
         self.assertIsNone(other.twin(self.out))
 
+    def test_kept_points_come_back_done_without_their_checkpoints(self):
+        self.experiment("e", "title: t\nconfig: base.yaml\npoints: {a: {}, b: {sync.outer.lr: 0.5}}\n")
+        a, b = experiments.resolve("e", self.out, 1)
+        self.finish(a, 5.0)
+        os.makedirs(os.path.join(a.dir, "coordinator", "checkpoints"))
+        with open(os.path.join(a.dir, "coordinator", "checkpoints", "round-8.pt"), "w") as f:
+            f.write("weights")
+        with open(a.dir + ".log", "w") as f:
+            f.write("launch output\n")
+        os.makedirs(b.dir)  # b did not finish: not kept
+        kept = os.path.join(self.root, "kept")
+        experiments.keep_or_restore("keep", ["e"], self.out, kept, 1)
+        self.assertTrue(os.path.exists(os.path.join(kept, "e", "a", "coordinator", "summary.json")))
+        self.assertFalse(os.path.exists(os.path.join(kept, "e", "a", "coordinator", "checkpoints")))
+        self.assertTrue(os.path.exists(os.path.join(kept, "e", "a.log")))
+        self.assertFalse(os.path.exists(os.path.join(kept, "e", "b")))
+        # A fresh clone: nothing under OUT; restore makes a done again, and leaves b to run.
+        shutil.rmtree(self.out)
+        experiments.keep_or_restore("restore", ["e"], self.out, kept, 1)
+        a, b = experiments.resolve("e", self.out, 1)
+        self.assertEqual((a.state(), b.state()), ("done", "not run"))
+        self.assertEqual(a.final_val_loss(), 5.0)
+        # A point done in OUT is not overwritten by its kept copy.
+        self.finish(a, 4.0)
+        experiments.keep_or_restore("restore", ["e"], self.out, kept, 1)
+        self.assertEqual(a.final_val_loss(), 4.0)
+
     def test_a_ddp_point_is_done_when_rank_0_wrote_its_summary(self):
         self.experiment("e", "title: t\nconfig: base.yaml\npoints: {ddp: {sync.mode: ddp}}\n")
         (p,) = experiments.resolve("e", self.out, 1)
