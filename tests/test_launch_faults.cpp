@@ -245,6 +245,58 @@ TEST(LaunchFaults, AKilledCoordinatorIsRestartedWithResumeAndTheRunFinishes) {
   EXPECT_TRUE(summary.at("complete").get<bool>());
 }
 
+// A run stopped as a whole (SIGTERM to the launcher) goes on with `loco launch --resume`: the
+// coordinator from its newest checkpoint, the workers rejoining; every round is applied once and
+// the events file keeps both launches. A finished run, a run.dir no launch ran in, and a plain
+// launch on a used run.dir are each refused with a line saying what to do.
+TEST(LaunchFaults, AStoppedRunGoesOnWithLaunchResumeAndEveryRoundIsAppliedOnce) {
+  std::string dir = loco::testing::temp_dir();
+  const int64_t rounds = 8;
+  Config c = process_config(dir + "/run", 2, rounds, 10);
+  std::string config = loco::testing::write_config(dir, c);
+  pid_t launch = start_launch(config, dir + "/launch.log");
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return reached(dir, 2) && !list_checkpoints(dir + "/run/coordinator/checkpoints").empty();
+      },
+      120))
+      << read_text(dir + "/launch.log");
+  ::kill(launch, SIGTERM);
+  ASSERT_EQ(wait_exit(launch), 130) << read_text(dir + "/launch.log");
+  ASSERT_LT(logged_round(dir + "/run/coordinator/metrics.jsonl"), rounds);
+
+  auto again = loco::testing::run_loco("launch --config " + config);
+  EXPECT_EQ(again.exit_code, 1);
+  EXPECT_NE(again.output.find("continue that run with `loco launch --resume`"), std::string::npos)
+      << again.output;
+
+  auto resumed = loco::testing::run_loco("launch --resume --config " + config);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("continuing the run in"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  expect_every_round_once(dir + "/run", rounds);
+  auto summary = nlohmann::json::parse(read_text(dir + "/run/coordinator/summary.json"));
+  EXPECT_TRUE(summary.at("complete").get<bool>()) << summary;
+  for (std::string process : {"coord", "w0", "w1"}) {
+    auto started = events_of(dir + "/run", process, "started");
+    ASSERT_EQ(started.size(), 2u) << read_text(dir + "/run/launch_events.jsonl");
+    EXPECT_EQ(started[0].at("action"), "launch");
+    EXPECT_EQ(started[1].at("action"), "resume");
+  }
+
+  auto finished = loco::testing::run_loco("launch --resume --config " + config);
+  EXPECT_EQ(finished.exit_code, 1);
+  EXPECT_NE(finished.output.find("finished"), std::string::npos) << finished.output;
+  EXPECT_NE(finished.output.find("nothing to continue"), std::string::npos) << finished.output;
+  auto none = loco::testing::run_loco("launch --resume --config " + config +
+                                      " --set run.dir=" + dir + "/never");
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.output.find("--resume: no launch ran in run.dir " + dir + "/never"),
+            std::string::npos)
+      << none.output;
+  EXPECT_FALSE(fs::exists(dir + "/never"));
+}
+
 // Under a trace schedule the coordinator's checkpoint carries the energy accounting: killed and
 // resumed, it accounts the whole run, so a site powered throughout was up for all of the run's
 // trace time, not only since the restart.

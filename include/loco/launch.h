@@ -5,11 +5,14 @@
 // every start, exit, restart, give-up and stop goes into run.dir/launch_events.jsonl. Ctrl-C or
 // SIGTERM stops every part (a second one kills them); the exit code is 0 when the run finished,
 // 1 when a failure stopped it, 130 when interrupted.
-// --dry-run prints the commands that run the same experiment across hosts instead; --emit DIR
-// writes them as scripts an operator runs on each machine or cluster (docs/multisite.md).
-// With a sync.link (or --link), the launcher shapes it (docs/link.md): as root with ip and tc,
-// each worker (or site) in a network namespace of its own, tc on its veth; otherwise the
-// workers' transport paces itself; namespaces and veths go when the launch ends, however.
+// --resume continues a run that was stopped as a whole (every part as after a failure: the
+// coordinator or trainer from its newest checkpoint, the workers rejoining); without it a run.dir
+// that holds checkpoints is refused. --dry-run prints the commands that run the same experiment
+// across hosts instead; --emit DIR writes them as scripts an operator runs on each machine or
+// cluster (docs/multisite.md). With a sync.link (or --link), the launcher shapes it (docs/link.md):
+// as root with ip and tc, each worker (or site) in a network namespace of its own, tc on its veth;
+// otherwise the workers' transport paces itself; namespaces and veths go when the launch ends,
+// however.
 #pragma once
 
 #include <string>
@@ -24,6 +27,7 @@ struct LaunchOptions {
   std::string emit_dir;    // --emit DIR: write the coordinator's and every site's scripts there
   std::string link;        // --link SPEC ("100mbit,50ms"): sync.link.mbps and latency_ms overrides
   std::string on_failure;  // --on-failure restart|continue|stop: overrides sync.on_failure
+  bool resume = false;     // --resume: continue the run stopped in run.dir (docs/faults.md)
 };
 
 int launch(const LaunchOptions& options);

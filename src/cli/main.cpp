@@ -274,6 +274,9 @@ void add_launch(CLI::App& app, Cli& cli) {
                      "DIR instead of running (docs/multisite.md)");
   launch->add_option("--link", launch_opts.link,
                      "slow link per worker, e.g. 100mbit,50ms (sync.link.mbps, latency_ms)");
+  launch->add_flag("--resume", launch_opts.resume,
+                   "continue the run stopped in run.dir (the coordinator or trainer from its "
+                   "newest checkpoint, the workers rejoining; docs/faults.md)");
   launch->add_option("--on-failure", launch_opts.on_failure,
                      "restart | continue | stop: what to do when a process fails (overrides "
                      "sync.on_failure; docs/faults.md)");

@@ -8,8 +8,9 @@
 
 namespace loco::launcher {
 
-EventLog::EventLog(const std::string& path, std::string coordinator_metrics)
-    : out_(path, std::ios::trunc), metrics_(std::move(coordinator_metrics)) {
+EventLog::EventLog(const std::string& path, std::string coordinator_metrics, bool append)
+    : out_(path, append ? std::ios::app : std::ios::trunc),
+      metrics_(std::move(coordinator_metrics)) {
   if (!out_) throw std::runtime_error("launch: cannot write " + path);
 }
 

@@ -3,7 +3,7 @@
 // w0, r1, site/0), pid, event (started, exited, restarted, given_up, stopped), status (an exit
 // code) or signal (the number of the signal that ended it), action (what the launcher did about
 // it), round (the coordinator's last closed round, when it has logged one) and, for some events,
-// reason, delay_s or attempt. A new launch starts a new file.
+// reason, delay_s or attempt. A new launch starts a new file; `loco launch --resume` appends.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -18,8 +18,9 @@ namespace loco::launcher {
 class EventLog {
  public:
   EventLog() = default;  // writes nothing
-  // Starts `path` afresh; `coordinator_metrics` is where the round comes from ("": no round).
-  EventLog(const std::string& path, std::string coordinator_metrics);
+  // Starts `path` afresh (`append`: goes on after its lines, for a resumed run);
+  // `coordinator_metrics` is where the round comes from ("": no round).
+  EventLog(const std::string& path, std::string coordinator_metrics, bool append = false);
 
   // One line about `p` (its label and pid), `fields` added.
   void write(const Part& p, const std::string& event, nlohmann::json fields = {});

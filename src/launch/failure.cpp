@@ -109,4 +109,11 @@ void prepare_resume(Part& p) {
     fs::rename(p.run_dir + "/metrics.jsonl", p.run_dir + "/metrics.lost.jsonl", ec);
 }
 
+void resume_part(Part& p) {
+  if (p.label == "coord" || p.group == "run")
+    prepare_resume(p);
+  else if (!has_flag(p.args, "--resume"))
+    p.args.push_back("--resume");
+}
+
 }  // namespace loco::launcher

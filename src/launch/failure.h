@@ -54,4 +54,9 @@ class FailurePolicy {
 // round or step is logged once.
 void prepare_resume(Part& p);
 
+// The command line of a part continuing the run it was part of (a restart, `loco launch
+// --resume`): a worker or a site's rank rejoins (--resume); the coordinator, a trainer and the
+// DDP ranks as prepare_resume says.
+void resume_part(Part& p);
+
 }  // namespace loco::launcher

@@ -63,10 +63,13 @@ int launch(const LaunchOptions& options) {
   Config config = resolve_config(o);
   std::vector<launcher::Part> parts = launcher::plan(config, o);
   launcher::ScheduleReplay schedule(config, launcher::load_schedule(config));
+  if (o.resume && !o.emit_dir.empty())
+    throw ConfigError("--resume and --emit: the emitted scripts take --resume themselves");
+  if (o.resume) launcher::continue_run(config, parts);
   if (o.dry_run) launcher::print_dry_run(std::cout, config, parts, schedule.active());
   if (!o.emit_dir.empty()) launcher::emit_scripts(config, parts, o, schedule.active());
   if (o.dry_run || !o.emit_dir.empty()) return 0;
-  launcher::refuse_used_run_dirs(parts);
+  if (!o.resume) launcher::refuse_used_run_dirs(parts);
   std::string exe = self_exe();
   launcher::catch_stop_signals();
   // Namespaces and qdiscs, when netns shapes the link, live until this returns (or throws).
@@ -75,13 +78,14 @@ int launch(const LaunchOptions& options) {
     const std::string& address = config.sync.coordinator.address;
     schedule.reach_at(net->host_address() + address.substr(address.rfind(':')));
   }
-  spdlog::info("launch: {} processes for sync.mode {} into {} (sync.on_failure {})", parts.size(),
-               mode_name(config.sync.mode), config.run.dir, config.sync.on_failure);
+  spdlog::info("launch: {} processes for sync.mode {} {} {} (sync.on_failure {})", parts.size(),
+               mode_name(config.sync.mode), o.resume ? "continuing the run in" : "into",
+               config.run.dir, config.sync.on_failure);
   spdlog::info("method: {}", describe_method(config));
   fs::create_directories(config.run.dir);
   const bool coordinator = parts.front().label == "coord";
   launcher::EventLog events(config.run.dir + "/launch_events.jsonl",
-                            coordinator ? parts.front().run_dir + "/metrics.jsonl" : "");
+                            coordinator ? parts.front().run_dir + "/metrics.jsonl" : "", o.resume);
   schedule.log_to(&events);
   return launcher::supervise(parts, schedule, exe, config, events);
 }

@@ -1,13 +1,20 @@
 // `loco launch`'s plan: which processes a run has (a trainer, DDP ranks, a coordinator and its
 // workers, or the ranks of every site), with their arguments, environment and run.dir; and the
-// check, before any starts, that none of their run.dirs holds an earlier run.
+// check, before any starts, that none of their run.dirs holds an earlier run (or, with --resume,
+// that there is a run to continue).
 #include "plan.h"
 
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
 #include <set>
 
+#include "failure.h"
 #include "loco/checkpoint.h"
 
 namespace loco::launcher {
+namespace fs = std::filesystem;
 namespace {
 
 std::vector<std::string> common_args(const std::string& command, const LaunchOptions& o) {
@@ -118,10 +125,30 @@ void refuse_used_run_dirs(const std::vector<Part>& parts) {
   for (const auto& p : parts) {
     if (list_checkpoints(p.run_dir + "/checkpoints").empty()) continue;
     throw ConfigError("run.dir " + p.run_dir + " (" + p.label +
-                      ") already holds checkpoints of an earlier run; `loco launch` starts new "
-                      "runs only: choose another run.dir (--set run.dir=...), or continue that "
-                      "run with `loco coordinator --resume` / `loco train --resume`");
+                      ") already holds checkpoints of an earlier run: continue that run with "
+                      "`loco launch --resume`, or choose another run.dir (--set run.dir=...)");
   }
+}
+
+void continue_run(const Config& config, std::vector<Part>& parts) {
+  const std::string& dir = config.run.dir;
+  if (!fs::exists(fs::path(dir) / "launch_events.jsonl"))
+    throw ConfigError("--resume: no launch ran in run.dir " + dir +
+                      " (no launch_events.jsonl); start it without --resume");
+  if (!config.sync.schedule.empty())
+    throw ConfigError("--resume with sync.schedule (" + config.sync.schedule +
+                      "): a schedule replays from its start, not from where the run stopped; "
+                      "start a new run.dir");
+  // The summary of the process that owns the run: the coordinator's, a trainer's or rank 0's.
+  const fs::path summary = fs::path(parts.front().run_dir) / "summary.json";
+  if (fs::exists(summary)) {
+    std::ifstream in(summary);
+    auto s = nlohmann::json::parse(in, nullptr, false);
+    if (s.is_object() && s.value("complete", false))
+      throw ConfigError("--resume: the run in " + dir + " finished (" + summary.string() +
+                        " says complete); nothing to continue");
+  }
+  for (auto& p : parts) resume_part(p);
 }
 
 }  // namespace loco::launcher

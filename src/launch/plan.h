@@ -59,6 +59,11 @@ std::vector<Part> plan(const Config& config, const LaunchOptions& o);
 // Throws ConfigError when a part's run.dir already holds checkpoints of an earlier run.
 void refuse_used_run_dirs(const std::vector<Part>& parts);
 
+// `loco launch --resume`: the run in run.dir goes on where it was stopped (Ctrl-C, SIGTERM, a
+// machine restarted). Throws ConfigError when no launch ran there, when the run finished, or
+// with sync.schedule; otherwise gives every part its command line for continuing (resume_part).
+void continue_run(const Config& config, std::vector<Part>& parts);
+
 // Decides how sync.link is shaped for this run and tells every part (in shape_link.cpp); returns
 // the namespaces when netns shapes it (they live as long as the result), else null.
 std::unique_ptr<NetnsLink> shape_link(const Config& config, std::vector<Part>& parts);

@@ -83,7 +83,8 @@ class Supervisor {
         continue;
       }
       start(p, exe_);
-      events_.write(p, "started", {{"action", "launch"}});
+      const bool resumed = std::find(p.args.begin(), p.args.end(), "--resume") != p.args.end();
+      events_.write(p, "started", {{"action", resumed ? "resume" : "launch"}});
       ++running_;
     }
   }
@@ -296,10 +297,7 @@ class Supervisor {
   }
 
   void restart(Part& p) {
-    if (p.label == "coord" || p.group == "run")
-      prepare_resume(p);
-    else if (std::find(p.args.begin(), p.args.end(), "--resume") == p.args.end())
-      p.args.push_back("--resume");
+    resume_part(p);
     p.status = -1, p.signal = 0, p.pending.clear();
     start(p, exe_);
     ++running_, ++p.restarts;
