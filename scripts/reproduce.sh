@@ -58,6 +58,9 @@ start=$SECONDS
 rc=0
 ${NICE:+nice -n "$NICE"} "$PY" scripts/experiments.py run "${EXPERIMENTS[@]}" "${ARGS[@]}" --jobs "$JOBS" || rc=$?
 echo "==> runs took $(( (SECONDS - start) / 60 )) min"
+# The finished points' small files into results/ (committed; `experiments.py restore` brings
+# them back on a fresh machine: results/README.md). Not for a smoke run.
+[[ $SCALE == 1 && $OUT == runs/reproduce ]] && "$PY" scripts/experiments.py keep "${EXPERIMENTS[@]}" --out "$OUT" | tail -1
 # Experiments with a `page:` of their own (after_pretraining, curtailment) get that page (under
 # OUT for a smoke run); the others go on the seed claims' page, written unless only experiments
 # with their own pages were named.
