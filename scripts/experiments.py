@@ -430,7 +430,7 @@ def kept_files(point_dir):
     return out
 
 
-def copy_point(p, src_dir, dst_dir, src_log, dst_log):
+def copy_point(src_dir, dst_dir, src_log, dst_log):
     """Copies a point's kept files (and its log) from src_dir into a fresh dst_dir."""
     shutil.rmtree(dst_dir, ignore_errors=True)
     for rel in kept_files(src_dir):
@@ -449,11 +449,11 @@ def keep_or_restore(action, names, out, kept, scale):
             if action == "keep":
                 if p.state() != "done":
                     continue
-                copy_point(p, p.dir, kept_dir, p.dir + ".log", kept_dir + ".log")
+                copy_point(p.dir, kept_dir, p.dir + ".log", kept_dir + ".log")
             else:
                 if p.state() == "done" or not os.path.exists(os.path.join(kept_dir, "point.json")):
                     continue
-                copy_point(p, kept_dir, p.dir, kept_dir + ".log", p.dir + ".log")
+                copy_point(kept_dir, p.dir, kept_dir + ".log", p.dir + ".log")
             count += 1
             print(f"    {name}/{p.name}: {'kept in' if action == 'keep' else 'restored from'} {kept_dir}")
     print(f"{action}: {count} point(s)")
