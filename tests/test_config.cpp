@@ -263,6 +263,7 @@ TEST(Config, AMethodOrCodecChosenAloneGetsItsMeasuredDefaults) {
   EXPECT_NO_THROW(validate(demo));
   EXPECT_EQ(demo.sync.codec.type, "dct");
   EXPECT_EQ(demo.sync.codec.topk, 32);
+  EXPECT_EQ(demo.sync.codec.values, "int4");
   EXPECT_DOUBLE_EQ(demo.sync.outer.lr, 0.2);
   EXPECT_DOUBLE_EQ(demo.sync.outer.momentum, 0.5);
   // ... but a codec the user named is kept, and refused by name.

@@ -79,16 +79,11 @@ void exit_cleanly_on_stop_signals(const std::string& who) {
     }
     const int sig = g_stop_signal;
     std::shared_ptr<loco::CoordinatorClient> client;
-    {
-      std::lock_guard<std::mutex> lock(g_leave_mu);
-      client = g_leave_client;
-    }
     std::shared_ptr<loco::StopRequest> stop;
     bool wait_for_rank0;
     {
       std::lock_guard<std::mutex> lock(g_leave_mu);
-      stop = g_stop_request;
-      wait_for_rank0 = g_wait_for_rank0;
+      client = g_leave_client, stop = g_stop_request, wait_for_rank0 = g_wait_for_rank0;
     }
     std::string id = client ? client->worker_id() : "";
     const bool hand_over = stop && stop->can_hand_over;
@@ -99,7 +94,8 @@ void exit_cleanly_on_stop_signals(const std::string& who) {
                  : client         ? "; leaving the coordinator"
                  : wait_for_rank0 ? "; waiting for the site's rank 0"
                                   : "");
-    // The training thread ends the process (exit status 0) once it has handed over.
+    // The training thread ends the process (exit status 0) once it has handed over; a site's
+    // rank 0 that joins after the signal leaves at once (run_site_worker).
     if (hand_over || wait_for_rank0)
       std::this_thread::sleep_for(std::chrono::seconds(kHandOverWaitS));
     if (client) client->leave();
@@ -117,9 +113,16 @@ int run_site_worker(const loco::Config& config, const std::string& site, bool re
   }
   auto make_outer = [](const loco::Config& c, std::shared_ptr<loco::CoordinatorClient> client,
                        const loco::JoinInfo& join) {
-    leave_on_stop(client);
     {
       std::lock_guard<std::mutex> lock(g_leave_mu);
+      // A stop that came while rank 0 was joining (the coordinator slow to come up): it has
+      // trained nothing, so it leaves now rather than train alone until the signal's thread
+      // gives up and the work is lost with the process.
+      if (g_stop_signal != 0) {
+        client->leave();
+        std::_Exit(128 + g_stop_signal);
+      }
+      g_leave_client = client;
       g_wait_for_rank0 = false;  // this is rank 0
     }
     return hand_over_on_stop(loco::make_coordinated_sync(c, std::move(client), join));

@@ -31,12 +31,13 @@ bool raw_topk(const Config& c) {
 const std::vector<Defaults>& table() {
   static const std::vector<Defaults> t = {
       // The decoupled method sends the DCT of each worker's momentum: it selects the codec. A beta
-      // of 0.5 keeps the replicas close (their consensus within 2% of them, at 0.9 13% behind).
+      // of 0.5 keeps the replicas close (their consensus within 2% of them, at 0.9 13% behind);
+      // int4 values were the best of int8/int4/int2 at k 32 (frontier_demo, docs/dct.md).
       {"demo",
        [](const Config& c) { return c.sync.mode == Mode::kDemo; },
        {{"sync.codec.type", "dct"},
         {"sync.codec.topk", "32"},
-        {"sync.codec.values", "int8"},
+        {"sync.codec.values", "int4"},
         {"sync.outer.lr", "0.2"},
         {"sync.outer.momentum", "0.5"}}},
       // DiLoCo + DCT: error feedback delays what a round held back, which a momentum of 0.9

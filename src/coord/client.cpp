@@ -140,7 +140,11 @@ JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
           "? (sync.coordinator.connect_timeout_s)");
     spdlog::info("worker: coordinator at {} not reachable yet (attempt {}), retrying in {:.1f} s",
                  address_, attempt, backoff);
-    std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+    // Waiting on the channel (not sleeping) polls its connection: between calls nothing else
+    // does but gRPC's backup poller, every 5 s, so a coordinator that came up a moment after a
+    // refused attempt went unnoticed for 5-10 s.
+    impl_->channel->WaitForConnected(std::chrono::system_clock::now() +
+                                     std::chrono::milliseconds(int64_t(backoff * 1000)));
     backoff = std::min(backoff * 2, 1.0);  // a Join is cheap; come back soon after a restart
   }
 }
