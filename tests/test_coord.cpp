@@ -355,6 +355,52 @@ TEST(CoordinatorCore, PullsShareOneStateAndACloseStepsACopy) {
   core.drain();
 }
 
+// A pull waiting for a round nobody will close returns at once when the coordinator stops (the
+// server's shutdown waits for its handlers: a pull left to its timeout held a stopping
+// coordinator for minutes), and one for a round past the run's last is refused at once.
+TEST(CoordinatorCore, APullForARoundThatWillNotComeReturnsAtOnce) {
+  std::string dir = loco::testing::temp_dir();
+  CoordinatorCore core(small_config(dir + "/run", 2, 2), false);  // two workers
+  const int64_t n = core.num_params();
+  auto a = core.join("a", n);
+  core.join("b", n);
+  auto start = std::chrono::steady_clock::now();
+  std::string error;
+  std::thread waiting([&] {
+    try {
+      double wait = 0;
+      core.wait_download(a.worker_id, PullKind::kParams, 1, false, 60.0, &wait);
+    } catch (const CoordError& e) {
+      error = e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  core.stop_waiting();
+  waiting.join();
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(took, 10);
+  EXPECT_NE(error.find("the coordinator is stopping"), std::string::npos) << error;
+  // Round 1 is the run's last: a pull for round 2 can never be served.
+  Config last = small_config(dir + "/one", 1, 2);
+  last.train.max_steps = 2;  // one round of 2 steps
+  CoordinatorCore one(last, false);
+  auto w = one.join("w", n);
+  one.push(constant_update(one, w.worker_id, 0, 100, 0.5f), 1);
+  start = std::chrono::steady_clock::now();
+  try {
+    double wait = 0;
+    one.wait_download(w.worker_id, PullKind::kParams, 2, false, 60.0, &wait);
+    ADD_FAILURE() << "a pull past the last round was served";
+  } catch (const CoordError& e) {
+    EXPECT_EQ(e.code, CoordError::kFailedPrecondition);
+    EXPECT_NE(std::string(e.what()).find("the run ended at round 1"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10);
+  one.drain();
+}
+
 // With sync.coordinator.evaluate off the coordinator reads neither data.val nor the tokenizer,
 // and logs its rounds without a validation loss.
 TEST(CoordinatorCore, WithoutEvaluationNeedsNoDataAndLogsNoValLoss) {

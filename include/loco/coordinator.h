@@ -117,6 +117,9 @@ class CoordinatorCore {
   bool finished() const;
   // Blocks until every closed round has been evaluated, logged and checkpointed.
   void drain();
+  // Wakes every pull still waiting for a round (their workers get UNAVAILABLE): called before
+  // the server shuts down, which waits for its handlers to return.
+  void stop_waiting();
   CoordinatorStatus status() const;
   // The run's byte totals by purpose, what fp32 DiLoCo and DDP would have sent for the same
   // rounds, their ratios, and the last evaluation (written to run.dir/summary.json at the end);
@@ -169,6 +172,7 @@ class CoordinatorCore {
   int64_t round_ = 0, total_rounds_ = 0, tokens_total_ = 0, round_tokens_ = 0;
   double round_loss_sum_ = 0, round_started_ = 0, round_work_s_ = 0, last_round_loss_ = 0;
   int64_t consensus_round_ = -1;
+  bool stopping_ = false;                // stop_waiting()
   std::vector<LossPoint> train_losses_;  // per closed round, for status()
   double start_time_ = 0;
   std::unique_ptr<EnergyMeter> energy_;  // with a trace schedule

@@ -278,6 +278,15 @@ void CoordinatorCore::end_at_budget() {
   spdlog::info("coordinator: {} tokens reach the run's budget of {}: round {} is the last",
                tokens_total_, token_budget(config_), round_);
   total_rounds_ = round_;
+  round_closed_.notify_all();
+}
+
+void CoordinatorCore::stop_waiting() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  round_closed_.notify_all();
 }
 
 void CoordinatorCore::drain() {
@@ -301,10 +310,20 @@ Download CoordinatorCore::wait_download(const std::string& worker_id, PullKind k
                      "this run downloads the parameters, not an aggregate (sync.download)");
   if (kind == PullKind::kConsensus && !aggregator_->replicas())
     throw CoordError(CoordError::kFailedPrecondition, "only sync.mode demo has a consensus");
-  bool ok = round_closed_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] {
+  // A pull for a round the run will not reach (it ended at its budget or with a trace) or that
+  // a stopping coordinator will not close returns at once, not at its timeout: the server's
+  // shutdown waits for it.
+  auto reached = [&] {
     return kind == PullKind::kConsensus ? consensus_round_ >= round : round_ >= round;
-  });
+  };
+  bool ok = round_closed_.wait_for(lock, std::chrono::duration<double>(timeout_s),
+                                   [&] { return reached() || round > total_rounds_ || stopping_; });
   if (wait_s) *wait_s = now_s() - start;
+  if (ok && !reached())
+    throw CoordError(stopping_ ? CoordError::kUnavailable : CoordError::kFailedPrecondition,
+                     stopping_ ? "the coordinator is stopping"
+                               : "the run ended at round " + std::to_string(round_) +
+                                     ", before round " + std::to_string(round));
   if (!ok)
     throw CoordError(CoordError::kUnavailable, "round " + std::to_string(round) +
                                                    " not reached within " +

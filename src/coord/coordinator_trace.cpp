@@ -41,6 +41,7 @@ void CoordinatorCore::end_with_trace_locked(double now) {
                          : "with round " + std::to_string(last) + " (the lone member's hand-over)",
           total_rounds_);
       total_rounds_ = last;
+      round_closed_.notify_all();  // a pull for a later round returns
     }
   }
   if (round_ >= total_rounds_ || (!members_->empty() && now - trace_over_at_ <= kTraceGraceS))
@@ -49,6 +50,7 @@ void CoordinatorCore::end_with_trace_locked(double now) {
     close_round_locked();
   } else {
     total_rounds_ = round_;
+    round_closed_.notify_all();
   }
 }
 

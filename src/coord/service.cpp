@@ -297,6 +297,7 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
 #endif
   }
   if (stop) spdlog::info("coordinator: stopping on request at round {}", core.round());
+  core.stop_waiting();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   page.reset();
   core.save_checkpoint();
