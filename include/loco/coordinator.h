@@ -173,6 +173,8 @@ class CoordinatorCore {
   double round_loss_sum_ = 0, round_started_ = 0, round_work_s_ = 0, last_round_loss_ = 0;
   int64_t consensus_round_ = -1;
   bool stopping_ = false;                // stop_waiting()
+  // Makes `last` the run's last round and wakes the pulls waiting for a later one.
+  void end_run_at_locked(int64_t last);
   std::vector<LossPoint> train_losses_;  // per closed round, for status()
   double start_time_ = 0;
   std::unique_ptr<EnergyMeter> energy_;  // with a trace schedule

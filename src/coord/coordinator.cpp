@@ -277,7 +277,11 @@ void CoordinatorCore::end_at_budget() {
   if (tokens_total_ < token_budget(config_)) return;
   spdlog::info("coordinator: {} tokens reach the run's budget of {}: round {} is the last",
                tokens_total_, token_budget(config_), round_);
-  total_rounds_ = round_;
+  end_run_at_locked(round_);
+}
+
+void CoordinatorCore::end_run_at_locked(int64_t last) {
+  total_rounds_ = last;
   round_closed_.notify_all();
 }
 

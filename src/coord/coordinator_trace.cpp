@@ -40,8 +40,7 @@ void CoordinatorCore::end_with_trace_locked(double now) {
           last == round_ ? "at round " + std::to_string(round_)
                          : "with round " + std::to_string(last) + " (the lone member's hand-over)",
           total_rounds_);
-      total_rounds_ = last;
-      round_closed_.notify_all();  // a pull for a later round returns
+      end_run_at_locked(last);
     }
   }
   if (round_ >= total_rounds_ || (!members_->empty() && now - trace_over_at_ <= kTraceGraceS))
@@ -49,8 +48,7 @@ void CoordinatorCore::end_with_trace_locked(double now) {
   if (round_tokens_ > 0) {  // the members gone or out of time: the round with what came
     close_round_locked();
   } else {
-    total_rounds_ = round_;
-    round_closed_.notify_all();
+    end_run_at_locked(round_);
   }
 }
 
