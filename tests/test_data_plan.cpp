@@ -165,6 +165,74 @@ TEST(DataPlan, ALeaseReadWholeAndAnUnclaimedReservationAreEachHandedOutOnce) {
   EXPECT_EQ(copy.reserved(1), plan.reserved(1));
 }
 
+// Pause and exact resume (docs/faults.md): a holder that leaves at a pause keeps its lease (read
+// as far as it reported) across the pause and a restart of the plan from disk; resuming, it asks
+// for the unread rest back and gets exactly that, before any seat of the next round is dealt, so
+// the next round's seats are those of a run without the pause. A rest that is not free (handed
+// out meanwhile) is not granted: the claim goes on as any other.
+TEST(DataPlan, APausedHoldersLeaseWaitsForItAndItsResumeGetsTheUnreadRestBack) {
+  const std::vector<int64_t> sizes{4, 4};
+  auto deal = [&](DataPlan& plan, bool pause) {
+    DataLease a = plan.claim("a", 0, 0, 4, 40, {0, 0, sizes});
+    DataLease b = plan.claim("b", 0, 0, 4, 40, {0, 1, sizes});
+    if (pause) {  // both read 1 of 4, leave at the pause, the plan is saved and restored
+      EXPECT_TRUE(plan.release("a", a.id, 1, /*keep=*/true));
+      EXPECT_TRUE(plan.release("b", b.id, 1, /*keep=*/true));
+      EXPECT_FALSE(plan.sweep({}, 1e9));  // kept with no time limit
+      plan = DataPlan::from_json(plan.to_json(), 0, 60);
+      for (auto* l : {&b, &a}) {  // resumed in the other order
+        const std::string who = l == &a ? "a" : "b";
+        const auto rest = l->slice(1, 4);
+        DataLease back = plan.claim(who, l->id, 1, 3, 40, {0, -1, {}}, rest);
+        EXPECT_EQ(back.ranges, rest) << who;
+        *l = back;
+      }
+      a = plan.claim("a", a.id, 3, 4, 40, {1, 0, sizes});
+      b = plan.claim("b", b.id, 3, 4, 40, {1, 1, sizes});
+    } else {
+      a = plan.claim("a", a.id, 4, 4, 40, {1, 0, sizes});
+      b = plan.claim("b", b.id, 4, 4, 40, {1, 1, sizes});
+    }
+    return std::make_pair(a.ranges, b.ranges);
+  };
+  DataPlan whole, paused;
+  EXPECT_EQ(deal(paused, true), deal(whole, false));
+  EXPECT_EQ(paused.read_in(0), whole.read_in(0));
+
+  // A rest someone else was dealt meanwhile is not granted.
+  DataPlan plan;
+  DataLease a = plan.claim("a", 0, 0, 4, 40);
+  plan.release("a", a.id, 1);                  // left for good: 1..4 go back to the free list
+  DataLease c = plan.claim("c", 0, 0, 2, 40);  // takes 1..3 of them
+  EXPECT_EQ(c.ranges, (std::vector<LeaseRange>{{0, 1, 3}}));
+  DataLease back = plan.claim("a", a.id, 1, 3, 40, {}, a.slice(1, 4));
+  EXPECT_NE(back.ranges, a.slice(1, 4));
+  EXPECT_EQ(back.size(), 3);
+}
+
+// A streaming worker claims the next round's data at its push, naming that round: it can claim
+// round 1's before a slower worker made its first claim (round 0's, at its join). The slower one
+// still gets its own round-0 reservation, so the seats are dealt as when the claims come in
+// round order.
+TEST(DataPlan, AClaimForTheNextRoundLeavesASlowerSeatsReservationOfThisRoundToIt) {
+  const std::vector<int64_t> sizes{4, 4};
+  auto deal = [&](const std::vector<std::pair<int, int64_t>>& order) {  // (seat, round)
+    DataPlan plan;
+    std::map<int, DataLease> held;
+    std::map<std::pair<int, int64_t>, std::vector<LeaseRange>> got;
+    for (auto [seat, round] : order) {
+      auto& l = held[seat];
+      l = plan.claim(seat ? "b" : "a", l.id, l.size(), 4, 40, {round, seat, sizes});
+      got[{seat, round}] = l.ranges;
+    }
+    return got;
+  };
+  auto in_order = deal({{0, 0}, {1, 0}, {0, 1}, {1, 1}, {0, 2}, {1, 2}});
+  auto ahead = deal({{0, 0}, {0, 1}, {1, 0}, {1, 1}, {0, 2}, {1, 2}});
+  EXPECT_EQ(in_order, ahead);
+  EXPECT_EQ(ahead[std::make_pair(1, int64_t(0))], (std::vector<LeaseRange>{{0, 4, 8}}));
+}
+
 TEST(DataPlan, ClaimsThatDoNotFitAreRefusedWithTheirNumbers) {
   DataPlan plan;
   DataLease a = plan.claim("a", 0, 0, 10, 100);

@@ -297,6 +297,75 @@ TEST(LaunchFaults, AStoppedRunGoesOnWithLaunchResumeAndEveryRoundIsAppliedOnce) 
   EXPECT_FALSE(fs::exists(dir + "/never"));
 }
 
+// Pause and exact resume (docs/faults.md): SIGUSR1 to `loco launch` ends the run at the end of
+// the open round, every process checkpointed at that boundary and the run not complete; `loco
+// launch --resume` then goes on to the very bits of the same run made without a pause: the
+// coordinator's parameters after every round (their checksum) and its validation losses. Two
+// workers, so the coordinator's sum of the pushes does not depend on their order.
+void expect_pause_resumes_bit_for_bit(const std::string& dir, Config c, int64_t rounds) {
+  c.run.dir = dir + "/whole";
+  fs::create_directories(dir + "/whole-config");
+  const std::string whole = loco::testing::write_config(dir + "/whole-config", c);
+  c.run.dir = dir + "/run";
+  const std::string paused = loco::testing::write_config(dir, c);
+  auto uninterrupted = loco::testing::run_loco("launch --config " + whole);
+  ASSERT_EQ(uninterrupted.exit_code, 0) << uninterrupted.output;
+
+  pid_t launch = start_launch(paused, dir + "/launch.log");
+  ASSERT_TRUE(wait_until([&] { return reached(dir, 2); }, 120)) << read_text(dir + "/launch.log");
+  ::kill(launch, SIGUSR1);
+  ASSERT_EQ(wait_exit(launch), 0) << read_text(dir + "/launch.log");
+  const std::string first = read_text(dir + "/launch.log");
+  EXPECT_NE(first.find("pausing"), std::string::npos) << first;
+  const int64_t at = logged_round(dir + "/run/coordinator/metrics.jsonl");
+  ASSERT_LT(at, rounds) << first;
+  auto summary = nlohmann::json::parse(read_text(dir + "/run/coordinator/summary.json"));
+  EXPECT_FALSE(summary.at("complete").get<bool>()) << summary;
+
+  auto resumed = loco::testing::run_loco("launch --resume --config " + paused);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  for (std::string w : {"w0", "w1"})
+    EXPECT_NE(resumed.output.find("exactly where its checkpoint left it"), std::string::npos)
+        << w << ": " << resumed.output;
+  EXPECT_EQ(resumed.output.find("not resuming exactly"), std::string::npos) << resumed.output;
+  EXPECT_EQ(resumed.output.find("not exactly the run it resumes"), std::string::npos)
+      << resumed.output;
+  expect_every_round_once(dir + "/run", rounds);
+  auto a = read_metrics(dir + "/whole/coordinator/metrics.jsonl");
+  auto b = read_metrics(dir + "/run/coordinator/metrics.jsonl");
+  ASSERT_EQ(a.size(), b.size());
+  int compared = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].at("loss"), b[i].at("loss")) << "round " << i + 1;  // the pushes' mean loss
+    // Rounds evaluated in both (streaming evaluates every H steps, and the pause's last round).
+    if (!a[i].contains("param_checksum") || !b[i].contains("param_checksum")) continue;
+    ++compared;
+    EXPECT_EQ(a[i].at("param_checksum"), b[i].at("param_checksum"))
+        << "round " << i + 1 << " (paused after round " << at << ")";
+    EXPECT_EQ(a[i].at("val_loss"), b[i].at("val_loss")) << "round " << i + 1;
+  }
+  EXPECT_TRUE(b.back().contains("param_checksum"));  // the last round is among them
+  EXPECT_GE(compared, 2);
+}
+
+TEST(LaunchFaults, APausedDilocoRunGoesOnBitForBitWithLaunchResume) {
+  std::string dir = loco::testing::temp_dir();
+  expect_pause_resumes_bit_for_bit(dir, process_config(dir + "/run", 2, 6, 10), 6);
+}
+
+// Streaming DiLoCo in 4 bits pauses after a fragment's result is mixed in (no exchange in
+// flight), with the data its workers had begun reading for the next round handed back to them
+// and the error feedback of the workers and of the coordinator's download in their checkpoints.
+TEST(LaunchFaults, APausedStreamingRunGoesOnBitForBitWithLaunchResume) {
+  std::string dir = loco::testing::temp_dir();
+  Config c = process_config(dir + "/run", 2, 4, 8);  // 32 steps, a round every 4: 8 rounds
+  c.sync.mode = Mode::kStreaming;
+  c.sync.streaming = {2, 2, 0.5};
+  c.sync.codec.type = "int4";  // with error feedback on both sides, checkpointed on both
+  c.sync.codec.error_feedback = true;
+  expect_pause_resumes_bit_for_bit(dir, c, 8);
+}
+
 // Under a trace schedule the coordinator's checkpoint carries the energy accounting: killed and
 // resumed, it accounts the whole run, so a site powered throughout was up for all of the run's
 // trace time, not only since the restart.

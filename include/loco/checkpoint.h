@@ -37,6 +37,14 @@ void save_checkpoint(const std::string& path, const Checkpoint& ckpt);
 // Reads and verifies a checkpoint (tensors on CPU). Throws CheckpointError naming the path.
 Checkpoint load_checkpoint(const std::string& path);
 
+// Tensors keyed by names a checkpoint's keys cannot carry (any string: "wte[0:12]"), stored as
+// PREFIX.0, PREFIX.1, ... with the names in PREFIX.names; read back by get_named (empty when
+// absent). Error-feedback residuals, keyed by tensor or fragment piece.
+void put_named(std::map<std::string, torch::Tensor>& out, const std::string& prefix,
+               const std::map<std::string, torch::Tensor>& named);
+std::map<std::string, torch::Tensor> get_named(const std::map<std::string, torch::Tensor>& in,
+                                               const std::string& prefix);
+
 // "DIR/step_00000100.pt" for step 100.
 std::string checkpoint_path(const std::string& dir, int64_t step);
 

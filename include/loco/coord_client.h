@@ -37,6 +37,7 @@ struct PullResult {
   uint64_t wire_bytes = 0;  // serialized bytes of every message received
   double wait_s = 0;        // time the coordinator held the call for the round to close
   uint64_t checksum = 0;    // aggregates in diloco: FNV-1a of the new parameters
+  int64_t last_round = 0;   // the run's last round as the coordinator saw it (a pause lowers it)
 };
 
 class CoordinatorClient {
@@ -47,7 +48,9 @@ class CoordinatorClient {
                     const LinkConfig& link = {});
   ~CoordinatorClient();
 
-  JoinInfo join(const std::string& name, int64_t num_params);
+  // `want_shard` (>= 0): the data slot asked for, when free (a worker resuming from its own
+  // checkpoint asks for the one it had).
+  JoinInfo join(const std::string& name, int64_t num_params, int32_t want_shard = -1);
   // Joins again under the last join's name (the coordinator restarted, or dropped this worker).
   JoinInfo rejoin();
   CoordinatorStatus status(double timeout_s = 5);
@@ -57,7 +60,10 @@ class CoordinatorClient {
   void leave();
   // The next data lease (docs/data.md, "Data in a coordinated run"): reports `consumed` windows
   // read of lease `lease_id`, asks for `want`, in a corpus of `windows` windows an epoch.
-  DataLease claim_data(int64_t lease_id, int64_t consumed, int64_t want, int64_t windows);
+  // `resume`: the unread rest of an old lease asked back (ClaimRequest.resume); `round` (>= 0):
+  // the round the data is for (ClaimRequest.round).
+  DataLease claim_data(int64_t lease_id, int64_t consumed, int64_t want, int64_t windows,
+                       const std::vector<LeaseRange>& resume = {}, int64_t round = -1);
   // What leave() calls to stop reading data and learn (lease id, windows read); null: none.
   void set_data_source(std::function<std::pair<int64_t, int64_t>()> stop_reading);
   // Streams the update (under this client's worker id, whatever update.worker_id says) from its

@@ -15,6 +15,9 @@ namespace loco {
 
 // Serves until the last round is done and every worker left, or `stop` becomes true.
 // Returns the process exit code.
-int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& stop);
+// `pause` (SIGUSR1 in `loco coordinator`): once set, the run ends after the round now open
+// (CoordinatorCore::pause).
+int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& stop,
+                    const std::atomic<bool>* pause = nullptr);
 
 }  // namespace loco

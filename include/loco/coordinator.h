@@ -23,6 +23,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -65,6 +66,7 @@ struct Download {
   // fragment, owned by the aggregator); null: the whole layout.
   const std::vector<TensorLayout>* layout = nullptr;
   uint64_t checksum = 0;  // kAggregate in diloco: FNV-1a of the new parameters
+  int64_t last_round = 0;  // the run's last round now (a pause lowers it)
 };
 
 class CoordinatorCore {
@@ -86,8 +88,11 @@ class CoordinatorCore {
   void leave(const std::string& worker_id, int64_t lease_id = 0, int64_t consumed = -1);
   // The member's next data lease (src/coord/data_plan.h): saved to run.dir/data_plan.json before
   // it is returned, so a restarted coordinator hands out nothing twice.
+  // `resume`: the unread rest of a lease a worker resuming exactly asks back (DataPlan::claim);
+  // `round` (>= 0): the round the data is for, which deals the seats (else the current round).
   DataLease claim_data(const std::string& worker_id, int64_t lease_id, int64_t consumed,
-                       int64_t want, int64_t windows);
+                       int64_t want, int64_t windows, const std::vector<LeaseRange>& resume = {},
+                       int64_t round = -1);
   // The data plan as saved (tests).
   nlohmann::json data_plan() const;
 
@@ -120,6 +125,10 @@ class CoordinatorCore {
   // Wakes every pull still waiting for a round (their workers get UNAVAILABLE): called before
   // the server shuts down, which waits for its handlers to return.
   void stop_waiting();
+  // Pause (`loco launch` on SIGUSR1, docs/faults.md): the round now open is the run's last; the
+  // run ends after it with every process's state checkpointed at that boundary, not complete,
+  // and `loco launch --resume` goes on exactly from there. Nothing when the run is ending anyway.
+  void pause();
   CoordinatorStatus status() const;
   // The run's byte totals by purpose, what fp32 DiLoCo and DDP would have sent for the same
   // rounds, their ratios, and the last evaluation (written to run.dir/summary.json at the end);
@@ -146,6 +155,8 @@ class CoordinatorCore {
   void push_state(const Update& update, uint64_t wire_bytes);
   bool is_resync_round(int64_t round) const;
   bool checkpoint_due(int64_t round) const;
+  // A copy of the encoded download's error feedback (Aggregator::residuals) for a checkpoint.
+  std::map<std::string, torch::Tensor> download_residuals_locked() const;
   // sync.lone train, sync.round_seconds: the closed rounds' tokens reached the run's budget
   // (token_budget): the current round is the last one (total_rounds_ lowered to it).
   void end_at_budget();
@@ -173,6 +184,8 @@ class CoordinatorCore {
   double round_loss_sum_ = 0, round_started_ = 0, round_work_s_ = 0, last_round_loss_ = 0;
   int64_t consensus_round_ = -1;
   bool stopping_ = false;                // stop_waiting()
+  bool paused_ = false;                  // pause(): total_rounds_ lowered, the run not complete
+  bool pause_asked_ = false;             // pause() was called (it acts once)
   // Makes `last` the run's last round and wakes the pulls waiting for a later one.
   void end_run_at_locked(int64_t last);
   std::vector<LossPoint> train_losses_;  // per closed round, for status()

@@ -6,7 +6,9 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "loco/codec.h"
@@ -69,6 +71,10 @@ class StreamingWorker {
   // params_p <- alpha params_p + (1 - alpha) global_p for round `round`'s fragment.
   void mix(int64_t round, const torch::Tensor& global, torch::Tensor& params) const;
   torch::Tensor& velocity() { return outer_.velocity(); }
+  // The error-feedback residuals by piece name (null without error feedback).
+  std::map<std::string, torch::Tensor>* residuals() {
+    return feedback_ ? &feedback_->residuals() : nullptr;
+  }
   // Drops the error feedback of discarded work (a recovery).
   void discard();
 

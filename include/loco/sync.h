@@ -12,14 +12,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include <torch/torch.h>
+
 #include <atomic>
+#include <map>
 #include <memory>
+#include <string>
 
 #include "loco/config.h"
 
 namespace loco {
 
 class Trainer;
+struct Checkpoint;
 
 // What a stop signal (a schedule taking this member down, Ctrl-C) may ask of a member of a
 // coordinated run before it leaves, shared between the strategy and the signal's thread
@@ -56,6 +61,13 @@ class Sync {
   virtual void refill_data(Trainer& trainer) {}
   // Coordinated members: the stop request this strategy keeps up to date and answers (above).
   virtual void watch_stop(std::shared_ptr<StopRequest> stop) {}
+  // Adds the strategy's own state to the trainer's checkpoint (tensors named "sync.*").
+  virtual void save_state(Trainer& trainer, std::map<std::string, torch::Tensor>& out) {}
+  // A member restarted with --resume: its own newest checkpoint (read from `path`), which start()
+  // restores in full
+  // when it was written at a moment the method can go on from exactly and the coordinator is at
+  // its round (docs/faults.md, "Pause and exact resume"); otherwise start() rejoins as before.
+  virtual void resume_from(std::shared_ptr<const Checkpoint> own, const std::string& path) {}
   // Whether this process writes checkpoints and the final evaluation (DDP: rank 0 only).
   virtual bool is_primary() const { return true; }
   // Once at the end of a run, on the primary: the method's fields of the run's summary.json (the

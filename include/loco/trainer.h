@@ -68,6 +68,9 @@ class Trainer {
   // Moves training to `step` (the lr schedule follows) and, when given, the data stream to
   // `cursor`: a DiLoCo worker that joins mid-run, or one a restarted coordinator rolled back.
   void set_position(int64_t step, const std::optional<LoaderCursor>& cursor);
+  // Everything `c` (read from `path`) holds: parameters, optimizer, RNG, data position, step,
+  // tokens (a coordinated worker resuming exactly restores its own checkpoint from its strategy).
+  void restore(const Checkpoint& c, const std::string& path);
 
   int64_t step() const { return step_; }
   int64_t tokens() const { return tokens_; }
@@ -81,7 +84,7 @@ class Trainer {
   const std::string& metrics_path() const;  // run.dir/metrics.jsonl
 
  private:
-  void restore(const std::string& path);
+  void restore(const std::string& path);  // the newest checkpoint at start (RunStart::kResume)
   void write_summary(const TrainSummary& summary);
   double current_lr() const;
 

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <csignal>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -334,6 +335,9 @@ int run_command(const Cli& cli) {
 
 int main(int argc, char** argv) {
   spdlog::set_pattern("[%H:%M:%S] %v");
+  // SIGUSR1 pauses a run (`loco launch`, `loco coordinator` take it); any other loco process,
+  // reached by a signal meant for its group, goes on rather than die of it.
+  ::signal(SIGUSR1, SIG_IGN);
   CLI::App app{"loco: low-communication (DiLoCo-style) language-model pretraining"};
   app.require_subcommand(1);
   Cli cli;

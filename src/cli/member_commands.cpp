@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "loco/checkpoint.h"
 #include "loco/coord_client.h"
 #include "loco/coord_service.h"
 #include "loco/diloco.h"
@@ -28,6 +30,10 @@ namespace {
 std::atomic<bool> g_stop{false};
 void request_stop(int) {
   g_stop = true;
+}
+std::atomic<bool> g_pause{false};  // SIGUSR1 to the coordinator: the run ends after this round
+void request_pause(int) {
+  g_pause = true;
 }
 
 // SIGTERM or SIGINT (a schedule stopping this worker or site, Ctrl-C) makes a DiLoCo worker, or
@@ -145,8 +151,40 @@ int loco::cli::run_coordinator(const std::string& config_path,
   sa.sa_handler = request_stop;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
-  return loco::run_coordinator(config, resume, g_stop);
+  sa.sa_handler = request_pause;
+  ::sigaction(SIGUSR1, &sa, nullptr);
+  return loco::run_coordinator(config, resume, g_stop, &g_pause);
 }
+
+namespace {
+
+// A worker restarted with --resume: its newest checkpoint, which it resumes from exactly when it
+// can (Sync::resume_from); none when it has none or it does not load (it rejoins as before).
+struct OwnCheckpoint {
+  std::shared_ptr<const loco::Checkpoint> checkpoint;
+  std::string path;
+};
+
+OwnCheckpoint own_checkpoint(const std::string& run_dir) {
+  auto all = loco::list_checkpoints((std::filesystem::path(run_dir) / "checkpoints").string());
+  if (all.empty()) return {};
+  try {
+    return {std::make_shared<const loco::Checkpoint>(loco::load_checkpoint(all.back())),
+            all.back()};
+  } catch (const loco::CheckpointError& e) {
+    spdlog::warn("worker: {}; rejoining without it", e.what());
+    return {};
+  }
+}
+
+// The data slot the checkpoint's session read, asked for again (-1: none recorded).
+int32_t own_shard(const loco::Checkpoint* c) {
+  if (!c) return -1;
+  auto state = c->tensors.find("sync.state");
+  return state == c->tensors.end() ? -1 : int32_t(state->second[2].item<int64_t>());
+}
+
+}  // namespace
 
 // `rejoin` (--resume): this worker took part in the run before (restarted after a crash, or by
 // the launcher for sync.schedule); its run.dir may hold its own checkpoints and goes on.
@@ -181,12 +219,14 @@ int loco::cli::run_worker(const std::string& config_path, std::vector<std::strin
     name = std::string(host) + ":" + std::to_string(::getpid());
   }
   int64_t num_params = loco::GPT(config.model)->num_params();
-  auto join = client->join(name, num_params);
+  OwnCheckpoint own = rejoin ? own_checkpoint(config.run.dir) : OwnCheckpoint{};
+  auto join = client->join(name, num_params, own_shard(own.checkpoint.get()));
   spdlog::info("worker {}: joined at round {}, data shard {} of {}", join.worker_id, join.round,
                join.shard, join.num_shards);
+  auto sync = loco::make_coordinated_sync(config, client, join);
+  if (own.checkpoint) sync->resume_from(std::move(own.checkpoint), own.path);  // start() drops it
   loco::Trainer trainer(config, rejoin ? loco::RunStart::kRejoin : loco::RunStart::kFresh,
-                        join.shard, join.num_shards,
-                        hand_over_on_stop(loco::make_coordinated_sync(config, client, join)));
+                        join.shard, join.num_shards, hand_over_on_stop(std::move(sync)));
   auto s = trainer.run();
   std::cout << "done: worker " << join.worker_id << ", " << s.steps << " steps, " << s.tokens
             << " tokens; final val loss " << s.final_eval.loss << "\nmetrics:    " << s.metrics_path

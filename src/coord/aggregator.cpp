@@ -2,6 +2,8 @@
 // choice of aggregator by sync.mode (see aggregator.h).
 #include "aggregator.h"
 
+#include <algorithm>
+
 #include "demo_aggregator.h"
 #include "diloco_aggregator.h"
 #include "streaming_aggregator.h"
@@ -40,6 +42,20 @@ void check_tensors(const Update& u, const std::vector<TensorLayout>& layout,
     if (t.encoded.codec != codec)
       refuse("tensor '" + t.name + "' is encoded with '" + t.encoded.codec + "', expected '" +
              codec + "'");
+  }
+}
+
+void add_weighted(torch::Tensor sum, const torch::Tensor& x, int64_t tokens) {
+  constexpr int64_t kChunk = 1 << 20;
+  thread_local torch::Tensor scratch;
+  if (!scratch.defined() || scratch.device() != sum.device())
+    scratch = torch::empty({kChunk}, sum.options());
+  const auto flat = x.reshape({-1});
+  for (int64_t at = 0; at < flat.numel(); at += kChunk) {
+    const int64_t n = std::min(kChunk, flat.numel() - at);
+    auto product = scratch.narrow(0, 0, n);
+    torch::mul_out(product, flat.narrow(0, at, n), double(tokens));
+    sum.narrow(0, at, n).add_(product);
   }
 }
 

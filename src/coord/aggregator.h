@@ -15,6 +15,7 @@
 
 #include <torch/types.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +43,10 @@ class Aggregator {
   virtual void add(const Update& u, const std::vector<torch::Tensor>& decoded) = 0;
   // Closes the round on what was added (`tokens` in all) and updates the global model.
   virtual void close(torch::Tensor& theta, OuterNesterov& outer, int64_t tokens) = 0;
+  // What the encoded download did not send yet (its error feedback, by tensor or piece name),
+  // kept in the coordinator's checkpoints so that a resumed run sends what it would have; null
+  // when the method keeps none.
+  virtual std::map<std::string, torch::Tensor>* residuals() { return nullptr; }
   // Whether workers pull the round's encoded aggregate (PullKind::kAggregate) after a round.
   virtual bool serves_aggregate() const = 0;
   // Whether the global parameters after a round are the run's model (evaluated and checkpointed
@@ -66,6 +71,12 @@ class Aggregator {
 // The aggregator of config.sync.mode (a coordinated mode); throws ConfigError otherwise.
 std::unique_ptr<Aggregator> make_aggregator(const Config& config,
                                             const std::vector<TensorLayout>& layout);
+
+// sum += tokens * x, with the product rounded before the addition (no fused multiply-add, which
+// ATen's add_(x, alpha) uses): two pushes then add up to the same bits in either order, so a run
+// of two workers does not depend on which push arrives first (docs/diloco.md). Chunked through a
+// small scratch buffer.
+void add_weighted(torch::Tensor sum, const torch::Tensor& x, int64_t tokens);
 
 // Checks an update's tensors against the model's layout: count, names, shapes, dtype float32,
 // and every payload encoded with `codec`. Throws CoordError (kInvalidArgument).

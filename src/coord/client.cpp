@@ -104,7 +104,8 @@ double CoordinatorClient::link_wait_s() const {
   return impl_->link.waited_s();
 }
 
-JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params) {
+JoinInfo CoordinatorClient::join(const std::string& name, int64_t num_params, int32_t want_shard) {
+  if (want_shard >= 0) shard_ = want_shard;
   name_ = name;
   num_params_ = num_params;
   v1::JoinRequest req;
@@ -196,7 +197,8 @@ void CoordinatorClient::set_data_source(std::function<std::pair<int64_t, int64_t
 }
 
 DataLease CoordinatorClient::claim_data(int64_t lease_id, int64_t consumed, int64_t want,
-                                        int64_t windows) {
+                                        int64_t windows, const std::vector<LeaseRange>& resume,
+                                        int64_t round) {
   grpc::ClientContext ctx;
   impl_->prepare(ctx, config_.round_timeout_s);
   v1::ClaimRequest req;
@@ -205,6 +207,11 @@ DataLease CoordinatorClient::claim_data(int64_t lease_id, int64_t consumed, int6
   req.set_consumed(consumed);
   req.set_want(want);
   req.set_windows(windows);
+  if (round >= 0) req.set_round(round);
+  for (const auto& r : resume) {
+    auto* out = req.add_resume();
+    out->set_epoch(r.epoch), out->set_begin(r.begin), out->set_end(r.end);
+  }
   v1::ClaimReply reply;
   grpc::Status s = impl_->stub->ClaimData(&ctx, req, &reply);
   if (!s.ok()) fail("ClaimData", s);
@@ -288,6 +295,7 @@ PullResult CoordinatorClient::stream_pull(const PullSpec& spec, CheckSpecs check
   result.round = chunk.header().round();
   result.wait_s = chunk.header().wait_s();
   result.checksum = chunk.header().checksum();
+  result.last_round = chunk.header().last_round();
   ChunkAssembler chunks(chunk.header().tensors());
   check_specs(chunk.header());
   while (reader->Read(&chunk)) {

@@ -122,12 +122,16 @@ void CoordinatorCore::leave(const std::string& worker_id, int64_t lease_id, int6
   if (m && m->info.reported && round_ < total_rounds_ && members_->all_reported(round_))
     close_round_locked();
   if (!members_->leave(worker_id)) return;
-  if (plan_->release(worker_id, lease_id, consumed)) save_plan_locked();
+  // After a pause's last round its lease stays its own (read as far as it says), for its exact
+  // resume to ask the unread rest back before any claim of the next sitting deals it out.
+  const bool keep = paused_ && round_ >= total_rounds_;
+  if (plan_->release(worker_id, lease_id, consumed, keep)) save_plan_locked();
   round_closed_.notify_all();
 }
 
 DataLease CoordinatorCore::claim_data(const std::string& worker_id, int64_t lease_id,
-                                      int64_t consumed, int64_t want, int64_t windows) {
+                                      int64_t consumed, int64_t want, int64_t windows,
+                                      const std::vector<LeaseRange>& resume, int64_t round) {
   std::lock_guard<std::mutex> lock(mu_);
   const Member& m = member_locked(worker_id);
   // The run's seats (docs/data.md): the sites in config order (a site joins under its name),
@@ -136,7 +140,7 @@ DataLease CoordinatorCore::claim_data(const std::string& worker_id, int64_t leas
   const int64_t per_rank = round_steps(config_.sync) * t.grad_accum * t.batch_size;
   const auto& sites = config_.sync.sites;
   DataSeats seats;
-  seats.round = round_;
+  seats.round = round >= 0 ? round : round_;
   if (sites.empty()) {
     seats.seat = m.info.shard;
     seats.sizes.assign(size_t(config_.sync.workers), per_rank);
@@ -146,7 +150,7 @@ DataLease CoordinatorCore::claim_data(const std::string& worker_id, int64_t leas
       seats.sizes.push_back(per_rank * sites[i].ranks);
     }
   }
-  DataLease lease = plan_->claim(worker_id, lease_id, consumed, want, windows, seats);
+  DataLease lease = plan_->claim(worker_id, lease_id, consumed, want, windows, seats, resume);
   save_plan_locked();
   return lease;
 }
@@ -262,7 +266,7 @@ void CoordinatorCore::close_round_locked() {
     if (checkpoint_due(round_))
       write_coordinator_checkpoint(config_, round_, tokens_total_, theta_, outer_->velocity(),
                                    members_->shard_tokens(), now_s() - start_time_,
-                                   energy_state_locked());
+                                   energy_state_locked(), {}, download_residuals_locked());
   }
   round_started_ = now_s();
   r.wall_s = round_started_ - start_time_;
@@ -283,6 +287,29 @@ void CoordinatorCore::end_at_budget() {
 void CoordinatorCore::end_run_at_locked(int64_t last) {
   total_rounds_ = last;
   round_closed_.notify_all();
+}
+
+std::map<std::string, torch::Tensor> CoordinatorCore::download_residuals_locked() const {
+  std::map<std::string, torch::Tensor> out;
+  if (auto* kept = aggregator_->residuals())
+    for (const auto& [name, r] : *kept) out[name] = r.clone();  // the next close updates them
+  return out;
+}
+
+void CoordinatorCore::pause() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (pause_asked_) return;
+  pause_asked_ = true;
+  if (round_ + 1 >= total_rounds_) {  // nothing to pause: the run ends at the next close anyway
+    spdlog::info("coordinator: pause asked; the run ends when its last round closes anyway");
+    return;
+  }
+  paused_ = true;
+  spdlog::info(
+      "coordinator: pausing: the run stops when round {} closes (of {}); `loco launch "
+      "--resume` goes on from there",
+      round_ + 1, total_rounds_);
+  end_run_at_locked(round_ + 1);
 }
 
 void CoordinatorCore::stop_waiting() {
@@ -334,6 +361,7 @@ Download CoordinatorCore::wait_download(const std::string& worker_id, PullKind k
                                                    std::to_string(int(timeout_s)) + " s");
   Download d;
   d.round = kind == PullKind::kConsensus ? consensus_round_ : round_;
+  d.last_round = total_rounds_;
   if (kind == PullKind::kAggregate) {
     if (round != round_)
       throw CoordError(CoordError::kFailedPrecondition,
@@ -393,7 +421,8 @@ nlohmann::json CoordinatorCore::totals() const {
   nlohmann::json out = ledger_->summary();
   out.update({{"rounds", round_},
               {"total_rounds", total_rounds_},
-              {"complete", round_ >= total_rounds_},  // false when stopped early (Ctrl-C, SIGTERM)
+              // false when stopped early (Ctrl-C, SIGTERM) or paused
+              {"complete", round_ >= total_rounds_ && !paused_},
               {"tokens", tokens_total_},
               {"final_val_loss", evaluator_->last_val_loss()},
               {"final_val_bpb", evaluator_->last_val_bpb()},

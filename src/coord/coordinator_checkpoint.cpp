@@ -37,6 +37,7 @@ void CoordinatorCore::restore(const std::string& path) {
     energy_->restore(std::vector<double>(e.data_ptr<double>(), e.data_ptr<double>() + e.numel()));
     trace_offset_ = energy_->now();
   }
+  if (auto* kept = aggregator_->residuals()) *kept = get_named(c.tensors, "download_residual");
   end_at_budget();
   spdlog::info("coordinator: resumed from {} at round {}", path, round_);
 }
@@ -71,6 +72,7 @@ void CoordinatorCore::save_checkpoint() {
   drain();
   int64_t round, tokens;
   torch::Tensor theta, velocity, shards, energy;
+  std::map<std::string, torch::Tensor> residuals;
   {
     std::lock_guard<std::mutex> lock(mu_);
     round = round_, tokens = tokens_total_;
@@ -79,12 +81,13 @@ void CoordinatorCore::save_checkpoint() {
     shards = members_->shard_tokens();
     account_energy_locked();
     energy = energy_state_locked();
+    residuals = download_residuals_locked();
   }
   // demo: the replica this round's consensus reported stays the checkpoint's model
   torch::Tensor replica = evaluator_->reported_replica(round);
   write_coordinator_checkpoint(config_, round, tokens, replica.defined() ? replica : theta,
                                velocity, shards, now_s() - start_time_, energy,
-                               replica.defined() ? theta : torch::Tensor());
+                               replica.defined() ? theta : torch::Tensor(), residuals);
 }
 
 bool CoordinatorCore::checkpoint_due(int64_t round) const {

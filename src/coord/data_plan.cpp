@@ -4,13 +4,15 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "loco/coordinator.h"
 
 namespace loco {
 
 DataLease DataPlan::claim(const std::string& holder, int64_t lease_id, int64_t consumed,
-                          int64_t want, int64_t windows, const DataSeats& seats) {
+                          int64_t want, int64_t windows, const DataSeats& seats,
+                          const std::vector<LeaseRange>& resume) {
   if (windows < 1 || (windows_ > 0 && windows != windows_))
     throw CoordError(CoordError::kInvalidArgument,
                      "this worker's corpus has " + std::to_string(windows) +
@@ -39,13 +41,22 @@ DataLease DataPlan::claim(const std::string& holder, int64_t lease_id, int64_t c
       held_.erase(it);
     }
   }
-  // Then the seat's reservation for this round (made at the round's first claim).
+  if (!resume.empty() && (ranges == resume || (ranges.empty() && take_exact(resume)))) {
+    DataLease lease{next_id_++, resume};
+    held_[holder] = {lease, 0, 0};
+    return lease;
+  }
+  // Then the seat's reservation for this round (made at the round's first claim), or for the
+  // round before when it names that one (a member that claims the next round's data before its
+  // push can name round r + 1 before a slower one claimed round r).
   if (seats.seat >= 0 && !seats.sizes.empty()) {
-    if (seats.round != reserved_round_) reserve(seats);
-    auto mine = reserved_.find(seats.seat);
-    if (mine != reserved_.end()) {
+    const bool previous = seats.round == previous_round_ && seats.round >= 0;
+    if (!previous && seats.round != reserved_round_) reserve(seats);
+    auto& pool = previous ? previous_ : reserved_;
+    auto mine = pool.find(seats.seat);
+    if (mine != pool.end()) {
       for (const auto& r : mine->second) ranges.push_back(r);
-      reserved_.erase(mine);
+      pool.erase(mine);
     }
   }
   int64_t have = 0;
@@ -62,13 +73,20 @@ DataLease DataPlan::claim(const std::string& holder, int64_t lease_id, int64_t c
   return lease;
 }
 
-bool DataPlan::release(const std::string& holder, int64_t lease_id, int64_t consumed) {
+bool DataPlan::release(const std::string& holder, int64_t lease_id, int64_t consumed, bool keep) {
   auto it = held_.find(holder);
   if (it == held_.end() || it->second.lease.id != lease_id) return false;
   Holding& h = it->second;
   const int64_t size = h.lease.size();
   consumed = consumed < 0 ? h.consumed : std::clamp(consumed, h.consumed, size);
   count_read(h.lease, h.consumed, consumed);
+  if (keep) {
+    h.consumed = consumed;
+    h.orphan_until = std::numeric_limits<double>::infinity();
+    spdlog::info("coordinator: {} keeps its lease over the pause ({} of {} windows read)", holder,
+                 consumed, size);
+    return true;
+  }
   give_back(h.lease.slice(consumed, size));
   spdlog::info("coordinator: {} gave back {} of its {} data windows", holder, size - consumed,
                size);
@@ -114,6 +132,22 @@ void DataPlan::give_back(const std::vector<LeaseRange>& ranges) {
   free_ = std::move(merged);
 }
 
+bool DataPlan::take_exact(const std::vector<LeaseRange>& ranges) {
+  std::vector<LeaseRange> left = free_;
+  for (const auto& r : ranges) {
+    auto in = std::find_if(left.begin(), left.end(), [&](const LeaseRange& f) {
+      return f.epoch == r.epoch && f.begin <= r.begin && r.end <= f.end;
+    });
+    if (r.size() <= 0 || in == left.end()) return false;
+    const LeaseRange f = *in;
+    in = left.erase(in);
+    if (r.end < f.end) in = left.insert(in, {f.epoch, r.end, f.end});
+    if (f.begin < r.begin) left.insert(in, {f.epoch, f.begin, r.begin});
+  }
+  free_ = std::move(left);
+  return true;
+}
+
 // `n` positions: from the free list first (oldest first), then fresh ones.
 std::vector<LeaseRange> DataPlan::take(int64_t n) {
   std::vector<LeaseRange> out;
@@ -133,10 +167,13 @@ std::vector<LeaseRange> DataPlan::take(int64_t n) {
   return out;
 }
 
-// A new round: the last round's unclaimed reservations go back, then each seat in order gets its
-// size from the free list (oldest first) and fresh positions.
+// A new round: the unclaimed reservations of the round before the last go back (the last round's
+// wait one round more), then each seat in order gets its size from the free list (oldest first)
+// and fresh positions.
 void DataPlan::reserve(const DataSeats& seats) {
-  for (const auto& [seat, ranges] : reserved_) give_back(ranges);
+  for (const auto& [seat, ranges] : previous_) give_back(ranges);
+  previous_ = std::move(reserved_);
+  previous_round_ = reserved_round_;
   reserved_.clear();
   reserved_round_ = seats.round;
   for (size_t i = 0; i < seats.sizes.size(); ++i)
@@ -179,8 +216,11 @@ nlohmann::json DataPlan::to_json() const {
         {"id", h.lease.id}, {"ranges", ranges_json(h.lease.ranges)}, {"consumed", h.consumed}};
   nlohmann::json read = nlohmann::json::object();
   for (const auto& [epoch, n] : read_) read[std::to_string(epoch)] = n;
-  nlohmann::json reserved = nlohmann::json::object();
-  for (const auto& [seat, ranges] : reserved_) reserved[std::to_string(seat)] = ranges_json(ranges);
+  auto seats_json = [](const std::map<int64_t, std::vector<LeaseRange>>& by_seat) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [seat, ranges] : by_seat) j[std::to_string(seat)] = ranges_json(ranges);
+    return j;
+  };
   return {{"format", "loco-data-plan"},
           {"version", 1},
           {"windows", windows_},
@@ -192,7 +232,9 @@ nlohmann::json DataPlan::to_json() const {
           {"held", held},
           {"read", read},
           {"reserved_round", reserved_round_},
-          {"reserved", reserved}};
+          {"reserved", seats_json(reserved_)},
+          {"previous_round", previous_round_},
+          {"previous", seats_json(previous_)}};
 }
 
 DataPlan DataPlan::from_json(const nlohmann::json& j, double now, double grace_s) {
@@ -210,6 +252,10 @@ DataPlan DataPlan::from_json(const nlohmann::json& j, double now, double grace_s
   if (j.contains("reserved"))
     for (const auto& [seat, ranges] : j.at("reserved").items())
       p.reserved_[std::stoll(seat)] = ranges_of(ranges);
+  p.previous_round_ = j.value("previous_round", int64_t(-1));  // absent in plans saved before
+  if (j.contains("previous"))
+    for (const auto& [seat, ranges] : j.at("previous").items())
+      p.previous_[std::stoll(seat)] = ranges_of(ranges);
   return p;
 }
 
@@ -217,8 +263,9 @@ nlohmann::json DataPlan::summary() const {
   int64_t free = 0;
   for (const auto& r : free_) free += r.size();
   int64_t reserved = 0;
-  for (const auto& [seat, ranges] : reserved_)
-    for (const auto& r : ranges) reserved += r.size();
+  for (const auto* pool : {&reserved_, &previous_})
+    for (const auto& [seat, ranges] : *pool)
+      for (const auto& r : ranges) reserved += r.size();
   return {{"windows_per_epoch", windows_},
           {"epochs_read", epochs_done_},
           {"epoch", epoch_},

@@ -16,8 +16,9 @@
 // sync.sites in config order, else the sync.workers slots), with every seat's size (its round of
 // windows). At a round's first claim the plan reserves, seat by seat in order, each seat's size
 // (from the free list first, then fresh positions); a claim receives its seat's reservation after
-// its own unread rest, however the claims are ordered. Reservations not claimed by the next
-// round's first claim go back to the free list and are dealt out again, seat by seat.
+// its own unread rest, however the claims are ordered. Reservations not claimed by the first
+// claim two rounds later go back to the free list and are dealt out again, seat by seat (a claim
+// may name the round it is for, one ahead of a slower member's first claim).
 //
 // A member that leaves reports how far it read; one that vanishes (its lease lapsed, or a new
 // session under its name claims without its lease id) is taken to have read what it last
@@ -53,12 +54,19 @@ class DataPlan {
   // `lease_id` (0: it holds none). `windows`: the windows of an epoch, as the worker's corpus
   // has them (the first claim fixes it). Throws CoordError kInvalidArgument on a corpus of
   // another size, want < 1, or consumed outside what the lease allows. `seats`: see above.
+  // `resume` (a worker resuming exactly from its own checkpoint): the unread rest of the lease it
+  // held then; when every range of it is on the free list, those ranges are its new lease
+  // (whatever `want`), as they are when it is the unread rest of the lease the holder still has
+  // (kept by a pause); else the claim goes on as if `resume` were empty.
   DataLease claim(const std::string& holder, int64_t lease_id, int64_t consumed, int64_t want,
-                  int64_t windows, const DataSeats& seats = {});
+                  int64_t windows, const DataSeats& seats = {},
+                  const std::vector<LeaseRange>& resume = {});
   // `holder` leaves, having read `consumed` positions of lease `lease_id` (< 0: unknown, taken
   // as its last report). The rest goes back to the free list. Nothing when the lease is not its
-  // current one. Returns whether anything changed.
-  bool release(const std::string& holder, int64_t lease_id, int64_t consumed);
+  // current one. `keep` (a pause): the read part is counted, the lease stays the holder's, and it
+  // waits for the holder with no time limit (a restart from disk gives it the grace below).
+  // Returns whether anything changed.
+  bool release(const std::string& holder, int64_t lease_id, int64_t consumed, bool keep = false);
   // Releases (at their last report) the leases of holders not in `live`, except those restored
   // from disk less than `grace_s` ago (their members may still come back). Returns whether any was.
   bool sweep(const std::set<std::string>& live, double now);
@@ -86,6 +94,8 @@ class DataPlan {
   void count_read(const DataLease& lease, int64_t from, int64_t to);
   void give_back(const std::vector<LeaseRange>& ranges);
   std::vector<LeaseRange> take(int64_t n);
+  // Takes exactly `ranges` off the free list if every one lies in it; else changes nothing.
+  bool take_exact(const std::vector<LeaseRange>& ranges);
   void reserve(const DataSeats& seats);
 
   int64_t windows_ = 0;           // per epoch (0 until the first claim)
@@ -97,6 +107,8 @@ class DataPlan {
   std::map<int64_t, int64_t> read_;  // per unfinished epoch: positions read
   int64_t reserved_round_ = -1;      // the round of the reservations (-1: none made yet)
   std::map<int64_t, std::vector<LeaseRange>> reserved_;  // per seat, not yet claimed
+  int64_t previous_round_ = -1;                          // the round before, and its
+  std::map<int64_t, std::vector<LeaseRange>> previous_;  // unclaimed reservations
 };
 
 }  // namespace loco

@@ -27,8 +27,7 @@ std::vector<torch::Tensor> DilocoAggregator::decode(const Update& u) const {
 
 void DilocoAggregator::add(const Update& u, const std::vector<torch::Tensor>& decoded) {
   for (size_t i = 0; i < layout_.size(); ++i)
-    sum_.narrow(0, layout_[i].offset, layout_[i].numel)
-        .add_(decoded[i].reshape({-1}), double(u.tokens));
+    add_weighted(sum_.narrow(0, layout_[i].offset, layout_[i].numel), decoded[i], u.tokens);
 }
 
 void DilocoAggregator::close(torch::Tensor& theta, OuterNesterov& outer, int64_t tokens) {

@@ -19,6 +19,10 @@ class DilocoAggregator : public Aggregator {
   bool serves_aggregate() const override { return download_update_; }
   bool steps_global_model() const override { return true; }
 
+  std::map<std::string, torch::Tensor>* residuals() override {
+    return down_feedback_ ? &down_feedback_->residuals() : nullptr;
+  }
+
  private:
   // Encodes sum_ (the average) tensor by tensor into aggregate_ and replaces it with what the
   // encoding decodes to.

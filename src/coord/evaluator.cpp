@@ -17,7 +17,8 @@ namespace loco {
 void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t tokens,
                                   const torch::Tensor& theta, const torch::Tensor& velocity,
                                   const torch::Tensor& shard_tokens, double wall_s,
-                                  const torch::Tensor& energy, const torch::Tensor& consensus) {
+                                  const torch::Tensor& energy, const torch::Tensor& consensus,
+                                  const std::map<std::string, torch::Tensor>& residuals) {
   Checkpoint c;
   c.step = round;
   c.tokens = tokens;
@@ -26,6 +27,7 @@ void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t t
   c.tensors["shard_tokens"] = shard_tokens;
   if (energy.defined()) c.tensors["energy"] = energy;
   if (consensus.defined()) c.tensors["consensus"] = consensus;
+  put_named(c.tensors, "download_residual", residuals);
   c.wall_s = wall_s;
   c.config_yaml = to_yaml(config);
   std::string dir = (fs::path(config.run.dir) / "checkpoints").string();

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -56,7 +57,8 @@ void write_coordinator_checkpoint(const Config& config, int64_t round, int64_t t
                                   const torch::Tensor& theta, const torch::Tensor& velocity,
                                   const torch::Tensor& shard_tokens, double wall_s,
                                   const torch::Tensor& energy = {},
-                                  const torch::Tensor& consensus = {});
+                                  const torch::Tensor& consensus = {},
+                                  const std::map<std::string, torch::Tensor>& residuals = {});
 
 class Evaluator {
  public:

@@ -77,8 +77,11 @@ class Service final : public v1::Coordinator::Service {
   grpc::Status ClaimData(grpc::ServerContext* ctx, const v1::ClaimRequest* req,
                          v1::ClaimReply* reply) override {
     return guarded("ClaimData", ctx, [&] {
-      DataLease lease = core_.claim_data(req->worker_id(), req->lease_id(), req->consumed(),
-                                         req->want(), req->windows());
+      std::vector<LeaseRange> resume;
+      for (const auto& r : req->resume()) resume.push_back({r.epoch(), r.begin(), r.end()});
+      DataLease lease =
+          core_.claim_data(req->worker_id(), req->lease_id(), req->consumed(), req->want(),
+                           req->windows(), resume, req->has_round() ? req->round() : -1);
       reply->set_lease_id(lease.id);
       for (const auto& r : lease.ranges) {
         auto* out = reply->add_ranges();
@@ -138,6 +141,7 @@ class Service final : public v1::Coordinator::Service {
       header->set_round(d.round);
       header->set_wait_s(wait_s);
       header->set_checksum(d.checksum);
+      header->set_last_round(d.last_round);
       std::vector<std::string_view> payloads;  // tensor i's bytes, streamed after the header
       if (kind == PullKind::kAggregate) {
         for (size_t i = 0; i < layout.size(); ++i) {
@@ -253,7 +257,8 @@ void return_freed_memory() {
 
 }  // namespace
 
-int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& stop) {
+int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& stop,
+                    const std::atomic<bool>* pause) {
   const auto& co = config.sync.coordinator;
   std::string secret = co.secret_file.empty() ? "" : read_secret(co.secret_file);
   auto credentials = server_credentials(co);
@@ -290,6 +295,7 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   for (int64_t ticks = 1; !stop && !core.finished(); ++ticks) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     core.tick();
+    if (pause && *pause) core.pause();  // once: later calls change nothing
 #ifdef __GLIBC__
     // The pulls' 1 MiB messages, freed in the heap between live blocks, stay resident unless
     // trimmed: 1.5 GB after 8 pulls of 561M (docs/performance.md). Once a second is cheap.

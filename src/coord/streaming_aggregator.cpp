@@ -35,8 +35,8 @@ void StreamingAggregator::add(const Update& u, const std::vector<torch::Tensor>&
   adding_ = fragment_of_round(u.round, int64_t(fragments_.size()));
   const Fragment& f = fragments_[size_t(adding_)];
   for (size_t i = 0; i < f.pieces.size(); ++i)
-    sum_.narrow(0, f.pieces[i].offset - f.offset, f.pieces[i].numel)
-        .add_(decoded[i].reshape({-1}), double(u.tokens));
+    add_weighted(sum_.narrow(0, f.pieces[i].offset - f.offset, f.pieces[i].numel), decoded[i],
+                 u.tokens);
 }
 
 void StreamingAggregator::close(torch::Tensor& theta, OuterNesterov& outer, int64_t tokens) {

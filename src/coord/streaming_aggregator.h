@@ -25,6 +25,10 @@ class StreamingAggregator : public Aggregator {
     return round % int64_t(fragments_.size()) == 0 || round == total;
   }
 
+  std::map<std::string, torch::Tensor>* residuals() override {
+    return down_feedback_ ? &down_feedback_->residuals() : nullptr;
+  }
+
  private:
   std::vector<Fragment> fragments_;
   std::unique_ptr<Codec> codec_, down_codec_;     // the pushes'; the download's

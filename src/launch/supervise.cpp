@@ -23,6 +23,10 @@ volatile sig_atomic_t g_interrupted = 0;  // how many SIGINT/SIGTERM came
 void on_signal(int) {
   g_interrupted = g_interrupted + 1;
 }
+volatile sig_atomic_t g_pause = 0;  // SIGUSR1: pause the run at the end of the round
+void on_pause(int) {
+  g_pause = 1;
+}
 
 void print_lines(Part& p, const char* data, size_t n, bool flush) {
   p.pending.append(data, n);
@@ -69,6 +73,7 @@ class Supervisor {
       if (schedule_.active() && !stopping_ && first_failure_.empty() && !g_interrupted)
         running_ += schedule_.step(parts_, exe_);
       stop_when_asked();
+      pause_when_asked();
       stop_late_members();
     }
     return exit_code();
@@ -355,6 +360,23 @@ class Supervisor {
     }
   }
 
+  // SIGUSR1: the coordinator ends the run after the round now open, every process checkpoints at
+  // that boundary and exits, and `loco launch --resume` goes on exactly (docs/faults.md).
+  void pause_when_asked() {
+    if (!g_pause || paused_) return;
+    paused_ = true;
+    for (auto& p : parts_) {
+      if (p.label != "coord" || p.pid <= 0 || p.status >= 0) continue;
+      spdlog::info(
+          "launch: pausing: the run stops at the end of this round; go on with "
+          "`loco launch --resume`");
+      ::kill(p.pid, SIGUSR1);
+      events_.write(p, "paused", {{"signal", SIGUSR1}});
+      return;
+    }
+    spdlog::warn("launch: SIGUSR1 (pause) needs a coordinator: ignored");
+  }
+
   int exit_code() const {
     int worst = 0;
     for (const auto& p : parts_) {
@@ -384,7 +406,7 @@ class Supervisor {
   EventLog& events_;
   FailurePolicy policy_;
   size_t running_ = 0;
-  bool stopping_ = false, killed_ = false;
+  bool stopping_ = false, killed_ = false, paused_ = false;
   std::chrono::steady_clock::time_point stop_deadline_ =
       std::chrono::steady_clock::time_point::max();
   std::chrono::steady_clock::time_point run_done_at_ =
@@ -427,6 +449,8 @@ void catch_stop_signals() {
   sa.sa_handler = on_signal;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  sa.sa_handler = on_pause;
+  ::sigaction(SIGUSR1, &sa, nullptr);
 }
 
 int supervise(std::vector<Part>& parts, ScheduleReplay& schedule, const std::string& exe,

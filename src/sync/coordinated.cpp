@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstring>
 #include <optional>
 
 #include "loco/checkpoint.h"
@@ -40,9 +41,20 @@ void CoordinatedSync::start(Trainer& trainer) {
   prepare(params);
   // A worker joining midway may wait a whole round for its first state: keep the lease.
   heartbeats_ = std::thread([this] { heartbeat_loop(); });
-  PullResult r = pull_params(params, /*with_velocity=*/velocity().defined() && round_ > 0);
-  theta_start_ = params.clone();
-  if (round_ > 0) {
+  const bool with_velocity = velocity().defined() && round_ > 0;
+  bool exact = false;
+  PullResult r;
+  if (own_) {  // restarted with --resume: the global state apart, to check against its own
+    torch::Tensor global = torch::empty_like(params);
+    r = pull_params(global, with_velocity);
+    exact = resume_exactly(trainer, global);
+    if (!exact) params.copy_(global);
+    theta_start_ = global;
+  } else {
+    r = pull_params(params, with_velocity);
+    theta_start_ = params.clone();
+  }
+  if (round_ > 0 && !exact) {
     int64_t step = round_ * round_steps(config_.sync);
     if (elastic_) step = progress_step(client_->status().tokens);
     trainer.set_position(step, std::nullopt);
@@ -51,14 +63,98 @@ void CoordinatedSync::start(Trainer& trainer) {
   DataLoader& loader = trainer.loader();
   client_->set_data_source([&loader] { return loader.stop_reading(); });
   if (site_ranks_ == 1) loader.set_refill([this](DataLoader& l) { claim_data(l); });
-  claim_data(loader);
-  round_tokens_start_ = trainer.tokens();
+  if (exact) {
+    resume_data(loader);
+  } else {
+    claim_data(loader);
+    round_tokens_start_ = trainer.tokens();
+  }
   round_start_s_ = now_s();
   round_start_step_ = trainer.step();
-  spdlog::info("worker {}: pulled the global state of round {} ({} bytes); from step {}",
-               client_->worker_id(), r.round, r.wire_bytes, trainer.step());
+  own_.reset();  // its optimizer state is the size of the model, twice over: not kept
+  spdlog::info("worker {}: pulled the global state of round {} ({} bytes); from step {}{}",
+               client_->worker_id(), r.round, r.wire_bytes, trainer.step(),
+               exact ? ", exactly where its checkpoint left it" : "");
   if (!client_->link_record().is_null())
     spdlog::info("worker {}: slow link {}", client_->worker_id(), client_->link_record().dump());
+}
+
+void CoordinatedSync::save_state(Trainer& trainer, std::map<std::string, torch::Tensor>& out) {
+  const bool exact = !elastic_ && site_ranks_ == 1 && resumable_now(trainer);
+  out["sync.state"] = torch::tensor(
+      std::vector<int64_t>{exact, round_, shard_, round_tokens_start_, loss_count_}, torch::kInt64);
+  out["sync.loss_sum"] = torch::tensor(std::vector<double>{loss_sum_}, torch::kDouble);
+  const uint64_t sum = param_checksum(theta_start_);
+  int64_t bits = 0;
+  std::memcpy(&bits, &sum, sizeof(bits));
+  out["sync.global_checksum"] = torch::tensor(std::vector<int64_t>{bits}, torch::kInt64);
+  if (auto* kept = residuals()) put_named(out, "sync.residual", *kept);
+}
+
+bool CoordinatedSync::resume_exactly(Trainer& trainer, const torch::Tensor& global) {
+  const Checkpoint& c = *own_;
+  auto state = c.tensors.find("sync.state");
+  auto sum = c.tensors.find("sync.global_checksum");
+  std::string why;
+  if (state == c.tensors.end() || sum == c.tensors.end()) {
+    why = "it was written by an older loco";
+  } else {
+    const auto v = state->second.contiguous();
+    const int64_t* p = v.data_ptr<int64_t>();
+    uint64_t want = 0;
+    const int64_t bits = sum->second.item<int64_t>();
+    std::memcpy(&want, &bits, sizeof(want));
+    if (!p[0])
+      why =
+          "its method cannot go on exactly from the moment it was written (a sync in flight, "
+          "a round under way, or state it does not checkpoint)";
+    else if (p[1] != round_)
+      why = "it is of round " + std::to_string(p[1]) + ", the coordinator is at round " +
+            std::to_string(round_);
+    else if (p[2] != shard_)
+      why = "it read data slot " + std::to_string(p[2]) + ", this session has slot " +
+            std::to_string(shard_);
+    else if (param_checksum(global) != want)
+      why =
+          "the coordinator's state of round " + std::to_string(round_) + " is not the one it kept";
+    if (why.empty()) {
+      trainer.restore(c, own_path_);
+      round_tokens_start_ = p[3];
+      loss_count_ = p[4];
+      loss_sum_ = c.tensors.at("sync.loss_sum").item<double>();
+    }
+  }
+  if (!why.empty()) {
+    spdlog::warn(
+        "worker {}: not resuming exactly from its checkpoint of step {}: {}; rejoining "
+        "with a fresh optimizer",
+        client_->worker_id(), c.step, why);
+    return false;
+  }
+  if (auto* kept = residuals()) *kept = get_named(c.tensors, "sync.residual");
+  return true;
+}
+
+void CoordinatedSync::resume_data(DataLoader& loader) {
+  if (!loader.leased()) return claim_data(loader);
+  const DataLease& held = loader.lease();
+  std::vector<LeaseRange> rest = held.slice(loader.lease_offset(), held.size());
+  if (rest.empty()) return claim_data(loader);  // the claim it made after that step
+  int64_t want = 0;
+  for (const auto& r : rest) want += r.size();
+  DataLease next =
+      client_->claim_data(held.id, loader.lease_offset(), want, loader.total_windows(), rest);
+  if (next.ranges != rest)
+    spdlog::warn(
+        "worker {}: the rest of its data lease was handed out meanwhile; it reads other "
+        "windows (not exactly the run it resumes)",
+        client_->worker_id());
+  loader.set_lease(next, 0, 0, site_ranks_);
+}
+
+bool CoordinatedSync::ends_run(const PullResult& down) {
+  if (down.last_round > 0 && down.round >= down.last_round) run_over_ = true;
+  return run_over_;
 }
 
 void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
@@ -76,7 +172,8 @@ void CoordinatedSync::after_step(Trainer& trainer, nlohmann::json& record) {
     up = client_->push(make_update(trainer, &codec_s));
     pull_start = now_s();
     down = download(params, &codec_s);
-    if (trainer.step() < config_.train.max_steps) claim_data(trainer.loader());  // next round's
+    if (trainer.step() < config_.train.max_steps && !ends_run(down))
+      claim_data(trainer.loader());  // next round's
   } catch (const RpcError& e) {
     if (e.code == RpcError::kOther || site_ranks_ > 1) throw;
     recover(trainer, e, record);
@@ -114,11 +211,12 @@ void CoordinatedSync::finish(Trainer&) {
 
 // Reports how far this worker read its lease and takes the next one: a round's worth of windows
 // for the whole site (its ranks split each step's share).
-void CoordinatedSync::claim_data(DataLoader& loader) {
+void CoordinatedSync::claim_data(DataLoader& loader, int64_t round) {
   const auto& t = config_.train;
   const int64_t want = round_steps(config_.sync) * t.grad_accum * t.batch_size * site_ranks_;
   const int64_t consumed = loader.leased() ? loader.lease_offset() : 0;
-  DataLease next = client_->claim_data(loader.lease().id, consumed, want, loader.total_windows());
+  DataLease next =
+      client_->claim_data(loader.lease().id, consumed, want, loader.total_windows(), {}, round);
   loader.set_lease(next, 0, 0, site_ranks_);
 }
 

@@ -43,6 +43,13 @@ class CoordinatedSync : public Sync {
   bool run_over() const override { return run_over_; }
   void refill_data(Trainer& trainer) override;
   void watch_stop(std::shared_ptr<StopRequest> stop) override { stop_ = std::move(stop); }
+  // "sync.state" (whether this moment can be resumed from exactly, the round, the data slot, the
+  // round's token start and loss count), "sync.loss_sum", "sync.global_checksum" (of
+  // theta_start_) and the error-feedback residuals ("sync.residual", put_named).
+  void save_state(Trainer& trainer, std::map<std::string, torch::Tensor>& out) override;
+  void resume_from(std::shared_ptr<const Checkpoint> own, const std::string& path) override {
+    own_ = std::move(own), own_path_ = path;
+  }
 
  protected:
   // --- the method's hooks ---
@@ -63,6 +70,12 @@ class CoordinatedSync : public Sync {
                            uint64_t& checksum, nlohmann::json& record) {}
   // The round's work is being discarded (recover): drop what was kept from it.
   virtual void discard_round() {}
+  // Whether the trainer's state now is one the method goes on from exactly after a resume, given
+  // the coordinator's state of round round_, the trainer's checkpoint and save_state's tensors:
+  // nothing in flight, nothing of the round kept elsewhere. Default: never (demo, delayed).
+  virtual bool resumable_now(const Trainer& trainer) const { return false; }
+  // The method's error-feedback residuals by tensor name, if it keeps any.
+  virtual std::map<std::string, torch::Tensor>* residuals() { return nullptr; }
   // Whether the method reads delta_ after the push (a download replayed from it, demo's momentum);
   // when not, the update is encoded tensor by tensor and delta_ never holds the whole model.
   virtual bool keeps_delta() const { return true; }
@@ -83,10 +96,15 @@ class CoordinatedSync : public Sync {
   // The round went on without this worker (late, the coordinator restarted, dropped): takes the
   // coordinator's current state and moves the trainer to its round; `record` says so.
   void recover(Trainer& trainer, const RpcError& first, nlohmann::json& record);
-  // Reports how far the loader read its lease and takes the next round's.
-  void claim_data(DataLoader& loader);
+  // Reports how far the loader read its lease and takes the next round's; `round` (>= 0): the
+  // round the data is for, when the coordinator is not at it yet (a claim before this round's
+  // push: streaming, delayed DiLoCo), so that the seats are dealt by it (docs/data.md).
+  void claim_data(DataLoader& loader, int64_t round = -1);
   // The next round starts from the current parameters, tokens and an empty loss sum.
   void start_round(Trainer& trainer);
+  // After a download: whether the coordinator's last round is reached (the run paused or ends),
+  // which ends training after this step; no data is claimed for a round that will not come.
+  bool ends_run(const PullResult& down);
 
   Config config_;
   std::shared_ptr<CoordinatorClient> client_;
@@ -119,6 +137,13 @@ class CoordinatedSync : public Sync {
   int64_t progress_step(int64_t tokens) const;
   void heartbeat_loop();
   void stop_heartbeats();
+  // start() on an exact resume: the global state pulled into `global` matches the one own_ was
+  // written with: restores the trainer and the method from own_. False (nothing restored): not
+  // such a checkpoint, or another round, slot or state.
+  bool resume_exactly(Trainer& trainer, const torch::Tensor& global);
+  // An exact resume's data: the unread rest of the restored lease back from the coordinator, or
+  // the claim the member made after the checkpointed step.
+  void resume_data(DataLoader& loader);
 
   int32_t shard_;
   const bool elastic_, lone_;
@@ -126,6 +151,8 @@ class CoordinatedSync : public Sync {
   int64_t round_start_step_ = 0;  // the step it started at (elastic rounds)
   bool run_over_ = false, alone_ = false;
   std::shared_ptr<StopRequest> stop_;  // null: leave at once on a stop signal
+  std::shared_ptr<const Checkpoint> own_;  // resume_from()
+  std::string own_path_;
   std::thread heartbeats_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -50,6 +50,11 @@ class DelayedDilocoSync : public CoordinatedSync {
         return;
       }
       apply(*done, record);
+      if (ends_run(done->down)) {  // paused: the run ended with the round just applied
+        params.copy_(global_);
+        done->record(record, waited, /*blocking=*/false, *client_);
+        return;
+      }
     }
     // Round round_'s update: its pseudo-gradient against the anchor it started from.
     const double start = now_s();
@@ -68,7 +73,8 @@ class DelayedDilocoSync : public CoordinatedSync {
     // The next round starts from the newest global state, one outer step behind this round's.
     params.copy_(global_);
     start_round(trainer);
-    if (trainer.step() < config_.train.max_steps) claim_data(trainer.loader());
+    // The next round's data, before this round's push: named, so the seats stay deterministic.
+    if (trainer.step() < config_.train.max_steps) claim_data(trainer.loader(), round_ + 1);
     exchange_ =
         std::make_unique<BackgroundExchange>(*client_, std::move(u), layout_, pull_timeout());
     exchange_->codec_s = codec_s;

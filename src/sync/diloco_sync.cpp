@@ -8,6 +8,8 @@
 #include "coordinated.h"
 #include "loco/checkpoint.h"
 #include "loco/optim.h"
+#include "loco/progress.h"
+#include "loco/trainer.h"
 
 namespace loco {
 namespace {
@@ -52,6 +54,15 @@ class DilocoSync : public CoordinatedSync {
 
   void discard_round() override {
     if (feedback_) feedback_->residuals().clear();
+  }
+
+  // Right after a round's download (the trainer's step is the round's first): theta_start_ is the
+  // global state, and what comes next depends only on the trainer's and save_state's state.
+  bool resumable_now(const Trainer& trainer) const override {
+    return trainer.step() == round_ * round_steps(config_.sync);
+  }
+  std::map<std::string, torch::Tensor>* residuals() override {
+    return feedback_ ? &feedback_->residuals() : nullptr;
   }
 
   torch::Tensor decode_checked(const Encoded& e, size_t i) const {

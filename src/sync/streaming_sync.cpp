@@ -64,6 +64,12 @@ class StreamingSync : public CoordinatedSync {
 
   void discard_round() override { worker_->discard(); }
 
+  // Between a round's result and the next round's step nothing is in flight: the global copy
+  // (theta_start_) is the coordinator's state of round round_, the local parameters, the inner
+  // optimizer and the data position are the trainer's, the round's token start save_state's.
+  bool resumable_now(const Trainer&) const override { return !exchange_; }
+  std::map<std::string, torch::Tensor>* residuals() override { return worker_->residuals(); }
+
   // The round's step: the fragment's update, then its push and the download of the round's
   // average on the exchange's thread.
   void start_exchange(Trainer& trainer) {
@@ -78,11 +84,11 @@ class StreamingSync : public CoordinatedSync {
     round_tokens_start_ = trainer.tokens();
     loss_sum_ = 0, loss_count_ = 0;
     // With overlap, the next round's data now, on this thread (the loader is the trainer's),
-    // while the coordinator is at this round: every member claims once a round, so the seats
-    // stay deterministic (docs/streaming.md "Data"). Without overlap, after the download as
-    // DiLoCo does.
+    // while the coordinator is at this round: every member claims once for each round, naming
+    // it, so the seats stay deterministic (docs/streaming.md "Data"). Without overlap, after the
+    // download as DiLoCo does.
     if (worker_->delay_steps() > 0 && trainer.step() < config_.train.max_steps)
-      claim_data(trainer.loader());
+      claim_data(trainer.loader(), round_ + 1);
     exchange_ = std::make_unique<BackgroundExchange>(
         *client_, std::move(u), worker_->fragment(round_).pieces, pull_timeout());
     exchange_->codec_s = codec_s;
@@ -108,7 +114,8 @@ class StreamingSync : public CoordinatedSync {
     round_ = e->down.round;
     const uint64_t sum = check_replay(theta_start_, param_checksum(theta_start_), e->down, record);
     worker_->mix(e->round, theta_start_, params);
-    if (worker_->delay_steps() == 0 && trainer.step() < config_.train.max_steps)
+    if (!ends_run(e->down) && worker_->delay_steps() == 0 &&
+        trainer.step() < config_.train.max_steps)
       claim_data(trainer.loader());
     record["fragment"] = fragment_of_round(e->round, config_.sync.streaming.fragments);
     e->record(record, waited, worker_->delay_steps() == 0, *client_);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <regex>
+#include <sstream>
 
 #include "loco/shard.h"
 
@@ -46,6 +47,36 @@ int64_t step_of(const fs::path& p) {
 }
 
 }  // namespace
+
+void put_named(std::map<std::string, torch::Tensor>& out, const std::string& prefix,
+               const std::map<std::string, torch::Tensor>& named) {
+  if (named.empty()) return;
+  std::string names;
+  int64_t i = 0;
+  for (const auto& [name, t] : named) {
+    names += name + "\n";
+    out[prefix + "." + std::to_string(i++)] = t;
+  }
+  out[prefix + ".names"] =
+      torch::from_blob(names.data(), {int64_t(names.size())}, torch::kUInt8).clone();
+}
+
+std::map<std::string, torch::Tensor> get_named(const std::map<std::string, torch::Tensor>& in,
+                                               const std::string& prefix) {
+  std::map<std::string, torch::Tensor> out;
+  auto names = in.find(prefix + ".names");
+  if (names == in.end()) return out;
+  const auto bytes = names->second.contiguous();
+  std::istringstream text(
+      std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), size_t(bytes.numel())));
+  int64_t i = 0;
+  for (std::string name; std::getline(text, name); ++i) {
+    auto t = in.find(prefix + "." + std::to_string(i));
+    if (t == in.end()) throw CheckpointError(prefix + ": tensor " + name + " is missing");
+    out[name] = t->second.clone();
+  }
+  return out;
+}
 
 std::string checkpoint_path(const std::string& dir, int64_t step) {
   char name[32];

@@ -206,6 +206,7 @@ std::string Trainer::save_checkpoint() {
   c.tensors["params"] = params_->data();
   c.tensors["rng"] = at::detail::getDefaultCPUGenerator().get_state();
   for (auto& [name, tensor] : optimizer_->state()) c.tensors["optim." + name] = tensor;
+  if (sync_) sync_->save_state(*this, c.tensors);
   std::string dir = (fs::path(config_.run.dir) / "checkpoints").string();
   last_checkpoint_ = checkpoint_path(dir, step_);
   loco::save_checkpoint(last_checkpoint_, c);
@@ -214,7 +215,10 @@ std::string Trainer::save_checkpoint() {
 }
 
 void Trainer::restore(const std::string& path) {
-  Checkpoint c = load_checkpoint(path);
+  restore(load_checkpoint(path), path);
+}
+
+void Trainer::restore(const Checkpoint& c, const std::string& path) {
   auto params = c.tensors.at("params");
   TORCH_CHECK(params.numel() == params_->numel(), path, ": checkpoint holds ", params.numel(),
               " parameters, this model has ", params_->numel(), " (model config changed?)");
@@ -257,9 +261,12 @@ TrainSummary Trainer::run() {
   if (sync_) sync_->start(*this);  // may move step_ (a worker joining mid-run)
   int64_t last_log_tokens = tokens_, first_step = step_;
   bool primary = !sync_ || sync_->is_primary();
-  // Elastic rounds: the strategy ends the run (at its token budget); otherwise train.max_steps.
+  // Elastic rounds: the strategy ends the run (at its token budget); otherwise train.max_steps,
+  // or earlier when the coordinator paused the run (its last round came before max_steps).
   const bool elastic = sync_ && sync_->elastic();
-  auto over = [&] { return elastic ? sync_->run_over() : step_ >= t.max_steps; };
+  auto over = [&] {
+    return elastic ? sync_->run_over() : step_ >= t.max_steps || (sync_ && sync_->run_over());
+  };
   while (!over()) {
     StepStats s = train_step();
     double wall = wall_offset_s_ + (now_s() - start);
@@ -272,7 +279,9 @@ TrainSummary Trainer::run() {
                              {"step_ms", s.seconds * 1e3}};
     if (sync_) sync_->after_step(*this, record);
     // the end, and the step not rolled back by the sync
-    bool last = elastic ? over() : s.step == t.max_steps && step_ == t.max_steps;
+    bool last = elastic || (sync_ && sync_->run_over())
+                    ? over()
+                    : s.step == t.max_steps && step_ == t.max_steps;
     if (primary && (last || (t.eval_every > 0 && s.step % t.eval_every == 0))) {
       EvalStats e;
       if (record.contains("val_loss")) {  // the sync evaluated this step's model already (demo)
