@@ -317,6 +317,7 @@ void expect_pause_resumes_bit_for_bit(const std::string& dir, Config c, int64_t 
   ASSERT_EQ(wait_exit(launch), 0) << read_text(dir + "/launch.log");
   const std::string first = read_text(dir + "/launch.log");
   EXPECT_NE(first.find("pausing"), std::string::npos) << first;
+  EXPECT_NE(first.find("paused at round"), std::string::npos) << first;
   const int64_t at = logged_round(dir + "/run/coordinator/metrics.jsonl");
   ASSERT_LT(at, rounds) << first;
   auto summary = nlohmann::json::parse(read_text(dir + "/run/coordinator/summary.json"));

@@ -138,6 +138,8 @@ class CoordinatorCore {
   const std::vector<TensorLayout>& layout() const { return layout_; }
   int64_t num_params() const { return layout_.back().offset + layout_.back().numel; }
   int64_t round() const;
+  // The run's last round before pause() lowered it; 0 when the run was not paused.
+  int64_t paused_from() const;
   void save_checkpoint();
 
  private:
@@ -186,6 +188,7 @@ class CoordinatorCore {
   bool stopping_ = false;                // stop_waiting()
   bool paused_ = false;                  // pause(): total_rounds_ lowered, the run not complete
   bool pause_asked_ = false;             // pause() was called (it acts once)
+  int64_t paused_from_ = 0;              // total_rounds_ before the pause
   // Makes `last` the run's last round and wakes the pulls waiting for a later one.
   void end_run_at_locked(int64_t last);
   std::vector<LossPoint> train_losses_;  // per closed round, for status()

@@ -305,6 +305,7 @@ void CoordinatorCore::pause() {
     return;
   }
   paused_ = true;
+  paused_from_ = total_rounds_;
   spdlog::info(
       "coordinator: pausing: the run stops when round {} closes (of {}); `loco launch "
       "--resume` goes on from there",
@@ -446,6 +447,11 @@ bool CoordinatorCore::finished() const {
   const bool members_done =
       members_->empty() || (trace_over_at_ >= 0 && now_s() - trace_over_at_ > kTraceGraceS);
   return round_ >= total_rounds_ && members_done && evaluator_->idle();
+}
+
+int64_t CoordinatorCore::paused_from() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return paused_from_;
 }
 
 int64_t CoordinatorCore::round() const {

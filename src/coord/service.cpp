@@ -311,6 +311,11 @@ int run_coordinator(const Config& config, bool resume, const std::atomic<bool>& 
   auto totals = core.totals();
   std::string summary = (std::filesystem::path(config.run.dir) / "summary.json").string();
   write_file_atomically(summary, totals.dump(1) + "\n");  // readers never see half a file
+  if (const int64_t planned = core.paused_from())
+    spdlog::info(
+        "coordinator: paused at round {} of {}; `loco launch --resume` (or `loco coordinator "
+        "--resume` and `loco worker --resume`) goes on from here",
+        s.round, planned);
   spdlog::info(
       "coordinator: done at round {}/{}; {} bytes up, {} bytes down ({:.1f}x fewer than fp32 "
       "DiLoCo, {:.1f}x fewer than DDP); final val loss {:.4f}; {}",
