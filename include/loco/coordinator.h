@@ -65,7 +65,7 @@ struct Download {
   // kAggregate: the tensors of the aggregate when not the whole layout (streaming: the round's
   // fragment, owned by the aggregator); null: the whole layout.
   const std::vector<TensorLayout>* layout = nullptr;
-  uint64_t checksum = 0;  // kAggregate in diloco: FNV-1a of the new parameters
+  uint64_t checksum = 0;   // kAggregate in diloco: FNV-1a of the new parameters
   int64_t last_round = 0;  // the run's last round now (a pause lowers it)
 };
 
@@ -185,10 +185,10 @@ class CoordinatorCore {
   int64_t round_ = 0, total_rounds_ = 0, tokens_total_ = 0, round_tokens_ = 0;
   double round_loss_sum_ = 0, round_started_ = 0, round_work_s_ = 0, last_round_loss_ = 0;
   int64_t consensus_round_ = -1;
-  bool stopping_ = false;                // stop_waiting()
-  bool paused_ = false;                  // pause(): total_rounds_ lowered, the run not complete
-  bool pause_asked_ = false;             // pause() was called (it acts once)
-  int64_t paused_from_ = 0;              // total_rounds_ before the pause
+  bool stopping_ = false;     // stop_waiting()
+  bool paused_ = false;       // pause(): total_rounds_ lowered, the run not complete
+  bool pause_asked_ = false;  // pause() was called (it acts once)
+  int64_t paused_from_ = 0;   // total_rounds_ before the pause
   // Makes `last` the run's last round and wakes the pulls waiting for a later one.
   void end_run_at_locked(int64_t last);
   std::vector<LossPoint> train_losses_;  // per closed round, for status()

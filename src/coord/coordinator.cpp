@@ -289,30 +289,6 @@ void CoordinatorCore::end_run_at_locked(int64_t last) {
   round_closed_.notify_all();
 }
 
-std::map<std::string, torch::Tensor> CoordinatorCore::download_residuals_locked() const {
-  std::map<std::string, torch::Tensor> out;
-  if (auto* kept = aggregator_->residuals())
-    for (const auto& [name, r] : *kept) out[name] = r.clone();  // the next close updates them
-  return out;
-}
-
-void CoordinatorCore::pause() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (pause_asked_) return;
-  pause_asked_ = true;
-  if (round_ + 1 >= total_rounds_) {  // nothing to pause: the run ends at the next close anyway
-    spdlog::info("coordinator: pause asked; the run ends when its last round closes anyway");
-    return;
-  }
-  paused_ = true;
-  paused_from_ = total_rounds_;
-  spdlog::info(
-      "coordinator: pausing: the run stops when round {} closes (of {}); `loco launch "
-      "--resume` goes on from there",
-      round_ + 1, total_rounds_);
-  end_run_at_locked(round_ + 1);
-}
-
 void CoordinatorCore::stop_waiting() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -447,11 +423,6 @@ bool CoordinatorCore::finished() const {
   const bool members_done =
       members_->empty() || (trace_over_at_ >= 0 && now_s() - trace_over_at_ > kTraceGraceS);
   return round_ >= total_rounds_ && members_done && evaluator_->idle();
-}
-
-int64_t CoordinatorCore::paused_from() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return paused_from_;
 }
 
 int64_t CoordinatorCore::round() const {

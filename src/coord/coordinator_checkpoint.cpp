@@ -1,6 +1,6 @@
 // The coordinator's checkpoints (see include/loco/coordinator.h): writing one at a round's close,
-// restoring the newest on --resume, and logging again the rounds a crash checkpointed but did not
-// log.
+// restoring the newest on --resume, logging again the rounds a crash checkpointed but did not
+// log, and the pause that ends a run at a round's boundary for an exact resume.
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -92,6 +92,35 @@ void CoordinatorCore::save_checkpoint() {
 
 bool CoordinatorCore::checkpoint_due(int64_t round) const {
   return round % config_.sync.coordinator.checkpoint_every == 0 || round == total_rounds_;
+}
+
+std::map<std::string, torch::Tensor> CoordinatorCore::download_residuals_locked() const {
+  std::map<std::string, torch::Tensor> out;
+  if (auto* kept = aggregator_->residuals())
+    for (const auto& [name, r] : *kept) out[name] = r.clone();  // the next close updates them
+  return out;
+}
+
+void CoordinatorCore::pause() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (pause_asked_) return;
+  pause_asked_ = true;
+  if (round_ + 1 >= total_rounds_) {  // nothing to pause: the run ends at the next close anyway
+    spdlog::info("coordinator: pause asked; the run ends when its last round closes anyway");
+    return;
+  }
+  paused_ = true;
+  paused_from_ = total_rounds_;
+  spdlog::info(
+      "coordinator: pausing: the run stops when round {} closes (of {}); `loco launch "
+      "--resume` goes on from there",
+      round_ + 1, total_rounds_);
+  end_run_at_locked(round_ + 1);
+}
+
+int64_t CoordinatorCore::paused_from() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return paused_from_;
 }
 
 }  // namespace loco

@@ -150,7 +150,7 @@ class CoordinatedSync : public Sync {
   double round_start_s_ = 0;      // when the round started (sync.round_seconds)
   int64_t round_start_step_ = 0;  // the step it started at (elastic rounds)
   bool run_over_ = false, alone_ = false;
-  std::shared_ptr<StopRequest> stop_;  // null: leave at once on a stop signal
+  std::shared_ptr<StopRequest> stop_;      // null: leave at once on a stop signal
   std::shared_ptr<const Checkpoint> own_;  // resume_from()
   std::string own_path_;
   std::thread heartbeats_;
