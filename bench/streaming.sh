@@ -24,6 +24,13 @@
 #   against DDP's tokens and final val loss. Both clocks start at their launch's first process
 #   (DDP: rank 0's wall_s; DiLoCo: the coordinator's).
 #
+# BATCH: the per-worker batch of every run (default: configs/diloco-tiny.yaml's, 8), with
+#   train.eval_batches = 64 / BATCH so that every batch is evaluated on the same 64 windows; a
+#   BATCH other than 8 runs into runs/bench-streaming-bBATCH/ and writes
+#   bench/results/streaming-bBATCH.{json,md}. Against DDP the batch matters: a DDP step is its
+#   compute plus the all-reduce on the link, which does not shrink with the batch, so a smaller
+#   batch lets a method that hides the link train more times DDP's tokens (docs/streaming.md).
+#
 # Needs the prepared corpus (scripts/quickstart.sh) and build/loco. Pins OPENBLAS_NUM_THREADS=1
 # and one thread per worker for every run. Writes bench/results/streaming.json (every run's
 # numbers) and bench/results/streaming.md (the tables docs/streaming.md shows).
@@ -36,7 +43,10 @@ LOSS_STEPS=${LOSS_STEPS:-400}
 DDP_STEPS=${DDP_STEPS:-80}
 WALL_STEPS=${WALL_STEPS:-320}
 H=40
-OUT=${OUT:-runs/bench-streaming}
+BATCH=${BATCH:-8}
+(( BATCH > 0 && 64 % BATCH == 0 )) || { echo "error: BATCH=$BATCH: give a divisor of 64 (the val windows)" >&2; exit 2; }
+SUFFIX=$([[ $BATCH == 8 ]] || echo "-b$BATCH")
+OUT=${OUT:-runs/bench-streaming$SUFFIX}
 PHASES=("$@")
 (( ${#PHASES[@]} )) || PHASES=(speed)
 [[ -f data/nlp-corpus/val.bin ]] || { echo "error: run scripts/quickstart.sh first (needs data/nlp-corpus)" >&2; exit 2; }
@@ -66,6 +76,7 @@ run() {
   "$LOCO" launch --config configs/diloco-tiny.yaml --set run.dir="$dir" \
     --set train.max_steps="$steps" --set sync.inner_steps=$H --set train.eval_every=0 \
     --set train.checkpoint_every=0 --set train.log_every=20 --set train.threads=1 \
+    --set train.batch_size="$BATCH" --set train.eval_batches=$(( 64 / BATCH )) \
     --set sync.outer.momentum=0.5 --set sync.coordinator.address=127.0.0.1:"$port" \
     "${link[@]}" "$@" >"$dir.log" 2>&1 || { tail -20 "$dir.log"; exit 1; }
   echo "    $name: $(( SECONDS - start )) s"
@@ -91,9 +102,9 @@ for phase in "${PHASES[@]}"; do
   esac
 done
 
-/usr/bin/python3 - "$OUT" "$LINKS" <<'PY'
+/usr/bin/python3 - "$OUT" "$LINKS" "$SUFFIX" <<'PY'
 import glob, json, os, sys
-out, links = sys.argv[1], sys.argv[2].split()
+out, links, suffix = sys.argv[1], sys.argv[2].split(), sys.argv[3]
 
 def load(path):
     return [json.loads(l) for l in open(path) if l.strip()]
@@ -161,7 +172,7 @@ if os.path.exists(f"{ddp_dir}/summary.json"):
         r = at_wall(f"wall-{k}", s["wall_s"])
         if r: wall[k] = r
 runs["wallclock"] = wall
-json.dump(runs, open("bench/results/streaming.json", "w"), indent=1)
+json.dump(runs, open(f"bench/results/streaming{suffix}.json", "w"), indent=1)
 
 lines = ["| method | link | time per inner step | vs no limit | sync share of wall | bytes of one push |",
          "|---|---|---|---|---|---|"]
@@ -196,6 +207,6 @@ if "ddp" in wall:
         lines.append(f"| {label} | {r['trained_tokens']:,} | {r['trained_tokens'] / d['tokens']:.2f}x | "
                      f"{r['wall_s']:.0f} s | {r['tokens']:,} | {r['val_loss']:.4f} | "
                      f"{100 * (r['val_loss'] / d['val_loss'] - 1):+.2f}% |")
-open("bench/results/streaming.md", "w").write("\n".join(lines) + "\n")
+open(f"bench/results/streaming{suffix}.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
