@@ -518,10 +518,8 @@ def main():
                         f"`scripts/reproduce.sh {name}` on {now}, code {commit()}:\n\n{section}")
             print(f"updated {results} ({name})")
     if args.readme and not args.experiments:
-        rest = ("the tuning, the worker sweep, the slow link and the targets are there"
-                if len(done) == len(runs.numbers) else
-                "the tuning, the worker sweep, the slow link and the targets are there, a point not "
-                "finished yet saying so")
+        rest = "the tuning, the worker sweep, the slow link and the targets are there" + (
+            "" if len(done) == len(runs.numbers) else ", a point not finished yet saying so")
         summary = (f"From [{args.page}]({args.page}), written by `scripts/reproduce.sh` on {now} "
                    f"({len(done)} of {len(runs.numbers)} points finished; {rest}):\n\n"
                    + table(runs, "headline"))
