@@ -41,15 +41,17 @@ install_packages() {
 # Parallel build jobs: $LOCO_JOBS, or one per core.
 build_jobs() { echo "${LOCO_JOBS:-$(nproc 2>/dev/null || echo 2)}"; }
 
-# build_loco: configure (once) and build into ./build with ccache and precompiled headers.
+# build_loco [TARGET...]: configure (once) and build into ./build with ccache and precompiled
+# headers; every target (tests included) unless targets are named.
 build_loco() {
-  local jobs
+  local jobs targets=()
   jobs=$(build_jobs)
-  say "building loco (build/, ${jobs} jobs; ccache makes rebuilds fast)"
+  if (( $# )); then targets=(--target "$@"); fi
+  say "building ${*:-loco and its tests} (build/, ${jobs} jobs; ccache makes rebuilds fast)"
   if [[ ! -f build/build.ninja ]]; then
     cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   fi
-  cmake --build build -j "$jobs"
+  cmake --build build -j "$jobs" "${targets[@]}"
 }
 
 # build_hardening: the two hardening builds of docs/hardening.md, each configured once.

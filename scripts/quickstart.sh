@@ -27,7 +27,7 @@ else
   say "default corpus already in $RAW"
 fi
 
-build_loco
+build_loco loco  # the tests are scripts/test.sh's
 
 # val.bin appears last, once every shard and index is written; a corpus prepared before shards
 # (no val.index.json) is prepared again.
