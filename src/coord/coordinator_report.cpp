@@ -1,6 +1,5 @@
 // What the coordinator reports of itself: the totals of summary.json (ledger, rounds, data,
 // replicas, link, energy) and the numbers of its Status RPC (loco status, the status page).
-#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "data_plan.h"

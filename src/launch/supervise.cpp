@@ -1,18 +1,17 @@
-// `loco launch` supervising its processes (supervise.h): fork and exec, the prefixed output of
-// each, the wait for their exits, the failure policy carried out (restart, leave down, give up,
-// stop the rest: failure.h), the stop on a signal, the events file, and the exit code.
+// `loco launch` supervising its processes (supervise.h): starting each (start.cpp), the
+// prefixed output of each, the wait for their exits, the failure policy carried out (restart,
+// leave down, give up, stop the rest: failure.h), the stop on a signal, the events file, and the
+// exit code.
 #include "supervise.h"
 
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <iostream>
 #include <set>
 
